@@ -1,1 +1,649 @@
-//! placeholder
+//! Modelvault's persistence, all through `object_store`: a local directory
+//! (the embedded default) or any S3-compatible bucket.
+//!
+//! Invariants a reader must keep:
+//! - no plaintext model byte, plaintext digest or DEK is ever written; blobs
+//!   are in the format of `modelvault-format`, digests are sealed under the
+//!   version DEK, DEKs are wrapped by the key provider;
+//! - every control record is authenticated ([`records`]) and bound to its
+//!   path; a record that fails is an [`StorageError::Integrity`] error;
+//! - nothing is overwritten: blobs get fresh keys, records are
+//!   create-if-absent (mutable state is sequence-numbered records), so
+//!   racing writers never tear state;
+//! - on the local store, committed writes are fsynced (file and directory).
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+mod blob;
+mod error;
+pub mod layout;
+pub mod names;
+pub mod records;
+mod types;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::TryStreamExt as _;
+use modelvault_format::{Dek, SegmentSize};
+use modelvault_keys::{DekBinding, KeyProvider};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use blob::{FileReader, PlaintextStream};
+pub use error::StorageError;
+pub use types::*;
+
+/// Purpose label of the seal key for file digests.
+const DIGEST_SEAL: &str = "file-digests";
+
+/// An open store: the object store, and the key provider that
+/// authenticates its records and wraps its DEKs.
+#[derive(Clone)]
+pub struct Store {
+    objects: Arc<dyn ObjectStore>,
+    /// Set for the local file system: used to fsync what must be durable.
+    local_root: Option<PathBuf>,
+    keys: Arc<dyn KeyProvider>,
+    url: String,
+    segment_size: SegmentSize,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+/// What [`Store::collect_garbage`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    /// Blobs examined.
+    pub blobs_seen: usize,
+    /// Unreferenced blobs deleted.
+    pub blobs_deleted: usize,
+    /// Upload records deleted with them.
+    pub upload_records_deleted: usize,
+}
+
+/// Opens the object store behind a URL: `file:///abs/path` or
+/// `s3://bucket[/prefix]` (S3 settings from the standard `AWS_*`
+/// variables: `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
+pub fn open_object_store(url: &str) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), StorageError> {
+    let parsed = url::Url::parse(url).map_err(|e| StorageError::InvalidInput(format!("store url {url:?}: {e}")))?;
+    match parsed.scheme() {
+        "file" => {
+            let path = parsed
+                .to_file_path()
+                .map_err(|_| StorageError::InvalidInput(format!("store url {url:?} is not an absolute file path")))?;
+            std::fs::create_dir_all(&path)?;
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)?;
+            Ok((Arc::new(fs), Some(path)))
+        }
+        "s3" => {
+            let bucket = parsed
+                .host_str()
+                .ok_or_else(|| StorageError::InvalidInput(format!("store url {url:?} names no bucket")))?;
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()?;
+            let prefix = parsed.path().trim_matches('/');
+            if prefix.is_empty() {
+                Ok((Arc::new(s3), None))
+            } else {
+                Ok((
+                    Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)),
+                    None,
+                ))
+            }
+        }
+        other => Err(StorageError::InvalidInput(format!(
+            "unsupported store scheme {other:?}: use file:///path or s3://bucket"
+        ))),
+    }
+}
+
+fn now() -> chrono::DateTime<Utc> {
+    Utc::now()
+}
+
+impl Store {
+    /// A store over an already-built object store (tests, embedding).
+    pub fn new(
+        objects: Arc<dyn ObjectStore>,
+        local_root: Option<PathBuf>,
+        keys: Arc<dyn KeyProvider>,
+        url: impl Into<String>,
+    ) -> Self {
+        Self {
+            objects,
+            local_root,
+            keys,
+            url: url.into(),
+            segment_size: SegmentSize::default(),
+        }
+    }
+
+    /// Opens the store at `url` (see [`open_object_store`]).
+    pub fn open(url: &str, keys: Arc<dyn KeyProvider>) -> Result<Self, StorageError> {
+        let (objects, local_root) = open_object_store(url)?;
+        Ok(Self::new(objects, local_root, keys, url))
+    }
+
+    /// Sets the segment size used for new files.
+    pub fn with_segment_size(mut self, size: SegmentSize) -> Self {
+        self.segment_size = size;
+        self
+    }
+
+    /// The store's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The key provider.
+    pub fn keys(&self) -> &Arc<dyn KeyProvider> {
+        &self.keys
+    }
+
+    /// The underlying object store (tests inspect and tamper with it).
+    pub fn objects(&self) -> &Arc<dyn ObjectStore> {
+        &self.objects
+    }
+
+    // ------------------------------------------------------------ records
+
+    /// Writes an authenticated record, create-if-absent.
+    pub async fn create_record<T: Serialize>(&self, kind: &str, path: &Path, body: &T) -> Result<(), StorageError> {
+        let bytes = records::seal(self.keys.as_ref(), kind, path.as_ref(), body).await?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.objects.put_opts(path, PutPayload::from(bytes), opts).await {
+            Ok(_) => self.sync_local(path),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(StorageError::AlreadyExists(path.to_string())),
+            // Some S3 servers answer a lost conditional put with 412.
+            Err(object_store::Error::Precondition { .. }) => Err(StorageError::AlreadyExists(path.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads and verifies a record; `None` if absent.
+    pub async fn read_record<T: DeserializeOwned>(&self, kind: &str, path: &Path) -> Result<Option<T>, StorageError> {
+        match self.objects.get(path).await {
+            Ok(r) => {
+                let bytes = r.bytes().await?;
+                records::open(self.keys.as_ref(), kind, path.as_ref(), &bytes).await.map(Some)
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The highest sequence number in `dir`, if any.
+    async fn latest_seq(&self, dir: &Path) -> Result<Option<(u64, Path)>, StorageError> {
+        let entries: Vec<_> = self.objects.list(Some(dir)).try_collect().await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|m| layout::parse_seq(&m.location).map(|s| (s, m.location)))
+            .max_by_key(|(s, _)| *s))
+    }
+
+    /// The latest sequence-numbered record in `dir`.
+    pub async fn read_latest<T: DeserializeOwned>(&self, kind: &str, dir: &Path) -> Result<Option<(u64, T)>, StorageError> {
+        match self.latest_seq(dir).await? {
+            None => Ok(None),
+            Some((seq, path)) => match self.read_record(kind, &path).await? {
+                Some(r) => Ok(Some((seq, r))),
+                None => Err(StorageError::Integrity(format!("record {path} vanished"))),
+            },
+        }
+    }
+
+    fn sync_local(&self, path: &Path) -> Result<(), StorageError> {
+        if let Some(root) = &self.local_root {
+            let file = root.join(path.as_ref());
+            std::fs::File::open(&file)?.sync_all()?;
+            if let Some(dir) = file.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+        }
+        Ok(())
+    }
+
+    // --------------------------------------------------------------- init
+
+    /// Marks the store as initialized (create-if-absent). Fails with
+    /// [`StorageError::AlreadyExists`] if it already is.
+    pub async fn initialize(&self) -> Result<(), StorageError> {
+        #[derive(Serialize)]
+        struct Marker<'a> {
+            format: &'a str,
+            created_at: chrono::DateTime<Utc>,
+        }
+        self.create_record(
+            "store",
+            &layout::marker(),
+            &Marker {
+                format: "modelvault-store-v1",
+                created_at: now(),
+            },
+        )
+        .await
+    }
+
+    /// Checks the store was initialized with this key provider.
+    pub async fn check_initialized(&self) -> Result<(), StorageError> {
+        match self.read_record::<serde_json::Value>("store", &layout::marker()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(StorageError::NotInitialized(format!("{} is not initialized", self.url))),
+            Err(StorageError::Integrity(_)) => Err(StorageError::NotInitialized(format!(
+                "{} was initialized with another key provider (its marker does not verify)",
+                self.url
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    // ------------------------------------------------------------- models
+
+    /// Creates a model (create-if-absent on its first metadata record).
+    pub async fn create_model(
+        &self,
+        namespace: &str,
+        name: &str,
+        sensitivity: Sensitivity,
+        tags: BTreeMap<String, String>,
+        owner: &str,
+    ) -> Result<ModelRecord, StorageError> {
+        names::validate_name("namespace", namespace)?;
+        names::validate_name("model", name)?;
+        for (k, v) in &tags {
+            if k.is_empty() || k.len() > 128 || v.len() > 1024 || k.chars().chain(v.chars()).any(char::is_control) {
+                return Err(StorageError::InvalidInput(format!("invalid tag {k:?}")));
+            }
+        }
+        let record = ModelRecord {
+            namespace: namespace.into(),
+            name: name.into(),
+            sensitivity,
+            tags,
+            owner: owner.into(),
+            created_at: now(),
+            revision: 0,
+        };
+        let path = layout::seq_record(&layout::model_meta_dir(namespace, name), 0);
+        match self.create_record("model", &path, &record).await {
+            Err(StorageError::AlreadyExists(_)) => {
+                Err(StorageError::AlreadyExists(format!("model {namespace}/{name}")))
+            }
+            other => other.map(|()| record),
+        }
+    }
+
+    /// A model's latest metadata; `None` if it does not exist.
+    pub async fn get_model(&self, namespace: &str, name: &str) -> Result<Option<ModelRecord>, StorageError> {
+        names::validate_name("namespace", namespace)?;
+        names::validate_name("model", name)?;
+        let dir = layout::model_meta_dir(namespace, name);
+        let Some((seq, record)) = self.read_latest::<ModelRecord>("model", &dir).await? else {
+            return Ok(None);
+        };
+        if record.namespace != namespace || record.name != name || record.revision != seq {
+            return Err(StorageError::Integrity(format!("model record {dir} names another model")));
+        }
+        Ok(Some(record))
+    }
+
+    async fn require_model(&self, namespace: &str, name: &str) -> Result<ModelRecord, StorageError> {
+        self.get_model(namespace, name)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(format!("model {namespace}/{name}")))
+    }
+
+    /// Namespaces that hold at least one model.
+    pub async fn list_namespaces(&self) -> Result<Vec<String>, StorageError> {
+        let listing = self.objects.list_with_delimiter(Some(&layout::models_root())).await?;
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
+    }
+
+    /// Models in a namespace, sorted by name.
+    pub async fn list_models(&self, namespace: &str) -> Result<Vec<ModelRecord>, StorageError> {
+        names::validate_name("namespace", namespace)?;
+        let listing = self
+            .objects
+            .list_with_delimiter(Some(&layout::namespace_root(namespace)))
+            .await?;
+        let mut out = Vec::new();
+        for prefix in listing.common_prefixes {
+            let Some(name) = prefix.filename() else { continue };
+            if names::validate_name("model", name).is_err() {
+                continue;
+            }
+            if let Some(m) = self.get_model(namespace, name).await? {
+                out.push(m);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    // --------------------------------------------------------------- keys
+
+    /// The version's current DEK and its generation, creating the first one
+    /// (generation 1) when `create` is set and none exists. Racing creators
+    /// agree: the key record is create-if-absent, the loser reads the winner.
+    pub async fn version_dek(&self, v: &VersionRef<'_>, create: bool) -> Result<(Dek, u32), StorageError> {
+        let dir = layout::keys_dir(v.namespace, v.model, v.version);
+        for _ in 0..3 {
+            if let Some((seq, record)) = self.read_latest::<KeyRecord>("key", &dir).await? {
+                if record.namespace != v.namespace || record.model != v.model || record.version != v.version || record.seq != seq {
+                    return Err(StorageError::Integrity(format!("key record in {dir} names another version")));
+                }
+                let binding = DekBinding {
+                    namespace: v.namespace,
+                    model: v.model,
+                    version: v.version,
+                    dek_generation: record.dek_generation,
+                };
+                let dek = self.keys.unwrap_dek(&record.wrapped, &binding).await?;
+                return Ok((dek, record.dek_generation));
+            }
+            if !create {
+                return Err(StorageError::NotFound(format!("key for {v}")));
+            }
+            let dek = Dek::generate()?;
+            let binding = DekBinding {
+                namespace: v.namespace,
+                model: v.model,
+                version: v.version,
+                dek_generation: 1,
+            };
+            let record = KeyRecord {
+                namespace: v.namespace.into(),
+                model: v.model.into(),
+                version: v.version.into(),
+                seq: 0,
+                dek_generation: 1,
+                wrapped: self.keys.wrap_dek(&dek, &binding).await?,
+                created_at: now(),
+            };
+            match self.create_record("key", &layout::seq_record(&dir, 0), &record).await {
+                Ok(()) => return Ok((dek, 1)),
+                Err(StorageError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StorageError::Integrity(format!("key record for {v} could not be read back")))
+    }
+
+    // ----------------------------------------------------------- versions
+
+    /// The latest manifest of a committed version, or `None`.
+    pub async fn get_manifest(&self, v: &VersionRef<'_>) -> Result<Option<Manifest>, StorageError> {
+        names::validate_version(v.version)?;
+        let dir = layout::manifest_dir(v.namespace, v.model, v.version);
+        let Some((seq, m)) = self.read_latest::<Manifest>("manifest", &dir).await? else {
+            return Ok(None);
+        };
+        if m.namespace != v.namespace || m.model != v.model || m.version != v.version || m.revision != seq {
+            return Err(StorageError::Integrity(format!("manifest {dir} names another version")));
+        }
+        Ok(Some(m))
+    }
+
+    /// Committed versions of a model, oldest commit first.
+    pub async fn list_versions(&self, namespace: &str, model: &str) -> Result<Vec<Manifest>, StorageError> {
+        self.require_model(namespace, model).await?;
+        let listing = self
+            .objects
+            .list_with_delimiter(Some(&layout::versions_dir(namespace, model)))
+            .await?;
+        let mut out = Vec::new();
+        for prefix in listing.common_prefixes {
+            let Some(version) = prefix.filename() else { continue };
+            if names::validate_version(version).is_err() {
+                continue;
+            }
+            let v = VersionRef { namespace, model, version };
+            if let Some(m) = self.get_manifest(&v).await? {
+                out.push(m);
+            }
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.version.cmp(&b.version)));
+        Ok(out)
+    }
+
+    /// Resolves `latest` to the newest committed version; other names pass
+    /// through after validation.
+    pub async fn resolve_version(&self, namespace: &str, model: &str, version: &str) -> Result<String, StorageError> {
+        if version == "latest" {
+            let versions = self.list_versions(namespace, model).await?;
+            return versions
+                .last()
+                .map(|m| m.version.clone())
+                .ok_or_else(|| StorageError::NotFound(format!("committed version of {namespace}/{model}")));
+        }
+        names::validate_version(version)?;
+        Ok(version.to_string())
+    }
+
+    /// A committed version with its digests unsealed.
+    pub async fn show_version(&self, v: &VersionRef<'_>) -> Result<VersionView, StorageError> {
+        self.require_model(v.namespace, v.model).await?;
+        let manifest = self
+            .get_manifest(v)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(format!("version {v}")))?;
+        let (dek, generation) = self.version_dek(v, false).await?;
+        if generation != manifest.dek_generation {
+            return Err(StorageError::Integrity(format!(
+                "manifest of {v} names DEK generation {} but the key record holds {generation}",
+                manifest.dek_generation
+            )));
+        }
+        let digests = unseal_digests(&dek, v, generation, &manifest)?;
+        let mut files = Vec::with_capacity(manifest.files.len());
+        for f in &manifest.files {
+            let sha256 = digests
+                .get(&f.path)
+                .ok_or_else(|| StorageError::Integrity(format!("no digest for {} in {v}", f.path)))?;
+            files.push(FileEntry {
+                path: f.path.clone(),
+                size: f.size,
+                sha256: sha256.clone(),
+            });
+        }
+        Ok(VersionView { manifest, files })
+    }
+
+    /// Commits a draft: every listed file must match an upload of the same
+    /// path, size and SHA-256. The manifest write is create-if-absent, so of
+    /// two racing commits exactly one wins and the other gets
+    /// [`StorageError::VersionCommitted`].
+    pub async fn commit(&self, v: &VersionRef<'_>, files: &[CommitFile], uploader: &str) -> Result<Manifest, StorageError> {
+        names::validate_version(v.version)?;
+        self.require_model(v.namespace, v.model).await?;
+        if files.is_empty() {
+            return Err(StorageError::InvalidInput("a commit must list at least one file".into()));
+        }
+        let mut wanted: BTreeMap<&str, &CommitFile> = BTreeMap::new();
+        for f in files {
+            names::validate_file_path(&f.path)?;
+            if f.sha256.len() != 64 || hex::decode(&f.sha256).is_err() {
+                return Err(StorageError::InvalidInput(format!("sha256 of {:?} is not 64 hex digits", f.path)));
+            }
+            if wanted.insert(&f.path, f).is_some() {
+                return Err(StorageError::InvalidInput(format!("file {:?} listed twice", f.path)));
+            }
+        }
+        if self.get_manifest(v).await?.is_some() {
+            return Err(StorageError::VersionCommitted(v.to_string()));
+        }
+        let (dek, generation) = match self.version_dek(v, false).await {
+            Err(StorageError::NotFound(_)) => {
+                return Err(StorageError::CommitMismatch(format!("nothing was uploaded to {v}")));
+            }
+            other => other?,
+        };
+        // The newest matching upload of each path wins.
+        let uploads = self.list_uploads(v).await?;
+        let seal = digest_seal_key(&dek, v, generation)?;
+        let mut chosen: BTreeMap<&str, (&UploadRecord, String)> = BTreeMap::new();
+        for u in &uploads {
+            let Some(want) = wanted.get(u.path.as_str()) else { continue };
+            if u.dek_generation != generation {
+                continue;
+            }
+            let digest = hex::encode(&*seal.open(u.blob.as_bytes(), &b64_decode(&u.sealed_sha256)?)?);
+            if u.size == want.size && digest.eq_ignore_ascii_case(&want.sha256) {
+                let newer = chosen.get(u.path.as_str()).is_none_or(|(c, _)| c.created_at < u.created_at);
+                if newer {
+                    chosen.insert(&u.path, (u, digest));
+                }
+            }
+        }
+        for (path, want) in &wanted {
+            if !chosen.contains_key(path) {
+                let any = uploads.iter().any(|u| u.path == *path);
+                return Err(StorageError::CommitMismatch(if any {
+                    format!("{path}: size or sha256 differs from what the server received (size {})", want.size)
+                } else {
+                    format!("{path}: never uploaded")
+                }));
+            }
+        }
+        let mut digests = BTreeMap::new();
+        let mut manifest_files = Vec::with_capacity(chosen.len());
+        for (path, (u, digest)) in &chosen {
+            digests.insert(path.to_string(), digest.clone());
+            manifest_files.push(ManifestFile {
+                path: u.path.clone(),
+                size: u.size,
+                blob: u.blob.clone(),
+                ciphertext_size: u.ciphertext_size,
+            });
+        }
+        let sealed = seal_digests(&dek, v, generation, &digests)?;
+        let manifest = Manifest {
+            namespace: v.namespace.into(),
+            model: v.model.into(),
+            version: v.version.into(),
+            revision: 0,
+            dek_generation: generation,
+            files: manifest_files,
+            uploader: uploader.into(),
+            created_at: now(),
+            sealed_digests: sealed,
+        };
+        let path = layout::seq_record(&layout::manifest_dir(v.namespace, v.model, v.version), 0);
+        match self.create_record("manifest", &path, &manifest).await {
+            Ok(()) => Ok(manifest),
+            Err(StorageError::AlreadyExists(_)) => Err(StorageError::VersionCommitted(v.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_uploads(&self, v: &VersionRef<'_>) -> Result<Vec<UploadRecord>, StorageError> {
+        let dir = layout::uploads_dir(v.namespace, v.model, v.version);
+        let entries: Vec<_> = self.objects.list(Some(&dir)).try_collect().await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            if let Some(r) = self.read_record::<UploadRecord>("upload", &e.location).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    // ----------------------------------------------------------------- gc
+
+    /// Deletes blobs no manifest lists that are older than `grace` (a
+    /// failed or abandoned upload), with their upload records.
+    pub async fn collect_garbage(&self, grace: std::time::Duration) -> Result<GcReport, StorageError> {
+        let cutoff = now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let mut report = GcReport::default();
+        let mut referenced = std::collections::HashSet::new();
+        for ns in self.list_namespaces().await? {
+            for model in self.list_models(&ns).await? {
+                for m in self.list_versions(&ns, &model.name).await? {
+                    referenced.extend(m.files.into_iter().map(|f| f.blob));
+                }
+            }
+        }
+        let blobs: Vec<_> = self.objects.list(Some(&layout::blobs_root())).try_collect().await?;
+        let mut deleted = std::collections::HashSet::new();
+        for b in blobs {
+            report.blobs_seen += 1;
+            if referenced.contains(b.location.as_ref()) || b.last_modified > cutoff {
+                continue;
+            }
+            self.objects.delete(&b.location).await?;
+            deleted.insert(b.location.to_string());
+            report.blobs_deleted += 1;
+        }
+        if !deleted.is_empty() {
+            let records: Vec<_> = self.objects.list(Some(&layout::models_root())).try_collect().await?;
+            for r in records {
+                if !r.location.as_ref().contains("/uploads/") {
+                    continue;
+                }
+                if let Ok(Some(u)) = self.read_record::<UploadRecord>("upload", &r.location).await {
+                    if deleted.contains(&u.blob) {
+                        self.objects.delete(&r.location).await?;
+                        report.upload_records_deleted += 1;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn digest_seal_key(dek: &Dek, v: &VersionRef<'_>, generation: u32) -> Result<modelvault_format::SealKey, StorageError> {
+    Ok(dek.seal_key(DIGEST_SEAL, &[v.namespace, v.model, v.version, &generation.to_string()])?)
+}
+
+fn seal_digests(
+    dek: &Dek,
+    v: &VersionRef<'_>,
+    generation: u32,
+    digests: &BTreeMap<String, String>,
+) -> Result<String, StorageError> {
+    let json = serde_json::to_vec(digests).map_err(|e| StorageError::InvalidInput(e.to_string()))?;
+    let sealed = digest_seal_key(dek, v, generation)?.seal(b"manifest", &json)?;
+    Ok(b64_encode(&sealed))
+}
+
+fn unseal_digests(
+    dek: &Dek,
+    v: &VersionRef<'_>,
+    generation: u32,
+    manifest: &Manifest,
+) -> Result<BTreeMap<String, String>, StorageError> {
+    let sealed = b64_decode(&manifest.sealed_digests)?;
+    let json = digest_seal_key(dek, v, generation)?.open(b"manifest", &sealed)?;
+    serde_json::from_slice(&json).map_err(|_| StorageError::Integrity(format!("digests of {v} are malformed")))
+}
+
+pub(crate) fn b64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub(crate) fn b64_decode(s: &str) -> Result<Vec<u8>, StorageError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|_| StorageError::Integrity("invalid base64 in a record".into()))
+}

@@ -1,0 +1,349 @@
+//! Encrypted blobs: streaming upload into a draft, and streaming, ranged,
+//! authenticated reads. Memory stays bounded by a few segments and
+//! multipart parts whatever the file size. A reader never yields bytes of a
+//! segment that did not authenticate; on failure its stream ends in an
+//! error.
+
+use std::ops::Range;
+use std::os::unix::fs::FileExt as _;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+use futures::{Stream, StreamExt as _};
+use modelvault_format::{Decryptor, Encryptor, FileIdentity, FileKey, HEADER_LEN, Header, TAG_LEN};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt as _, WriteMultipart};
+use tokio::sync::mpsc;
+
+use crate::{Store, StorageError, UploadRecord, VersionRef, b64_encode, digest_seal_key, layout, names};
+
+/// Multipart part size: S3's minimum is 5 MiB.
+const PART_SIZE: usize = 8 << 20;
+/// Parts in flight at once during an upload.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Decrypted chunks buffered ahead of a slow reader.
+const READ_AHEAD: usize = 2;
+
+/// A stream of authenticated plaintext chunks.
+pub type PlaintextStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>;
+
+impl Store {
+    /// Encrypts `body` into a fresh blob of the draft version `v` and
+    /// records the upload. Fails if the model is unknown or the version is
+    /// committed. The SHA-256 of the plaintext is computed on the way and
+    /// stored sealed.
+    pub async fn upload_file<S, E>(
+        &self,
+        v: &VersionRef<'_>,
+        path: &str,
+        mut body: S,
+        uploader: &str,
+    ) -> Result<UploadRecord, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        names::validate_version(v.version)?;
+        names::validate_file_path(path)?;
+        if self.get_model(v.namespace, v.model).await?.is_none() {
+            return Err(StorageError::NotFound(format!("model {}/{}", v.namespace, v.model)));
+        }
+        if self.get_manifest(v).await?.is_some() {
+            return Err(StorageError::VersionCommitted(v.to_string()));
+        }
+        let (dek, generation) = self.version_dek(v, true).await?;
+        let header = Header::new(generation, self.segment_size)?;
+        let identity = FileIdentity {
+            namespace: v.namespace,
+            model: v.model,
+            version: v.version,
+            path,
+            dek_generation: generation,
+        };
+        let key = FileKey::derive(&dek, &header, &identity)?;
+        let blob = layout::new_blob(v.namespace, v.model, v.version);
+        let upload = self.objects.put_multipart(&blob).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let result = encrypt_body(&key, header, &mut body, &mut writer).await;
+        let (size, ct_size, sha) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        };
+        writer.finish().await?;
+        self.sync_local(&blob)?;
+
+        let sealed = digest_seal_key(&dek, v, generation)?.seal(blob.as_ref().as_bytes(), &sha)?;
+        let upload_id = uuid::Uuid::now_v7().to_string();
+        let record = UploadRecord {
+            upload_id: upload_id.clone(),
+            path: path.into(),
+            size,
+            blob: blob.to_string(),
+            ciphertext_size: ct_size,
+            dek_generation: generation,
+            sealed_sha256: b64_encode(&sealed),
+            uploaded_by: uploader.into(),
+            created_at: Utc::now(),
+        };
+        let rec_path = layout::upload_record(v.namespace, v.model, v.version, &upload_id);
+        self.create_record("upload", &rec_path, &record).await?;
+        Ok(record)
+    }
+
+    /// Opens a file of a committed version for reading: checks the manifest,
+    /// key record, blob size and header before any byte is read.
+    pub async fn open_file(&self, v: &VersionRef<'_>, path: &str) -> Result<FileReader, StorageError> {
+        names::validate_file_path(path)?;
+        let view = self.show_version(v).await?;
+        let entry = view
+            .manifest
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .ok_or_else(|| StorageError::NotFound(format!("file {path} in {v}")))?;
+        let sha256 = view
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .map(|f| f.sha256.clone())
+            .unwrap_or_default();
+        let (dek, generation) = self.version_dek(v, false).await?;
+        let blob = Path::parse(&entry.blob).map_err(|_| StorageError::Integrity(format!("bad blob key in {v}")))?;
+        let expected_prefix = format!("blobs/{}/{}/{}/", v.namespace, v.model, v.version);
+        if !entry.blob.starts_with(&expected_prefix) {
+            return Err(StorageError::Integrity(format!("blob of {path} in {v} lies outside the version")));
+        }
+        let meta = match self.objects.head(&blob).await {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StorageError::Integrity(format!("blob of {path} in {v} is missing")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if meta.size != entry.ciphertext_size {
+            return Err(StorageError::Integrity(format!(
+                "blob of {path} in {v} has {} bytes, the manifest says {}",
+                meta.size, entry.ciphertext_size
+            )));
+        }
+        let head = self.objects.get_range(&blob, 0..HEADER_LEN as u64).await?;
+        let header = Header::parse(&head)?;
+        let identity = FileIdentity {
+            namespace: v.namespace,
+            model: v.model,
+            version: v.version,
+            path,
+            dek_generation: generation,
+        };
+        let key = FileKey::derive(&dek, &header, &identity)?;
+        let decryptor = Decryptor::new(&key, header, meta.size)?;
+        if decryptor.plaintext_len() != entry.size {
+            return Err(StorageError::Integrity(format!("blob of {path} in {v} has the wrong length")));
+        }
+        Ok(FileReader {
+            objects: self.objects.clone(),
+            blob,
+            key: Arc::new(key),
+            header,
+            ciphertext_len: meta.size,
+            plaintext_len: entry.size,
+            sha256,
+        })
+    }
+}
+
+async fn encrypt_body<S, E>(
+    key: &FileKey,
+    header: Header,
+    body: &mut S,
+    writer: &mut WriteMultipart,
+) -> Result<(u64, u64, Vec<u8>), StorageError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+    E: std::fmt::Display,
+{
+    let mut enc = Encryptor::new(key, header);
+    let seg_len = enc.segment_len();
+    writer.write(enc.header_bytes());
+    let mut ct_size = HEADER_LEN as u64;
+    let mut size = 0u64;
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut seg: Vec<u8> = Vec::with_capacity(seg_len + TAG_LEN);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| StorageError::Body(e.to_string()))?;
+        sha.update(&chunk);
+        size += chunk.len() as u64;
+        let mut data = &chunk[..];
+        while !data.is_empty() {
+            if seg.len() == seg_len {
+                // A full segment followed by more data is not the last one.
+                enc.seal_segment(&mut seg, false)?;
+                ct_size += seg.len() as u64;
+                let full = std::mem::replace(&mut seg, Vec::with_capacity(seg_len + TAG_LEN));
+                writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                writer.put(Bytes::from(full));
+            }
+            let take = (seg_len - seg.len()).min(data.len());
+            seg.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+    }
+    enc.seal_segment(&mut seg, true)?;
+    ct_size += seg.len() as u64;
+    writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+    writer.put(Bytes::from(seg));
+    Ok((size, ct_size, sha.finish().as_ref().to_vec()))
+}
+
+/// An opened file of a committed version. Cheap to clone-by-Arc; each
+/// [`FileReader::read_range`] is an independent stream.
+pub struct FileReader {
+    objects: Arc<dyn ObjectStore>,
+    blob: Path,
+    key: Arc<FileKey>,
+    header: Header,
+    ciphertext_len: u64,
+    plaintext_len: u64,
+    sha256: String,
+}
+
+impl std::fmt::Debug for FileReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileReader")
+            .field("blob", &self.blob)
+            .field("plaintext_len", &self.plaintext_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileReader {
+    /// Plaintext size.
+    pub fn len(&self) -> u64 {
+        self.plaintext_len
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.plaintext_len == 0
+    }
+
+    /// Hex SHA-256 of the whole plaintext (from the sealed manifest).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Streams plaintext bytes `range` (clamped to the file), reading only
+    /// the segments that cover it. The stream ends with an error at the
+    /// first segment that fails authentication; nothing of it is yielded.
+    pub fn read_range(&self, range: Range<u64>) -> PlaintextStream {
+        let (tx, rx) = mpsc::channel::<Result<Bytes, StorageError>>(READ_AHEAD);
+        let objects = self.objects.clone();
+        let blob = self.blob.clone();
+        let key = self.key.clone();
+        let header = self.header;
+        let ct_len = self.ciphertext_len;
+        let range = range.start.min(self.plaintext_len)..range.end.min(self.plaintext_len);
+        tokio::spawn(async move {
+            if let Err(e) = pump(objects, blob, key, header, ct_len, range, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Box::pin(tokio_stream_from(rx))
+    }
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Result<Bytes, StorageError>>,
+) -> impl Stream<Item = Result<Bytes, StorageError>> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Plaintext of segment `index` restricted to `range`, as a sub-slice.
+fn clip(dec: &Decryptor<'_>, index: u64, range: &Range<u64>, plain: Bytes) -> Bytes {
+    let seg = dec.segment_plaintext_range(index);
+    let lo = (range.start.max(seg.start) - seg.start) as usize;
+    let hi = (range.end.min(seg.end) - seg.start) as usize;
+    plain.slice(lo..hi)
+}
+
+async fn pump(
+    objects: Arc<dyn ObjectStore>,
+    blob: Path,
+    key: Arc<FileKey>,
+    header: Header,
+    ct_len: u64,
+    range: Range<u64>,
+    tx: &mpsc::Sender<Result<Bytes, StorageError>>,
+) -> Result<(), StorageError> {
+    let segments = {
+        let dec = Decryptor::new(&key, header, ct_len)?;
+        dec.segments_for(range.clone())
+    };
+    if segments.is_empty() {
+        return Ok(());
+    }
+    let (ct_start, ct_end) = {
+        let dec = Decryptor::new(&key, header, ct_len)?;
+        (
+            dec.segment_ciphertext_range(segments.start).start,
+            dec.segment_ciphertext_range(segments.end - 1).end,
+        )
+    };
+    let opts = GetOptions {
+        range: Some(GetRange::Bounded(ct_start..ct_end)),
+        ..Default::default()
+    };
+    let got = objects.get_opts(&blob, opts).await?;
+    match got.payload {
+        GetResultPayload::File(file, _) => {
+            // Local store: positioned reads on a blocking thread, straight
+            // into the buffer that is then decrypted in place.
+            let tx = tx.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+                let dec = Decryptor::new(&key, header, ct_len)?;
+                for i in segments {
+                    let r = dec.segment_ciphertext_range(i);
+                    let mut buf = vec![0u8; (r.end - r.start) as usize];
+                    file.read_exact_at(&mut buf, r.start)?;
+                    let n = dec.open_segment(i, &mut buf)?.len();
+                    buf.truncate(n);
+                    let out = clip(&dec, i, &range, Bytes::from(buf));
+                    if tx.blocking_send(Ok(out)).is_err() {
+                        return Ok(()); // the reader went away
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
+        }
+        GetResultPayload::Stream(mut stream) => {
+            let dec = Decryptor::new(&key, header, ct_len)?;
+            let mut acc = BytesMut::new();
+            let mut index = segments.start;
+            while index < segments.end {
+                let r = dec.segment_ciphertext_range(index);
+                let need = (r.end - r.start) as usize;
+                while acc.len() < need {
+                    match stream.next().await {
+                        Some(chunk) => acc.extend_from_slice(&chunk?),
+                        None => return Err(StorageError::Integrity("blob ended early".into())),
+                    }
+                }
+                let mut seg = acc.split_to(need);
+                let n = dec.open_segment(index, &mut seg)?.len();
+                seg.truncate(n);
+                let out = clip(&dec, index, &range, seg.freeze());
+                if tx.send(Ok(out)).await.is_err() {
+                    return Ok(());
+                }
+                index += 1;
+            }
+            Ok(())
+        }
+    }
+}

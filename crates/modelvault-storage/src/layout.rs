@@ -1,0 +1,88 @@
+//! Where everything lives in the bucket (documented in `docs/STORAGE.md`).
+//! Mutable state is a series of create-if-absent records numbered by a
+//! zero-padded sequence; the highest number wins.
+
+use object_store::path::Path;
+
+/// Width of zero-padded sequence numbers, so lexical order is numeric order.
+pub const SEQ_WIDTH: usize = 12;
+
+/// The init marker.
+pub fn marker() -> Path {
+    Path::from("modelvault.json")
+}
+
+/// All models.
+pub fn models_root() -> Path {
+    Path::from("models")
+}
+
+/// One namespace's models.
+pub fn namespace_root(ns: &str) -> Path {
+    Path::from(format!("models/{ns}"))
+}
+
+/// A model's metadata revisions.
+pub fn model_meta_dir(ns: &str, model: &str) -> Path {
+    Path::from(format!("models/{ns}/{model}/meta"))
+}
+
+/// A model's versions.
+pub fn versions_dir(ns: &str, model: &str) -> Path {
+    Path::from(format!("models/{ns}/{model}/versions"))
+}
+
+/// A version's manifest revisions.
+pub fn manifest_dir(ns: &str, model: &str, version: &str) -> Path {
+    Path::from(format!("models/{ns}/{model}/versions/{version}/manifest"))
+}
+
+/// A version's key records.
+pub fn keys_dir(ns: &str, model: &str, version: &str) -> Path {
+    Path::from(format!("models/{ns}/{model}/versions/{version}/keys"))
+}
+
+/// A version's upload records (drafts).
+pub fn uploads_dir(ns: &str, model: &str, version: &str) -> Path {
+    Path::from(format!("models/{ns}/{model}/versions/{version}/uploads"))
+}
+
+/// One upload record.
+pub fn upload_record(ns: &str, model: &str, version: &str, upload_id: &str) -> Path {
+    Path::from(format!("models/{ns}/{model}/versions/{version}/uploads/{upload_id}.json"))
+}
+
+/// A sequence-numbered record inside `dir`.
+pub fn seq_record(dir: &Path, seq: u64) -> Path {
+    Path::from(format!("{dir}/{seq:0width$}.json", width = SEQ_WIDTH))
+}
+
+/// Parses the sequence number of a record path made by [`seq_record`].
+pub fn parse_seq(path: &Path) -> Option<u64> {
+    path.filename()?.strip_suffix(".json")?.parse().ok()
+}
+
+/// All blobs.
+pub fn blobs_root() -> Path {
+    Path::from("blobs")
+}
+
+/// A fresh, never reused blob key.
+pub fn new_blob(ns: &str, model: &str, version: &str) -> Path {
+    Path::from(format!("blobs/{ns}/{model}/{version}/{}.mvf", uuid::Uuid::now_v7()))
+}
+
+/// An API token record, by token id.
+pub fn token(id: &str) -> Path {
+    Path::from(format!("tokens/{id}.json"))
+}
+
+/// The claim on a token name (unique names).
+pub fn token_name(name: &str) -> Path {
+    Path::from(format!("token-names/{name}.json"))
+}
+
+/// All token records.
+pub fn tokens_root() -> Path {
+    Path::from("tokens")
+}

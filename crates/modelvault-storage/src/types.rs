@@ -1,0 +1,195 @@
+//! The records the store keeps, as the rest of the system sees them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use modelvault_keys::WrappedDek;
+use serde::{Deserialize, Serialize};
+
+use crate::StorageError;
+
+/// How sensitive a model is; policies see the current value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sensitivity {
+    /// Anyone with access may use it.
+    Public,
+    /// The default.
+    #[default]
+    Internal,
+    /// Staging and production only (default matrix).
+    Confidential,
+    /// Production only (default matrix).
+    Restricted,
+}
+
+impl std::str::FromStr for Sensitivity {
+    type Err = StorageError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "public" => Ok(Self::Public),
+            "internal" => Ok(Self::Internal),
+            "confidential" => Ok(Self::Confidential),
+            "restricted" => Ok(Self::Restricted),
+            other => Err(StorageError::InvalidInput(format!(
+                "unknown sensitivity {other:?}: use public, internal, confidential or restricted"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Sensitivity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Public => "public",
+            Self::Internal => "internal",
+            Self::Confidential => "confidential",
+            Self::Restricted => "restricted",
+        })
+    }
+}
+
+/// A model's metadata (one revision of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// Namespace.
+    pub namespace: String,
+    /// Model name.
+    pub name: String,
+    /// Current sensitivity.
+    pub sensitivity: Sensitivity,
+    /// Free-form tags.
+    pub tags: BTreeMap<String, String>,
+    /// Principal that created the model.
+    pub owner: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Revision number of this record (0 at creation).
+    pub revision: u64,
+}
+
+/// A version's wrapped DEK (one record per wrap; the highest seq wins).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Namespace.
+    pub namespace: String,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+    /// Sequence number of this record.
+    pub seq: u64,
+    /// DEK generation (1, then +1 per DEK rotation).
+    pub dek_generation: u32,
+    /// The DEK wrapped by a KEK, bound to (ns, model, version, generation).
+    pub wrapped: WrappedDek,
+    /// When written.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One file uploaded into a draft version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// Unique id of the upload.
+    pub upload_id: String,
+    /// File path inside the version.
+    pub path: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Blob key.
+    pub blob: String,
+    /// Blob size.
+    pub ciphertext_size: u64,
+    /// DEK generation used.
+    pub dek_generation: u32,
+    /// SHA-256 of the plaintext, sealed under the version DEK (base64).
+    pub sealed_sha256: String,
+    /// Principal that uploaded.
+    pub uploaded_by: String,
+    /// When uploaded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One file of a committed version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// File path inside the version.
+    pub path: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Blob key.
+    pub blob: String,
+    /// Blob size.
+    pub ciphertext_size: u64,
+}
+
+/// A committed version (one revision of its manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Namespace.
+    pub namespace: String,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+    /// Revision (0 at commit).
+    pub revision: u64,
+    /// DEK generation the blobs are under.
+    pub dek_generation: u32,
+    /// Files, sorted by path.
+    pub files: Vec<ManifestFile>,
+    /// Principal that committed.
+    pub uploader: String,
+    /// Commit time.
+    pub created_at: DateTime<Utc>,
+    /// File digests, sealed under the version DEK (base64).
+    pub sealed_digests: String,
+}
+
+/// A file as shown to an authorized reader (digest unsealed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// File path inside the version.
+    pub path: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Hex SHA-256 of the plaintext.
+    pub sha256: String,
+}
+
+/// What the client lists in a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitFile {
+    /// File path inside the version.
+    pub path: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Hex SHA-256 of the plaintext.
+    pub sha256: String,
+}
+
+/// A committed version with its digests unsealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionView {
+    /// The authenticated manifest.
+    pub manifest: Manifest,
+    /// Files with their digests.
+    pub files: Vec<FileEntry>,
+}
+
+/// Identifies a version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionRef<'a> {
+    /// Namespace.
+    pub namespace: &'a str,
+    /// Model.
+    pub model: &'a str,
+    /// Version.
+    pub version: &'a str,
+}
+
+impl std::fmt::Display for VersionRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}", self.namespace, self.model, self.version)
+    }
+}
