@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs the whole Modelvault test suite on a fresh machine: installs and
+# starts what the tests need (the pinned toolchain with wasm32-wasip2, a
+# moto S3 server on loopback with a test bucket), runs every test, builds the
+# benches (they are not run here), and stops what it started.
+#
+#   bash scripts/test.sh            # everything
+#   bash scripts/test.sh -- NAME    # extra arguments go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+env_dir="$root/.test-env"
+mkdir -p "$env_dir"
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+
+# 1. Toolchain (rust-toolchain.toml pins it; rustup installs on first use).
+log "toolchain: $(rustc --version)"
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+# 2. moto, the S3-compatible server, in a private virtualenv.
+if [ ! -x "$env_dir/venv/bin/moto_server" ]; then
+  log "installing moto[server] into $env_dir/venv"
+  python3 -m venv "$env_dir/venv"
+  "$env_dir/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$env_dir/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$env_dir/moto.log" 2>&1 &
+moto_pid=$!
+cleanup() { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS -X PUT "http://127.0.0.1:$port/modelvault-test" >/dev/null
+log "moto S3 on 127.0.0.1:$port, bucket modelvault-test"
+
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
+export MODELVAULT_TEST_S3_BUCKET=modelvault-test
+export MODELVAULT_REQUIRE_S3=1   # a missing S3 server is a failure, not a skip
+
+# 3. Every test of the workspace (unit, conformance, storage on local and
+#    S3, the end-to-end suite in tests/all, the fuzz seed corpus replay).
+extra=()
+if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi
+cargo test --workspace --locked -- "${extra[@]}"
+
+# 4. Benches are built, not run (run them with `cargo bench`).
+cargo build --benches --locked -p modelvault-cli
+log "all tests passed"
