@@ -1,1 +1,367 @@
-fn main() {}
+//! `modelvault`: the server (`init`, `serve`) and the client (`token`,
+//! `model`, `push`, `pull`). Client commands read `MODELVAULT_URL` and
+//! `MODELVAULT_TOKEN`. Errors print one line on stderr and exit non-zero;
+//! commands that print a secret print it as the only stdout line.
+
+mod client;
+mod serve;
+mod transfer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::client::Client;
+
+#[derive(Parser)]
+#[command(
+    name = "modelvault",
+    version,
+    about = "Encrypted, policy-gated model store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the config, keyring and store; print the admin token.
+    Init {
+        /// Data directory (default: $MODELVAULT_DATA_DIR or the platform data dir).
+        #[arg(long, env = "MODELVAULT_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Store URL: file:///path or s3://bucket[/prefix] (default: DATA_DIR/store).
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Run the server (initializing the data directory on first start).
+    Serve {
+        /// Data directory (default: $MODELVAULT_DATA_DIR or the platform data dir).
+        #[arg(long, env = "MODELVAULT_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Listen address (default from config: 127.0.0.1:8780).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Allow plain HTTP on a non-loopback address (testing only).
+        #[arg(long)]
+        insecure_http: bool,
+    },
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Models and versions.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Upload a file or directory as a new version and commit it.
+    Push {
+        /// NS/NAME@VERSION
+        target: String,
+        /// A file (stored under its base name) or a directory.
+        path: PathBuf,
+    },
+    /// Download a version's files, verified against their SHA-256.
+    Pull {
+        /// NS/NAME@VERSION (VERSION may be `latest`)
+        target: String,
+        /// Output directory (created if missing).
+        #[arg(short = 'o', long = "output-dir", default_value = ".")]
+        output: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; prints it as the only stdout line.
+    Create(TokenCreate),
+}
+
+#[derive(Args)]
+struct TokenCreate {
+    /// Role (repeatable).
+    #[arg(long = "role", required = true)]
+    roles: Vec<String>,
+    /// Principal id (default: the token name).
+    #[arg(long)]
+    principal: Option<String>,
+    /// Namespace the token may touch (repeatable; `*` for all; default: yours).
+    #[arg(long = "namespace")]
+    namespaces: Vec<String>,
+    /// Environment (default from the server config, `dev`).
+    #[arg(long = "env")]
+    environment: Option<String>,
+    /// Lifetime, e.g. 90s, 30m, 12h, 7d (default: no expiry).
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Unique token name.
+    #[arg(long)]
+    name: Option<String>,
+    /// person or service.
+    #[arg(long)]
+    kind: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Create a model.
+    Create {
+        /// NS/NAME
+        target: String,
+        /// public, internal (default), confidential or restricted.
+        #[arg(long)]
+        sensitivity: Option<String>,
+        /// KEY=VALUE (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show a model (with its versions) or one version.
+    Show {
+        /// NS/NAME or NS/NAME@VERSION
+        target: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// List models you can see.
+    List {
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// `NS/NAME[@VERSION]`
+pub struct Target {
+    pub namespace: String,
+    pub name: String,
+    pub version: Option<String>,
+}
+
+fn parse_target(s: &str, need_version: bool) -> anyhow::Result<Target> {
+    let (model, version) = match s.split_once('@') {
+        Some((m, v)) => (m, Some(v.to_string())),
+        None => (s, None),
+    };
+    let (ns, name) = model.split_once('/').ok_or_else(|| {
+        anyhow::anyhow!(
+            "expected NS/NAME{}, got {s:?}",
+            if need_version { "@VERSION" } else { "" }
+        )
+    })?;
+    if ns.is_empty() || name.is_empty() || name.contains('/') || version.as_deref() == Some("") {
+        anyhow::bail!("expected NS/NAME[@VERSION], got {s:?}");
+    }
+    if need_version && version.is_none() {
+        anyhow::bail!("expected NS/NAME@VERSION, got {s:?}");
+    }
+    Ok(Target {
+        namespace: ns.into(),
+        name: name.into(),
+        version,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One clear line on stderr.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { data_dir, store } => {
+            let dir = serve::data_dir(data_dir)?;
+            let (_, token) = modelvault_server::init::initialize(&dir, store).await?;
+            eprintln!("initialized {}", dir.display());
+            println!("{token}");
+            Ok(())
+        }
+        Command::Serve {
+            data_dir,
+            listen,
+            insecure_http,
+        } => serve::run(serve::data_dir(data_dir)?, listen, insecure_http).await,
+        Command::Token(TokenCommand::Create(t)) => {
+            let client = Client::from_env()?;
+            let ttl_seconds = t
+                .ttl
+                .as_deref()
+                .map(modelvault_auth::parse_duration)
+                .transpose()?;
+            let req = modelvault_server::api::CreateTokenRequest {
+                name: t.name,
+                principal: t.principal,
+                kind: t.kind,
+                roles: t.roles,
+                namespaces: t.namespaces,
+                environment: t.environment,
+                ttl_seconds,
+            };
+            let resp: modelvault_server::api::CreateTokenResponse =
+                client.post_json("/v1/tokens", &req).await?;
+            println!("{}", resp.token);
+            Ok(())
+        }
+        Command::Model(cmd) => model(cmd).await,
+        Command::Push { target, path } => {
+            let t = parse_target(&target, true)?;
+            transfer::push(&Client::from_env()?, &t, &path).await
+        }
+        Command::Pull {
+            target,
+            output,
+            force,
+        } => {
+            let t = parse_target(&target, true)?;
+            transfer::pull(&Client::from_env()?, &t, &output, force).await
+        }
+    }
+}
+
+async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
+    use modelvault_server::api::*;
+    let client = Client::from_env()?;
+    match cmd {
+        ModelCommand::Create {
+            target,
+            sensitivity,
+            tags,
+            output,
+        } => {
+            let t = parse_target(&target, false)?;
+            if t.version.is_some() {
+                anyhow::bail!("model create takes NS/NAME, not a version");
+            }
+            let mut tag_map = BTreeMap::new();
+            for kv in tags {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("tag {kv:?} is not KEY=VALUE"))?;
+                tag_map.insert(k.to_string(), v.to_string());
+            }
+            let req = CreateModelRequest {
+                namespace: t.namespace,
+                name: t.name,
+                sensitivity,
+                tags: tag_map,
+            };
+            let m: ModelView = client.post_json("/v1/models", &req).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+                Output::Text => println!(
+                    "created {}/{} (sensitivity {})",
+                    m.namespace, m.name, m.sensitivity
+                ),
+            }
+        }
+        ModelCommand::Show { target, output } => {
+            let t = parse_target(&target, false)?;
+            match &t.version {
+                Some(v) => {
+                    let d: VersionDetail = client
+                        .get_json(&format!(
+                            "/v1/models/{}/{}/versions/{}",
+                            t.namespace,
+                            t.name,
+                            client::enc(v)
+                        ))
+                        .await?;
+                    match output {
+                        Output::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+                        Output::Text => {
+                            println!("{}/{}@{}", d.namespace, d.model, d.version);
+                            println!("sensitivity: {}", d.sensitivity);
+                            println!("uploader:    {}", d.uploader);
+                            println!("created:     {}", d.created_at.to_rfc3339());
+                            for (k, v) in &d.tags {
+                                println!("tag:         {k}={v}");
+                            }
+                            println!("files:");
+                            for f in &d.files {
+                                println!("  {:>14}  {}  {}", f.size, f.sha256, f.path);
+                            }
+                        }
+                    }
+                }
+                None => {
+                    let m: ModelView = client
+                        .get_json(&format!("/v1/models/{}/{}", t.namespace, t.name))
+                        .await?;
+                    match output {
+                        Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+                        Output::Text => {
+                            println!("{}/{}", m.namespace, m.name);
+                            println!("sensitivity: {}", m.sensitivity);
+                            println!("owner:       {}", m.owner);
+                            for (k, v) in &m.tags {
+                                println!("tag:         {k}={v}");
+                            }
+                            println!("versions:");
+                            for v in m.versions.unwrap_or_default() {
+                                println!(
+                                    "  {}  {} files  {} bytes  {}  {}",
+                                    v.version,
+                                    v.file_count,
+                                    v.total_size,
+                                    v.uploader,
+                                    v.created_at.to_rfc3339()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        ModelCommand::List { namespace, output } => {
+            let path = match &namespace {
+                Some(ns) => format!("/v1/models?namespace={}", client::enc(ns)),
+                None => "/v1/models".into(),
+            };
+            let list: ModelList = client.get_json(&path).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+                Output::Text => {
+                    for m in &list.models {
+                        println!("{}/{}  {}", m.namespace, m.name, m.sensitivity);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -102,7 +102,9 @@ impl Header {
 
     /// Parses the header at the start of `bytes` (extra bytes are ignored).
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
-        let bytes = bytes.get(..HEADER_LEN).ok_or(FormatError::TruncatedHeader)?;
+        let bytes = bytes
+            .get(..HEADER_LEN)
+            .ok_or(FormatError::TruncatedHeader)?;
         if bytes[..8] != MAGIC {
             return Err(FormatError::BadMagic);
         }

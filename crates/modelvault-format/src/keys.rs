@@ -116,7 +116,11 @@ impl FileKey {
     /// Derives the key for one file: HKDF-SHA256(salt = header salt,
     /// ikm = DEK, info = identity). Fails if the header names another DEK
     /// generation than the identity.
-    pub fn derive(dek: &Dek, header: &Header, identity: &FileIdentity<'_>) -> Result<Self, FormatError> {
+    pub fn derive(
+        dek: &Dek,
+        header: &Header,
+        identity: &FileIdentity<'_>,
+    ) -> Result<Self, FormatError> {
         if header.dek_generation != identity.dek_generation {
             return Err(FormatError::GenerationMismatch {
                 expected: identity.dek_generation,
@@ -124,13 +128,19 @@ impl FileKey {
             });
         }
         let mut okm = Zeroizing::new([0u8; KEY_LEN]);
-        hkdf_sha256(dek.expose_secret(), &header.salt, &identity.info(), okm.as_mut())?;
+        hkdf_sha256(
+            dek.expose_secret(),
+            &header.salt,
+            &identity.info(),
+            okm.as_mut(),
+        )?;
         Self::from_bytes(&okm)
     }
 
     /// A file key from raw bytes (test vectors).
     pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> Result<Self, FormatError> {
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| FormatError::Crypto("aes key"))?;
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| FormatError::Crypto("aes key"))?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
         })
@@ -153,7 +163,8 @@ pub struct SealKey {
 impl SealKey {
     /// A seal key from raw bytes.
     pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> Result<Self, FormatError> {
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| FormatError::Crypto("aes key"))?;
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| FormatError::Crypto("aes key"))?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
         })
@@ -169,7 +180,11 @@ impl SealKey {
         out.extend_from_slice(&nonce);
         let mut body = plaintext.to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut body,
+            )
             .map_err(|_| FormatError::Crypto("seal"))?;
         out.extend_from_slice(&body);
         Ok(out)
@@ -181,7 +196,8 @@ impl SealKey {
             return Err(FormatError::SealedAuthFailed);
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| FormatError::SealedAuthFailed)?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| FormatError::SealedAuthFailed)?;
         let mut buf = Zeroizing::new(body.to_vec());
         let len = self
             .key
@@ -209,7 +225,12 @@ impl hkdf::KeyType for OkmLen {
 
 /// HKDF-SHA256 (RFC 5869) extract-and-expand into `out`. Fails when `out`
 /// is longer than 255 * 32 bytes.
-pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) -> Result<(), FormatError> {
+pub fn hkdf_sha256(
+    ikm: &[u8],
+    salt: &[u8],
+    info: &[u8],
+    out: &mut [u8],
+) -> Result<(), FormatError> {
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm);
     let info = [info];
     prk.expand(&info, OkmLen(out.len()))

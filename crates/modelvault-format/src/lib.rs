@@ -35,7 +35,8 @@ pub fn seal_to_vec(
     plaintext: &[u8],
 ) -> Result<Vec<u8>, FormatError> {
     let mut enc = Encryptor::new(key, *header);
-    let mut out = Vec::with_capacity(ciphertext_len(plaintext.len() as u64, header.segment_size) as usize);
+    let mut out =
+        Vec::with_capacity(ciphertext_len(plaintext.len() as u64, header.segment_size) as usize);
     out.extend_from_slice(&header.to_bytes());
     enc.update(plaintext, &mut out)?;
     enc.finish(&mut out)?;

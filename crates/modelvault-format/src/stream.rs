@@ -275,6 +275,12 @@ impl<'k> Decryptor<'k> {
         let last = index + 1 == self.segments;
         open_segment_in_place(self.key, &self.header, index, !last, ciphertext)
             .ok()
-            .map(|_| if last { FormatError::Truncated } else { FormatError::TrailingData })
+            .map(|_| {
+                if last {
+                    FormatError::Truncated
+                } else {
+                    FormatError::TrailingData
+                }
+            })
     }
 }

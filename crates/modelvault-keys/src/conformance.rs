@@ -31,7 +31,10 @@ pub async fn wrap_round_trip(p: &dyn KeyProvider) {
     let w1 = p.wrap_dek(&dek, &BINDING).await.unwrap();
     let w2 = p.wrap_dek(&dek, &BINDING).await.unwrap();
     assert_ne!(w1.ciphertext, w2.ciphertext, "wraps must be randomized");
-    assert!(!contains(&w1.ciphertext, dek.expose_secret()), "wrap leaks the DEK");
+    assert!(
+        !contains(&w1.ciphertext, dek.expose_secret()),
+        "wrap leaks the DEK"
+    );
     assert_eq!(p.unwrap_dek(&w1, &BINDING).await.unwrap(), dek);
     assert_eq!(w1.kek_version, p.current_kek_version().await.unwrap());
 }
@@ -41,10 +44,22 @@ pub async fn binding_is_enforced(p: &dyn KeyProvider) {
     let dek = Dek::generate().unwrap();
     let w = p.wrap_dek(&dek, &BINDING).await.unwrap();
     for other in [
-        DekBinding { version: "2", ..BINDING },
-        DekBinding { model: "gpt", ..BINDING },
-        DekBinding { namespace: "cv", ..BINDING },
-        DekBinding { dek_generation: 2, ..BINDING },
+        DekBinding {
+            version: "2",
+            ..BINDING
+        },
+        DekBinding {
+            model: "gpt",
+            ..BINDING
+        },
+        DekBinding {
+            namespace: "cv",
+            ..BINDING
+        },
+        DekBinding {
+            dek_generation: 2,
+            ..BINDING
+        },
     ] {
         assert!(
             matches!(p.unwrap_dek(&w, &other).await, Err(KeyError::UnwrapFailed)),
@@ -60,7 +75,10 @@ pub async fn tampered_wrap_fails(p: &dyn KeyProvider) {
     for i in 0..w.ciphertext.len() {
         let mut t = w.clone();
         t.ciphertext[i] ^= 0x40;
-        assert!(p.unwrap_dek(&t, &BINDING).await.is_err(), "flip at {i} accepted");
+        assert!(
+            p.unwrap_dek(&t, &BINDING).await.is_err(),
+            "flip at {i} accepted"
+        );
     }
     let mut t = w.clone();
     t.ciphertext.truncate(10);
@@ -72,10 +90,16 @@ pub async fn mac_round_trip(p: &dyn KeyProvider) {
     let msg = b"{\"kind\":\"manifest\"}";
     let mac = p.mac(msg).await.unwrap();
     p.verify_mac(msg, &mac).await.unwrap();
-    assert!(matches!(p.verify_mac(b"{\"kind\":\"manifesT\"}", &mac).await, Err(KeyError::MacMismatch)));
+    assert!(matches!(
+        p.verify_mac(b"{\"kind\":\"manifesT\"}", &mac).await,
+        Err(KeyError::MacMismatch)
+    ));
     let mut bad = mac.clone();
     bad.tag[0] ^= 1;
-    assert!(matches!(p.verify_mac(msg, &bad).await, Err(KeyError::MacMismatch)));
+    assert!(matches!(
+        p.verify_mac(msg, &bad).await,
+        Err(KeyError::MacMismatch)
+    ));
     let mut other = mac.clone();
     other.key_id = "someone-else".into();
     assert!(p.verify_mac(msg, &other).await.is_err());
@@ -99,7 +123,11 @@ pub async fn rotation_keeps_old_wraps(p: &dyn KeyProvider) {
     assert!(p.unwrap_dek(&relabelled, &BINDING).await.is_err());
     let versions = p.list_kek_versions().await.unwrap();
     assert!(versions.iter().any(|v| v.version == before && !v.current));
-    assert!(versions.iter().any(|v| v.version == new_version && v.current));
+    assert!(
+        versions
+            .iter()
+            .any(|v| v.version == new_version && v.current)
+    );
 }
 
 /// Destroying a non-current version makes its wraps unreadable; the
@@ -108,9 +136,15 @@ pub async fn destroy_makes_wraps_unreadable(p: &dyn KeyProvider) {
     let dek = Dek::generate().unwrap();
     let old = p.wrap_dek(&dek, &BINDING).await.unwrap();
     let current = p.create_kek_version().await.unwrap();
-    assert!(matches!(p.destroy_kek_version(current).await, Err(KeyError::KekIsCurrent(_))));
+    assert!(matches!(
+        p.destroy_kek_version(current).await,
+        Err(KeyError::KekIsCurrent(_))
+    ));
     p.destroy_kek_version(old.kek_version).await.unwrap();
-    assert!(matches!(p.unwrap_dek(&old, &BINDING).await, Err(KeyError::KekDestroyed(_))));
+    assert!(matches!(
+        p.unwrap_dek(&old, &BINDING).await,
+        Err(KeyError::KekDestroyed(_))
+    ));
     let info = p.list_kek_versions().await.unwrap();
     let destroyed = info.iter().find(|v| v.version == old.kek_version).unwrap();
     assert_eq!(destroyed.state, KekState::Destroyed);

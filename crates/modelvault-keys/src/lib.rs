@@ -140,7 +140,11 @@ pub trait KeyProvider: Send + Sync + std::fmt::Debug {
     /// Wraps `dek` under the current KEK, binding `binding`.
     async fn wrap_dek(&self, dek: &Dek, binding: &DekBinding<'_>) -> Result<WrappedDek, KeyError>;
     /// Unwraps; fails if the binding, KEK version or bytes differ.
-    async fn unwrap_dek(&self, wrapped: &WrappedDek, binding: &DekBinding<'_>) -> Result<Dek, KeyError>;
+    async fn unwrap_dek(
+        &self,
+        wrapped: &WrappedDek,
+        binding: &DekBinding<'_>,
+    ) -> Result<Dek, KeyError>;
     /// Authenticates a control record's canonical bytes.
     async fn mac(&self, message: &[u8]) -> Result<RecordMac, KeyError>;
     /// Checks a record MAC; any mismatch is [`KeyError::MacMismatch`].

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::{
-    DekBinding, KekState, KekVersion, KekVersionInfo, KeyError, KeyProvider, RecordMac, WrappedDek, b64_decode,
-    b64_encode,
+    DekBinding, KekState, KekVersion, KekVersionInfo, KeyError, KeyProvider, RecordMac, WrappedDek,
+    b64_decode, b64_encode,
 };
 
 const FILE_FORMAT: &str = "modelvault-keyring-v1";
@@ -86,7 +86,9 @@ pub struct LocalKeyring {
 
 impl std::fmt::Debug for LocalKeyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalKeyring").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("LocalKeyring")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,7 +124,10 @@ fn now() -> String {
 impl State {
     fn from_file(file: &KeyringFile) -> Result<Self, KeyError> {
         if file.format != FILE_FORMAT {
-            return Err(KeyError::Corrupt(format!("unknown keyring format {:?}", file.format)));
+            return Err(KeyError::Corrupt(format!(
+                "unknown keyring format {:?}",
+                file.format
+            )));
         }
         let mut keks = Vec::with_capacity(file.keks.len());
         for e in &file.keks {
@@ -140,7 +145,10 @@ impl State {
                 key,
             });
         }
-        if !keks.iter().any(|k| k.version == file.current && k.key.is_some()) {
+        if !keks
+            .iter()
+            .any(|k| k.version == file.current && k.key.is_some())
+        {
             return Err(KeyError::Corrupt("current KEK missing".into()));
         }
         let mac_raw = decode_key(&file.mac_key.key)?;
@@ -182,7 +190,8 @@ impl State {
             .find(|k| k.version == version)
             .ok_or(KeyError::UnknownKekVersion(version))?;
         let bytes = kek.key.as_ref().ok_or(KeyError::KekDestroyed(version))?;
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes.as_ref()).map_err(|_| KeyError::Crypto("kek"))?;
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, bytes.as_ref()).map_err(|_| KeyError::Crypto("kek"))?;
         Ok(LessSafeKey::new(unbound))
     }
 }
@@ -222,7 +231,10 @@ impl LocalKeyring {
                     io_err(path)(e)
                 }
             })?;
-        let json = Zeroizing::new(serde_json::to_vec_pretty(&state.to_file()).map_err(|e| KeyError::Corrupt(e.to_string()))?);
+        let json = Zeroizing::new(
+            serde_json::to_vec_pretty(&state.to_file())
+                .map_err(|e| KeyError::Corrupt(e.to_string()))?,
+        );
         f.write_all(&json).map_err(io_err(path))?;
         f.sync_all().map_err(io_err(path))?;
         sync_parent(path)?;
@@ -256,19 +268,28 @@ impl LocalKeyring {
             });
         }
         let bytes = Zeroizing::new(std::fs::read(path).map_err(io_err(path))?);
-        let file: KeyringFile = serde_json::from_slice(&bytes).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+        let file: KeyringFile =
+            serde_json::from_slice(&bytes).map_err(|e| KeyError::Corrupt(e.to_string()))?;
         State::from_file(&file)
     }
 
     fn reload(&self) -> Result<(), KeyError> {
         let fresh = Self::load(&self.path)?;
-        *self.state.write().map_err(|_| KeyError::Crypto("keyring lock poisoned"))? = fresh;
+        *self
+            .state
+            .write()
+            .map_err(|_| KeyError::Crypto("keyring lock poisoned"))? = fresh;
         Ok(())
     }
 
     fn persist(&self, state: &State) -> Result<(), KeyError> {
-        let tmp = self.path.with_extension(format!("tmp-{}", std::process::id()));
-        let json = Zeroizing::new(serde_json::to_vec_pretty(&state.to_file()).map_err(|e| KeyError::Corrupt(e.to_string()))?);
+        let tmp = self
+            .path
+            .with_extension(format!("tmp-{}", std::process::id()));
+        let json = Zeroizing::new(
+            serde_json::to_vec_pretty(&state.to_file())
+                .map_err(|e| KeyError::Corrupt(e.to_string()))?,
+        );
         let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -283,7 +304,9 @@ impl LocalKeyring {
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, State>, KeyError> {
-        self.state.read().map_err(|_| KeyError::Crypto("keyring lock poisoned"))
+        self.state
+            .read()
+            .map_err(|_| KeyError::Crypto("keyring lock poisoned"))
     }
 }
 
@@ -329,7 +352,10 @@ impl KeyProvider for LocalKeyring {
 
     async fn create_kek_version(&self) -> Result<KekVersion, KeyError> {
         self.reload()?;
-        let mut s = self.state.write().map_err(|_| KeyError::Crypto("keyring lock poisoned"))?;
+        let mut s = self
+            .state
+            .write()
+            .map_err(|_| KeyError::Crypto("keyring lock poisoned"))?;
         let next = s.keks.iter().map(|k| k.version).max().unwrap_or(0) + 1;
         s.keks.push(Kek {
             version: next,
@@ -349,7 +375,10 @@ impl KeyProvider for LocalKeyring {
 
     async fn destroy_kek_version(&self, version: KekVersion) -> Result<(), KeyError> {
         self.reload()?;
-        let mut s = self.state.write().map_err(|_| KeyError::Crypto("keyring lock poisoned"))?;
+        let mut s = self
+            .state
+            .write()
+            .map_err(|_| KeyError::Crypto("keyring lock poisoned"))?;
         if s.current == version.0 {
             return Err(KeyError::KekIsCurrent(version.0));
         }
@@ -388,7 +417,11 @@ impl KeyProvider for LocalKeyring {
         })
     }
 
-    async fn unwrap_dek(&self, wrapped: &WrappedDek, binding: &DekBinding<'_>) -> Result<Dek, KeyError> {
+    async fn unwrap_dek(
+        &self,
+        wrapped: &WrappedDek,
+        binding: &DekBinding<'_>,
+    ) -> Result<Dek, KeyError> {
         let version = wrapped.kek_version.0;
         let key = match self.read()?.kek(version) {
             Err(KeyError::UnknownKekVersion(_)) => {
@@ -404,7 +437,11 @@ impl KeyProvider for LocalKeyring {
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::UnwrapFailed)?;
         let mut buf = Zeroizing::new(body.to_vec());
         let plain = key
-            .open_in_place(nonce, Aad::from(wrap_aad(binding, version)), buf.as_mut_slice())
+            .open_in_place(
+                nonce,
+                Aad::from(wrap_aad(binding, version)),
+                buf.as_mut_slice(),
+            )
             .map_err(|_| KeyError::UnwrapFailed)?;
         Dek::from_slice(plain).map_err(|_| KeyError::UnwrapFailed)
     }

@@ -19,9 +19,17 @@ async fn file_is_private_and_survives_reopen() {
     let ring = LocalKeyring::create(&path).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    assert!(matches!(LocalKeyring::create(&path), Err(KeyError::AlreadyExists(_))));
+    assert!(matches!(
+        LocalKeyring::create(&path),
+        Err(KeyError::AlreadyExists(_))
+    ));
     let dek = modelvault_format::Dek::generate().unwrap();
-    let binding = modelvault_keys::DekBinding { namespace: "a", model: "b", version: "c", dek_generation: 1 };
+    let binding = modelvault_keys::DekBinding {
+        namespace: "a",
+        model: "b",
+        version: "c",
+        dek_generation: 1,
+    };
     let w = ring.wrap_dek(&dek, &binding).await.unwrap();
     let v2 = ring.create_kek_version().await.unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -36,5 +44,8 @@ async fn file_is_private_and_survives_reopen() {
     assert!(!format!("{other:?}").contains("key\""));
 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert!(matches!(LocalKeyring::open(&path), Err(KeyError::InsecurePermissions { .. })));
+    assert!(matches!(
+        LocalKeyring::open(&path),
+        Err(KeyError::InsecurePermissions { .. })
+    ));
 }

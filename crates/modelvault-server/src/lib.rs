@@ -1,1 +1,151 @@
-//! placeholder
+//! The Modelvault HTTP API (axum). It composes the store, the key provider
+//! and the access model; it holds no crypto of its own.
+//!
+//! Invariants a reader must keep:
+//! - every `/v1` route authenticates, then calls [`authn::authorize`]
+//!   before reading or writing anything (the seam for policies and audit);
+//! - every error leaves through [`ApiError`] (status + JSON body); 5xx
+//!   bodies carry only a request id, the detail goes to the log;
+//! - plaintext leaves only through the download stream, which ends the
+//!   response at the first segment that fails authentication.
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod api;
+pub mod authn;
+pub mod config;
+mod error;
+mod extract;
+pub mod init;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use modelvault_keys::LocalKeyring;
+use modelvault_storage::Store;
+
+pub use config::Config;
+pub use error::ApiError;
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The config the server started with.
+    pub config: Arc<Config>,
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Config problem.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// Keys problem.
+    #[error("key provider: {0}")]
+    Keys(#[from] modelvault_keys::KeyError),
+    /// Store problem.
+    #[error(transparent)]
+    Storage(#[from] modelvault_storage::StorageError),
+    /// Listener problem.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Refused by the transport rule.
+    #[error(
+        "refusing plain HTTP on non-loopback address {0}: TLS is not configured; pass --insecure-http to override (testing only)"
+    )]
+    InsecureListen(SocketAddr),
+}
+
+impl AppState {
+    /// Opens the key provider and store a config names, and checks the store
+    /// was initialized with this provider.
+    pub async fn open(config: Config) -> Result<Self, ServeError> {
+        let keys = Arc::new(LocalKeyring::open(&config.keys.keyring)?);
+        let segment = modelvault_format::SegmentSize::from_bytes(config.store.segment_size)
+            .unwrap_or_default();
+        let store = Store::open(&config.store.url, keys)?.with_segment_size(segment);
+        store.check_initialized().await?;
+        Ok(Self {
+            store,
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    routes::router(state).layer(axum::middleware::from_fn(request_id))
+}
+
+/// Binds `addr`, enforcing the transport rule: plain HTTP only on loopback
+/// unless `insecure_http`.
+pub async fn bind(addr: &str, insecure_http: bool) -> Result<tokio::net::TcpListener, ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: addr.into(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: addr.into(),
+        source,
+    })?;
+    if !local.ip().is_loopback() && !insecure_http {
+        return Err(ServeError::InsecureListen(local));
+    }
+    Ok(listener)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Gives every request an id (`x-request-id`), logs every answer, and turns
+/// a 5xx's detail into a log line whose id the client sees in the body.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = uuid::Uuid::now_v7().to_string();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert("x-request-id", v);
+    }
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    if let Some(detail) = resp.extensions_mut().remove::<error::InternalDetail>() {
+        tracing::error!(request_id = %id, %method, %path, status = status.as_u16(), code = detail.code, detail = %detail.detail, "request failed");
+        let body = serde_json::json!({"error": {
+            "code": detail.code,
+            "message": format!("internal error (request id {id})"),
+            "request_id": id,
+        }});
+        let mut fresh = (status, axum::Json(body)).into_response();
+        std::mem::swap(fresh.headers_mut(), resp.headers_mut());
+        resp = Response::from_parts(resp.into_parts().0, fresh.into_body());
+    } else {
+        tracing::info!(request_id = %id, %method, %path, status = status.as_u16(), "request");
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -13,10 +13,14 @@ use chrono::Utc;
 use futures::{Stream, StreamExt as _};
 use modelvault_format::{Decryptor, Encryptor, FileIdentity, FileKey, HEADER_LEN, Header, TAG_LEN};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt as _, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt as _, WriteMultipart,
+};
 use tokio::sync::mpsc;
 
-use crate::{Store, StorageError, UploadRecord, VersionRef, b64_encode, digest_seal_key, layout, names};
+use crate::{
+    StorageError, Store, UploadRecord, VersionRef, b64_encode, digest_seal_key, layout, names,
+};
 
 /// Multipart part size: S3's minimum is 5 MiB.
 const PART_SIZE: usize = 8 << 20;
@@ -26,7 +30,8 @@ const PARTS_IN_FLIGHT: usize = 2;
 const READ_AHEAD: usize = 2;
 
 /// A stream of authenticated plaintext chunks.
-pub type PlaintextStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>;
+pub type PlaintextStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>;
 
 impl Store {
     /// Encrypts `body` into a fresh blob of the draft version `v` and
@@ -47,7 +52,10 @@ impl Store {
         names::validate_version(v.version)?;
         names::validate_file_path(path)?;
         if self.get_model(v.namespace, v.model).await?.is_none() {
-            return Err(StorageError::NotFound(format!("model {}/{}", v.namespace, v.model)));
+            return Err(StorageError::NotFound(format!(
+                "model {}/{}",
+                v.namespace, v.model
+            )));
         }
         if self.get_manifest(v).await?.is_some() {
             return Err(StorageError::VersionCommitted(v.to_string()));
@@ -94,9 +102,25 @@ impl Store {
         Ok(record)
     }
 
+    /// The hex SHA-256 of an upload, unsealed (for the uploader's receipt).
+    pub async fn upload_digest(
+        &self,
+        v: &VersionRef<'_>,
+        record: &UploadRecord,
+    ) -> Result<String, StorageError> {
+        let (dek, generation) = self.version_dek(v, false).await?;
+        let sealed = crate::b64_decode(&record.sealed_sha256)?;
+        let sha = digest_seal_key(&dek, v, generation)?.open(record.blob.as_bytes(), &sealed)?;
+        Ok(hex::encode(&*sha))
+    }
+
     /// Opens a file of a committed version for reading: checks the manifest,
     /// key record, blob size and header before any byte is read.
-    pub async fn open_file(&self, v: &VersionRef<'_>, path: &str) -> Result<FileReader, StorageError> {
+    pub async fn open_file(
+        &self,
+        v: &VersionRef<'_>,
+        path: &str,
+    ) -> Result<FileReader, StorageError> {
         names::validate_file_path(path)?;
         let view = self.show_version(v).await?;
         let entry = view
@@ -112,15 +136,20 @@ impl Store {
             .map(|f| f.sha256.clone())
             .unwrap_or_default();
         let (dek, generation) = self.version_dek(v, false).await?;
-        let blob = Path::parse(&entry.blob).map_err(|_| StorageError::Integrity(format!("bad blob key in {v}")))?;
+        let blob = Path::parse(&entry.blob)
+            .map_err(|_| StorageError::Integrity(format!("bad blob key in {v}")))?;
         let expected_prefix = format!("blobs/{}/{}/{}/", v.namespace, v.model, v.version);
         if !entry.blob.starts_with(&expected_prefix) {
-            return Err(StorageError::Integrity(format!("blob of {path} in {v} lies outside the version")));
+            return Err(StorageError::Integrity(format!(
+                "blob of {path} in {v} lies outside the version"
+            )));
         }
         let meta = match self.objects.head(&blob).await {
             Ok(m) => m,
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(StorageError::Integrity(format!("blob of {path} in {v} is missing")));
+                return Err(StorageError::Integrity(format!(
+                    "blob of {path} in {v} is missing"
+                )));
             }
             Err(e) => return Err(e.into()),
         };
@@ -142,7 +171,9 @@ impl Store {
         let key = FileKey::derive(&dek, &header, &identity)?;
         let decryptor = Decryptor::new(&key, header, meta.size)?;
         if decryptor.plaintext_len() != entry.size {
-            return Err(StorageError::Integrity(format!("blob of {path} in {v} has the wrong length")));
+            return Err(StorageError::Integrity(format!(
+                "blob of {path} in {v} has the wrong length"
+            )));
         }
         Ok(FileReader {
             objects: self.objects.clone(),

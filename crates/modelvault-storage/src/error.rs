@@ -58,7 +58,9 @@ impl From<KeyError> for StorageError {
 impl From<FormatError> for StorageError {
     fn from(e: FormatError) -> Self {
         match e {
-            FormatError::Crypto(_) | FormatError::Misuse(_) => StorageError::Integrity(format!("format: {e}")),
+            FormatError::Crypto(_) | FormatError::Misuse(_) => {
+                StorageError::Integrity(format!("format: {e}"))
+            }
             other => StorageError::Integrity(other.to_string()),
         }
     }

@@ -49,7 +49,9 @@ pub fn uploads_dir(ns: &str, model: &str, version: &str) -> Path {
 
 /// One upload record.
 pub fn upload_record(ns: &str, model: &str, version: &str, upload_id: &str) -> Path {
-    Path::from(format!("models/{ns}/{model}/versions/{version}/uploads/{upload_id}.json"))
+    Path::from(format!(
+        "models/{ns}/{model}/versions/{version}/uploads/{upload_id}.json"
+    ))
 }
 
 /// A sequence-numbered record inside `dir`.
@@ -69,7 +71,10 @@ pub fn blobs_root() -> Path {
 
 /// A fresh, never reused blob key.
 pub fn new_blob(ns: &str, model: &str, version: &str) -> Path {
-    Path::from(format!("blobs/{ns}/{model}/{version}/{}.mvf", uuid::Uuid::now_v7()))
+    Path::from(format!(
+        "blobs/{ns}/{model}/{version}/{}.mvf",
+        uuid::Uuid::now_v7()
+    ))
 }
 
 /// An API token record, by token id.

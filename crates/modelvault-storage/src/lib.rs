@@ -55,7 +55,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,21 +76,26 @@ pub struct GcReport {
 /// `s3://bucket[/prefix]` (S3 settings from the standard `AWS_*`
 /// variables: `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
-pub fn open_object_store(url: &str) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), StorageError> {
-    let parsed = url::Url::parse(url).map_err(|e| StorageError::InvalidInput(format!("store url {url:?}: {e}")))?;
+pub fn open_object_store(
+    url: &str,
+) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), StorageError> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| StorageError::InvalidInput(format!("store url {url:?}: {e}")))?;
     match parsed.scheme() {
         "file" => {
-            let path = parsed
-                .to_file_path()
-                .map_err(|_| StorageError::InvalidInput(format!("store url {url:?} is not an absolute file path")))?;
+            let path = parsed.to_file_path().map_err(|_| {
+                StorageError::InvalidInput(format!(
+                    "store url {url:?} is not an absolute file path"
+                ))
+            })?;
             std::fs::create_dir_all(&path)?;
             let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)?;
             Ok((Arc::new(fs), Some(path)))
         }
         "s3" => {
-            let bucket = parsed
-                .host_str()
-                .ok_or_else(|| StorageError::InvalidInput(format!("store url {url:?} names no bucket")))?;
+            let bucket = parsed.host_str().ok_or_else(|| {
+                StorageError::InvalidInput(format!("store url {url:?} names no bucket"))
+            })?;
             let s3 = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .build()?;
@@ -159,27 +166,46 @@ impl Store {
     // ------------------------------------------------------------ records
 
     /// Writes an authenticated record, create-if-absent.
-    pub async fn create_record<T: Serialize>(&self, kind: &str, path: &Path, body: &T) -> Result<(), StorageError> {
+    pub async fn create_record<T: Serialize>(
+        &self,
+        kind: &str,
+        path: &Path,
+        body: &T,
+    ) -> Result<(), StorageError> {
         let bytes = records::seal(self.keys.as_ref(), kind, path.as_ref(), body).await?;
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self.objects.put_opts(path, PutPayload::from(bytes), opts).await {
+        match self
+            .objects
+            .put_opts(path, PutPayload::from(bytes), opts)
+            .await
+        {
             Ok(_) => self.sync_local(path),
-            Err(object_store::Error::AlreadyExists { .. }) => Err(StorageError::AlreadyExists(path.to_string())),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Err(StorageError::AlreadyExists(path.to_string()))
+            }
             // Some S3 servers answer a lost conditional put with 412.
-            Err(object_store::Error::Precondition { .. }) => Err(StorageError::AlreadyExists(path.to_string())),
+            Err(object_store::Error::Precondition { .. }) => {
+                Err(StorageError::AlreadyExists(path.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     /// Reads and verifies a record; `None` if absent.
-    pub async fn read_record<T: DeserializeOwned>(&self, kind: &str, path: &Path) -> Result<Option<T>, StorageError> {
+    pub async fn read_record<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        path: &Path,
+    ) -> Result<Option<T>, StorageError> {
         match self.objects.get(path).await {
             Ok(r) => {
                 let bytes = r.bytes().await?;
-                records::open(self.keys.as_ref(), kind, path.as_ref(), &bytes).await.map(Some)
+                records::open(self.keys.as_ref(), kind, path.as_ref(), &bytes)
+                    .await
+                    .map(Some)
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -196,7 +222,11 @@ impl Store {
     }
 
     /// The latest sequence-numbered record in `dir`.
-    pub async fn read_latest<T: DeserializeOwned>(&self, kind: &str, dir: &Path) -> Result<Option<(u64, T)>, StorageError> {
+    pub async fn read_latest<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        dir: &Path,
+    ) -> Result<Option<(u64, T)>, StorageError> {
         match self.latest_seq(dir).await? {
             None => Ok(None),
             Some((seq, path)) => match self.read_record(kind, &path).await? {
@@ -240,9 +270,15 @@ impl Store {
 
     /// Checks the store was initialized with this key provider.
     pub async fn check_initialized(&self) -> Result<(), StorageError> {
-        match self.read_record::<serde_json::Value>("store", &layout::marker()).await {
+        match self
+            .read_record::<serde_json::Value>("store", &layout::marker())
+            .await
+        {
             Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(StorageError::NotInitialized(format!("{} is not initialized", self.url))),
+            Ok(None) => Err(StorageError::NotInitialized(format!(
+                "{} is not initialized",
+                self.url
+            ))),
             Err(StorageError::Integrity(_)) => Err(StorageError::NotInitialized(format!(
                 "{} was initialized with another key provider (its marker does not verify)",
                 self.url
@@ -265,7 +301,11 @@ impl Store {
         names::validate_name("namespace", namespace)?;
         names::validate_name("model", name)?;
         for (k, v) in &tags {
-            if k.is_empty() || k.len() > 128 || v.len() > 1024 || k.chars().chain(v.chars()).any(char::is_control) {
+            if k.is_empty()
+                || k.len() > 128
+                || v.len() > 1024
+                || k.chars().chain(v.chars()).any(char::is_control)
+            {
                 return Err(StorageError::InvalidInput(format!("invalid tag {k:?}")));
             }
         }
@@ -280,15 +320,19 @@ impl Store {
         };
         let path = layout::seq_record(&layout::model_meta_dir(namespace, name), 0);
         match self.create_record("model", &path, &record).await {
-            Err(StorageError::AlreadyExists(_)) => {
-                Err(StorageError::AlreadyExists(format!("model {namespace}/{name}")))
-            }
+            Err(StorageError::AlreadyExists(_)) => Err(StorageError::AlreadyExists(format!(
+                "model {namespace}/{name}"
+            ))),
             other => other.map(|()| record),
         }
     }
 
     /// A model's latest metadata; `None` if it does not exist.
-    pub async fn get_model(&self, namespace: &str, name: &str) -> Result<Option<ModelRecord>, StorageError> {
+    pub async fn get_model(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ModelRecord>, StorageError> {
         names::validate_name("namespace", namespace)?;
         names::validate_name("model", name)?;
         let dir = layout::model_meta_dir(namespace, name);
@@ -296,12 +340,18 @@ impl Store {
             return Ok(None);
         };
         if record.namespace != namespace || record.name != name || record.revision != seq {
-            return Err(StorageError::Integrity(format!("model record {dir} names another model")));
+            return Err(StorageError::Integrity(format!(
+                "model record {dir} names another model"
+            )));
         }
         Ok(Some(record))
     }
 
-    async fn require_model(&self, namespace: &str, name: &str) -> Result<ModelRecord, StorageError> {
+    async fn require_model(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<ModelRecord, StorageError> {
         self.get_model(namespace, name)
             .await?
             .ok_or_else(|| StorageError::NotFound(format!("model {namespace}/{name}")))
@@ -309,7 +359,10 @@ impl Store {
 
     /// Namespaces that hold at least one model.
     pub async fn list_namespaces(&self) -> Result<Vec<String>, StorageError> {
-        let listing = self.objects.list_with_delimiter(Some(&layout::models_root())).await?;
+        let listing = self
+            .objects
+            .list_with_delimiter(Some(&layout::models_root()))
+            .await?;
         Ok(listing
             .common_prefixes
             .iter()
@@ -326,7 +379,9 @@ impl Store {
             .await?;
         let mut out = Vec::new();
         for prefix in listing.common_prefixes {
-            let Some(name) = prefix.filename() else { continue };
+            let Some(name) = prefix.filename() else {
+                continue;
+            };
             if names::validate_name("model", name).is_err() {
                 continue;
             }
@@ -343,12 +398,22 @@ impl Store {
     /// The version's current DEK and its generation, creating the first one
     /// (generation 1) when `create` is set and none exists. Racing creators
     /// agree: the key record is create-if-absent, the loser reads the winner.
-    pub async fn version_dek(&self, v: &VersionRef<'_>, create: bool) -> Result<(Dek, u32), StorageError> {
+    pub async fn version_dek(
+        &self,
+        v: &VersionRef<'_>,
+        create: bool,
+    ) -> Result<(Dek, u32), StorageError> {
         let dir = layout::keys_dir(v.namespace, v.model, v.version);
         for _ in 0..3 {
             if let Some((seq, record)) = self.read_latest::<KeyRecord>("key", &dir).await? {
-                if record.namespace != v.namespace || record.model != v.model || record.version != v.version || record.seq != seq {
-                    return Err(StorageError::Integrity(format!("key record in {dir} names another version")));
+                if record.namespace != v.namespace
+                    || record.model != v.model
+                    || record.version != v.version
+                    || record.seq != seq
+                {
+                    return Err(StorageError::Integrity(format!(
+                        "key record in {dir} names another version"
+                    )));
                 }
                 let binding = DekBinding {
                     namespace: v.namespace,
@@ -378,13 +443,18 @@ impl Store {
                 wrapped: self.keys.wrap_dek(&dek, &binding).await?,
                 created_at: now(),
             };
-            match self.create_record("key", &layout::seq_record(&dir, 0), &record).await {
+            match self
+                .create_record("key", &layout::seq_record(&dir, 0), &record)
+                .await
+            {
                 Ok(()) => return Ok((dek, 1)),
                 Err(StorageError::AlreadyExists(_)) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(StorageError::Integrity(format!("key record for {v} could not be read back")))
+        Err(StorageError::Integrity(format!(
+            "key record for {v} could not be read back"
+        )))
     }
 
     // ----------------------------------------------------------- versions
@@ -396,14 +466,24 @@ impl Store {
         let Some((seq, m)) = self.read_latest::<Manifest>("manifest", &dir).await? else {
             return Ok(None);
         };
-        if m.namespace != v.namespace || m.model != v.model || m.version != v.version || m.revision != seq {
-            return Err(StorageError::Integrity(format!("manifest {dir} names another version")));
+        if m.namespace != v.namespace
+            || m.model != v.model
+            || m.version != v.version
+            || m.revision != seq
+        {
+            return Err(StorageError::Integrity(format!(
+                "manifest {dir} names another version"
+            )));
         }
         Ok(Some(m))
     }
 
     /// Committed versions of a model, oldest commit first.
-    pub async fn list_versions(&self, namespace: &str, model: &str) -> Result<Vec<Manifest>, StorageError> {
+    pub async fn list_versions(
+        &self,
+        namespace: &str,
+        model: &str,
+    ) -> Result<Vec<Manifest>, StorageError> {
         self.require_model(namespace, model).await?;
         let listing = self
             .objects
@@ -411,28 +491,42 @@ impl Store {
             .await?;
         let mut out = Vec::new();
         for prefix in listing.common_prefixes {
-            let Some(version) = prefix.filename() else { continue };
+            let Some(version) = prefix.filename() else {
+                continue;
+            };
             if names::validate_version(version).is_err() {
                 continue;
             }
-            let v = VersionRef { namespace, model, version };
+            let v = VersionRef {
+                namespace,
+                model,
+                version,
+            };
             if let Some(m) = self.get_manifest(&v).await? {
                 out.push(m);
             }
         }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.version.cmp(&b.version)));
+        out.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.version.cmp(&b.version))
+        });
         Ok(out)
     }
 
     /// Resolves `latest` to the newest committed version; other names pass
     /// through after validation.
-    pub async fn resolve_version(&self, namespace: &str, model: &str, version: &str) -> Result<String, StorageError> {
+    pub async fn resolve_version(
+        &self,
+        namespace: &str,
+        model: &str,
+        version: &str,
+    ) -> Result<String, StorageError> {
         if version == "latest" {
             let versions = self.list_versions(namespace, model).await?;
-            return versions
-                .last()
-                .map(|m| m.version.clone())
-                .ok_or_else(|| StorageError::NotFound(format!("committed version of {namespace}/{model}")));
+            return versions.last().map(|m| m.version.clone()).ok_or_else(|| {
+                StorageError::NotFound(format!("committed version of {namespace}/{model}"))
+            });
         }
         names::validate_version(version)?;
         Ok(version.to_string())
@@ -455,9 +549,9 @@ impl Store {
         let digests = unseal_digests(&dek, v, generation, &manifest)?;
         let mut files = Vec::with_capacity(manifest.files.len());
         for f in &manifest.files {
-            let sha256 = digests
-                .get(&f.path)
-                .ok_or_else(|| StorageError::Integrity(format!("no digest for {} in {v}", f.path)))?;
+            let sha256 = digests.get(&f.path).ok_or_else(|| {
+                StorageError::Integrity(format!("no digest for {} in {v}", f.path))
+            })?;
             files.push(FileEntry {
                 path: f.path.clone(),
                 size: f.size,
@@ -471,20 +565,33 @@ impl Store {
     /// path, size and SHA-256. The manifest write is create-if-absent, so of
     /// two racing commits exactly one wins and the other gets
     /// [`StorageError::VersionCommitted`].
-    pub async fn commit(&self, v: &VersionRef<'_>, files: &[CommitFile], uploader: &str) -> Result<Manifest, StorageError> {
+    pub async fn commit(
+        &self,
+        v: &VersionRef<'_>,
+        files: &[CommitFile],
+        uploader: &str,
+    ) -> Result<Manifest, StorageError> {
         names::validate_version(v.version)?;
         self.require_model(v.namespace, v.model).await?;
         if files.is_empty() {
-            return Err(StorageError::InvalidInput("a commit must list at least one file".into()));
+            return Err(StorageError::InvalidInput(
+                "a commit must list at least one file".into(),
+            ));
         }
         let mut wanted: BTreeMap<&str, &CommitFile> = BTreeMap::new();
         for f in files {
             names::validate_file_path(&f.path)?;
             if f.sha256.len() != 64 || hex::decode(&f.sha256).is_err() {
-                return Err(StorageError::InvalidInput(format!("sha256 of {:?} is not 64 hex digits", f.path)));
+                return Err(StorageError::InvalidInput(format!(
+                    "sha256 of {:?} is not 64 hex digits",
+                    f.path
+                )));
             }
             if wanted.insert(&f.path, f).is_some() {
-                return Err(StorageError::InvalidInput(format!("file {:?} listed twice", f.path)));
+                return Err(StorageError::InvalidInput(format!(
+                    "file {:?} listed twice",
+                    f.path
+                )));
             }
         }
         if self.get_manifest(v).await?.is_some() {
@@ -492,7 +599,9 @@ impl Store {
         }
         let (dek, generation) = match self.version_dek(v, false).await {
             Err(StorageError::NotFound(_)) => {
-                return Err(StorageError::CommitMismatch(format!("nothing was uploaded to {v}")));
+                return Err(StorageError::CommitMismatch(format!(
+                    "nothing was uploaded to {v}"
+                )));
             }
             other => other?,
         };
@@ -501,13 +610,18 @@ impl Store {
         let seal = digest_seal_key(&dek, v, generation)?;
         let mut chosen: BTreeMap<&str, (&UploadRecord, String)> = BTreeMap::new();
         for u in &uploads {
-            let Some(want) = wanted.get(u.path.as_str()) else { continue };
+            let Some(want) = wanted.get(u.path.as_str()) else {
+                continue;
+            };
             if u.dek_generation != generation {
                 continue;
             }
-            let digest = hex::encode(&*seal.open(u.blob.as_bytes(), &b64_decode(&u.sealed_sha256)?)?);
+            let digest =
+                hex::encode(&*seal.open(u.blob.as_bytes(), &b64_decode(&u.sealed_sha256)?)?);
             if u.size == want.size && digest.eq_ignore_ascii_case(&want.sha256) {
-                let newer = chosen.get(u.path.as_str()).is_none_or(|(c, _)| c.created_at < u.created_at);
+                let newer = chosen
+                    .get(u.path.as_str())
+                    .is_none_or(|(c, _)| c.created_at < u.created_at);
                 if newer {
                     chosen.insert(&u.path, (u, digest));
                 }
@@ -517,7 +631,10 @@ impl Store {
             if !chosen.contains_key(path) {
                 let any = uploads.iter().any(|u| u.path == *path);
                 return Err(StorageError::CommitMismatch(if any {
-                    format!("{path}: size or sha256 differs from what the server received (size {})", want.size)
+                    format!(
+                        "{path}: size or sha256 differs from what the server received (size {})",
+                        want.size
+                    )
                 } else {
                     format!("{path}: never uploaded")
                 }));
@@ -549,7 +666,9 @@ impl Store {
         let path = layout::seq_record(&layout::manifest_dir(v.namespace, v.model, v.version), 0);
         match self.create_record("manifest", &path, &manifest).await {
             Ok(()) => Ok(manifest),
-            Err(StorageError::AlreadyExists(_)) => Err(StorageError::VersionCommitted(v.to_string())),
+            Err(StorageError::AlreadyExists(_)) => {
+                Err(StorageError::VersionCommitted(v.to_string()))
+            }
             Err(e) => Err(e),
         }
     }
@@ -559,7 +678,10 @@ impl Store {
         let entries: Vec<_> = self.objects.list(Some(&dir)).try_collect().await?;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            if let Some(r) = self.read_record::<UploadRecord>("upload", &e.location).await? {
+            if let Some(r) = self
+                .read_record::<UploadRecord>("upload", &e.location)
+                .await?
+            {
                 out.push(r);
             }
         }
@@ -570,7 +692,10 @@ impl Store {
 
     /// Deletes blobs no manifest lists that are older than `grace` (a
     /// failed or abandoned upload), with their upload records.
-    pub async fn collect_garbage(&self, grace: std::time::Duration) -> Result<GcReport, StorageError> {
+    pub async fn collect_garbage(
+        &self,
+        grace: std::time::Duration,
+    ) -> Result<GcReport, StorageError> {
         let cutoff = now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         let mut report = GcReport::default();
         let mut referenced = std::collections::HashSet::new();
@@ -581,7 +706,11 @@ impl Store {
                 }
             }
         }
-        let blobs: Vec<_> = self.objects.list(Some(&layout::blobs_root())).try_collect().await?;
+        let blobs: Vec<_> = self
+            .objects
+            .list(Some(&layout::blobs_root()))
+            .try_collect()
+            .await?;
         let mut deleted = std::collections::HashSet::new();
         for b in blobs {
             report.blobs_seen += 1;
@@ -593,12 +722,19 @@ impl Store {
             report.blobs_deleted += 1;
         }
         if !deleted.is_empty() {
-            let records: Vec<_> = self.objects.list(Some(&layout::models_root())).try_collect().await?;
+            let records: Vec<_> = self
+                .objects
+                .list(Some(&layout::models_root()))
+                .try_collect()
+                .await?;
             for r in records {
                 if !r.location.as_ref().contains("/uploads/") {
                     continue;
                 }
-                if let Ok(Some(u)) = self.read_record::<UploadRecord>("upload", &r.location).await {
+                if let Ok(Some(u)) = self
+                    .read_record::<UploadRecord>("upload", &r.location)
+                    .await
+                {
                     if deleted.contains(&u.blob) {
                         self.objects.delete(&r.location).await?;
                         report.upload_records_deleted += 1;
@@ -610,8 +746,15 @@ impl Store {
     }
 }
 
-fn digest_seal_key(dek: &Dek, v: &VersionRef<'_>, generation: u32) -> Result<modelvault_format::SealKey, StorageError> {
-    Ok(dek.seal_key(DIGEST_SEAL, &[v.namespace, v.model, v.version, &generation.to_string()])?)
+fn digest_seal_key(
+    dek: &Dek,
+    v: &VersionRef<'_>,
+    generation: u32,
+) -> Result<modelvault_format::SealKey, StorageError> {
+    Ok(dek.seal_key(
+        DIGEST_SEAL,
+        &[v.namespace, v.model, v.version, &generation.to_string()],
+    )?)
 }
 
 fn seal_digests(
@@ -620,7 +763,8 @@ fn seal_digests(
     generation: u32,
     digests: &BTreeMap<String, String>,
 ) -> Result<String, StorageError> {
-    let json = serde_json::to_vec(digests).map_err(|e| StorageError::InvalidInput(e.to_string()))?;
+    let json =
+        serde_json::to_vec(digests).map_err(|e| StorageError::InvalidInput(e.to_string()))?;
     let sealed = digest_seal_key(dek, v, generation)?.seal(b"manifest", &json)?;
     Ok(b64_encode(&sealed))
 }
@@ -633,7 +777,8 @@ fn unseal_digests(
 ) -> Result<BTreeMap<String, String>, StorageError> {
     let sealed = b64_decode(&manifest.sealed_digests)?;
     let json = digest_seal_key(dek, v, generation)?.open(b"manifest", &sealed)?;
-    serde_json::from_slice(&json).map_err(|_| StorageError::Integrity(format!("digests of {v} are malformed")))
+    serde_json::from_slice(&json)
+        .map_err(|_| StorageError::Integrity(format!("digests of {v} are malformed")))
 }
 
 pub(crate) fn b64_encode(bytes: &[u8]) -> String {

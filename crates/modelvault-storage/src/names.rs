@@ -41,7 +41,11 @@ pub fn validate_version(version: &str) -> Result<(), StorageError> {
 /// File paths inside a version: relative, `/`-separated, no empty, `.` or
 /// `..` segments, no backslashes or control characters, at most 1024 bytes.
 pub fn validate_file_path(path: &str) -> Result<(), StorageError> {
-    let bad = |why: &str| Err(StorageError::InvalidInput(format!("invalid file path {path:?}: {why}")));
+    let bad = |why: &str| {
+        Err(StorageError::InvalidInput(format!(
+            "invalid file path {path:?}: {why}"
+        )))
+    };
     if path.is_empty() || path.len() > 1024 {
         return bad("must be 1-1024 bytes");
     }
@@ -81,7 +85,17 @@ mod tests {
         for ok in ["a", "config/model.json", "x/.hidden", "a..b"] {
             validate_file_path(ok).unwrap();
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a/", "a\\b", "a\u{0}b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/",
+            "a\\b",
+            "a\u{0}b",
+        ] {
             assert!(validate_file_path(bad).is_err(), "{bad:?}");
         }
     }

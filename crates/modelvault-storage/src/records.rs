@@ -27,7 +27,12 @@ struct EnvelopeIn<'a> {
 
 fn mac_input(kind: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 64);
-    for field in [&b"modelvault/v1/record"[..], kind.as_bytes(), path.as_bytes(), body] {
+    for field in [
+        &b"modelvault/v1/record"[..],
+        kind.as_bytes(),
+        path.as_bytes(),
+        body,
+    ] {
         out.extend_from_slice(&(field.len() as u64).to_be_bytes());
         out.extend_from_slice(field);
     }
@@ -41,9 +46,12 @@ pub async fn seal<T: Serialize>(
     path: &str,
     body: &T,
 ) -> Result<Vec<u8>, StorageError> {
-    let body = serde_json::to_string(body).map_err(|e| StorageError::InvalidInput(e.to_string()))?;
+    let body =
+        serde_json::to_string(body).map_err(|e| StorageError::InvalidInput(e.to_string()))?;
     let raw = RawValue::from_string(body).map_err(|e| StorageError::InvalidInput(e.to_string()))?;
-    let mac = keys.mac(&mac_input(kind, path, raw.get().as_bytes())).await?;
+    let mac = keys
+        .mac(&mac_input(kind, path, raw.get().as_bytes()))
+        .await?;
     serde_json::to_vec(&EnvelopeOut {
         record: kind,
         body: &raw,
@@ -63,10 +71,13 @@ pub async fn open<T: DeserializeOwned>(
     let env: EnvelopeIn<'_> = serde_json::from_slice(bytes)
         .map_err(|_| StorageError::Integrity(format!("record {path} is malformed")))?;
     if env.record != kind {
-        return Err(StorageError::Integrity(format!("record {path} is not a {kind}")));
+        return Err(StorageError::Integrity(format!(
+            "record {path} is not a {kind}"
+        )));
     }
     keys.verify_mac(&mac_input(kind, path, env.body.get().as_bytes()), &env.mac)
         .await
         .map_err(|e| StorageError::Integrity(format!("record {path}: {e}")))?;
-    serde_json::from_str(env.body.get()).map_err(|_| StorageError::Integrity(format!("record {path} has a malformed body")))
+    serde_json::from_str(env.body.get())
+        .map_err(|_| StorageError::Integrity(format!("record {path} has a malformed body")))
 }

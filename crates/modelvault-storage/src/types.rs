@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::StorageError;
 
 /// How sensitive a model is; policies see the current value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Sensitivity {
     /// Anyone with access may use it.

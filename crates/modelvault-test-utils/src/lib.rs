@@ -38,9 +38,13 @@ pub fn s3_location() -> Option<TestLocation> {
         }),
         _ => {
             if std::env::var("MODELVAULT_REQUIRE_S3").is_ok_and(|v| v == "1") {
-                panic!("MODELVAULT_REQUIRE_S3=1 but MODELVAULT_TEST_S3_BUCKET is not set: start moto with scripts/test.sh");
+                panic!(
+                    "MODELVAULT_REQUIRE_S3=1 but MODELVAULT_TEST_S3_BUCKET is not set: start moto with scripts/test.sh"
+                );
             }
-            eprintln!("note: no S3 test server (MODELVAULT_TEST_S3_BUCKET unset); run scripts/test.sh for the S3 suite");
+            eprintln!(
+                "note: no S3 test server (MODELVAULT_TEST_S3_BUCKET unset); run scripts/test.sh for the S3 suite"
+            );
             None
         }
     }

@@ -1,0 +1,78 @@
+//! `modelvault serve`: load (or create) the data directory, open the store
+//! and key provider, listen, and shut down cleanly on SIGINT/SIGTERM.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use modelvault_server::{AppState, Config, init};
+
+/// The data directory: the flag (or `MODELVAULT_DATA_DIR`, via clap), else
+/// the platform data directory.
+pub fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match flag {
+        Some(d) => Ok(d),
+        None => dirs::data_dir()
+            .map(|d| d.join("modelvault"))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no platform data directory; pass --data-dir or set MODELVAULT_DATA_DIR"
+                )
+            }),
+    }
+}
+
+pub async fn run(dir: PathBuf, listen: Option<String>, insecure_http: bool) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MODELVAULT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let cfg_path = init::config_path(&dir);
+    if !cfg_path.exists() {
+        let (_, token) = init::initialize(&dir, None).await?;
+        let token_path = dir.join("admin-token");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_path)
+            .with_context(|| format!("writing {}", token_path.display()))?;
+        writeln!(f, "{token}")?;
+        eprintln!(
+            "initialized {}; the admin token is in {} (mode 0600)",
+            dir.display(),
+            token_path.display()
+        );
+    }
+    let config = Config::load(&cfg_path)?;
+    let listen = listen.unwrap_or_else(|| config.server.listen.clone());
+    let insecure = insecure_http || config.server.insecure_http;
+    let state = AppState::open(config).await?;
+    let listener = modelvault_server::bind(&listen, insecure).await?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "modelvault listening on http://{addr} (store {})",
+        state.store.url()
+    );
+    modelvault_server::serve(listener, state, shutdown_signal()).await?;
+    eprintln!("modelvault stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,310 @@
+//! `push` and `pull`. Files are read and written with blocking std I/O on
+//! blocking threads, hashed on the way; pull writes each file to a
+//! temporary name beside its target and renames it only after its SHA-256
+//! matches the server's manifest.
+
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures::StreamExt as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use modelvault_server::api::{CommitRequest, UploadResponse, VersionDetail};
+use modelvault_storage::CommitFile;
+use tokio::sync::mpsc;
+
+use crate::Target;
+use crate::client::{Client, enc, enc_path};
+
+const CHUNK: usize = 1 << 20;
+
+fn progress(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+/// Regular files under `root` as (relative `/` path, absolute path), sorted.
+fn collect_files(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let meta = std::fs::symlink_metadata(root).with_context(|| format!("{}", root.display()))?;
+    if meta.is_file() {
+        let name = root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| anyhow::anyhow!("{} has no UTF-8 file name", root.display()))?;
+        return Ok(vec![(name.to_string(), root.to_path_buf())]);
+    }
+    if !meta.is_dir() {
+        anyhow::bail!("{} is neither a file nor a directory", root.display());
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let entry = entry?;
+            let path = entry.path();
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() {
+                let rel = path.strip_prefix(root)?;
+                let mut parts = Vec::new();
+                for c in rel.components() {
+                    match c {
+                        Component::Normal(s) => parts.push(
+                            s.to_str()
+                                .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", path.display()))?
+                                .to_string(),
+                        ),
+                        _ => anyhow::bail!("unexpected path component in {}", path.display()),
+                    }
+                }
+                out.push((parts.join("/"), path));
+            } else {
+                anyhow::bail!(
+                    "{} is not a regular file (symlinks and devices are not pushed)",
+                    path.display()
+                );
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        anyhow::bail!("{} holds no files", root.display());
+    }
+    Ok(out)
+}
+
+/// Streams a file from a blocking thread, hashing it; the digest arrives on
+/// the returned oneshot once the last chunk is read.
+fn file_stream(
+    path: PathBuf,
+    pb: ProgressBar,
+) -> (
+    impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    tokio::sync::oneshot::Receiver<std::io::Result<(u64, String)>>,
+) {
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let result = (|| -> std::io::Result<(u64, String)> {
+            let mut f = std::fs::File::open(&path)?;
+            let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut total = 0u64;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let mut filled = 0;
+                while filled < CHUNK {
+                    let n = f.read(&mut buf[filled..])?;
+                    if n == 0 {
+                        break;
+                    }
+                    filled += n;
+                }
+                if filled == 0 {
+                    break;
+                }
+                buf.truncate(filled);
+                sha.update(&buf);
+                total += filled as u64;
+                pb.inc(filled as u64);
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return Err(std::io::Error::other("upload stopped"));
+                }
+                if filled < CHUNK {
+                    break;
+                }
+            }
+            Ok((total, hex::encode(sha.finish())))
+        })();
+        if let Err(e) = &result {
+            let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+        }
+        let _ = done_tx.send(result);
+    });
+    (
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)),
+        done_rx,
+    )
+}
+
+pub async fn push(client: &Client, t: &Target, root: &Path) -> anyhow::Result<()> {
+    let version = t.version.as_deref().unwrap_or_default();
+    let files = collect_files(root)?;
+    let base = format!(
+        "/v1/models/{}/{}/versions/{}",
+        enc(&t.namespace),
+        enc(&t.name),
+        enc(version)
+    );
+    let mut commit = Vec::with_capacity(files.len());
+    for (rel, abs) in &files {
+        let size = std::fs::metadata(abs)?.len();
+        let pb = progress(size);
+        pb.set_message(rel.clone());
+        let (stream, digest) = file_stream(abs.clone(), pb.clone());
+        let rb = client
+            .request(
+                reqwest::Method::PUT,
+                &format!("{base}/files/{}", enc_path(rel)),
+            )
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(stream));
+        let resp = client
+            .send(rb)
+            .await
+            .with_context(|| format!("uploading {rel}"))?;
+        let receipt: UploadResponse = resp.json().await?;
+        let (sent, sha256) = digest
+            .await
+            .map_err(|_| anyhow::anyhow!("reading {} stopped", abs.display()))?
+            .with_context(|| format!("reading {}", abs.display()))?;
+        pb.finish_and_clear();
+        if receipt.sha256 != sha256 || receipt.size != sent {
+            anyhow::bail!(
+                "{rel}: the server received other bytes than were sent (file changed during upload?)"
+            );
+        }
+        commit.push(CommitFile {
+            path: rel.clone(),
+            size: sent,
+            sha256,
+        });
+    }
+    let detail: VersionDetail = client
+        .post_json(&format!("{base}/commit"), &CommitRequest { files: commit })
+        .await
+        .context("committing")?;
+    eprintln!(
+        "pushed {}/{}@{} ({} files)",
+        detail.namespace,
+        detail.model,
+        detail.version,
+        detail.files.len()
+    );
+    Ok(())
+}
+
+/// A server-supplied path must stay inside the output directory.
+fn safe_relative(p: &str) -> anyhow::Result<PathBuf> {
+    if modelvault_storage::names::validate_file_path(p).is_err() {
+        anyhow::bail!("server sent an unsafe file path {p:?}; refusing");
+    }
+    let path = PathBuf::from(p);
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        anyhow::bail!("server sent an unsafe file path {p:?}; refusing");
+    }
+    Ok(path)
+}
+
+pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyhow::Result<()> {
+    let version = t.version.as_deref().unwrap_or_default();
+    let detail: VersionDetail = client
+        .get_json(&format!(
+            "/v1/models/{}/{}/versions/{}",
+            enc(&t.namespace),
+            enc(&t.name),
+            enc(version)
+        ))
+        .await?;
+    // Check every target before writing anything.
+    let mut plan = Vec::with_capacity(detail.files.len());
+    for f in &detail.files {
+        let target = out.join(safe_relative(&f.path)?);
+        if !force && std::fs::symlink_metadata(&target).is_ok() {
+            anyhow::bail!("{} exists; pass --force to overwrite", target.display());
+        }
+        plan.push((f, target));
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let base = format!(
+        "/v1/models/{}/{}/versions/{}",
+        enc(&detail.namespace),
+        enc(&detail.model),
+        enc(&detail.version)
+    );
+    for (f, target) in plan {
+        let dir = target.parent().unwrap_or(out).to_path_buf();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let resp = client
+            .send(client.request(
+                reqwest::Method::GET,
+                &format!("{base}/files/{}", enc_path(&f.path)),
+            ))
+            .await
+            .with_context(|| format!("downloading {}", f.path))?;
+        let pb = progress(f.size);
+        pb.set_message(f.path.clone());
+        let tmp = tempfile::Builder::new()
+            .prefix(".modelvault-")
+            .suffix(".part")
+            .tempfile_in(&dir)
+            .with_context(|| format!("temporary file in {}", dir.display()))?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+        let mut file = tmp;
+        let writer = tokio::task::spawn_blocking(
+            move || -> std::io::Result<(tempfile::NamedTempFile, u64, String)> {
+                let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+                let mut n = 0u64;
+                while let Some(chunk) = rx.blocking_recv() {
+                    sha.update(&chunk);
+                    n += chunk.len() as u64;
+                    file.write_all(&chunk)?;
+                }
+                file.as_file().sync_all()?;
+                Ok((file, n, hex::encode(sha.finish())))
+            },
+        );
+        let mut stream = resp.bytes_stream();
+        let mut failed = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    pb.inc(c.len() as u64);
+                    if tx.send(c).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        pb.finish_and_clear();
+        let (file, n, sha256) = writer.await??;
+        if let Some(e) = failed {
+            // The temporary file is removed on drop.
+            anyhow::bail!("downloading {}: transfer aborted ({e})", f.path);
+        }
+        if n != f.size || sha256 != f.sha256 {
+            anyhow::bail!("downloading {}: SHA-256 mismatch; nothing written", f.path);
+        }
+        file.persist(&target)
+            .map_err(|e| anyhow::anyhow!("writing {}: {}", target.display(), e.error))?;
+    }
+    eprintln!(
+        "pulled {}/{}@{} ({} files) into {}",
+        detail.namespace,
+        detail.model,
+        detail.version,
+        detail.files.len(),
+        out.display()
+    );
+    Ok(())
+}

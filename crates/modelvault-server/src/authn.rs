@@ -1,0 +1,159 @@
+//! Authentication (bearer API tokens) and the authorization seam.
+//!
+//! Every route takes an [`Authenticated`] principal and calls
+//! [`authorize`] before touching data. `authorize` is where the policy
+//! chain and the audit intent record will sit (next issues): today it
+//! enforces namespace scope (outside → 404, no enumeration) and role
+//! permissions (missing → 403). Anything that fails here denies.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use chrono::Utc;
+use modelvault_auth::{NamespaceScope, Permission, Principal, TokenRecord, parse_bearer};
+use modelvault_storage::layout;
+
+use crate::{ApiError, AppState};
+
+/// A request whose bearer token verified.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Principal);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthenticated("missing bearer token (set MODELVAULT_TOKEN)")
+        })?;
+        let value = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthenticated("authorization header is not a bearer token")
+            })?;
+        let principal = authenticate_token(state, value.trim()).await?;
+        Ok(Self(principal))
+    }
+}
+
+async fn authenticate_token(state: &AppState, bearer: &str) -> Result<Principal, ApiError> {
+    let invalid = || ApiError::unauthenticated("invalid or expired API token");
+    let (id, secret) = parse_bearer(bearer).map_err(|_| invalid())?;
+    // Fail closed: a record that does not verify is as good as none.
+    let record: TokenRecord = match state.store.read_record("token", &layout::token(id)).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Err(invalid()),
+        Err(e) => {
+            tracing::warn!(token_id = id, error = %e, "token record unreadable; denying");
+            return Err(invalid());
+        }
+    };
+    if record.id != id {
+        return Err(invalid());
+    }
+    record.verify(secret, Utc::now()).map_err(|_| invalid())?;
+    let permissions = state.config.roles.permissions(&record.roles).map_err(|e| {
+        tracing::warn!(token_id = id, error = %e, "token names a role the config lacks; denying");
+        invalid()
+    })?;
+    Ok(Principal {
+        id: record.principal,
+        kind: record.kind,
+        roles: record.roles,
+        namespaces: NamespaceScope::from_list(&record.namespaces),
+        environment: record.environment,
+        permissions,
+        token_id: Some(record.id),
+        expires_at: record.expires_at,
+    })
+}
+
+/// What a request wants to do, in policy terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read metadata.
+    Read,
+    /// Create a model, upload, commit.
+    Write,
+    /// Download plaintext.
+    Download,
+    /// Create API tokens.
+    ManageAccess,
+}
+
+impl Action {
+    fn permission(self) -> Permission {
+        match self {
+            Self::Read => Permission::Read,
+            Self::Write => Permission::Write,
+            Self::Download => Permission::Download,
+            Self::ManageAccess => Permission::ManageAccess,
+        }
+    }
+
+    /// Name used in messages (and later in policy requests and audit).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Download => "download",
+            Self::ManageAccess => "manage-access",
+        }
+    }
+}
+
+/// What the action is on.
+#[derive(Debug, Clone, Default)]
+pub struct Resource<'a> {
+    /// Namespace, when the action is inside one.
+    pub namespace: Option<&'a str>,
+    /// Model name.
+    pub model: Option<&'a str>,
+    /// Version.
+    pub version: Option<&'a str>,
+    /// File path.
+    pub path: Option<&'a str>,
+}
+
+/// The namespace-scope part of [`authorize`] alone, for steps (such as
+/// resolving `latest`) that must not run for a namespace out of reach.
+pub fn check_scope(principal: &Principal, namespace: &str, model: &str) -> Result<(), ApiError> {
+    if principal.namespaces.contains(namespace) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "model {namespace}/{model} not found"
+        )))
+    }
+}
+
+/// The authorization step every route goes through. Namespace scope is
+/// checked first and answers 404 so a token cannot probe other namespaces.
+pub fn authorize(
+    principal: &Principal,
+    action: Action,
+    resource: &Resource<'_>,
+) -> Result<(), ApiError> {
+    if let Some(ns) = resource.namespace {
+        if !principal.namespaces.contains(ns) {
+            let what = match resource.model {
+                Some(m) => format!("model {ns}/{m} not found"),
+                None => format!("namespace {ns} not found"),
+            };
+            return Err(ApiError::not_found(what));
+        }
+    }
+    if !principal.can(action.permission()) {
+        return Err(ApiError::forbidden(format!(
+            "principal {} lacks the {} permission",
+            principal.id,
+            action.permission()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The server's config file, `DATA_DIR/modelvault.toml`. Every key is
+//! documented in `docs/CONFIG.md`; `init` writes a commented file with all
+//! of them. Unknown keys are an error, so a typo never silently weakens a
+//! setting.
+
+use std::path::{Path, PathBuf};
+
+use modelvault_auth::RolesTable;
+use serde::{Deserialize, Serialize};
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listener settings.
+    pub server: ServerConfig,
+    /// Where data lives.
+    pub store: StoreConfig,
+    /// Where keys live.
+    pub keys: KeysConfig,
+    /// Declared environments.
+    #[serde(default)]
+    pub environments: EnvironmentsConfig,
+    /// Role → permissions.
+    #[serde(default)]
+    pub roles: RolesTable,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address, default `127.0.0.1:8780`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Allow plain HTTP on a non-loopback address (never for production).
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// Largest file accepted by an upload, in bytes.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Largest JSON request body, in bytes.
+    #[serde(default = "default_max_json_bytes")]
+    pub max_json_bytes: usize,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `file:///path` or `s3://bucket[/prefix]`.
+    pub url: String,
+    /// Plaintext bytes per segment of new files: 65536, 262144, 1048576
+    /// or 4194304.
+    #[serde(default = "default_segment_size")]
+    pub segment_size: usize,
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Key provider: `local` (a keyring file).
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    /// Path of the local keyring file (outside the store).
+    pub keyring: PathBuf,
+}
+
+/// `[environments]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentsConfig {
+    /// Declared environment names.
+    pub names: Vec<String>,
+    /// Environment of a token created without `--env`.
+    pub default: String,
+}
+
+impl Default for EnvironmentsConfig {
+    fn default() -> Self {
+        Self {
+            names: vec!["dev".into(), "staging".into(), "production".into()],
+            default: "dev".into(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8780".into()
+}
+fn default_max_file_bytes() -> u64 {
+    1 << 40
+}
+fn default_max_json_bytes() -> usize {
+    1 << 20
+}
+fn default_segment_size() -> usize {
+    1 << 20
+}
+fn default_provider() -> String {
+    "local".into()
+}
+
+/// Config errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not parse or a value is invalid.
+    #[error("invalid config {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Defaults for a data directory and store URL.
+    pub fn new(data_dir: &Path, store_url: String) -> Self {
+        Self {
+            server: ServerConfig {
+                listen: default_listen(),
+                insecure_http: false,
+                max_file_bytes: default_max_file_bytes(),
+                max_json_bytes: default_max_json_bytes(),
+            },
+            store: StoreConfig {
+                url: store_url,
+                segment_size: default_segment_size(),
+            },
+            keys: KeysConfig {
+                provider: default_provider(),
+                keyring: data_dir.join("keyring.json"),
+            },
+            environments: EnvironmentsConfig::default(),
+            roles: RolesTable::default(),
+        }
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks cross-field rules.
+    pub fn validate(&self) -> Result<(), String> {
+        if modelvault_format::SegmentSize::from_bytes(self.store.segment_size).is_none() {
+            return Err(format!(
+                "store.segment_size {} is not one of 65536, 262144, 1048576, 4194304",
+                self.store.segment_size
+            ));
+        }
+        if self.keys.provider != "local" {
+            return Err(format!(
+                "keys.provider {:?} is not supported (use \"local\")",
+                self.keys.provider
+            ));
+        }
+        if !self.environments.names.contains(&self.environments.default) {
+            return Err(format!(
+                "environments.default {:?} is not in environments.names",
+                self.environments.default
+            ));
+        }
+        if self.roles.0.is_empty() {
+            return Err("roles is empty".into());
+        }
+        Ok(())
+    }
+
+    /// The file `init` writes: every key, each with a comment.
+    pub fn to_commented_toml(&self) -> Result<String, String> {
+        let roles = toml::to_string(&self.roles).map_err(|e| e.to_string())?;
+        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+        Ok(format!(
+            r#"# Modelvault server configuration. `modelvault serve` reads it at start.
+# Every key is documented in docs/CONFIG.md.
+
+[server]
+# Address to listen on. Plain HTTP is only allowed on loopback unless
+# insecure_http is set.
+listen = {listen}
+# Allow plain HTTP on a non-loopback address (testing only).
+insecure_http = {insecure}
+# Largest file an upload may carry, in bytes (413 above it).
+max_file_bytes = {max_file}
+# Largest JSON request body, in bytes (413 above it).
+max_json_bytes = {max_json}
+
+[store]
+# Where models live: file:///absolute/path or s3://bucket[/prefix]
+# (S3 settings from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP).
+url = {url}
+# Plaintext bytes per encrypted segment of new files:
+# 65536, 262144, 1048576 or 4194304.
+segment_size = {seg}
+
+[keys]
+# Key provider holding the KEKs and the record MAC key: "local".
+provider = {provider}
+# The local keyring file (mode 0600, outside the store). Servers sharing a
+# store must share this file.
+keyring = {keyring}
+
+[environments]
+# Declared environments; any other name is rejected.
+names = [{names}]
+# Environment of a token created without --env.
+default = {default}
+
+# Role -> permissions. Permissions: read, write, edit-metadata, download,
+# key-release, approve, deploy, delete, read-sensitive, audit-read,
+# manage-policies, manage-keys, manage-access.
+[roles]
+{roles}"#,
+            listen = q(&self.server.listen),
+            insecure = self.server.insecure_http,
+            max_file = self.server.max_file_bytes,
+            max_json = self.server.max_json_bytes,
+            url = q(&self.store.url),
+            seg = self.store.segment_size,
+            provider = q(&self.keys.provider),
+            keyring = q(&self.keys.keyring.display().to_string()),
+            names = self
+                .environments
+                .names
+                .iter()
+                .map(|n| q(n))
+                .collect::<Vec<_>>()
+                .join(", "),
+            default = q(&self.environments.default),
+            roles = roles,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commented_file_round_trips() {
+        let c = Config::new(Path::new("/data"), "file:///data/store".into());
+        let text = c.to_commented_toml().unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+        back.validate().unwrap();
+        assert!(
+            toml::from_str::<Config>(&text.replace("[server]", "[server]\nlisten_typo = 1"))
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! Upload into a draft, commit, and the decrypting download with `Range`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
+use modelvault_storage::{StorageError, VersionRef};
+
+use super::models::{check_names, version_detail};
+use crate::api::{CommitRequest, UploadResponse, VersionDetail};
+use crate::authn::{Action, Authenticated, Resource, authorize, check_scope};
+use crate::extract::{ApiJson, ApiPath};
+use crate::{ApiError, AppState};
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("file exceeds the server's limit of {max} bytes"),
+    )
+}
+
+pub async fn upload(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version, path)): ApiPath<(String, String, String, String)>,
+    req: Request,
+) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
+    check_names(&ns, &name)?;
+    authorize(
+        &p,
+        Action::Write,
+        &Resource {
+            namespace: Some(&ns),
+            model: Some(&name),
+            version: Some(&version),
+            path: Some(&path),
+        },
+    )?;
+    modelvault_storage::names::validate_version(&version)?;
+    modelvault_storage::names::validate_file_path(&path)?;
+    let max = state.config.server.max_file_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    // Count as we go: a chunked body may not declare its length.
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let flag = exceeded.clone();
+    let mut seen = 0u64;
+    let body = req.into_body().into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        seen += chunk.len() as u64;
+        if seen > max {
+            flag.store(true, Ordering::Relaxed);
+            return Err("body exceeds the size limit".to_string());
+        }
+        Ok(chunk)
+    });
+    let v = VersionRef {
+        namespace: &ns,
+        model: &name,
+        version: &version,
+    };
+    let record = match state
+        .store
+        .upload_file(&v, &path, Box::pin(body), &p.id)
+        .await
+    {
+        Ok(r) => r,
+        Err(_) if exceeded.load(Ordering::Relaxed) => return Err(too_large(max)),
+        Err(e) => return Err(e.into()),
+    };
+    let sha256 = state
+        .store
+        .upload_digest(&v, &record)
+        .await
+        .map_err(ApiError::from)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(UploadResponse {
+            path: record.path,
+            size: record.size,
+            sha256,
+            upload_id: record.upload_id,
+        }),
+    ))
+}
+
+pub async fn commit(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
+    ApiJson(req): ApiJson<CommitRequest>,
+) -> Result<(StatusCode, Json<VersionDetail>), ApiError> {
+    check_names(&ns, &name)?;
+    authorize(
+        &p,
+        Action::Write,
+        &Resource {
+            namespace: Some(&ns),
+            model: Some(&name),
+            version: Some(&version),
+            ..Default::default()
+        },
+    )?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &name,
+        version: &version,
+    };
+    state.store.commit(&v, &req.files, &p.id).await?;
+    Ok((StatusCode::CREATED, Json(version_detail(&state, &v).await?)))
+}
+
+/// A parsed `Range` header.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeSpec {
+    /// No usable range: send everything (200).
+    Full,
+    /// One satisfiable range [start, end).
+    Partial(u64, u64),
+    /// 416.
+    Unsatisfiable,
+}
+
+/// Parses a single `bytes=` range against a length (RFC 9110 §14.1.2).
+/// Several ranges or another unit are ignored (answered with 200).
+fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeSpec {
+    let Some(spec) = value.and_then(|v| v.to_str().ok()) else {
+        return RangeSpec::Full;
+    };
+    let Some(spec) = spec.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Full;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Unsatisfiable;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parse = |s: &str| s.parse::<u64>().ok();
+    match (a.is_empty(), b.is_empty()) {
+        (true, false) => match parse(b) {
+            // Suffix: the last n bytes.
+            Some(n) if n > 0 && len > 0 => RangeSpec::Partial(len.saturating_sub(n), len),
+            _ => RangeSpec::Unsatisfiable,
+        },
+        (false, true) => match parse(a) {
+            Some(start) if start < len => RangeSpec::Partial(start, len),
+            _ => RangeSpec::Unsatisfiable,
+        },
+        (false, false) => match (parse(a), parse(b)) {
+            (Some(start), Some(end)) if start <= end && start < len => {
+                RangeSpec::Partial(start, end.saturating_add(1).min(len))
+            }
+            _ => RangeSpec::Unsatisfiable,
+        },
+        (true, true) => RangeSpec::Unsatisfiable,
+    }
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version, path)): ApiPath<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_names(&ns, &name)?;
+    // Scope first (404 outside), then resolve `latest`, then the full
+    // authorization of the concrete resource.
+    check_scope(&p, &ns, &name)?;
+    let version = state.store.resolve_version(&ns, &name, &version).await?;
+    authorize(
+        &p,
+        Action::Download,
+        &Resource {
+            namespace: Some(&ns),
+            model: Some(&name),
+            version: Some(&version),
+            path: Some(&path),
+        },
+    )?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &name,
+        version: &version,
+    };
+    let reader = state.store.open_file(&v, &path).await?;
+    let len = reader.len();
+    let etag = format!("\"{}\"", reader.sha256());
+    let (status, start, end) = match parse_range(headers.get(header::RANGE), len) {
+        RangeSpec::Full => (StatusCode::OK, 0, len),
+        RangeSpec::Partial(a, b) => (StatusCode::PARTIAL_CONTENT, a, b),
+        RangeSpec::Unsatisfiable => {
+            let mut resp = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("range not satisfiable for a file of {len} bytes"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+    };
+    let stream = reader.read_range(start..end).map(|r| {
+        r.map_err(|e: StorageError| {
+            // The response is already under way: log and abort it.
+            tracing::error!(error = %e, "download aborted: stored data failed authentication");
+            std::io::Error::other(e.to_string())
+        })
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str, len: u64) -> RangeSpec {
+        parse_range(
+            Some(&HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""))),
+            len,
+        )
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), RangeSpec::Full);
+        assert_eq!(r("bytes=0-0", 10), RangeSpec::Partial(0, 1));
+        assert_eq!(r("bytes=2-", 10), RangeSpec::Partial(2, 10));
+        assert_eq!(r("bytes=-3", 10), RangeSpec::Partial(7, 10));
+        assert_eq!(r("bytes=-30", 10), RangeSpec::Partial(0, 10));
+        assert_eq!(r("bytes=5-100", 10), RangeSpec::Partial(5, 10));
+        assert_eq!(r("bytes=10-", 10), RangeSpec::Unsatisfiable);
+        assert_eq!(r("bytes=5-2", 10), RangeSpec::Unsatisfiable);
+        assert_eq!(r("bytes=x-2", 10), RangeSpec::Unsatisfiable);
+        assert_eq!(r("bytes=0-1,3-4", 10), RangeSpec::Full);
+        assert_eq!(r("items=0-1", 10), RangeSpec::Full);
+        assert_eq!(r("bytes=0-", 0), RangeSpec::Unsatisfiable);
+        assert_eq!(r("bytes=-0", 10), RangeSpec::Unsatisfiable);
+    }
+}
