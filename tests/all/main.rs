@@ -1,1 +1,9 @@
-fn main() {}
+//! The end-to-end suite: one test binary that drives the real `modelvault`
+//! binary and the real server on ephemeral ports, over a local store and a
+//! real S3 server (moto, started by scripts/test.sh).
+
+mod access;
+mod common;
+mod roundtrip;
+mod s3;
+mod tamper;

@@ -1,0 +1,212 @@
+//! `TestApp`: a data directory, `modelvault init`, and `modelvault serve`
+//! on an ephemeral port, with helpers to run CLI commands against it.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_modelvault");
+
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub admin: String,
+    pub log: Arc<Mutex<String>>,
+    child: Child,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `modelvault` with `args`, the app's URL and `token`.
+pub fn cli(url: &str, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("MODELVAULT_URL", url)
+        .env_remove("MODELVAULT_TOKEN");
+    if let Some(t) = token {
+        cmd.env("MODELVAULT_TOKEN", t);
+    }
+    cmd.output().expect("run modelvault")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+#[track_caller]
+pub fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed: {}\nstdout: {}",
+        stderr(&o),
+        stdout(&o)
+    );
+    stdout(&o)
+}
+
+/// Asserts failure with one line on stderr containing `needle`.
+#[track_caller]
+pub fn fails(o: Output, needle: &str) -> String {
+    let err = stderr(&o);
+    assert!(
+        !o.status.success(),
+        "command unexpectedly succeeded: {}",
+        stdout(&o)
+    );
+    assert!(err.contains(needle), "stderr {err:?} lacks {needle:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "stderr is not one line: {err:?}"
+    );
+    err
+}
+
+impl TestApp {
+    /// A server over a local store in a temp data dir.
+    pub fn start() -> Self {
+        Self::start_with_store(None)
+    }
+
+    /// A server over `store` (or the default local store).
+    pub fn start_with_store(store: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let mut args = vec![
+            "init".to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ];
+        if let Some(s) = store {
+            args.push("--store".into());
+            args.push(s.into());
+        }
+        let out = Command::new(BIN).args(&args).output().expect("init");
+        assert!(out.status.success(), "init failed: {}", stderr(&out));
+        let admin = stdout(&out);
+        assert_eq!(admin.lines().count(), 1, "init prints exactly the token");
+        let admin = admin.trim().to_string();
+        assert!(admin.starts_with("mv_"));
+
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--data-dir",
+                &data.display().to_string(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("MODELVAULT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let url = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start: {}", log.lock().unwrap()));
+        Self {
+            dir,
+            url,
+            admin,
+            log,
+            child,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir().join("store")
+    }
+
+    pub fn cli(&self, token: Option<&str>, args: &[&str]) -> Output {
+        cli(&self.url, token, args)
+    }
+
+    /// Creates a token with the admin token; returns it.
+    pub fn token(&self, name: &str, roles: &[&str], namespaces: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--name", name];
+        for r in roles {
+            args.extend(["--role", r]);
+        }
+        for n in namespaces {
+            args.extend(["--namespace", n]);
+        }
+        let out = ok(self.cli(Some(&self.admin), &args));
+        assert_eq!(out.lines().count(), 1, "token create prints only the token");
+        out.trim().to_string()
+    }
+
+    pub fn http(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .unwrap()
+    }
+
+    pub fn get(&self, token: Option<&str>, path: &str) -> reqwest::blocking::Response {
+        let mut rb = self.http().get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        rb.send().unwrap()
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The JSON error code of a response.
+pub fn error_code(resp: reqwest::blocking::Response) -> (u16, String, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().unwrap_or(serde_json::Value::Null);
+    let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+    (status, code, body)
+}
