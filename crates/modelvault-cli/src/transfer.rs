@@ -85,6 +85,9 @@ fn collect_files(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// Size and hex SHA-256 of what was read, once reading ends.
+type Digest = tokio::sync::oneshot::Receiver<std::io::Result<(u64, String)>>;
+
 /// Streams a file from a blocking thread, hashing it; the digest arrives on
 /// the returned oneshot once the last chunk is read.
 fn file_stream(
@@ -92,7 +95,7 @@ fn file_stream(
     pb: ProgressBar,
 ) -> (
     impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
-    tokio::sync::oneshot::Receiver<std::io::Result<(u64, String)>>,
+    Digest,
 ) {
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();

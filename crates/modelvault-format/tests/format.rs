@@ -366,10 +366,14 @@ fn ring_and_aes_gcm_agree_on_segments() {
 // ---------------------------------------------------------- tamper matrix
 
 #[test]
+#[expect(
+    clippy::vec_init_then_push,
+    reason = "cases read best one by one, each with its comment"
+)]
 fn tamper_matrix() {
     let size = SegmentSize::K64;
     let s = size.bytes();
-    let seg = (s + TAG_LEN) as usize;
+    let seg = s + TAG_LEN;
     let partial = pattern(3 * s + 10); // 4 segments, partial final
     let exact = pattern(3 * s); // 3 segments, full final
     let ct = seal(&partial, size, "a.bin");

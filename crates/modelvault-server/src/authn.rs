@@ -139,14 +139,14 @@ pub fn authorize(
     action: Action,
     resource: &Resource<'_>,
 ) -> Result<(), ApiError> {
-    if let Some(ns) = resource.namespace {
-        if !principal.namespaces.contains(ns) {
-            let what = match resource.model {
-                Some(m) => format!("model {ns}/{m} not found"),
-                None => format!("namespace {ns} not found"),
-            };
-            return Err(ApiError::not_found(what));
-        }
+    if let Some(ns) = resource.namespace
+        && !principal.namespaces.contains(ns)
+    {
+        let what = match resource.model {
+            Some(m) => format!("model {ns}/{m} not found"),
+            None => format!("namespace {ns} not found"),
+        };
+        return Err(ApiError::not_found(what));
     }
     if !principal.can(action.permission()) {
         return Err(ApiError::forbidden(format!(
