@@ -170,6 +170,9 @@ impl TestApp {
     pub fn http(&self) -> reqwest::blocking::Client {
         reqwest::blocking::Client::builder()
             .timeout(std::time::Duration::from_secs(120))
+            // No pooled connections: a server that answers 413 before reading
+            // a body closes the connection, and a reused one would fail.
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap()
     }

@@ -260,7 +260,9 @@ async fn conflicts_and_mismatches(f: Fixture) {
         s.commit(&vref("1"), &[ok.clone(), missing], "alice").await,
         Err(StorageError::CommitMismatch(_))
     ));
-    s.commit(&vref("1"), std::slice::from_ref(&ok), "alice").await.unwrap();
+    s.commit(&vref("1"), std::slice::from_ref(&ok), "alice")
+        .await
+        .unwrap();
     assert!(matches!(
         s.commit(&vref("1"), &[ok], "alice").await,
         Err(StorageError::VersionCommitted(_))
