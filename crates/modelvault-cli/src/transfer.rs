@@ -311,3 +311,16 @@ pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyho
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_paths_stay_inside_the_output_directory() {
+        for bad in ["../x", "/etc/passwd", "a/../../b", "a//b", "./a", ""] {
+            assert!(safe_relative(bad).is_err(), "{bad}");
+        }
+        assert_eq!(safe_relative("a/b.bin").unwrap(), PathBuf::from("a/b.bin"));
+    }
+}

@@ -54,6 +54,12 @@ pub struct StoreConfig {
     /// or 4194304.
     #[serde(default = "default_segment_size")]
     pub segment_size: usize,
+    /// Seconds between garbage collections of abandoned uploads (0 = off).
+    #[serde(default = "default_gc_interval")]
+    pub gc_interval_secs: u64,
+    /// Age in seconds after which an uncommitted upload is collected.
+    #[serde(default = "default_gc_grace")]
+    pub gc_grace_secs: u64,
 }
 
 /// `[keys]`
@@ -98,6 +104,12 @@ fn default_max_json_bytes() -> usize {
 fn default_segment_size() -> usize {
     1 << 20
 }
+fn default_gc_interval() -> u64 {
+    3600
+}
+fn default_gc_grace() -> u64 {
+    86_400
+}
 fn default_provider() -> String {
     "local".into()
 }
@@ -136,6 +148,8 @@ impl Config {
             store: StoreConfig {
                 url: store_url,
                 segment_size: default_segment_size(),
+                gc_interval_secs: default_gc_interval(),
+                gc_grace_secs: default_gc_grace(),
             },
             keys: KeysConfig {
                 provider: default_provider(),
@@ -170,6 +184,9 @@ impl Config {
                 "store.segment_size {} is not one of 65536, 262144, 1048576, 4194304",
                 self.store.segment_size
             ));
+        }
+        if self.store.gc_interval_secs > 0 && self.store.gc_grace_secs < 600 {
+            return Err("store.gc_grace_secs must be at least 600 (uploads in flight must never be collected)".into());
         }
         if self.keys.provider != "local" {
             return Err(format!(
@@ -216,6 +233,11 @@ url = {url}
 # Plaintext bytes per encrypted segment of new files:
 # 65536, 262144, 1048576 or 4194304.
 segment_size = {seg}
+# Seconds between collections of uploads never committed (0 turns it off).
+gc_interval_secs = {gc_interval}
+# An upload younger than this many seconds is never collected; keep it
+# longer than the slowest push.
+gc_grace_secs = {gc_grace}
 
 [keys]
 # Key provider holding the KEKs and the record MAC key: "local".
@@ -241,6 +263,8 @@ default = {default}
             max_json = self.server.max_json_bytes,
             url = q(&self.store.url),
             seg = self.store.segment_size,
+            gc_interval = self.store.gc_interval_secs,
+            gc_grace = self.store.gc_grace_secs,
             provider = q(&self.keys.provider),
             keyring = q(&self.keys.keyring.display().to_string()),
             names = self

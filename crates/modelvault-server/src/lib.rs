@@ -109,6 +109,33 @@ pub async fn bind(addr: &str, insecure_http: bool) -> Result<tokio::net::TcpList
     Ok(listener)
 }
 
+/// Collects abandoned uploads every `gc_interval_secs` in the background.
+/// Safe with several servers over one bucket: deletes are idempotent and
+/// only touch blobs no manifest lists and older than the grace period.
+pub fn spawn_garbage_collector(state: &AppState) {
+    let interval = state.config.store.gc_interval_secs;
+    if interval == 0 {
+        return;
+    }
+    let grace = std::time::Duration::from_secs(state.config.store.gc_grace_secs);
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval));
+        tick.tick().await; // the first tick is immediate: skip it
+        loop {
+            tick.tick().await;
+            match store.collect_garbage(grace).await {
+                Ok(r) => tracing::info!(
+                    blobs_seen = r.blobs_seen,
+                    blobs_deleted = r.blobs_deleted,
+                    "garbage collection"
+                ),
+                Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+            }
+        }
+    });
+}
+
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,

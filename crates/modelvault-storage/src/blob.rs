@@ -82,7 +82,6 @@ impl Store {
             }
         };
         writer.finish().await?;
-        self.sync_local(&blob)?;
 
         let sealed = digest_seal_key(&dek, v, generation)?.seal(blob.as_ref().as_bytes(), &sha)?;
         let upload_id = uuid::Uuid::now_v7().to_string();

@@ -10,7 +10,9 @@
 //! - nothing is overwritten: blobs get fresh keys, records are
 //!   create-if-absent (mutable state is sequence-numbered records), so
 //!   racing writers never tear state;
-//! - on the local store, committed writes are fsynced (file and directory).
+//! - on the local store, every write is fsynced (file and directory) before
+//!   it returns (`LocalFileSystem::with_fsync`), so an acknowledged commit
+//!   survives a crash.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -46,7 +48,7 @@ const DIGEST_SEAL: &str = "file-digests";
 #[derive(Clone)]
 pub struct Store {
     objects: Arc<dyn ObjectStore>,
-    /// Set for the local file system: used to fsync what must be durable.
+    /// Root directory when the store is the local file system.
     local_root: Option<PathBuf>,
     keys: Arc<dyn KeyProvider>,
     url: String,
@@ -89,7 +91,9 @@ pub fn open_object_store(
                 ))
             })?;
             std::fs::create_dir_all(&path)?;
-            let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)?;
+            // fsync every written file and its directory before a write
+            // returns: commits and blobs are durable once acknowledged.
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)?.with_fsync(true);
             Ok((Arc::new(fs), Some(path)))
         }
         "s3" => {
@@ -158,6 +162,11 @@ impl Store {
         &self.keys
     }
 
+    /// The local root directory, for the local file system store.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
     /// The underlying object store (tests inspect and tamper with it).
     pub fn objects(&self) -> &Arc<dyn ObjectStore> {
         &self.objects
@@ -182,7 +191,7 @@ impl Store {
             .put_opts(path, PutPayload::from(bytes), opts)
             .await
         {
-            Ok(_) => self.sync_local(path),
+            Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => {
                 Err(StorageError::AlreadyExists(path.to_string()))
             }
@@ -234,17 +243,6 @@ impl Store {
                 None => Err(StorageError::Integrity(format!("record {path} vanished"))),
             },
         }
-    }
-
-    fn sync_local(&self, path: &Path) -> Result<(), StorageError> {
-        if let Some(root) = &self.local_root {
-            let file = root.join(path.as_ref());
-            std::fs::File::open(&file)?.sync_all()?;
-            if let Some(dir) = file.parent() {
-                std::fs::File::open(dir)?.sync_all()?;
-            }
-        }
-        Ok(())
     }
 
     // --------------------------------------------------------------- init
@@ -640,6 +638,26 @@ impl Store {
                 }));
             }
         }
+        // Every chosen blob must still be there, whole (an upload left as a
+        // draft longer than the GC grace period may have been collected).
+        for (path, (u, _)) in &chosen {
+            let blob = Path::parse(&u.blob)
+                .map_err(|_| StorageError::Integrity(format!("bad blob key for {path}")))?;
+            match self.objects.head(&blob).await {
+                Ok(meta) if meta.size == u.ciphertext_size => {}
+                Ok(_) => {
+                    return Err(StorageError::Integrity(format!(
+                        "blob of {path} has the wrong size"
+                    )));
+                }
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(StorageError::CommitMismatch(format!(
+                        "{path}: the upload expired and was collected; upload it again"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let mut digests = BTreeMap::new();
         let mut manifest_files = Vec::with_capacity(chosen.len());
         for (path, (u, digest)) in &chosen {
@@ -717,7 +735,11 @@ impl Store {
             if referenced.contains(b.location.as_ref()) || b.last_modified > cutoff {
                 continue;
             }
-            self.objects.delete(&b.location).await?;
+            match self.objects.delete(&b.location).await {
+                // Another server's collector got there first.
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
             deleted.insert(b.location.to_string());
             report.blobs_deleted += 1;
         }
@@ -737,7 +759,10 @@ impl Store {
                 if let Ok(Some(u)) = record
                     && deleted.contains(&u.blob)
                 {
-                    self.objects.delete(&r.location).await?;
+                    match self.objects.delete(&r.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
                     report.upload_records_deleted += 1;
                 }
             }
