@@ -75,6 +75,17 @@ fn tokens_roles_and_namespaces() {
         200
     );
 
+    // Without `download`, a missing model answers 403 too: existence does
+    // not leak through the download route.
+    let (s, c, _) = error_code(app.get(
+        Some(&auditor),
+        "/v1/models/nlp/ghost/versions/latest/files/w",
+    ));
+    assert_eq!((s, c.as_str()), (403, "forbidden"));
+    // Query errors are JSON too.
+    let (s, c, _) = error_code(app.get(Some(&auditor), "/v1/models?bogus=1"));
+    assert_eq!((s, c.as_str()), (400, "invalid_request"));
+
     // 404: a namespace outside the token's looks exactly like a missing one.
     let outside = error_code(app.get(Some(&cv), "/v1/models/nlp/bert"));
     let missing = error_code(app.get(Some(&cv), "/v1/models/cv/bert"));

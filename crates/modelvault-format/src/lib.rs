@@ -8,8 +8,10 @@
 //!
 //! Invariants a reader must keep:
 //! - no plaintext is ever returned from a segment that did not authenticate;
-//! - key material lives only in [`Dek`] / [`FileKey`], which zeroize on drop
-//!   and never print their bytes;
+//! - key material lives only in [`Dek`] / [`FileKey`] / [`SealKey`], which
+//!   never print their bytes; derived raw key bytes are zeroized as soon as
+//!   ring has expanded them (ring's own key schedule is not zeroized by
+//!   ring: a documented limit, see `docs/FORMAT.md`);
 //! - nonces are derived, never random, and never reused under one file key
 //!   (the salt is fresh per file, so the file key is).
 

@@ -12,9 +12,8 @@ use crate::{FileKey, FormatError, HEADER_LEN, Header, SegmentSize};
 /// AES-GCM tag length.
 pub const TAG_LEN: usize = 16;
 
-/// The nonce of segment `index`: four zero bytes, the index as u64
-/// big-endian... then the last-segment flag. Layout (12 bytes):
-/// `[0, 0, 0, index (8 bytes BE), last as 0x00/0x01]`.
+/// The nonce of segment `index` (12 bytes): three zero bytes, the index as
+/// u64 big-endian, then the last-segment flag (0x00 or 0x01).
 pub fn nonce_for(index: u64, last: bool) -> [u8; NONCE_LEN] {
     let mut n = [0u8; NONCE_LEN];
     n[3..11].copy_from_slice(&index.to_be_bytes());

@@ -16,7 +16,9 @@ pub enum KeyError {
     #[error("keyring {0} already exists")]
     AlreadyExists(String),
     /// The keyring file is readable by group or others.
-    #[error("keyring {path} has mode {mode:o}; it must be 0600")]
+    #[error(
+        "keyring {path} has mode {mode:o}; it must not be readable by group or others (chmod 600)"
+    )]
     InsecurePermissions {
         /// The file.
         path: String,

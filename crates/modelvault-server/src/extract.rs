@@ -39,6 +39,20 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     }
 }
 
+/// `axum::extract::Query` with JSON errors.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(r) => Err(ApiError::bad_request(r.body_text())),
+        }
+    }
+}
+
 /// `axum::extract::Path` with JSON errors.
 pub struct ApiPath<T>(pub T);
 

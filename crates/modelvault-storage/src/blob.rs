@@ -91,6 +91,7 @@ impl Store {
             size,
             blob: blob.to_string(),
             ciphertext_size: ct_size,
+            salt: hex::encode(header.salt),
             dek_generation: generation,
             sealed_sha256: b64_encode(&sealed),
             uploaded_by: uploader.into(),
@@ -160,6 +161,11 @@ impl Store {
         }
         let head = self.objects.get_range(&blob, 0..HEADER_LEN as u64).await?;
         let header = Header::parse(&head)?;
+        if hex::encode(header.salt) != entry.salt {
+            return Err(StorageError::Integrity(format!(
+                "blob of {path} in {v} is not the committed one"
+            )));
+        }
         let identity = FileIdentity {
             namespace: v.namespace,
             model: v.model,
@@ -311,7 +317,13 @@ async fn pump(
 ) -> Result<(), StorageError> {
     let segments = {
         let dec = Decryptor::new(&key, header, ct_len)?;
-        dec.segments_for(range.clone())
+        if dec.plaintext_len() == 0 {
+            // An empty file is one empty final segment: open it anyway, so
+            // a tampered empty file is caught like any other.
+            0..1
+        } else {
+            dec.segments_for(range.clone())
+        }
     };
     if segments.is_empty() {
         return Ok(());

@@ -203,6 +203,14 @@ impl Store {
         }
     }
 
+    /// Deletes one object (undoing a half-finished create); absent is fine.
+    pub async fn delete_object(&self, path: &Path) -> Result<(), StorageError> {
+        match self.objects.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Reads and verifies a record; `None` if absent.
     pub async fn read_record<T: DeserializeOwned>(
         &self,
@@ -361,10 +369,13 @@ impl Store {
             .objects
             .list_with_delimiter(Some(&layout::models_root()))
             .await?;
+        // Skip anything that is not a valid name (a stray object must not
+        // break listing for everyone).
         Ok(listing
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_string))
+            .filter(|ns| names::validate_name("namespace", ns).is_ok())
             .collect())
     }
 
@@ -667,6 +678,7 @@ impl Store {
                 size: u.size,
                 blob: u.blob.clone(),
                 ciphertext_size: u.ciphertext_size,
+                salt: u.salt.clone(),
             });
         }
         let sealed = seal_digests(&dek, v, generation, &digests)?;

@@ -102,6 +102,8 @@ pub struct UploadRecord {
     pub blob: String,
     /// Blob size.
     pub ciphertext_size: u64,
+    /// Hex of the blob header's salt.
+    pub salt: String,
     /// DEK generation used.
     pub dek_generation: u32,
     /// SHA-256 of the plaintext, sealed under the version DEK (base64).
@@ -123,6 +125,9 @@ pub struct ManifestFile {
     pub blob: String,
     /// Blob size.
     pub ciphertext_size: u64,
+    /// Hex of the blob header's random salt: pins this exact blob, so no
+    /// other upload of the same path can be swapped in.
+    pub salt: String,
 }
 
 /// A committed version (one revision of its manifest).

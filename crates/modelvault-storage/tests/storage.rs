@@ -451,6 +451,65 @@ async fn tampering_is_detected(f: Fixture) {
     ));
     o.put(&k1, PutPayload::from(k1rec)).await.unwrap();
     assert_eq!(read_all(s, "1", "w.bin", 0..u64::MAX).await.unwrap(), data);
+
+    // Another upload of the same path and version, never committed, swapped
+    // in for the committed blob: same key, same size, but not the blob the
+    // manifest pinned.
+    let first = pseudo_random(50_000, 1);
+    let second = pseudo_random(50_000, 2);
+    s.upload_file(&vref("9"), "w.bin", body(first), "alice")
+        .await
+        .unwrap();
+    push(s, "9", &[("w.bin", second.clone())]).await.unwrap();
+    let m9 = s.get_manifest(&vref("9")).await.unwrap().unwrap();
+    let committed = blob(&m9, "w.bin");
+    let blobs: Vec<_> = o
+        .list(Some(&Path::from("blobs/nlp/bert/9")))
+        .try_collect()
+        .await
+        .unwrap();
+    let stale = blobs
+        .iter()
+        .find(|b| b.location != committed)
+        .unwrap()
+        .location
+        .clone();
+    let kept = o.get(&committed).await.unwrap().bytes().await.unwrap();
+    o.put(
+        &committed,
+        PutPayload::from(o.get(&stale).await.unwrap().bytes().await.unwrap()),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        read_all(s, "9", "w.bin", 0..u64::MAX).await,
+        Err(StorageError::Integrity(_))
+    ));
+    o.put(&committed, PutPayload::from(kept)).await.unwrap();
+    assert_eq!(
+        read_all(s, "9", "w.bin", 0..u64::MAX).await.unwrap(),
+        second
+    );
+
+    // An empty file is authenticated too: a flipped tag bit is caught.
+    push(s, "e", &[("empty", Vec::new())]).await.unwrap();
+    let me = s.get_manifest(&vref("e")).await.unwrap().unwrap();
+    let eb = blob(&me, "empty");
+    let orig = o.get(&eb).await.unwrap().bytes().await.unwrap();
+    let mut bad = orig.to_vec();
+    *bad.last_mut().unwrap() ^= 1;
+    o.put(&eb, PutPayload::from(bad)).await.unwrap();
+    assert!(matches!(
+        read_all(s, "e", "empty", 0..u64::MAX).await,
+        Err(StorageError::Integrity(_))
+    ));
+    o.put(&eb, PutPayload::from(orig)).await.unwrap();
+    assert!(
+        read_all(s, "e", "empty", 0..u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn garbage_collection(f: Fixture) {

@@ -13,7 +13,7 @@ use modelvault_storage::{StorageError, VersionRef};
 
 use super::models::{check_names, version_detail};
 use crate::api::{CommitRequest, UploadResponse, VersionDetail};
-use crate::authn::{Action, Authenticated, Resource, authorize, check_scope};
+use crate::authn::{Action, Authenticated, Resource, authorize};
 use crate::extract::{ApiJson, ApiPath};
 use crate::{ApiError, AppState};
 
@@ -145,10 +145,15 @@ fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeSpec {
     if spec.contains(',') {
         return RangeSpec::Full;
     }
+    // A syntactically invalid range is ignored (RFC 9110 §14.2): 200.
     let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeSpec::Unsatisfiable;
+        return RangeSpec::Full;
     };
     let (a, b) = (a.trim(), b.trim());
+    let valid = |s: &str| s.is_empty() || s.bytes().all(|c| c.is_ascii_digit());
+    if !valid(a) || !valid(b) || (a.is_empty() && b.is_empty()) {
+        return RangeSpec::Full;
+    }
     let parse = |s: &str| s.parse::<u64>().ok();
     match (a.is_empty(), b.is_empty()) {
         (true, false) => match parse(b) {
@@ -161,7 +166,8 @@ fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeSpec {
             _ => RangeSpec::Unsatisfiable,
         },
         (false, false) => match (parse(a), parse(b)) {
-            (Some(start), Some(end)) if start <= end && start < len => {
+            (Some(start), Some(end)) if start > end => RangeSpec::Full,
+            (Some(start), Some(end)) if start < len => {
                 RangeSpec::Partial(start, end.saturating_add(1).min(len))
             }
             _ => RangeSpec::Unsatisfiable,
@@ -177,9 +183,19 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_names(&ns, &name)?;
-    // Scope first (404 outside), then resolve `latest`, then the full
-    // authorization of the concrete resource.
-    check_scope(&p, &ns, &name)?;
+    // Scope and permission first (404 outside, 403 without `download`),
+    // so nothing about the model leaks; then resolve `latest` and authorize
+    // the concrete resource (the seam policies will hook into).
+    authorize(
+        &p,
+        Action::Download,
+        &Resource {
+            namespace: Some(&ns),
+            model: Some(&name),
+            version: Some(&version),
+            path: Some(&path),
+        },
+    )?;
     let version = state.store.resolve_version(&ns, &name, &version).await?;
     authorize(
         &p,
@@ -215,10 +231,16 @@ pub async fn download(
             return Ok(resp);
         }
     };
-    let stream = reader.read_range(start..end).map(|r| {
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let stream = reader.read_range(start..end).map(move |r| {
         r.map_err(|e: StorageError| {
-            // The response is already under way: log and abort it.
-            tracing::error!(error = %e, "download aborted: stored data failed authentication");
+            // The response is already under way (its status was logged as
+            // sent): log the abort under the same request id.
+            tracing::error!(request_id = %request_id, error = %e, "download aborted: stored data failed authentication");
             std::io::Error::other(e.to_string())
         })
     });
@@ -262,8 +284,10 @@ mod tests {
         assert_eq!(r("bytes=-30", 10), RangeSpec::Partial(0, 10));
         assert_eq!(r("bytes=5-100", 10), RangeSpec::Partial(5, 10));
         assert_eq!(r("bytes=10-", 10), RangeSpec::Unsatisfiable);
-        assert_eq!(r("bytes=5-2", 10), RangeSpec::Unsatisfiable);
-        assert_eq!(r("bytes=x-2", 10), RangeSpec::Unsatisfiable);
+        assert_eq!(r("bytes=5-2", 10), RangeSpec::Full, "invalid: ignored");
+        assert_eq!(r("bytes=x-2", 10), RangeSpec::Full, "invalid: ignored");
+        assert_eq!(r("bytes=-", 10), RangeSpec::Full, "invalid: ignored");
+        assert_eq!(r("bytes=20-30", 10), RangeSpec::Unsatisfiable);
         assert_eq!(r("bytes=0-1,3-4", 10), RangeSpec::Full);
         assert_eq!(r("items=0-1", 10), RangeSpec::Full);
         assert_eq!(r("bytes=0-", 0), RangeSpec::Unsatisfiable);

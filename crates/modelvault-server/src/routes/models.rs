@@ -1,7 +1,7 @@
 //! Models and versions: create, list, show.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use modelvault_storage::{Manifest, ModelRecord, Sensitivity, VersionRef};
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use crate::api::{
     CreateModelRequest, ModelList, ModelView, VersionDetail, VersionList, VersionSummary,
 };
 use crate::authn::{Action, Authenticated, Resource, authorize};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::{ApiError, AppState};
 
 pub(crate) fn model_view(m: ModelRecord, versions: Option<Vec<VersionSummary>>) -> ModelView {
@@ -70,6 +70,7 @@ pub async fn create(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     namespace: Option<String>,
 }
@@ -77,7 +78,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ModelList>, ApiError> {
     authorize(&p, Action::Read, &Resource::default())?;
     let namespaces = match q.namespace {

@@ -101,31 +101,38 @@ pub(crate) async fn issue_token(
         expires_at,
         secret_sha256: hash,
     };
-    // The name claim first: a second token of the same name gets 409.
+    // The record first, then the unique-name claim; if the name is taken
+    // the record is removed again, so no nameless token stays usable.
+    let token_path = modelvault_storage::layout::token(&id);
+    state
+        .store
+        .create_record("token", &token_path, &record)
+        .await?;
     #[derive(serde::Serialize)]
     struct NameClaim<'a> {
         token_id: &'a str,
     }
-    state
+    let claim = state
         .store
         .create_record(
             "token-name",
             &modelvault_storage::layout::token_name(&name),
             &NameClaim { token_id: &id },
         )
-        .await
-        .map_err(|e| match e {
+        .await;
+    if let Err(e) = claim {
+        if let Err(undo) = state.store.delete_object(&token_path).await {
+            tracing::error!(token_id = %id, error = %undo, "could not remove a token whose name claim failed");
+        }
+        return Err(match e {
             modelvault_storage::StorageError::AlreadyExists(_) => ApiError::new(
                 StatusCode::CONFLICT,
                 "already_exists",
                 format!("a token named {name} already exists"),
             ),
             other => other.into(),
-        })?;
-    state
-        .store
-        .create_record("token", &modelvault_storage::layout::token(&id), &record)
-        .await?;
+        });
+    }
     Ok((
         CreateTokenResponse {
             token: secret.expose().to_string(),
