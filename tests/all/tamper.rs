@@ -183,6 +183,21 @@ fn tampered_store_is_detected_and_nothing_unauthenticated_is_sent() {
     std::fs::write(&trec, t.replace("\"auditor\"", "\"data-scientist\"")).unwrap();
     assert_eq!(error_code(app.get(Some(&auditor), file)).0, 401);
 
+    // 8. A tampered empty file is caught over HTTP too (its one segment is
+    //    checked before the empty answer).
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("empty"), b"").unwrap();
+    ok(app.cli(Some(&ds), &["push", "nlp/bert@e", src.path().to_str().unwrap()]));
+    let eblob = blob_of(&app, "bert", "e");
+    let eorig = std::fs::read(&eblob).unwrap();
+    let mut ebad = eorig.clone();
+    *ebad.last_mut().unwrap() ^= 1;
+    std::fs::write(&eblob, &ebad).unwrap();
+    let efile = "/v1/models/nlp/bert/versions/e/files/empty";
+    assert_eq!(error_code(app.get(Some(&ds), efile)).1, "integrity_error");
+    std::fs::write(&eblob, &eorig).unwrap();
+    assert_eq!(app.get(Some(&ds), efile).status(), 200);
+
     // Everything restored: the original bytes come back.
     let (got, clean) = drain(app.get(Some(&ds), file));
     assert!(clean);

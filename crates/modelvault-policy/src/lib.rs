@@ -1,0 +1,552 @@
+//! The policy host: sandboxed WebAssembly policy components in wasmtime,
+//! and the chain that combines their decisions.
+//!
+//! Invariants a reader must keep:
+//! - a plugin gets no capability: WASI is linked with an empty context (no
+//!   preopened directories, environment, arguments or network); its clocks
+//!   and randomness are fixed from the request, so decisions reproduce;
+//! - every decision runs in a fresh instance (pooling allocator +
+//!   `InstancePre`), so nothing survives from one request to the next;
+//! - every failure (trap, timeout, memory overrun, malformed result, wrong
+//!   interface version) becomes a deny naming the plugin: the chain fails
+//!   closed, and with no enforcing plugin installed everything is denied;
+//! - all limits live in [`Limits`], with named defaults.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod bundled;
+pub mod cases;
+mod types;
+mod v0_1_0;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng as _;
+use serde::Serialize;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+pub use types::*;
+
+/// Default memory cap per plugin instance (fits a componentize-py policy).
+pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
+/// Default wall-time budget per decision.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+/// Longest reason a plugin may return.
+pub const DEFAULT_MAX_REASON_BYTES: usize = 4096;
+/// Longest reason code a plugin may return.
+pub const MAX_REASON_CODE_BYTES: usize = 128;
+/// Plugin stdout/stderr kept per decision (the rest is dropped).
+pub const DEFAULT_MAX_STDIO_BYTES: usize = 16 << 10;
+/// Largest component accepted (a Python policy is ~20 MB).
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
+/// WebAssembly stack per instance.
+pub const DEFAULT_MAX_WASM_STACK: usize = 1 << 20;
+/// Concurrent plugin instances the pool holds.
+pub const DEFAULT_POOL_INSTANCES: u32 = 64;
+/// How often the epoch ticks (the timeout's granularity).
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Every bound a plugin runs under, in one place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Wall time per decision, in milliseconds.
+    pub timeout_ms: u64,
+    /// Longest reason, in bytes.
+    pub max_reason_bytes: usize,
+    /// Captured stdout+stderr per decision, in bytes.
+    pub max_stdio_bytes: usize,
+    /// Largest component, in bytes.
+    pub max_component_bytes: usize,
+    /// WebAssembly stack, in bytes.
+    pub max_wasm_stack: usize,
+    /// Instances the pool can hold at once.
+    pub pool_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            timeout_ms: DEFAULT_TIMEOUT.as_millis() as u64,
+            max_reason_bytes: DEFAULT_MAX_REASON_BYTES,
+            max_stdio_bytes: DEFAULT_MAX_STDIO_BYTES,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            max_wasm_stack: DEFAULT_MAX_WASM_STACK,
+            pool_instances: DEFAULT_POOL_INSTANCES,
+        }
+    }
+}
+
+/// Errors compiling or loading a component (install-time errors).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The engine could not be configured.
+    #[error("policy engine: {0}")]
+    Engine(String),
+    /// The component is larger than allowed.
+    #[error("component of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not a valid component.
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    /// Does not export the interface version this host speaks.
+    #[error("component does not export {expected} (exports: {found}); build it against wit/since_v0.1.0")]
+    WrongInterface {
+        /// What is required.
+        expected: &'static str,
+        /// What it exports.
+        found: String,
+    },
+    /// Imports something the host does not offer.
+    #[error("component imports a capability the host does not offer: {0}")]
+    Capability(String),
+    /// The smoke evaluation failed.
+    #[error("component failed its smoke evaluation: {0}")]
+    Smoke(String),
+}
+
+struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The wall clock a plugin sees: the request's time, frozen.
+struct FrozenWallClock(Duration);
+
+impl HostWallClock for FrozenWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        self.0
+    }
+}
+
+/// The monotonic clock a plugin sees: always zero.
+struct FrozenMonotonicClock;
+
+impl HostMonotonicClock for FrozenMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// A compiled, linked component, ready to instantiate per decision.
+pub struct CompiledPolicy {
+    /// Installed name.
+    pub name: String,
+    /// Hex SHA-256 of the component bytes.
+    pub sha256: String,
+    /// Component size in bytes.
+    pub size: usize,
+    pre: v0_1_0::PolicyPre<HostState>,
+}
+
+impl std::fmt::Debug for CompiledPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledPolicy")
+            .field("name", &self.name)
+            .field("sha256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one plugin said about one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginResult {
+    /// Plugin name.
+    pub plugin: String,
+    /// Hex SHA-256 of its component.
+    pub sha256: String,
+    /// Shadow plugins are recorded but do not decide.
+    pub shadow: bool,
+    /// Its decision (a deny when it failed).
+    pub decision: PolicyDecision,
+    /// Why it failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Time taken, in microseconds.
+    pub micros: u64,
+}
+
+/// The chain's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainDecision {
+    /// Allow or deny (never abstain).
+    pub outcome: Outcome,
+    /// The plugin whose decision settled it, if any.
+    pub plugin: Option<String>,
+    /// The deciding reason code.
+    pub reason_code: String,
+    /// The deciding reason.
+    pub reason: String,
+    /// Every plugin's result, in evaluation order.
+    pub results: Vec<PluginResult>,
+}
+
+/// An installed plugin as the chain uses it.
+#[derive(Debug, Clone)]
+pub struct ChainEntry {
+    /// The compiled component.
+    pub policy: Arc<CompiledPolicy>,
+    /// Shadow mode: evaluated and recorded, never deciding.
+    pub shadow: bool,
+    /// Its configuration pairs.
+    pub config: Vec<(String, String)>,
+}
+
+/// The wasmtime engine, linker and limits; one per server.
+pub struct PolicyHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    cache_dir: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for PolicyHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for PolicyHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyHost").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+fn engine_config(limits: &Limits) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    let n = limits.pool_instances.max(1);
+    pool.total_component_instances(n)
+        .total_core_instances(n * 16)
+        .total_memories(n * 4)
+        .total_tables(n * 4)
+        .total_stacks(n)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(16)
+        .max_tables_per_component(16)
+        .max_component_instance_size(4 << 20)
+        .max_core_instance_size(4 << 20)
+        .table_elements(100_000)
+        .max_memory_size(limits.memory_bytes)
+        .linear_memory_keep_resident(1 << 20)
+        .table_keep_resident(16 << 10)
+        .pagemap_scan(Enabled::Auto);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(limits.max_wasm_stack)
+        .memory_reservation(limits.memory_bytes as u64)
+        .memory_guard_size(64 << 10)
+        .memory_reservation_for_growth(0)
+        .memory_may_move(false)
+        .wasm_threads(false)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
+}
+
+fn deny_for(plugin: &str, code: &str, reason: String) -> PolicyDecision {
+    PolicyDecision {
+        outcome: Outcome::Deny,
+        reason_code: code.into(),
+        reason: format!("plugin {plugin}: {reason}"),
+    }
+}
+
+impl PolicyHost {
+    /// A host with `limits`; compiled components are cached under
+    /// `cache_dir` (by content hash and engine build) when given.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, PolicyError> {
+        let engine = Engine::new(&engine_config(&limits)).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        if let Some(dir) = &cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| PolicyError::Engine(format!("cache dir {}: {e}", dir.display())))?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| PolicyError::Engine(format!("epoch thread: {e}")))?;
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            cache_dir,
+            stop,
+        })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn cache_key(&self, sha256: &str) -> String {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{sha256}-wasmtime48-{:016x}.cwasm", h.finish())
+    }
+
+    fn load_component(&self, bytes: &[u8], sha256: &str) -> Result<Component, PolicyError> {
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid(format!("{e:#}")));
+        };
+        let path = dir.join(self.cache_key(sha256));
+        if path.exists() {
+            // SAFETY: the file was written by `Component::serialize` of this
+            // engine build (the name carries the content hash and the engine
+            // compatibility hash) into the server's private data directory.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled policy"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid(format!("{e:#}")))?;
+        match component.serialize() {
+            Ok(serialized) => {
+                let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+                if std::fs::write(&tmp, serialized).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                    tracing::warn!(path = %path.display(), "could not cache a compiled policy");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not serialize a compiled policy"),
+        }
+        Ok(component)
+    }
+
+    /// Compiles (or loads from the cache) and links a component, checking
+    /// that it exports the interface version this host speaks and imports
+    /// nothing the host does not offer.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<CompiledPolicy, PolicyError> {
+        if bytes.len() > self.limits.max_component_bytes {
+            return Err(PolicyError::TooLarge {
+                size: bytes.len(),
+                limit: self.limits.max_component_bytes,
+            });
+        }
+        let sha256 = sha256_hex(bytes);
+        let component = self.load_component(bytes, &sha256)?;
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        if !exports.iter().any(|e| e == v0_1_0::EXPORT) {
+            return Err(PolicyError::WrongInterface {
+                expected: v0_1_0::EXPORT,
+                found: if exports.is_empty() { "nothing".into() } else { exports.join(", ") },
+            });
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PolicyError::Capability(format!("{e:#}")))?;
+        let pre = v0_1_0::PolicyPre::new(pre).map_err(|e| PolicyError::WrongInterface {
+            expected: v0_1_0::EXPORT,
+            found: format!("a mismatched {}: {e:#}", v0_1_0::EXPORT),
+        })?;
+        Ok(CompiledPolicy {
+            name: name.into(),
+            sha256,
+            size: bytes.len(),
+            pre,
+        })
+    }
+
+    /// Compiles, then runs one evaluation of a sample request: what install
+    /// validation does.
+    pub fn validate(&self, name: &str, bytes: &[u8]) -> Result<CompiledPolicy, PolicyError> {
+        let compiled = self.compile(name, bytes)?;
+        let r = self.evaluate(&compiled, &PolicyRequest::sample(), &[]);
+        if let Some(e) = r.error {
+            return Err(PolicyError::Smoke(e));
+        }
+        Ok(compiled)
+    }
+
+    fn wasi_for(&self, req: &PolicyRequest, stdout: &MemoryOutputPipe) -> WasiCtx {
+        let time = chrono::DateTime::parse_from_rfc3339(&req.context.time)
+            .map(|t| Duration::from_secs(t.timestamp().max(0) as u64))
+            .unwrap_or_default();
+        let digest = ring::digest::digest(&ring::digest::SHA256, req.context.request_id.as_bytes());
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(digest.as_ref());
+        let mut seed128 = [0u8; 16];
+        seed128.copy_from_slice(&digest.as_ref()[..16]);
+        WasiCtxBuilder::new()
+            .wall_clock(FrozenWallClock(time))
+            .monotonic_clock(FrozenMonotonicClock)
+            .secure_random(rand::rngs::StdRng::from_seed(seed))
+            .insecure_random(rand::rngs::StdRng::from_seed(seed))
+            .insecure_random_seed(u128::from_le_bytes(seed128))
+            .stdout(stdout.clone())
+            .stderr(stdout.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build()
+    }
+
+    /// Runs one plugin on one request in a fresh instance. Never fails: a
+    /// failure is a deny decision naming the plugin, with `error` set.
+    pub fn evaluate(&self, policy: &CompiledPolicy, req: &PolicyRequest, config: &[(String, String)]) -> PluginResult {
+        let started = Instant::now();
+        let stdio = MemoryOutputPipe::new(self.limits.max_stdio_bytes);
+        let state = HostState {
+            wasi: self.wasi_for(req, &stdio),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .instances(64)
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.limits.timeout_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1;
+        store.set_epoch_deadline(ticks);
+        let wit_req = v0_1_0::exports::modelvault::policy::evaluator::Request::from(req);
+        let outcome = policy
+            .pre
+            .instantiate(&mut store)
+            .and_then(|inst| inst.modelvault_policy_evaluator().call_evaluate(&mut store, &wit_req, config));
+        let micros = started.elapsed().as_micros() as u64;
+        let output = stdio.contents();
+        if !output.is_empty() {
+            tracing::info!(plugin = %policy.name, output = %String::from_utf8_lossy(&output), "plugin output");
+        }
+        let (decision, error) = match outcome {
+            Ok(d) => {
+                let d = PolicyDecision::from(d);
+                if d.reason.len() > self.limits.max_reason_bytes || d.reason_code.len() > MAX_REASON_CODE_BYTES {
+                    let why = format!(
+                        "malformed result: reason of {} bytes or code of {} bytes exceeds the limit",
+                        d.reason.len(),
+                        d.reason_code.len()
+                    );
+                    (deny_for(&policy.name, "plugin.malformed-result", why.clone()), Some(why))
+                } else if d.reason_code.is_empty() {
+                    let why = "malformed result: empty reason code".to_string();
+                    (deny_for(&policy.name, "plugin.malformed-result", why.clone()), Some(why))
+                } else {
+                    (d, None)
+                }
+            }
+            Err(e) => {
+                let (code, why) = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::Interrupt) => (
+                        "plugin.timeout",
+                        format!("exceeded its time limit of {} ms", self.limits.timeout_ms),
+                    ),
+                    Some(wasmtime::Trap::StackOverflow) => ("plugin.trap", "stack overflow".to_string()),
+                    Some(t) => ("plugin.trap", format!("trapped: {t}")),
+                    None => {
+                        let text = format!("{e:#}");
+                        if text.contains("memory") && text.contains("limit") {
+                            ("plugin.memory", "exceeded its memory limit".to_string())
+                        } else {
+                            ("plugin.error", format!("failed: {text}"))
+                        }
+                    }
+                };
+                tracing::warn!(plugin = %policy.name, error = %format!("{e:#}"), "plugin failed; denying");
+                (deny_for(&policy.name, code, why.clone()), Some(why))
+            }
+        };
+        PluginResult {
+            plugin: policy.name.clone(),
+            sha256: policy.sha256.clone(),
+            shadow: false,
+            decision,
+            error,
+            micros,
+        }
+    }
+
+    /// Evaluates every plugin; any enforcing deny wins, at least one
+    /// enforcing allow is needed, abstain is neutral, no enforcing plugin
+    /// means deny. Shadow plugins are evaluated and recorded only.
+    pub fn evaluate_chain(&self, chain: &[ChainEntry], req: &PolicyRequest) -> ChainDecision {
+        let mut results = Vec::with_capacity(chain.len());
+        for entry in chain {
+            let mut r = self.evaluate(&entry.policy, req, &entry.config);
+            r.shadow = entry.shadow;
+            results.push(r);
+        }
+        combine(results)
+    }
+}
+
+/// The chain rule over evaluated results (see [`PolicyHost::evaluate_chain`]).
+pub fn combine(results: Vec<PluginResult>) -> ChainDecision {
+    let enforcing = || results.iter().filter(|r| !r.shadow);
+    let verdict = |outcome, r: &PluginResult| (outcome, Some(r.plugin.clone()), r.decision.reason_code.clone(), r.decision.reason.clone());
+    let (outcome, plugin, reason_code, reason) = if enforcing().next().is_none() {
+        (
+            Outcome::Deny,
+            None,
+            "policy.none-installed".to_string(),
+            "no policy plugin is installed; everything is denied".to_string(),
+        )
+    } else if let Some(d) = enforcing().find(|r| r.decision.outcome == Outcome::Deny) {
+        verdict(Outcome::Deny, d)
+    } else if let Some(a) = enforcing().find(|r| r.decision.outcome == Outcome::Allow) {
+        verdict(Outcome::Allow, a)
+    } else {
+        (
+            Outcome::Deny,
+            None,
+            "policy.no-allow".to_string(),
+            "every policy abstained; at least one allow is needed".to_string(),
+        )
+    };
+    ChainDecision {
+        outcome,
+        plugin,
+        reason_code,
+        reason,
+        results,
+    }
+}
