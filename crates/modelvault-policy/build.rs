@@ -7,7 +7,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const BUNDLED: [&str; 3] = ["sensitivity_environment", "approval_gate", "separation_of_duties"];
+const BUNDLED: [&str; 3] = [
+    "sensitivity_environment",
+    "approval_gate",
+    "separation_of_duties",
+];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -26,9 +30,20 @@ fn main() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&plugins)
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
-    for p in ["sensitivity-environment", "approval-gate", "separation-of-duties"] {
+    for p in [
+        "sensitivity-environment",
+        "approval-gate",
+        "separation-of-duties",
+    ] {
         cmd.args(["-p", p]);
     }
     // The outer build's settings must not leak into the wasm build.
@@ -47,18 +62,25 @@ fn main() {
         cmd.env_remove(var);
     }
     for (k, _) in std::env::vars() {
-        if k.starts_with("CARGO_PROFILE_") || k.starts_with("CARGO_CFG_") || k.starts_with("CARGO_FEATURE_") {
+        if k.starts_with("CARGO_PROFILE_")
+            || k.starts_with("CARGO_CFG_")
+            || k.starts_with("CARGO_FEATURE_")
+        {
             cmd.env_remove(k);
         }
     }
-    let status = cmd.status().expect("running cargo for the plugins workspace");
+    let status = cmd
+        .status()
+        .expect("running cargo for the plugins workspace");
     assert!(
         status.success(),
         "building the bundled policies failed; is the wasm32-wasip2 target installed? (rustup target add wasm32-wasip2)"
     );
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     for name in BUNDLED {
-        let built = target_dir.join("wasm32-wasip2/release").join(format!("{name}.wasm"));
+        let built = target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{name}.wasm"));
         std::fs::copy(&built, out.join(format!("{name}.wasm")))
             .unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
     }

@@ -187,7 +187,10 @@ fn tampered_store_is_detected_and_nothing_unauthenticated_is_sent() {
     //    checked before the empty answer).
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("empty"), b"").unwrap();
-    ok(app.cli(Some(&ds), &["push", "nlp/bert@e", src.path().to_str().unwrap()]));
+    ok(app.cli(
+        Some(&ds),
+        &["push", "nlp/bert@e", src.path().to_str().unwrap()],
+    ));
     let eblob = blob_of(&app, "bert", "e");
     let eorig = std::fs::read(&eblob).unwrap();
     let mut ebad = eorig.clone();

@@ -115,14 +115,25 @@ pub fn request_of(file: &CasesFile, case: &Case) -> Result<PolicyRequest, CasesE
 }
 
 /// Runs every case against one compiled policy.
-pub fn run(host: &PolicyHost, policy: &CompiledPolicy, file: &CasesFile) -> Result<Vec<CaseResult>, CasesError> {
+pub fn run(
+    host: &PolicyHost,
+    policy: &CompiledPolicy,
+    file: &CasesFile,
+) -> Result<Vec<CaseResult>, CasesError> {
     let mut out = Vec::with_capacity(file.cases.len());
     for case in &file.cases {
         let req = request_of(file, case)?;
-        let config: Vec<(String, String)> = case.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let config: Vec<(String, String)> = case
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let r = host.evaluate(policy, &req, &config);
         let passed = r.decision.outcome == case.expect
-            && case.reason_code.as_ref().is_none_or(|c| *c == r.decision.reason_code);
+            && case
+                .reason_code
+                .as_ref()
+                .is_none_or(|c| *c == r.decision.reason_code);
         out.push(CaseResult {
             name: case.name.clone(),
             passed,

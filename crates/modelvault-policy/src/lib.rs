@@ -27,9 +27,14 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng as _;
 use serde::Serialize;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreLimits, StoreLimitsBuilder,
+};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
 pub use types::*;
 
@@ -105,7 +110,9 @@ pub enum PolicyError {
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
     /// Does not export the interface version this host speaks.
-    #[error("component does not export {expected} (exports: {found}); build it against wit/since_v0.1.0")]
+    #[error(
+        "component does not export {expected} (exports: {found}); build it against wit/since_v0.1.0"
+    )]
     WrongInterface {
         /// What is required.
         expected: &'static str,
@@ -240,7 +247,9 @@ impl Drop for PolicyHost {
 
 impl std::fmt::Debug for PolicyHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyHost").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("PolicyHost")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -271,7 +280,6 @@ fn engine_config(limits: &Limits) -> Config {
         .memory_guard_size(64 << 10)
         .memory_reservation_for_growth(0)
         .memory_may_move(false)
-        .wasm_threads(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
 }
@@ -292,11 +300,14 @@ impl PolicyHost {
     /// A host with `limits`; compiled components are cached under
     /// `cache_dir` (by content hash and engine build) when given.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, PolicyError> {
-        let engine = Engine::new(&engine_config(&limits)).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&engine_config(&limits))
+            .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
         if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| PolicyError::Engine(format!("cache dir {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| PolicyError::Engine(format!("cache dir {}: {e}", dir.display())))?;
         }
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
@@ -333,7 +344,8 @@ impl PolicyHost {
 
     fn load_component(&self, bytes: &[u8], sha256: &str) -> Result<Component, PolicyError> {
         let Some(dir) = &self.cache_dir else {
-            return Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid(format!("{e:#}")));
+            return Component::new(&self.engine, bytes)
+                .map_err(|e| PolicyError::Invalid(format!("{e:#}")));
         };
         let path = dir.join(self.cache_key(sha256));
         if path.exists() {
@@ -342,14 +354,20 @@ impl PolicyHost {
             // compatibility hash) into the server's private data directory.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled policy"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled policy")
+                }
             }
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Invalid(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PolicyError::Invalid(format!("{e:#}")))?;
         match component.serialize() {
             Ok(serialized) => {
                 let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-                if std::fs::write(&tmp, serialized).and_then(|()| std::fs::rename(&tmp, &path)).is_err() {
+                if std::fs::write(&tmp, serialized)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .is_err()
+                {
                     let _ = std::fs::remove_file(&tmp);
                     tracing::warn!(path = %path.display(), "could not cache a compiled policy");
                 }
@@ -372,11 +390,18 @@ impl PolicyHost {
         let sha256 = sha256_hex(bytes);
         let component = self.load_component(bytes, &sha256)?;
         let ty = component.component_type();
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         if !exports.iter().any(|e| e == v0_1_0::EXPORT) {
             return Err(PolicyError::WrongInterface {
                 expected: v0_1_0::EXPORT,
-                found: if exports.is_empty() { "nothing".into() } else { exports.join(", ") },
+                found: if exports.is_empty() {
+                    "nothing".into()
+                } else {
+                    exports.join(", ")
+                },
             });
         }
         let pre = self
@@ -431,7 +456,12 @@ impl PolicyHost {
 
     /// Runs one plugin on one request in a fresh instance. Never fails: a
     /// failure is a deny decision naming the plugin, with `error` set.
-    pub fn evaluate(&self, policy: &CompiledPolicy, req: &PolicyRequest, config: &[(String, String)]) -> PluginResult {
+    pub fn evaluate(
+        &self,
+        policy: &CompiledPolicy,
+        req: &PolicyRequest,
+        config: &[(String, String)],
+    ) -> PluginResult {
         let started = Instant::now();
         let stdio = MemoryOutputPipe::new(self.limits.max_stdio_bytes);
         let state = HostState {
@@ -448,10 +478,10 @@ impl PolicyHost {
         let ticks = (self.limits.timeout_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1;
         store.set_epoch_deadline(ticks);
         let wit_req = v0_1_0::exports::modelvault::policy::evaluator::Request::from(req);
-        let outcome = policy
-            .pre
-            .instantiate(&mut store)
-            .and_then(|inst| inst.modelvault_policy_evaluator().call_evaluate(&mut store, &wit_req, config));
+        let outcome = policy.pre.instantiate(&mut store).and_then(|inst| {
+            inst.modelvault_policy_evaluator()
+                .call_evaluate(&mut store, &wit_req, config)
+        });
         let micros = started.elapsed().as_micros() as u64;
         let output = stdio.contents();
         if !output.is_empty() {
@@ -460,16 +490,24 @@ impl PolicyHost {
         let (decision, error) = match outcome {
             Ok(d) => {
                 let d = PolicyDecision::from(d);
-                if d.reason.len() > self.limits.max_reason_bytes || d.reason_code.len() > MAX_REASON_CODE_BYTES {
+                if d.reason.len() > self.limits.max_reason_bytes
+                    || d.reason_code.len() > MAX_REASON_CODE_BYTES
+                {
                     let why = format!(
                         "malformed result: reason of {} bytes or code of {} bytes exceeds the limit",
                         d.reason.len(),
                         d.reason_code.len()
                     );
-                    (deny_for(&policy.name, "plugin.malformed-result", why.clone()), Some(why))
+                    (
+                        deny_for(&policy.name, "plugin.malformed-result", why.clone()),
+                        Some(why),
+                    )
                 } else if d.reason_code.is_empty() {
                     let why = "malformed result: empty reason code".to_string();
-                    (deny_for(&policy.name, "plugin.malformed-result", why.clone()), Some(why))
+                    (
+                        deny_for(&policy.name, "plugin.malformed-result", why.clone()),
+                        Some(why),
+                    )
                 } else {
                     (d, None)
                 }
@@ -480,7 +518,9 @@ impl PolicyHost {
                         "plugin.timeout",
                         format!("exceeded its time limit of {} ms", self.limits.timeout_ms),
                     ),
-                    Some(wasmtime::Trap::StackOverflow) => ("plugin.trap", "stack overflow".to_string()),
+                    Some(wasmtime::Trap::StackOverflow) => {
+                        ("plugin.trap", "stack overflow".to_string())
+                    }
                     Some(t) => ("plugin.trap", format!("trapped: {t}")),
                     None => {
                         let text = format!("{e:#}");
@@ -522,7 +562,14 @@ impl PolicyHost {
 /// The chain rule over evaluated results (see [`PolicyHost::evaluate_chain`]).
 pub fn combine(results: Vec<PluginResult>) -> ChainDecision {
     let enforcing = || results.iter().filter(|r| !r.shadow);
-    let verdict = |outcome, r: &PluginResult| (outcome, Some(r.plugin.clone()), r.decision.reason_code.clone(), r.decision.reason.clone());
+    let verdict = |outcome, r: &PluginResult| {
+        (
+            outcome,
+            Some(r.plugin.clone()),
+            r.decision.reason_code.clone(),
+            r.decision.reason.clone(),
+        )
+    };
     let (outcome, plugin, reason_code, reason) = if enforcing().next().is_none() {
         (
             Outcome::Deny,

@@ -64,28 +64,56 @@ fn the_chain_of_bundled_policies() {
     let host = host();
     let chain = chain(&host);
     // Restricted in production needs two distinct approvals, not by the uploader.
-    let d = host.evaluate_chain(&chain, &request("production", SensitivityInfo::Restricted, &[]));
+    let d = host.evaluate_chain(
+        &chain,
+        &request("production", SensitivityInfo::Restricted, &[]),
+    );
     assert_eq!(d.outcome, Outcome::Deny);
     assert_eq!(d.plugin.as_deref(), Some("approval-gate"));
-    let d = host.evaluate_chain(&chain, &request("production", SensitivityInfo::Restricted, &[("mia", "production")]));
-    assert_eq!((d.outcome, d.plugin.as_deref()), (Outcome::Deny, Some("separation-of-duties")));
+    let d = host.evaluate_chain(
+        &chain,
+        &request(
+            "production",
+            SensitivityInfo::Restricted,
+            &[("mia", "production")],
+        ),
+    );
+    assert_eq!(
+        (d.outcome, d.plugin.as_deref()),
+        (Outcome::Deny, Some("separation-of-duties"))
+    );
     let both = [("mia", "production"), ("noah", "production")];
-    let d = host.evaluate_chain(&chain, &request("production", SensitivityInfo::Restricted, &both));
+    let d = host.evaluate_chain(
+        &chain,
+        &request("production", SensitivityInfo::Restricted, &both),
+    );
     assert_eq!(d.outcome, Outcome::Allow, "{d:#?}");
     assert_eq!(d.results.len(), 3);
     // Restricted never reaches dev.
     let d = host.evaluate_chain(&chain, &request("dev", SensitivityInfo::Restricted, &both));
-    assert_eq!((d.outcome, d.plugin.as_deref()), (Outcome::Deny, Some("sensitivity-environment")));
+    assert_eq!(
+        (d.outcome, d.plugin.as_deref()),
+        (Outcome::Deny, Some("sensitivity-environment"))
+    );
     // No plugin: deny. Only abstaining plugins: deny.
     let d = host.evaluate_chain(&[], &request("dev", SensitivityInfo::Public, &[]));
-    assert_eq!((d.outcome, d.reason_code.as_str()), (Outcome::Deny, "policy.none-installed"));
+    assert_eq!(
+        (d.outcome, d.reason_code.as_str()),
+        (Outcome::Deny, "policy.none-installed")
+    );
     let abstainers: Vec<_> = chain.iter().skip(1).cloned().collect();
     let d = host.evaluate_chain(&abstainers, &request("dev", SensitivityInfo::Public, &[]));
-    assert_eq!((d.outcome, d.reason_code.as_str()), (Outcome::Deny, "policy.no-allow"));
+    assert_eq!(
+        (d.outcome, d.reason_code.as_str()),
+        (Outcome::Deny, "policy.no-allow")
+    );
     // A shadow deny does not decide, but is recorded.
     let mut shadowed = chain.clone();
     shadowed[1].shadow = true;
-    let d = host.evaluate_chain(&shadowed, &request("production", SensitivityInfo::Internal, &both[..0]));
+    let d = host.evaluate_chain(
+        &shadowed,
+        &request("production", SensitivityInfo::Internal, &both[..0]),
+    );
     assert!(d.results[1].shadow && d.results[1].decision.outcome == Outcome::Deny);
     assert_eq!(d.plugin.as_deref(), Some("separation-of-duties"));
 }
@@ -98,7 +126,10 @@ fn decisions_reproduce_and_instances_are_fresh() {
     let a = host.evaluate_chain(&chain, &req);
     for _ in 0..50 {
         let b = host.evaluate_chain(&chain, &req);
-        assert_eq!((a.outcome, &a.reason_code, &a.reason), (b.outcome, &b.reason_code, &b.reason));
+        assert_eq!(
+            (a.outcome, &a.reason_code, &a.reason),
+            (b.outcome, &b.reason_code, &b.reason)
+        );
     }
 }
 
@@ -110,23 +141,38 @@ fn compile_cache_is_used_and_bad_components_are_rejected() {
     let first = host.compile(b.name, b.component).unwrap();
     let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(cached.len(), 1, "one compiled artifact cached");
-    let name = cached[0].as_ref().unwrap().file_name().into_string().unwrap();
+    let name = cached[0]
+        .as_ref()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
     assert!(name.starts_with(&first.sha256), "{name}");
     // A second host (a restart) loads it from the cache and it still decides.
     let host2 = PolicyHost::new(Limits::default(), Some(dir.path().to_path_buf())).unwrap();
     let again = host2.validate(b.name, b.component).unwrap();
     assert_eq!(again.sha256, first.sha256);
 
-    assert!(matches!(host.compile("x", b"not wasm"), Err(PolicyError::Invalid(_))));
+    assert!(matches!(
+        host.compile("x", b"not wasm"),
+        Err(PolicyError::Invalid(_))
+    ));
     let mut limits = Limits::default();
     limits.max_component_bytes = 1000;
     let small = PolicyHost::new(limits, None).unwrap();
-    assert!(matches!(small.compile("x", b.component), Err(PolicyError::TooLarge { .. })));
+    assert!(matches!(
+        small.compile("x", b.component),
+        Err(PolicyError::TooLarge { .. })
+    ));
 }
 
 #[test]
 fn json_mapping_round_trips() {
-    let req = request("production", SensitivityInfo::Restricted, &[("mia", "production")]);
+    let req = request(
+        "production",
+        SensitivityInfo::Restricted,
+        &[("mia", "production")],
+    );
     let json = serde_json::to_value(&req).unwrap();
     assert_eq!(json["action"], "download");
     assert_eq!(json["resource"]["sensitivity"], "restricted");

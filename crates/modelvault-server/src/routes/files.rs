@@ -141,7 +141,11 @@ fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeSpec {
     };
     // Range units are case-insensitive (RFC 9110 §14.1).
     let spec = spec.trim();
-    let Some(spec) = spec.get(..6).filter(|u| u.eq_ignore_ascii_case("bytes=")).map(|_| &spec[6..]) else {
+    let Some(spec) = spec
+        .get(..6)
+        .filter(|u| u.eq_ignore_ascii_case("bytes="))
+        .map(|_| &spec[6..])
+    else {
         return RangeSpec::Full;
     };
     if spec.contains(',') {
@@ -301,8 +305,14 @@ mod tests {
         assert_eq!(r("bytes=-", 10), RangeSpec::Full, "invalid: ignored");
         assert_eq!(r("bytes=20-30", 10), RangeSpec::Unsatisfiable);
         assert_eq!(r("Bytes=0-1", 10), RangeSpec::Partial(0, 2));
-        assert_eq!(r("bytes=0-99999999999999999999", 10), RangeSpec::Partial(0, 10));
-        assert_eq!(r("bytes=99999999999999999999-", 10), RangeSpec::Unsatisfiable);
+        assert_eq!(
+            r("bytes=0-99999999999999999999", 10),
+            RangeSpec::Partial(0, 10)
+        );
+        assert_eq!(
+            r("bytes=99999999999999999999-", 10),
+            RangeSpec::Unsatisfiable
+        );
         assert_eq!(r("bytes=0-1,3-4", 10), RangeSpec::Full);
         assert_eq!(r("items=0-1", 10), RangeSpec::Full);
         assert_eq!(r("bytes=0-", 0), RangeSpec::Unsatisfiable);
