@@ -155,7 +155,28 @@ impl TestApp {
 
     /// Creates a token with the admin token; returns it.
     pub fn token(&self, name: &str, roles: &[&str], namespaces: &[&str]) -> String {
-        let mut args = vec!["token", "create", "--name", name];
+        self.token_in(name, roles, namespaces, "dev", name)
+    }
+
+    /// Creates a token bound to `env` acting as `principal`.
+    pub fn token_in(
+        &self,
+        name: &str,
+        roles: &[&str],
+        namespaces: &[&str],
+        env: &str,
+        principal: &str,
+    ) -> String {
+        let mut args = vec![
+            "token",
+            "create",
+            "--name",
+            name,
+            "--env",
+            env,
+            "--principal",
+            principal,
+        ];
         for r in roles {
             args.extend(["--role", r]);
         }

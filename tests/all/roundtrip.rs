@@ -35,7 +35,8 @@ fn write_model(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn push_then_pull_a_multi_file_version() {
     let app = TestApp::start();
-    let ds = app.token("alice", &["data-scientist"], &["nlp"]);
+    // Confidential models are for staging and production (bundled policy).
+    let ds = app.token_in("alice", &["data-scientist"], &["nlp"], "staging", "alice");
     let src = tempfile::tempdir().unwrap();
     let files = write_model(src.path());
     ok(app.cli(

@@ -43,10 +43,16 @@ fn drain(mut resp: reqwest::blocking::Response) -> (Vec<u8>, bool) {
 #[test]
 fn tampered_store_is_detected_and_nothing_unauthenticated_is_sent() {
     let app = TestApp::start();
-    let ds = app.token("alice", &["data-scientist"], &["nlp"]);
+    let ds = app.token_in("alice", &["data-scientist"], &["nlp"], "staging", "alice");
     ok(app.cli(
         Some(&ds),
-        &["model", "create", "nlp/bert", "--sensitivity", "restricted"],
+        &[
+            "model",
+            "create",
+            "nlp/bert",
+            "--sensitivity",
+            "confidential",
+        ],
     ));
     let data = pseudo_random(5 * (1 << 20) + 99, 3);
     for v in ["1", "2"] {
@@ -134,7 +140,7 @@ fn tampered_store_is_detected_and_nothing_unauthenticated_is_sent() {
     // 4. The model record edited to lower the sensitivity.
     let meta = find(&app.store_dir().join("models/nlp/bert/meta"), ".json");
     let rec = std::fs::read_to_string(&meta[0]).unwrap();
-    std::fs::write(&meta[0], rec.replace("\"restricted\"", "\"public\"")).unwrap();
+    std::fs::write(&meta[0], rec.replace("\"confidential\"", "\"public\"")).unwrap();
     assert_eq!(
         error_code(app.get(Some(&ds), "/v1/models/nlp/bert")).1,
         "integrity_error"

@@ -4,6 +4,7 @@
 //! commands that print a secret print it as the only stdout line.
 
 mod client;
+mod policy;
 mod serve;
 mod transfer;
 
@@ -62,6 +63,26 @@ enum Command {
         /// A file (stored under its base name) or a directory.
         path: PathBuf,
     },
+    /// Policy plugins: install, list, remove on a server; eval and test
+    /// locally, offline.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Approve a version for your environment.
+    Approve {
+        /// NS/NAME@VERSION
+        target: String,
+        /// Environment (must be your token's).
+        #[arg(long = "env")]
+        environment: String,
+    },
+    /// Record a deployment of a version to your environment.
+    Deploy {
+        /// NS/NAME@VERSION
+        target: String,
+        /// Environment (must be your token's).
+        #[arg(long = "env")]
+        environment: String,
+    },
     /// Download a version's files, verified against their SHA-256.
     Pull {
         /// NS/NAME@VERSION (VERSION may be `latest`)
@@ -107,7 +128,7 @@ struct TokenCreate {
 }
 
 #[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
-enum Output {
+pub enum Output {
     #[default]
     Text,
     Json,
@@ -238,6 +259,58 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Model(cmd) => model(cmd).await,
+        Command::Policy(cmd) => policy::run(cmd).await,
+        Command::Approve {
+            target,
+            environment,
+        } => {
+            let t = parse_target(&target, true)?;
+            let client = Client::from_env()?;
+            let path = format!(
+                "/v1/models/{}/{}/versions/{}/approvals",
+                client::enc(&t.namespace),
+                client::enc(&t.name),
+                client::enc(t.version.as_deref().unwrap_or_default())
+            );
+            let list: Vec<modelvault_server::api::ApprovalView> = client
+                .post_json(
+                    &path,
+                    &modelvault_server::api::EnvironmentRequest {
+                        environment: environment.clone(),
+                    },
+                )
+                .await?;
+            let n = list.iter().filter(|a| a.environment == environment).count();
+            eprintln!("approved {target} for {environment} ({n} approval(s) for {environment})");
+            Ok(())
+        }
+        Command::Deploy {
+            target,
+            environment,
+        } => {
+            let t = parse_target(&target, true)?;
+            let client = Client::from_env()?;
+            let path = format!(
+                "/v1/models/{}/{}/versions/{}/deployments",
+                client::enc(&t.namespace),
+                client::enc(&t.name),
+                client::enc(t.version.as_deref().unwrap_or_default())
+            );
+            let d: modelvault_server::api::DeploymentView = client
+                .post_json(
+                    &path,
+                    &modelvault_server::api::EnvironmentRequest { environment },
+                )
+                .await?;
+            eprintln!(
+                "deployed {}/{}@{} to {}",
+                t.namespace,
+                t.name,
+                d.version.unwrap_or_default(),
+                d.environment
+            );
+            Ok(())
+        }
         Command::Push { target, path } => {
             let t = parse_target(&target, true)?;
             transfer::push(&Client::from_env()?, &t, &path).await

@@ -55,6 +55,7 @@ pub async fn run(dir: PathBuf, listen: Option<String>, insecure_http: bool) -> a
     let listener = modelvault_server::bind(&listen, insecure).await?;
     let addr = listener.local_addr()?;
     modelvault_server::spawn_garbage_collector(&state);
+    modelvault_server::spawn_policy_reloader(&state);
     eprintln!(
         "modelvault listening on http://{addr} (store {})",
         state.store.url()

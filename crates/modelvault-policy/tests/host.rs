@@ -157,8 +157,10 @@ fn compile_cache_is_used_and_bad_components_are_rejected() {
         host.compile("x", b"not wasm"),
         Err(PolicyError::Invalid(_))
     ));
-    let mut limits = Limits::default();
-    limits.max_component_bytes = 1000;
+    let limits = Limits {
+        max_component_bytes: 1000,
+        ..Limits::default()
+    };
     let small = PolicyHost::new(limits, None).unwrap();
     assert!(matches!(
         small.compile("x", b.component),

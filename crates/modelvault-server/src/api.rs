@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 use modelvault_storage::{CommitFile, FileEntry};
 use serde::{Deserialize, Serialize};
 
+pub use crate::policies::{PolicyInfo, PolicyMode};
+pub use crate::routes::{ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest};
+
 /// `POST /v1/models`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,6 +96,12 @@ pub struct VersionDetail {
     pub dek_generation: u32,
     /// Files with size and SHA-256.
     pub files: Vec<FileEntry>,
+    /// Effective approvals.
+    #[serde(default)]
+    pub approvals: Vec<ApprovalView>,
+    /// Deployments of this version, oldest first.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentView>,
 }
 
 /// `PUT .../files/{path}` response.

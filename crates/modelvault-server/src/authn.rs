@@ -84,6 +84,12 @@ pub enum Action {
     Download,
     /// Create API tokens.
     ManageAccess,
+    /// Approve a version for an environment.
+    Approve,
+    /// Deploy a version to an environment.
+    Deploy,
+    /// Install and remove policies.
+    ManagePolicies,
 }
 
 impl Action {
@@ -93,6 +99,9 @@ impl Action {
             Self::Write => Permission::Write,
             Self::Download => Permission::Download,
             Self::ManageAccess => Permission::ManageAccess,
+            Self::Approve => Permission::Approve,
+            Self::Deploy => Permission::Deploy,
+            Self::ManagePolicies => Permission::ManagePolicies,
         }
     }
 
@@ -103,6 +112,9 @@ impl Action {
             Self::Write => "write",
             Self::Download => "download",
             Self::ManageAccess => "manage-access",
+            Self::Approve => "approve",
+            Self::Deploy => "deploy",
+            Self::ManagePolicies => "manage-policies",
         }
     }
 }
@@ -156,4 +168,122 @@ pub fn authorize(
         )));
     }
     Ok(())
+}
+
+/// Facts about the version a policy request concerns.
+#[derive(Debug, Clone, Default)]
+pub struct VersionFacts {
+    /// Version name.
+    pub version: Option<String>,
+    /// Uploader of the version.
+    pub uploader: Option<String>,
+    /// Effective approvals.
+    pub approvals: Vec<modelvault_policy::ApprovalInfo>,
+    /// Deployments.
+    pub deployments: Vec<modelvault_policy::DeploymentInfo>,
+}
+
+/// Builds the policy request from verified sources only: the principal from
+/// its verified token, the model from its authenticated record, the version
+/// facts from authenticated manifests and approval records, the environment
+/// from the identity.
+pub fn policy_request(
+    principal: &Principal,
+    action: modelvault_policy::PolicyAction,
+    model: &modelvault_storage::ModelRecord,
+    facts: VersionFacts,
+    file_path: Option<&str>,
+    target_environment: Option<&str>,
+    request_id: &str,
+) -> modelvault_policy::PolicyRequest {
+    use modelvault_policy::*;
+    use modelvault_storage::Sensitivity;
+    PolicyRequest {
+        principal: PrincipalInfo {
+            id: principal.id.clone(),
+            kind: match principal.kind {
+                modelvault_auth::PrincipalKind::Person => PrincipalKindInfo::Person,
+                modelvault_auth::PrincipalKind::Service => PrincipalKindInfo::Service,
+            },
+            roles: principal.roles.clone(),
+            groups: Vec::new(),
+            namespaces: principal.namespaces.to_list(),
+            attributes: Default::default(),
+        },
+        action,
+        resource: ResourceInfo {
+            namespace: model.namespace.clone(),
+            model: model.name.clone(),
+            version: facts.version,
+            sensitivity: match model.sensitivity {
+                Sensitivity::Public => SensitivityInfo::Public,
+                Sensitivity::Internal => SensitivityInfo::Internal,
+                Sensitivity::Confidential => SensitivityInfo::Confidential,
+                Sensitivity::Restricted => SensitivityInfo::Restricted,
+            },
+            tags: model.tags.clone(),
+            owner: model.owner.clone(),
+            uploader: facts.uploader,
+            approvals: facts.approvals,
+            deployments: facts.deployments,
+            file_path: file_path.map(str::to_string),
+            target_environment: target_environment.map(str::to_string),
+        },
+        context: ContextInfo {
+            environment: principal.environment.clone(),
+            time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            request_id: request_id.to_string(),
+        },
+    }
+}
+
+/// Runs the policy chain; a deny is a 403 whose error names the deciding
+/// plugin and its reason code. The per-plugin results go to the log (the
+/// audit trail will keep them).
+pub async fn enforce_policy(
+    state: &AppState,
+    request: modelvault_policy::PolicyRequest,
+) -> Result<(), ApiError> {
+    let action = request.action;
+    let request_id = request.context.request_id.clone();
+    let principal = request.principal.id.clone();
+    let decision = state.policies.decide(request).await;
+    let results = serde_json::to_string(&decision.results).unwrap_or_default();
+    tracing::info!(
+        request_id = %request_id,
+        principal = %principal,
+        action = action.as_str(),
+        outcome = ?decision.outcome,
+        plugin = decision.plugin.as_deref().unwrap_or("-"),
+        reason_code = %decision.reason_code,
+        results = %results,
+        "policy decision"
+    );
+    if decision.outcome == modelvault_policy::Outcome::Allow {
+        return Ok(());
+    }
+    let mut err = ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "policy_denied",
+        decision.reason,
+    );
+    let mut extra = serde_json::Map::new();
+    extra.insert(
+        "plugin".into(),
+        decision
+            .plugin
+            .map_or(serde_json::Value::Null, serde_json::Value::from),
+    );
+    extra.insert("reason_code".into(), decision.reason_code.into());
+    err.extra = Some(extra);
+    Err(err)
+}
+
+/// The request id the middleware put on the request.
+pub fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string()
 }

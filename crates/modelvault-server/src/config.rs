@@ -24,6 +24,71 @@ pub struct Config {
     /// Role → permissions.
     #[serde(default)]
     pub roles: RolesTable,
+    /// Policy plugins: reload interval, required plugins, limits, per-plugin
+    /// configuration.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// `[policy]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Seconds between reloads of the installed policies from the store (how
+    /// soon a server sees another server's install or removal).
+    #[serde(default = "default_refresh_secs")]
+    pub refresh_secs: u64,
+    /// Policies that cannot be removed through the API.
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Where compiled components are cached (content hash + engine build).
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Bounds every plugin runs under.
+    #[serde(default)]
+    pub limits: modelvault_policy::Limits,
+    /// Per-plugin configuration: plugin name → key → value.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let mut config = std::collections::BTreeMap::new();
+        let pairs = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        config.insert(
+            "sensitivity-environment".to_string(),
+            pairs(&[
+                ("matrix.public", "*"),
+                ("matrix.internal", "*"),
+                ("matrix.confidential", "staging,production"),
+                ("matrix.restricted", "production"),
+            ]),
+        );
+        config.insert(
+            "approval-gate".to_string(),
+            pairs(&[("gated", "production")]),
+        );
+        config.insert(
+            "separation-of-duties".to_string(),
+            pairs(&[("gated", "production"), ("required_approvals", "2")]),
+        );
+        Self {
+            refresh_secs: default_refresh_secs(),
+            required: Vec::new(),
+            cache_dir: None,
+            limits: modelvault_policy::Limits::default(),
+            config,
+        }
+    }
+}
+
+fn default_refresh_secs() -> u64 {
+    10
 }
 
 /// `[server]`
@@ -157,6 +222,10 @@ impl Config {
             },
             environments: EnvironmentsConfig::default(),
             roles: RolesTable::default(),
+            policy: PolicyConfig {
+                cache_dir: Some(data_dir.join("policy-cache")),
+                ..PolicyConfig::default()
+            },
         }
     }
 
@@ -200,6 +269,11 @@ impl Config {
                 self.environments.default
             ));
         }
+        if self.policy.limits.timeout_ms == 0 || self.policy.limits.memory_bytes < (1 << 20) {
+            return Err(
+                "policy.limits: timeout_ms must be positive and memory_bytes at least 1 MiB".into(),
+            );
+        }
         if self.roles.0.is_empty() {
             return Err("roles is empty".into());
         }
@@ -209,6 +283,14 @@ impl Config {
     /// The file `init` writes: every key, each with a comment.
     pub fn to_commented_toml(&self) -> Result<String, String> {
         let roles = toml::to_string(&self.roles).map_err(|e| e.to_string())?;
+        #[derive(Serialize)]
+        struct PolicySection<'a> {
+            policy: &'a PolicyConfig,
+        }
+        let policy = toml::to_string(&PolicySection {
+            policy: &self.policy,
+        })
+        .map_err(|e| e.to_string())?;
         let q = |s: &str| toml::Value::String(s.to_string()).to_string();
         Ok(format!(
             r#"# Modelvault server configuration. `modelvault serve` reads it at start.
@@ -256,7 +338,14 @@ default = {default}
 # key-release, approve, deploy, delete, read-sensitive, audit-read,
 # manage-policies, manage-keys, manage-access.
 [roles]
-{roles}"#,
+{roles}
+# Policy plugins (docs/POLICY-AUTHORING.md). refresh_secs: how often this
+# server reloads installed policies from the store; required: policies the
+# API may not remove; cache_dir: compiled components; [policy.limits]: the
+# bounds every plugin runs under (memory_bytes, timeout_ms, max_reason_bytes,
+# max_stdio_bytes, max_component_bytes, max_wasm_stack, pool_instances);
+# [policy.config.NAME]: configuration pairs handed to plugin NAME.
+{policy}"#,
             listen = q(&self.server.listen),
             insecure = self.server.insecure_http,
             max_file = self.server.max_file_bytes,
@@ -276,6 +365,7 @@ default = {default}
                 .join(", "),
             default = q(&self.environments.default),
             roles = roles,
+            policy = policy,
         ))
     }
 }

@@ -18,6 +18,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human message (replaced by a generic one on 5xx).
     pub message: String,
+    /// Extra fields of the error object (the deciding plugin of a policy
+    /// deny and its reason code).
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The detail of a 5xx, picked up by the request-id middleware and logged.
@@ -36,6 +39,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            extra: None,
         }
     }
 
@@ -106,10 +110,12 @@ impl IntoResponse for ApiError {
             });
             return resp;
         }
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.into());
+        if let Some(extra) = self.extra {
+            error.extend(extra);
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
     }
 }

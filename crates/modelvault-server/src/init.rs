@@ -98,10 +98,10 @@ pub async fn initialize(
         .and_then(|()| f.sync_all())
         .map_err(|e| InitError::Other(format!("write {}: {e}", cfg_path.display())))?;
 
-    let state = AppState {
-        store,
-        config: Arc::new(config.clone()),
-    };
+    let state = AppState::from_parts(store, config.clone()).map_err(|e| other(&e))?;
+    crate::policies::install_bundled(&state.policies, &state.store)
+        .await
+        .map_err(|e| InitError::Other(format!("installing the bundled policies: {}", e.message)))?;
     let req = CreateTokenRequest {
         name: Some("admin".into()),
         principal: Some("admin".into()),

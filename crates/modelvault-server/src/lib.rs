@@ -17,6 +17,7 @@ pub mod config;
 mod error;
 mod extract;
 pub mod init;
+pub mod policies;
 mod routes;
 
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub store: Store,
     /// The config the server started with.
     pub config: Arc<Config>,
+    /// Installed policy plugins and their host.
+    pub policies: Arc<policies::PolicyRegistry>,
 }
 
 /// Errors starting the server.
@@ -62,6 +65,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The policy host could not start.
+    #[error(transparent)]
+    Policy(#[from] modelvault_policy::PolicyError),
     /// Refused by the transport rule.
     #[error(
         "refusing plain HTTP on non-loopback address {0}: TLS is not configured; pass --insecure-http to override (testing only)"
@@ -78,9 +84,23 @@ impl AppState {
             .unwrap_or_default();
         let store = Store::open(&config.store.url, keys)?.with_segment_size(segment);
         store.check_initialized().await?;
+        let state = Self::from_parts(store, config)?;
+        state.policies.reload(&state.store).await;
+        Ok(state)
+    }
+
+    /// State over an open store, with the policy host started but nothing
+    /// loaded (call `policies.reload`).
+    pub fn from_parts(store: Store, config: Config) -> Result<Self, ServeError> {
+        let host = modelvault_policy::PolicyHost::new(
+            config.policy.limits.clone(),
+            config.policy.cache_dir.clone(),
+        )?;
+        let registry = policies::PolicyRegistry::new(Arc::new(host), config.policy.clone());
         Ok(Self {
             store,
             config: Arc::new(config),
+            policies: Arc::new(registry),
         })
     }
 }
@@ -134,6 +154,15 @@ pub fn spawn_garbage_collector(state: &AppState) {
             }
         }
     });
+}
+
+/// Reloads installed policies every `policy.refresh_secs` in the background.
+pub fn spawn_policy_reloader(state: &AppState) {
+    policies::spawn_reloader(
+        state.policies.clone(),
+        state.store.clone(),
+        std::time::Duration::from_secs(state.config.policy.refresh_secs),
+    );
 }
 
 /// Serves until `shutdown` resolves.

@@ -91,3 +91,30 @@ pub fn token_name(name: &str) -> Path {
 pub fn tokens_root() -> Path {
     Path::from("tokens")
 }
+
+/// All policy records (one folder per installed name).
+pub fn policies_root() -> Path {
+    Path::from("policies")
+}
+
+/// One policy's sequence-numbered records.
+pub fn policy_dir(name: &str) -> Path {
+    Path::from(format!("policies/{name}"))
+}
+
+/// A policy component's bytes, addressed by their SHA-256.
+pub fn policy_component(sha256: &str) -> Path {
+    Path::from(format!("policy-components/{sha256}.wasm"))
+}
+
+/// A version's approval records.
+pub fn approvals_dir(ns: &str, model: &str, version: &str) -> Path {
+    Path::from(format!("models/{ns}/{model}/versions/{version}/approvals"))
+}
+
+/// A version's deployment records.
+pub fn deployments_dir(ns: &str, model: &str, version: &str) -> Path {
+    Path::from(format!(
+        "models/{ns}/{model}/versions/{version}/deployments"
+    ))
+}

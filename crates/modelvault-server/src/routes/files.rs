@@ -13,7 +13,9 @@ use modelvault_storage::{StorageError, VersionRef};
 
 use super::models::{check_names, version_detail};
 use crate::api::{CommitRequest, UploadResponse, VersionDetail};
-use crate::authn::{Action, Authenticated, Resource, authorize};
+use crate::authn::{
+    Action, Authenticated, Resource, authorize, enforce_policy, policy_request, request_id,
+};
 use crate::extract::{ApiJson, ApiPath};
 use crate::{ApiError, AppState};
 
@@ -204,22 +206,35 @@ pub async fn download(
             path: Some(&path),
         },
     )?;
-    let version = state.store.resolve_version(&ns, &name, &version).await?;
-    authorize(
-        &p,
-        Action::Download,
-        &Resource {
-            namespace: Some(&ns),
-            model: Some(&name),
-            version: Some(&version),
-            path: Some(&path),
-        },
-    )?;
+    let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
     let v = VersionRef {
         namespace: &ns,
         model: &name,
         version: &version,
     };
+    // The policy chain sees only verified facts: the model record, the
+    // manifest, the approval and deployment records.
+    let model = state
+        .store
+        .get_model(&ns, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("model {ns}/{name} not found")))?;
+    let manifest = state
+        .store
+        .get_manifest(&v)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("version {v} not found")))?;
+    let facts = super::approvals::version_facts(&state, &v, &manifest).await?;
+    let policy_req = policy_request(
+        &p,
+        modelvault_policy::PolicyAction::Download,
+        &model,
+        facts,
+        Some(&path),
+        None,
+        &request_id(&headers),
+    );
+    enforce_policy(&state, policy_req).await?;
     let reader = state.store.open_file(&v, &path).await?;
     let len = reader.len();
     if len == 0 {

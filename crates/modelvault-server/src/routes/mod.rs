@@ -1,8 +1,12 @@
 //! Routes under `/v1` (see `docs/API.md`) plus `/healthz`.
 
+mod admin;
+mod approvals;
 mod files;
 mod models;
 mod tokens;
+
+pub use approvals::{ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -25,6 +29,23 @@ pub fn router(state: AppState) -> Router {
             "/v1/models/{ns}/{name}/versions/{version}/commit",
             post(files::commit),
         )
+        .route(
+            "/v1/models/{ns}/{name}/deployments",
+            get(approvals::list_deployments),
+        )
+        .route(
+            "/v1/models/{ns}/{name}/versions/{version}/approvals",
+            post(approvals::approve),
+        )
+        .route(
+            "/v1/models/{ns}/{name}/versions/{version}/approvals/{environment}",
+            axum::routing::delete(approvals::revoke),
+        )
+        .route(
+            "/v1/models/{ns}/{name}/versions/{version}/deployments",
+            post(approvals::deploy),
+        )
+        .route("/v1/admin/policies", get(admin::list))
         .route("/v1/tokens", post(tokens::create))
         .layer(DefaultBodyLimit::max(json_limit));
     // Uploads stream and enforce `max_file_bytes` themselves.
@@ -34,10 +55,19 @@ pub fn router(state: AppState) -> Router {
             put(files::upload).get(files::download),
         )
         .layer(DefaultBodyLimit::disable());
+    // Policy components can be tens of MiB (a Python policy is ~20 MB).
+    let component_limit = state.config.policy.limits.max_component_bytes;
+    let admin = Router::new()
+        .route(
+            "/v1/admin/policies/{name}",
+            put(admin::install).delete(admin::remove),
+        )
+        .layer(DefaultBodyLimit::max(component_limit));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(api)
         .merge(uploads)
+        .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

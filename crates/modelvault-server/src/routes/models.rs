@@ -175,7 +175,7 @@ pub async fn show_version(
             ..Default::default()
         },
     )?;
-    let version = state.store.resolve_version(&ns, &name, &version).await?;
+    let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
     let v = VersionRef {
         namespace: &ns,
         model: &name,
@@ -196,7 +196,28 @@ pub(crate) async fn version_detail(
             ApiError::not_found(format!("model {}/{} not found", v.namespace, v.model))
         })?;
     let view = state.store.show_version(v).await?;
+    let approvals = super::approvals::approvals(state, v)
+        .await?
+        .into_iter()
+        .map(|a| super::ApprovalView {
+            approver: a.approver,
+            environment: a.environment,
+            time: a.time,
+        })
+        .collect();
+    let deployments = super::approvals::deployments(state, v)
+        .await?
+        .into_iter()
+        .map(|d| super::DeploymentView {
+            version: None,
+            environment: d.environment,
+            deployer: d.deployer,
+            time: d.time,
+        })
+        .collect();
     Ok(VersionDetail {
+        approvals,
+        deployments,
         namespace: view.manifest.namespace,
         model: view.manifest.model,
         version: view.manifest.version,

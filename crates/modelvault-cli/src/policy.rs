@@ -1,0 +1,207 @@
+//! `modelvault policy`: install, list and remove plugins on a server, and
+//! evaluate or test a component locally, offline, with the same host the
+//! server runs.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use modelvault_policy::{Limits, PolicyHost, PolicyRequest, cases};
+use modelvault_server::api::{PolicyInfo, PolicyMode};
+
+use crate::Output;
+use crate::client::{Client, enc};
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Install (or replace) a policy component on the server.
+    Install {
+        /// Policy name.
+        name: String,
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Evaluate and record it on every request without letting it decide.
+        #[arg(long)]
+        shadow: bool,
+    },
+    /// List installed policies.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Remove a policy.
+    Remove {
+        /// Policy name.
+        name: String,
+    },
+    /// Evaluate a component on one request (JSON), offline; prints the
+    /// decision as JSON.
+    Eval {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The request JSON file.
+        #[arg(long)]
+        request: PathBuf,
+        /// Configuration KEY=VALUE (repeatable).
+        #[arg(long = "config")]
+        config: Vec<String>,
+    },
+    /// Run a cases file against a component, offline; exits non-zero on any
+    /// mismatch.
+    Test {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// The cases file.
+        cases: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn local_host() -> anyhow::Result<PolicyHost> {
+    Ok(PolicyHost::new(Limits::default(), None)?)
+}
+
+pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCommand::Install { name, file, shadow } => {
+            let client = Client::from_env()?;
+            let bytes = read(&file)?;
+            let mode = if shadow { "shadow" } else { "enforce" };
+            let rb = client
+                .request(
+                    reqwest::Method::PUT,
+                    &format!("/v1/admin/policies/{}?mode={mode}", enc(&name)),
+                )
+                .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+                .body(bytes);
+            let info: PolicyInfo = client.send(rb).await?.json().await?;
+            eprintln!(
+                "installed policy {} ({} mode, sha256 {})",
+                info.name,
+                if info.mode == PolicyMode::Shadow {
+                    "shadow"
+                } else {
+                    "enforce"
+                },
+                info.sha256
+            );
+        }
+        PolicyCommand::List { output } => {
+            let client = Client::from_env()?;
+            let list: Vec<PolicyInfo> = client.get_json("/v1/admin/policies").await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+                Output::Text => {
+                    for p in &list {
+                        println!(
+                            "{:<28} {:<7} {:>10}  {}  {} {}",
+                            p.name,
+                            if p.mode == PolicyMode::Shadow {
+                                "shadow"
+                            } else {
+                                "enforce"
+                            },
+                            p.size,
+                            &p.sha256[..16.min(p.sha256.len())],
+                            p.installed_by,
+                            p.installed_at.to_rfc3339()
+                        );
+                    }
+                }
+            }
+        }
+        PolicyCommand::Remove { name } => {
+            let client = Client::from_env()?;
+            client
+                .send(client.request(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/admin/policies/{}", enc(&name)),
+                ))
+                .await?;
+            eprintln!("removed policy {name}");
+        }
+        PolicyCommand::Eval {
+            file,
+            request,
+            config,
+        } => {
+            let bytes = read(&file)?;
+            let req: PolicyRequest = serde_json::from_slice(&read(&request)?)
+                .with_context(|| format!("{} is not a policy request", request.display()))?;
+            let mut pairs = Vec::new();
+            for kv in config {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("config {kv:?} is not KEY=VALUE"))?;
+                pairs.push((k.to_string(), v.to_string()));
+            }
+            let decision = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let host = local_host()?;
+                let name = file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("policy")
+                    .to_string();
+                let compiled = host.compile(&name, &bytes)?;
+                Ok(host.evaluate(&compiled, &req, &pairs))
+            })
+            .await??;
+            println!("{}", serde_json::to_string_pretty(&decision.decision)?);
+            if let Some(e) = decision.error {
+                anyhow::bail!("the plugin failed: {e}");
+            }
+        }
+        PolicyCommand::Test {
+            file,
+            cases: cases_path,
+            output,
+        } => {
+            let bytes = read(&file)?;
+            let text = String::from_utf8(read(&cases_path)?).context("cases file is not UTF-8")?;
+            let parsed = cases::parse(&text)?;
+            let results = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let host = local_host()?;
+                let name = file
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("policy")
+                    .to_string();
+                let compiled = host.compile(&name, &bytes)?;
+                Ok(cases::run(&host, &compiled, &parsed)?)
+            })
+            .await??;
+            let failed = results.iter().filter(|r| !r.passed).count();
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+                Output::Text => {
+                    println!(
+                        "{:<6} {:<58} {:<9} {:<9} reason code",
+                        "result", "case", "expected", "got"
+                    );
+                    for r in &results {
+                        println!(
+                            "{:<6} {:<58} {:<9} {:<9} {}",
+                            if r.passed { "pass" } else { "FAIL" },
+                            r.name,
+                            format!("{:?}", r.expected).to_lowercase(),
+                            format!("{:?}", r.outcome).to_lowercase(),
+                            r.reason_code
+                        );
+                    }
+                    println!("{} passed, {failed} failed", results.len() - failed);
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} cases failed", results.len());
+            }
+        }
+    }
+    Ok(())
+}

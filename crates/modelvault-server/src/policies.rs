@@ -1,0 +1,386 @@
+//! Installed policies: authenticated, sequence-numbered records in the
+//! store (`policies/<name>/<seq>.json`, the highest wins; removal is a
+//! record too) and content-addressed components
+//! (`policy-components/<sha256>.wasm`). Every server reloads them every
+//! `policy.refresh_secs`, so a second server over the same bucket sees an
+//! install or removal within that interval.
+//!
+//! Fail closed: if the installed set cannot be loaded (a record fails its
+//! MAC, a component its hash, a compile fails), the chain is marked broken
+//! and every decision is a deny until a reload succeeds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use modelvault_policy::{
+    ChainDecision, ChainEntry, CompiledPolicy, Outcome, PolicyHost, PolicyRequest,
+};
+use modelvault_storage::{Store, layout};
+use serde::{Deserialize, Serialize};
+
+use crate::ApiError;
+use crate::config::PolicyConfig;
+
+/// Enforcing or shadow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// Decides.
+    Enforce,
+    /// Evaluated and recorded on every request, never decides.
+    Shadow,
+}
+
+/// One installed (or removed) policy, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// Name.
+    pub name: String,
+    /// Sequence number of this record.
+    pub seq: u64,
+    /// Hex SHA-256 of the component.
+    pub sha256: String,
+    /// Component size.
+    pub size: u64,
+    /// Mode.
+    pub mode: PolicyMode,
+    /// Principal that installed (or removed) it.
+    pub installed_by: String,
+    /// When.
+    pub installed_at: DateTime<Utc>,
+    /// Set when this record removes the policy.
+    #[serde(default)]
+    pub removed: bool,
+}
+
+/// What `GET /v1/admin/policies` and `policy list --output json` show.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// Name.
+    pub name: String,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// `enforce` or `shadow`.
+    pub mode: PolicyMode,
+    /// Installing principal.
+    pub installed_by: String,
+    /// Install time.
+    pub installed_at: DateTime<Utc>,
+}
+
+impl From<&PolicyRecord> for PolicyInfo {
+    fn from(r: &PolicyRecord) -> Self {
+        Self {
+            name: r.name.clone(),
+            sha256: r.sha256.clone(),
+            size: r.size,
+            mode: r.mode,
+            installed_by: r.installed_by.clone(),
+            installed_at: r.installed_at,
+        }
+    }
+}
+
+struct Loaded {
+    chain: Arc<Vec<ChainEntry>>,
+    records: Vec<PolicyRecord>,
+}
+
+/// The server's view of the installed policies.
+pub struct PolicyRegistry {
+    host: Arc<PolicyHost>,
+    config: PolicyConfig,
+    /// `Err` holds why the installed set could not be loaded (deny all).
+    state: RwLock<Result<Loaded, String>>,
+    compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
+    /// Serializes reloads.
+    reload: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for PolicyRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyRegistry").finish_non_exhaustive()
+    }
+}
+
+fn lock_err() -> ApiError {
+    ApiError::internal("policy registry lock poisoned")
+}
+
+/// Policy names follow model-name rules.
+pub fn validate_policy_name(name: &str) -> Result<(), ApiError> {
+    modelvault_storage::names::validate_name("policy", name).map_err(ApiError::from)
+}
+
+impl PolicyRegistry {
+    /// A registry with nothing loaded yet (deny all until [`Self::reload`]).
+    pub fn new(host: Arc<PolicyHost>, config: PolicyConfig) -> Self {
+        Self {
+            host,
+            config,
+            state: RwLock::new(Err("policies not loaded yet".into())),
+            compiled: Mutex::new(HashMap::new()),
+            reload: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The policy host.
+    pub fn host(&self) -> &Arc<PolicyHost> {
+        &self.host
+    }
+
+    fn plugin_config(&self, name: &str) -> Vec<(String, String)> {
+        self.config
+            .config
+            .get(name)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    async fn compile(
+        &self,
+        store: &Store,
+        record: &PolicyRecord,
+    ) -> Result<Arc<CompiledPolicy>, String> {
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .map_err(|_| "lock poisoned".to_string())?
+            .get(&format!("{}:{}", record.name, record.sha256))
+        {
+            return Ok(c.clone());
+        }
+        let bytes = store
+            .get_bytes(&layout::policy_component(&record.sha256))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("component of policy {} is missing", record.name))?;
+        let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+        if actual != record.sha256 {
+            return Err(format!(
+                "component of policy {} does not match its recorded hash",
+                record.name
+            ));
+        }
+        let host = self.host.clone();
+        let name = record.name.clone();
+        let compiled = tokio::task::spawn_blocking(move || host.compile(&name, &bytes))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let compiled = Arc::new(compiled);
+        self.compiled
+            .lock()
+            .map_err(|_| "lock poisoned".to_string())?
+            .insert(
+                format!("{}:{}", record.name, record.sha256),
+                compiled.clone(),
+            );
+        Ok(compiled)
+    }
+
+    /// Reloads the installed set from the store.
+    pub async fn reload(&self, store: &Store) {
+        let _guard = self.reload.lock().await;
+        let result = self.load(store).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "cannot load installed policies; denying every request until this is fixed");
+        }
+        if let Ok(mut s) = self.state.write() {
+            *s = result;
+        }
+    }
+
+    async fn load(&self, store: &Store) -> Result<Loaded, String> {
+        let mut names = store
+            .list_children(&layout::policies_root())
+            .await
+            .map_err(|e| e.to_string())?;
+        names.sort();
+        let mut records = Vec::new();
+        let mut chain = Vec::new();
+        for name in names {
+            let (seq, record) = store
+                .read_latest::<PolicyRecord>("policy", &layout::policy_dir(&name))
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("policy {name} has no records"))?;
+            if record.name != name || record.seq != seq {
+                return Err(format!("policy record of {name} names another policy"));
+            }
+            if record.removed {
+                continue;
+            }
+            let compiled = self.compile(store, &record).await?;
+            chain.push(ChainEntry {
+                policy: compiled,
+                shadow: record.mode == PolicyMode::Shadow,
+                config: self.plugin_config(&name),
+            });
+            records.push(record);
+        }
+        Ok(Loaded {
+            chain: Arc::new(chain),
+            records,
+        })
+    }
+
+    /// Installed policies (an error if the set could not be loaded).
+    pub fn list(&self) -> Result<Vec<PolicyInfo>, ApiError> {
+        let s = self.state.read().map_err(|_| lock_err())?;
+        match &*s {
+            Ok(l) => Ok(l.records.iter().map(PolicyInfo::from).collect()),
+            Err(e) => Err(ApiError::internal(format!(
+                "installed policies unavailable: {e}"
+            ))),
+        }
+    }
+
+    /// Validates (compile, interface version, capabilities, smoke
+    /// evaluation), stores and activates a component.
+    pub async fn install(
+        &self,
+        store: &Store,
+        name: &str,
+        bytes: Vec<u8>,
+        mode: PolicyMode,
+        by: &str,
+    ) -> Result<PolicyInfo, ApiError> {
+        validate_policy_name(name)?;
+        let host = self.host.clone();
+        let n = name.to_string();
+        let (bytes, validated) = tokio::task::spawn_blocking(move || {
+            let r = host.validate(&n, &bytes);
+            (bytes, r)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        let compiled = validated.map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_policy",
+                e.to_string(),
+            )
+        })?;
+        let sha256 = compiled.sha256.clone();
+        let size = bytes.len() as u64;
+        store
+            .put_content_addressed(&layout::policy_component(&sha256), bytes)
+            .await?;
+        if let Ok(mut m) = self.compiled.lock() {
+            m.insert(format!("{name}:{sha256}"), Arc::new(compiled));
+        }
+        let now = Utc::now();
+        let (_, record) = store
+            .append_record("policy", &layout::policy_dir(name), |seq| PolicyRecord {
+                name: name.into(),
+                seq,
+                sha256: sha256.clone(),
+                size,
+                mode,
+                installed_by: by.into(),
+                installed_at: now,
+                removed: false,
+            })
+            .await?;
+        tracing::info!(policy = name, sha256 = %sha256, mode = ?mode, by, "policy installed");
+        self.reload(store).await;
+        Ok(PolicyInfo::from(&record))
+    }
+
+    /// Removes a policy (a removal record; the history stays).
+    pub async fn remove(&self, store: &Store, name: &str, by: &str) -> Result<(), ApiError> {
+        validate_policy_name(name)?;
+        if self.config.required.iter().any(|r| r == name) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "policy_required",
+                format!("policy {name} is required by the server config and cannot be removed"),
+            ));
+        }
+        let Some((_, current)) = store
+            .read_latest::<PolicyRecord>("policy", &layout::policy_dir(name))
+            .await?
+            .filter(|(_, r)| !r.removed)
+        else {
+            return Err(ApiError::not_found(format!("policy {name} not found")));
+        };
+        let now = Utc::now();
+        store
+            .append_record("policy", &layout::policy_dir(name), |seq| PolicyRecord {
+                seq,
+                installed_by: by.into(),
+                installed_at: now,
+                removed: true,
+                ..current.clone()
+            })
+            .await?;
+        tracing::info!(policy = name, by, "policy removed");
+        self.reload(store).await;
+        Ok(())
+    }
+
+    /// Runs the chain on a blocking thread. A broken registry denies.
+    pub async fn decide(&self, request: PolicyRequest) -> ChainDecision {
+        let chain = match self.state.read() {
+            Ok(s) => match &*s {
+                Ok(l) => Ok(l.chain.clone()),
+                Err(e) => Err(e.clone()),
+            },
+            Err(_) => Err("policy registry lock poisoned".into()),
+        };
+        let chain = match chain {
+            Ok(c) => c,
+            Err(e) => return broken(e),
+        };
+        let host = self.host.clone();
+        match tokio::task::spawn_blocking(move || host.evaluate_chain(&chain, &request)).await {
+            Ok(d) => d,
+            Err(e) => broken(e.to_string()),
+        }
+    }
+}
+
+fn broken(why: String) -> ChainDecision {
+    ChainDecision {
+        outcome: Outcome::Deny,
+        plugin: None,
+        reason_code: "policy.unavailable".into(),
+        reason: format!("installed policies are unavailable ({why}); denying"),
+        results: Vec::new(),
+    }
+}
+
+/// Spawns the periodic reload.
+pub fn spawn_reloader(registry: Arc<PolicyRegistry>, store: Store, every: std::time::Duration) {
+    if every.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            registry.reload(&store).await;
+        }
+    });
+}
+
+/// Installs the bundled policies into a fresh store (at `init`).
+pub async fn install_bundled(registry: &PolicyRegistry, store: &Store) -> Result<(), ApiError> {
+    for b in modelvault_policy::bundled::BUNDLED {
+        registry
+            .install(
+                store,
+                b.name,
+                b.component.to_vec(),
+                PolicyMode::Enforce,
+                "init",
+            )
+            .await?;
+    }
+    Ok(())
+}

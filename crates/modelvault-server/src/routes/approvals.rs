@@ -1,0 +1,483 @@
+//! Approvals and deployments: append-only authenticated records per version
+//! (`.../approvals/<seq>.json`, `.../deployments/<seq>.json`). An approval
+//! counts once per (approver, environment); a revocation is a record too,
+//! never an erasure. Approve and deploy name an environment that must be the
+//! caller's own, and both go through the policy chain.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use modelvault_policy::{ApprovalInfo, DeploymentInfo, PolicyAction};
+use modelvault_storage::{Manifest, ModelRecord, VersionRef, layout};
+use serde::{Deserialize, Serialize};
+
+use super::models::check_names;
+use crate::authn::{
+    Action, Authenticated, Resource, VersionFacts, authorize, enforce_policy, policy_request,
+    request_id,
+};
+use crate::extract::{ApiJson, ApiPath};
+use crate::{ApiError, AppState};
+
+/// One approval record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// Sequence number.
+    pub seq: u64,
+    /// Approving principal.
+    pub approver: String,
+    /// Environment.
+    pub environment: String,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// Set when this record revokes the approver's approval.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// One deployment record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// Sequence number.
+    pub seq: u64,
+    /// Environment.
+    pub environment: String,
+    /// Deploying principal.
+    pub deployer: String,
+    /// When.
+    pub time: DateTime<Utc>,
+}
+
+/// `{"environment": ENV}`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentRequest {
+    /// Target environment.
+    pub environment: String,
+}
+
+/// An approval as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalView {
+    /// Approver.
+    pub approver: String,
+    /// Environment.
+    pub environment: String,
+    /// When.
+    pub time: DateTime<Utc>,
+}
+
+/// A deployment as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentView {
+    /// Version (in model-wide listings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Environment.
+    pub environment: String,
+    /// Deployer.
+    pub deployer: String,
+    /// When.
+    pub time: DateTime<Utc>,
+}
+
+/// `GET /v1/models/{ns}/{name}/deployments`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentList {
+    /// Latest deployment per environment.
+    pub deployments: Vec<DeploymentView>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Effective approvals: the latest record per (approver, environment), if
+/// not a revocation.
+pub async fn approvals(
+    state: &AppState,
+    v: &VersionRef<'_>,
+) -> Result<Vec<ApprovalRecord>, ApiError> {
+    let series = state
+        .store
+        .read_series::<ApprovalRecord>(
+            "approval",
+            &layout::approvals_dir(v.namespace, v.model, v.version),
+        )
+        .await?;
+    let mut latest: BTreeMap<(String, String), ApprovalRecord> = BTreeMap::new();
+    for (seq, r) in series {
+        if r.seq != seq {
+            return Err(ApiError::internal(format!(
+                "approval record {seq} of {v} is misnumbered"
+            )));
+        }
+        latest.insert((r.approver.clone(), r.environment.clone()), r);
+    }
+    let mut out: Vec<_> = latest.into_values().filter(|r| !r.revoked).collect();
+    out.sort_by_key(|r| r.seq);
+    Ok(out)
+}
+
+/// Every deployment of a version, oldest first.
+pub async fn deployments(
+    state: &AppState,
+    v: &VersionRef<'_>,
+) -> Result<Vec<DeploymentRecord>, ApiError> {
+    let series = state
+        .store
+        .read_series::<DeploymentRecord>(
+            "deployment",
+            &layout::deployments_dir(v.namespace, v.model, v.version),
+        )
+        .await?;
+    Ok(series.into_iter().map(|(_, r)| r).collect())
+}
+
+/// What a policy needs to know about a committed version.
+pub async fn version_facts(
+    state: &AppState,
+    v: &VersionRef<'_>,
+    manifest: &Manifest,
+) -> Result<VersionFacts, ApiError> {
+    Ok(VersionFacts {
+        version: Some(v.version.to_string()),
+        uploader: Some(manifest.uploader.clone()),
+        approvals: approvals(state, v)
+            .await?
+            .into_iter()
+            .map(|a| ApprovalInfo {
+                approver: a.approver,
+                environment: a.environment,
+                time: rfc3339(a.time),
+            })
+            .collect(),
+        deployments: deployments(state, v)
+            .await?
+            .into_iter()
+            .map(|d| DeploymentInfo {
+                environment: d.environment,
+                deployer: d.deployer,
+                time: rfc3339(d.time),
+            })
+            .collect(),
+    })
+}
+
+/// Resolves `latest`, `deployed-ENV` or a plain version name.
+pub async fn resolve_version(
+    state: &AppState,
+    ns: &str,
+    name: &str,
+    version: &str,
+) -> Result<String, ApiError> {
+    if let Some(env) = version.strip_prefix("deployed-") {
+        let list = model_deployments(state, ns, name).await?;
+        return list
+            .into_iter()
+            .find(|d| d.environment == env)
+            .and_then(|d| d.version)
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no version of {ns}/{name} is deployed to {env}"))
+            });
+    }
+    Ok(state.store.resolve_version(ns, name, version).await?)
+}
+
+async fn model_deployments(
+    state: &AppState,
+    ns: &str,
+    name: &str,
+) -> Result<Vec<DeploymentView>, ApiError> {
+    let mut latest: BTreeMap<String, DeploymentView> = BTreeMap::new();
+    for m in state.store.list_versions(ns, name).await? {
+        let v = VersionRef {
+            namespace: ns,
+            model: name,
+            version: &m.version,
+        };
+        for d in deployments(state, &v).await? {
+            let newer = latest
+                .get(&d.environment)
+                .is_none_or(|cur| cur.time <= d.time);
+            if newer {
+                latest.insert(
+                    d.environment.clone(),
+                    DeploymentView {
+                        version: Some(m.version.clone()),
+                        environment: d.environment,
+                        deployer: d.deployer,
+                        time: d.time,
+                    },
+                );
+            }
+        }
+    }
+    Ok(latest.into_values().collect())
+}
+
+/// Loads what an approve/deploy needs and runs the checks shared by both:
+/// scope, permission, declared environment equal to the caller's own, the
+/// version committed, then the policy chain.
+/// The version and environment an approve or deploy names.
+struct Target<'a> {
+    ns: &'a str,
+    name: &'a str,
+    version: &'a str,
+    environment: &'a str,
+}
+
+async fn gate(
+    state: &AppState,
+    p: &modelvault_auth::Principal,
+    (action, policy_action): (Action, PolicyAction),
+    t: Target<'_>,
+    headers: &HeaderMap,
+) -> Result<(ModelRecord, String), ApiError> {
+    let Target {
+        ns,
+        name,
+        version,
+        environment,
+    } = t;
+    check_names(ns, name)?;
+    authorize(
+        p,
+        action,
+        &Resource {
+            namespace: Some(ns),
+            model: Some(name),
+            version: Some(version),
+            ..Default::default()
+        },
+    )?;
+    if !state
+        .config
+        .environments
+        .names
+        .iter()
+        .any(|e| e == environment)
+    {
+        return Err(ApiError::bad_request(format!(
+            "environment {environment:?} is not declared"
+        )));
+    }
+    if p.environment != environment {
+        return Err(ApiError::forbidden(format!(
+            "to {} for {environment}, act as a principal bound to {environment} (yours: {})",
+            action.as_str(),
+            p.environment
+        )));
+    }
+    let model = state
+        .store
+        .get_model(ns, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("model {ns}/{name} not found")))?;
+    let version = resolve_version(state, ns, name, version).await?;
+    let v = VersionRef {
+        namespace: ns,
+        model: name,
+        version: &version,
+    };
+    let manifest = state
+        .store
+        .get_manifest(&v)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("version {v} not found")))?;
+    let facts = version_facts(state, &v, &manifest).await?;
+    let req = policy_request(
+        p,
+        policy_action,
+        &model,
+        facts,
+        None,
+        Some(environment),
+        &request_id(headers),
+    );
+    enforce_policy(state, req).await?;
+    Ok((model, version))
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<EnvironmentRequest>,
+) -> Result<(StatusCode, Json<Vec<ApprovalView>>), ApiError> {
+    let (_, version) = gate(
+        &state,
+        &p,
+        (Action::Approve, PolicyAction::Approve),
+        Target {
+            ns: &ns,
+            name: &name,
+            version: &version,
+            environment: &req.environment,
+        },
+        &headers,
+    )
+    .await?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &name,
+        version: &version,
+    };
+    let current = approvals(&state, &v).await?;
+    let already = current
+        .iter()
+        .any(|a| a.approver == p.id && a.environment == req.environment);
+    let status = if already {
+        StatusCode::OK
+    } else {
+        let now = Utc::now();
+        state
+            .store
+            .append_record(
+                "approval",
+                &layout::approvals_dir(&ns, &name, &version),
+                |seq| ApprovalRecord {
+                    seq,
+                    approver: p.id.clone(),
+                    environment: req.environment.clone(),
+                    time: now,
+                    revoked: false,
+                },
+            )
+            .await?;
+        tracing::info!(principal = %p.id, version = %v, environment = %req.environment, "approved");
+        StatusCode::CREATED
+    };
+    Ok((status, Json(approval_views(approvals(&state, &v).await?))))
+}
+
+fn approval_views(list: Vec<ApprovalRecord>) -> Vec<ApprovalView> {
+    list.into_iter()
+        .map(|a| ApprovalView {
+            approver: a.approver,
+            environment: a.environment,
+            time: a.time,
+        })
+        .collect()
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version, environment)): ApiPath<(String, String, String, String)>,
+) -> Result<Json<Vec<ApprovalView>>, ApiError> {
+    check_names(&ns, &name)?;
+    authorize(
+        &p,
+        Action::Approve,
+        &Resource {
+            namespace: Some(&ns),
+            model: Some(&name),
+            version: Some(&version),
+            ..Default::default()
+        },
+    )?;
+    let version = resolve_version(&state, &ns, &name, &version).await?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &name,
+        version: &version,
+    };
+    let has = approvals(&state, &v)
+        .await?
+        .iter()
+        .any(|a| a.approver == p.id && a.environment == environment);
+    if !has {
+        return Err(ApiError::not_found(format!(
+            "no approval of {v} for {environment} by {}",
+            p.id
+        )));
+    }
+    let now = Utc::now();
+    state
+        .store
+        .append_record(
+            "approval",
+            &layout::approvals_dir(&ns, &name, &version),
+            |seq| ApprovalRecord {
+                seq,
+                approver: p.id.clone(),
+                environment: environment.clone(),
+                time: now,
+                revoked: true,
+            },
+        )
+        .await?;
+    tracing::info!(principal = %p.id, version = %v, environment = %environment, "approval revoked");
+    Ok(Json(approval_views(approvals(&state, &v).await?)))
+}
+
+pub async fn deploy(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<EnvironmentRequest>,
+) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+    let (_, version) = gate(
+        &state,
+        &p,
+        (Action::Deploy, PolicyAction::Deploy),
+        Target {
+            ns: &ns,
+            name: &name,
+            version: &version,
+            environment: &req.environment,
+        },
+        &headers,
+    )
+    .await?;
+    let now = Utc::now();
+    let (_, record) = state
+        .store
+        .append_record(
+            "deployment",
+            &layout::deployments_dir(&ns, &name, &version),
+            |seq| DeploymentRecord {
+                seq,
+                environment: req.environment.clone(),
+                deployer: p.id.clone(),
+                time: now,
+            },
+        )
+        .await?;
+    tracing::info!(principal = %p.id, model = %format!("{ns}/{name}@{version}"), environment = %req.environment, "deployed");
+    Ok((
+        StatusCode::CREATED,
+        Json(DeploymentView {
+            version: Some(version),
+            environment: record.environment,
+            deployer: record.deployer,
+            time: record.time,
+        }),
+    ))
+}
+
+pub async fn list_deployments(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name)): ApiPath<(String, String)>,
+) -> Result<Json<DeploymentList>, ApiError> {
+    check_names(&ns, &name)?;
+    authorize(
+        &p,
+        Action::Read,
+        &Resource {
+            namespace: Some(&ns),
+            model: Some(&name),
+            ..Default::default()
+        },
+    )?;
+    Ok(Json(DeploymentList {
+        deployments: model_deployments(&state, &ns, &name).await?,
+    }))
+}
