@@ -4,6 +4,7 @@
 
 mod access;
 mod common;
+mod hostile;
 mod policy;
 mod roundtrip;
 mod s3;

@@ -523,11 +523,21 @@ impl PolicyHost {
                     }
                     Some(t) => ("plugin.trap", format!("trapped: {t}")),
                     None => {
-                        let text = format!("{e:#}");
-                        if text.contains("memory") && text.contains("limit") {
-                            ("plugin.memory", "exceeded its memory limit".to_string())
+                        // Only the root cause goes to the caller; the full
+                        // chain (with the wasm backtrace) goes to the log.
+                        let root = e.root_cause().to_string();
+                        if root.contains("growing memory")
+                            || (root.contains("memory") && root.contains("limit"))
+                        {
+                            (
+                                "plugin.memory",
+                                format!(
+                                    "exceeded its memory limit of {} bytes",
+                                    self.limits.memory_bytes
+                                ),
+                            )
                         } else {
-                            ("plugin.error", format!("failed: {text}"))
+                            ("plugin.error", format!("failed: {root}"))
                         }
                     }
                 };
@@ -556,6 +566,55 @@ impl PolicyHost {
             results.push(r);
         }
         combine(results)
+    }
+}
+
+/// One instance kept across calls: the cost floor a benchmark compares a
+/// fresh-instance decision against. Not isolation-safe (state survives from
+/// one call to the next), so the server never uses it.
+pub struct ReusedInstance {
+    store: Store<HostState>,
+    instance: v0_1_0::Policy,
+}
+
+impl PolicyHost {
+    /// Instantiates `policy` once for repeated calls (benchmarks only).
+    pub fn instantiate_reused(
+        &self,
+        policy: &CompiledPolicy,
+    ) -> Result<ReusedInstance, PolicyError> {
+        let stdio = MemoryOutputPipe::new(self.limits.max_stdio_bytes);
+        let state = HostState {
+            wasi: self.wasi_for(&PolicyRequest::sample(), &stdio),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = policy
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PolicyError::Smoke(format!("{e:#}")))?;
+        Ok(ReusedInstance { store, instance })
+    }
+}
+
+impl ReusedInstance {
+    /// One call on the kept instance.
+    pub fn evaluate(
+        &mut self,
+        req: &PolicyRequest,
+        config: &[(String, String)],
+    ) -> Result<PolicyDecision, PolicyError> {
+        let wit_req = v0_1_0::exports::modelvault::policy::evaluator::Request::from(req);
+        self.instance
+            .modelvault_policy_evaluator()
+            .call_evaluate(&mut self.store, &wit_req, config)
+            .map(PolicyDecision::from)
+            .map_err(|e| PolicyError::Smoke(format!("{e:#}")))
     }
 }
 

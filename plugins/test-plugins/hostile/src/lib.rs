@@ -1,0 +1,69 @@
+//! A policy that misbehaves on demand (tag `hostile=<kind>`), for the host's
+//! sandbox tests. Benign otherwise, so it passes install validation.
+
+use modelvault_policy_sdk::*;
+
+struct Hostile;
+
+// Recursing without end is the point: it must overflow the wasm stack.
+#[allow(unconditional_recursion)]
+#[inline(never)]
+fn recurse(depth: u64, buf: &mut [u8; 256]) -> u64 {
+    buf[(depth % 256) as usize] = depth as u8;
+    let mut next = [0u8; 256];
+    next.copy_from_slice(buf);
+    recurse(depth + 1, &mut next) + next[0] as u64
+}
+
+impl Guest for Hostile {
+    fn evaluate(req: Request, _config: Config) -> Decision {
+        let kind = req
+            .resource
+            .tags
+            .iter()
+            .find(|(k, _)| k == "hostile")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        match kind.as_str() {
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "trap" => panic!("hostile plugin traps on purpose"),
+            "stack" => {
+                let mut buf = [0u8; 256];
+                let n = recurse(0, &mut buf);
+                allow("hostile.escaped", format!("recursion ended at {n}"))
+            }
+            "big-reason" => allow("hostile.big", "x".repeat(10 << 20)),
+            "fs" => match std::fs::read("/etc/passwd") {
+                Ok(_) => allow("hostile.escaped", "read a host file"),
+                Err(e) => deny("hostile.sandbox-held", format!("no filesystem: {e}")),
+            },
+            "net" => match std::net::TcpStream::connect("127.0.0.1:80") {
+                Ok(_) => allow("hostile.escaped", "opened a socket"),
+                Err(e) => deny("hostile.sandbox-held", format!("no network: {e}")),
+            },
+            "env" => {
+                let vars: Vec<_> = std::env::vars().collect();
+                if vars.is_empty() && std::env::args().count() == 0 {
+                    deny("hostile.sandbox-held", "no environment, no arguments")
+                } else {
+                    allow("hostile.escaped", format!("saw {} variables", vars.len()))
+                }
+            }
+            _ => allow("hostile.benign", "no trigger in the request"),
+        }
+    }
+}
+
+export_policy!(Hostile with_types_in modelvault_policy_sdk::bindings);
