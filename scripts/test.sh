@@ -19,11 +19,21 @@ log "toolchain: $(rustc --version)"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
 # 2. moto, the S3-compatible server, in a private virtualenv.
-if [ ! -x "$env_dir/venv/bin/moto_server" ]; then
-  log "installing moto[server] into $env_dir/venv"
+if [ ! -x "$env_dir/venv/bin/moto_server" ] || [ ! -x "$env_dir/venv/bin/componentize-py" ]; then
+  log "installing moto[server] and componentize-py into $env_dir/venv"
   python3 -m venv "$env_dir/venv"
-  "$env_dir/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+  "$env_dir/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.5' 'componentize-py==0.25.1'
 fi
+
+# 2b. The example policies in other languages, built from source.
+examples_out="$root/target/plugins/examples"
+mkdir -p "$examples_out"
+log "building plugins/examples/python-allow-listed-owners (componentize-py)"
+(cd plugins/examples/python-allow-listed-owners &&
+  "$env_dir/venv/bin/componentize-py" -d ../../../wit/since_v0.1.0 -w policy componentize app \
+    -o "$examples_out/python-allow-listed-owners.wasm" >/dev/null)
+export MODELVAULT_TEST_PY_POLICY="$examples_out/python-allow-listed-owners.wasm"
+export MODELVAULT_REQUIRE_EXAMPLES=1   # a missing example is a failure, not a skip
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$env_dir/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$env_dir/moto.log" 2>&1 &
 moto_pid=$!

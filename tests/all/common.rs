@@ -73,7 +73,65 @@ pub fn fails(o: Output, needle: &str) -> String {
     err
 }
 
+/// Starts `modelvault serve` over `data` on an ephemeral port; returns the
+/// child, its URL and its captured log.
+fn spawn_serve(data: &Path) -> (Child, String, Arc<Mutex<String>>) {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--data-dir",
+            &data.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("MODELVAULT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("listening on ").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
+            }
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let url = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("server did not start: {}", log.lock().unwrap()));
+    (child, url, log)
+}
+
+/// A second server over the same data directory (same store and keyring).
+pub struct Peer {
+    pub url: String,
+    child: Child,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl TestApp {
+    /// Another server process over this one's data directory.
+    pub fn start_peer(&self) -> Peer {
+        let (child, url, _) = spawn_serve(&self.data_dir());
+        Peer { url, child }
+    }
+
     /// A server over a local store in a temp data dir.
     pub fn start() -> Self {
         Self::start_with_store(None)
@@ -81,6 +139,11 @@ impl TestApp {
 
     /// A server over `store` (or the default local store).
     pub fn start_with_store(store: Option<&str>) -> Self {
+        Self::start_configured(store, |_| {})
+    }
+
+    /// A server whose config file `edit` may change before it starts.
+    pub fn start_configured(store: Option<&str>, edit: impl FnOnce(&mut String)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let mut args = vec![
@@ -98,40 +161,12 @@ impl TestApp {
         assert_eq!(admin.lines().count(), 1, "init prints exactly the token");
         let admin = admin.trim().to_string();
         assert!(admin.starts_with("mv_"));
+        let cfg = data.join("modelvault.toml");
+        let mut text = std::fs::read_to_string(&cfg).expect("config");
+        edit(&mut text);
+        std::fs::write(&cfg, text).expect("config");
 
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--data-dir",
-                &data.display().to_string(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .env("MODELVAULT_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        let url = rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("server did not start: {}", log.lock().unwrap()));
+        let (child, url, log) = spawn_serve(&data);
         Self {
             dir,
             url,

@@ -84,7 +84,7 @@ fn hostile_plugins_are_denied_and_the_server_survives() {
 
     let expected = |k: &str| -> &[&str] {
         match k {
-            "loop" => &["plugin.timeout"],
+            "loop" | "sleep" => &["plugin.timeout"],
             "alloc" => &["plugin.memory"],
             "trap" | "stack" => &["plugin.trap"],
             "big-reason" => &["plugin.malformed-result"],

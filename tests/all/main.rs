@@ -4,6 +4,7 @@
 
 mod access;
 mod common;
+mod examples;
 mod hostile;
 mod policy;
 mod roundtrip;

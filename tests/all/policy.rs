@@ -349,3 +349,45 @@ fn offline_eval_and_test() {
     assert_eq!(d["outcome"], "deny");
     assert_eq!(d["reason_code"], "approval-gate.unapproved");
 }
+
+#[test]
+fn a_second_server_sees_installs_within_the_refresh_interval() {
+    let app = TestApp::start_configured(None, |cfg| {
+        *cfg = cfg.replace("refresh_secs = 10", "refresh_secs = 1");
+    });
+    let peer = app.start_peer();
+    let alice = app.token("alice", &["data-scientist"], &["nlp"]);
+    ok(app.cli(Some(&alice), &["model", "create", "nlp/m"]));
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("w"), b"w").unwrap();
+    ok(app.cli(
+        Some(&alice),
+        &["push", "nlp/m@1", src.path().to_str().unwrap()],
+    ));
+    let file = "/v1/models/nlp/m/versions/1/files/w";
+    let peer_get = || {
+        app.http()
+            .get(format!("{}{file}", peer.url))
+            .bearer_auth(&alice)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(peer_get(), 200);
+    // Removing the only allowing policy on one server denies on the other
+    // within the refresh interval.
+    ok(app.cli(
+        Some(&app.admin),
+        &["policy", "remove", "sensitivity-environment"],
+    ));
+    let mut seen = false;
+    for _ in 0..50 {
+        if peer_get() == 403 {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(seen, "the peer never saw the removal");
+}

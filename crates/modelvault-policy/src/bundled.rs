@@ -12,7 +12,8 @@ pub struct BundledPolicy {
     pub cases: &'static str,
 }
 
-/// The three bundled policies, in chain order.
+/// The three bundled policies. (The chain evaluates installed policies in
+/// name order.)
 pub const BUNDLED: [BundledPolicy; 3] = [
     BundledPolicy {
         name: "sensitivity-environment",

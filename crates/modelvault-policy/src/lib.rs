@@ -54,6 +54,25 @@ pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 pub const DEFAULT_MAX_WASM_STACK: usize = 1 << 20;
 /// Concurrent plugin instances the pool holds.
 pub const DEFAULT_POOL_INSTANCES: u32 = 64;
+/// The WASI clock interface whose subscriptions are replaced (see
+/// [`PolicyHost::new`]); guests importing any 0.2.x version link to it.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// A pollable that is ready at once.
+struct Immediate;
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for Immediate {
+    async fn ready(&mut self) {}
+}
+
+fn immediate_pollable(
+    state: &mut HostState,
+) -> wasmtime::Result<wasmtime::component::Resource<wasmtime_wasi::p2::DynPollable>> {
+    let r = state.table.push(Immediate)?;
+    wasmtime_wasi::p2::subscribe(&mut state.table, r)
+}
+
 /// How often the epoch ticks (the timeout's granularity).
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -305,6 +324,25 @@ impl PolicyHost {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        // A WASI sleep would wait in the host, out of the epoch deadline's
+        // reach: replace the clock's subscriptions with ones that are ready
+        // at once, so a sleeping plugin spins in wasm and times out.
+        linker.allow_shadowing(true);
+        {
+            let engine_err = |e: wasmtime::Error| PolicyError::Engine(format!("{e:#}"));
+            let mut clock = linker.instance(MONOTONIC_CLOCK).map_err(engine_err)?;
+            clock
+                .func_wrap("subscribe-duration", |mut store, (_d,): (u64,)| {
+                    immediate_pollable(store.data_mut()).map(|p| (p,))
+                })
+                .map_err(engine_err)?;
+            clock
+                .func_wrap("subscribe-instant", |mut store, (_t,): (u64,)| {
+                    immediate_pollable(store.data_mut()).map(|p| (p,))
+                })
+                .map_err(engine_err)?;
+        }
+        linker.allow_shadowing(false);
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| PolicyError::Engine(format!("cache dir {}: {e}", dir.display())))?;

@@ -1,10 +1,12 @@
 //! Authentication (bearer API tokens) and the authorization seam.
 //!
 //! Every route takes an [`Authenticated`] principal and calls
-//! [`authorize`] before touching data. `authorize` is where the policy
-//! chain and the audit intent record will sit (next issues): today it
-//! enforces namespace scope (outside → 404, no enumeration) and role
-//! permissions (missing → 403). Anything that fails here denies.
+//! [`authorize`] before touching data: namespace scope (outside → 404, no
+//! enumeration) and role permissions (missing → 403). Routes that release
+//! data or change governance state (download, approve, deploy) then run
+//! the policy chain through [`enforce_policy`] with a request built only
+//! from verified sources ([`policy_request`]). The audit intent record will
+//! sit beside it (next issue). Anything that fails here denies.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;

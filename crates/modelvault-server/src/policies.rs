@@ -98,6 +98,9 @@ pub struct PolicyRegistry {
     compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
     /// Serializes reloads.
     reload: tokio::sync::Mutex<()>,
+    /// Bounds concurrent evaluations to what the instance pool holds, so
+    /// load queues instead of failing instantiation.
+    slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for PolicyRegistry {
@@ -120,10 +123,11 @@ impl PolicyRegistry {
     pub fn new(host: Arc<PolicyHost>, config: PolicyConfig) -> Self {
         Self {
             host,
-            config,
             state: RwLock::new(Err("policies not loaded yet".into())),
             compiled: Mutex::new(HashMap::new()),
             reload: tokio::sync::Mutex::new(()),
+            slots: tokio::sync::Semaphore::new(config.limits.pool_instances.max(1) as usize),
+            config,
         }
     }
 
@@ -222,6 +226,18 @@ impl PolicyRegistry {
             });
             records.push(record);
         }
+        // A required policy that is missing or only shadowing breaks the
+        // chain: fail closed rather than run without it.
+        for required in &self.config.required {
+            let enforced = records
+                .iter()
+                .any(|r| &r.name == required && r.mode == PolicyMode::Enforce);
+            if !enforced {
+                return Err(format!(
+                    "required policy {required} is not installed in enforce mode"
+                ));
+            }
+        }
         Ok(Loaded {
             chain: Arc::new(chain),
             records,
@@ -250,6 +266,13 @@ impl PolicyRegistry {
         by: &str,
     ) -> Result<PolicyInfo, ApiError> {
         validate_policy_name(name)?;
+        if mode == PolicyMode::Shadow && self.config.required.iter().any(|r| r == name) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "policy_required",
+                format!("policy {name} is required by the server config and must enforce"),
+            ));
+        }
         let host = self.host.clone();
         let n = name.to_string();
         let (bytes, validated) = tokio::task::spawn_blocking(move || {
@@ -336,6 +359,9 @@ impl PolicyRegistry {
             Ok(c) => c,
             Err(e) => return broken(e),
         };
+        let Ok(_slot) = self.slots.acquire().await else {
+            return broken("evaluation slots closed".into());
+        };
         let host = self.host.clone();
         match tokio::task::spawn_blocking(move || host.evaluate_chain(&chain, &request)).await {
             Ok(d) => d,
@@ -345,11 +371,13 @@ impl PolicyRegistry {
 }
 
 fn broken(why: String) -> ChainDecision {
+    // The cause is for the operator log, not for the caller.
+    tracing::error!(error = %why, "policy chain unavailable; denying");
     ChainDecision {
         outcome: Outcome::Deny,
         plugin: None,
         reason_code: "policy.unavailable".into(),
-        reason: format!("installed policies are unavailable ({why}); denying"),
+        reason: "installed policies are unavailable; denying (see the server log)".into(),
         results: Vec::new(),
     }
 }

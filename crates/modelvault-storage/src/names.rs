@@ -28,12 +28,13 @@ pub fn validate_version(version: &str) -> Result<(), StorageError> {
     let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && version.len() <= 64
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        && version != "latest";
+        && version != "latest"
+        && !version.starts_with("deployed-");
     if ok {
         Ok(())
     } else {
         Err(StorageError::InvalidInput(format!(
-            "invalid version {version:?}: use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit (\"latest\" is reserved)"
+            "invalid version {version:?}: use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit (\"latest\" and \"deployed-*\" are reserved)"
         )))
     }
 }
@@ -79,7 +80,15 @@ mod tests {
         for ok in ["1", "v1.0.0", "A_b-c", "2024.01"] {
             validate_version(ok).unwrap();
         }
-        for bad in ["", ".1", "latest", "a/b", "1 2", &"1".repeat(65)] {
+        for bad in [
+            "",
+            ".1",
+            "latest",
+            "deployed-production",
+            "a/b",
+            "1 2",
+            &"1".repeat(65),
+        ] {
             assert!(validate_version(bad).is_err(), "{bad}");
         }
         for ok in ["a", "config/model.json", "x/.hidden", "a..b"] {

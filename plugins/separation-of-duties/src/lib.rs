@@ -34,9 +34,19 @@ impl Guest for SeparationOfDuties {
         if !gated.iter().any(|g| g == env) {
             return abstain("separation-of-duties.not-gated", format!("{env} is not a gated environment"));
         }
-        let required: usize = config_value(&config, "required_approvals")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2);
+        let required: usize = match config_value(&config, "required_approvals") {
+            None => 2,
+            Some(v) => match v.trim().parse() {
+                Ok(n) if n >= 1 => n,
+                // Fail closed on a configuration error rather than guess.
+                _ => {
+                    return deny(
+                        "separation-of-duties.misconfigured",
+                        format!("required_approvals {v:?} is not a positive number"),
+                    );
+                }
+            },
+        };
         let distinct: Vec<String> = approvers_for(&req, env).into_iter().filter(|a| *a != uploader).collect();
         if distinct.len() >= required {
             abstain(

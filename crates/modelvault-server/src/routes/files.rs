@@ -195,7 +195,7 @@ pub async fn download(
     check_names(&ns, &name)?;
     // Scope and permission first (404 outside, 403 without `download`),
     // so nothing about the model leaks; then resolve `latest` and authorize
-    // the concrete resource (the seam policies will hook into).
+    // the concrete resource and run the policy chain.
     authorize(
         &p,
         Action::Download,

@@ -39,6 +39,11 @@ impl Guest for Hostile {
                 }
             }
             "trap" => panic!("hostile plugin traps on purpose"),
+            "sleep" => {
+                // A host-side wait must not outlive the time limit.
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                allow("hostile.escaped", "slept through the time limit")
+            }
             "stack" => {
                 let mut buf = [0u8; 256];
                 let n = recurse(0, &mut buf);

@@ -1,0 +1,74 @@
+//! Example policies in other languages, built from source by
+//! scripts/test.sh, tested offline and installed into a running server.
+
+use crate::common::*;
+
+/// The built component named by `var`, or `None` (a failure when
+/// `MODELVAULT_REQUIRE_EXAMPLES=1`, as scripts/test.sh sets).
+fn example(var: &str) -> Option<std::path::PathBuf> {
+    match std::env::var(var) {
+        Ok(p) if std::path::Path::new(&p).exists() => Some(p.into()),
+        _ => {
+            assert!(
+                std::env::var("MODELVAULT_REQUIRE_EXAMPLES").as_deref() != Ok("1"),
+                "{var} is not set or missing: run scripts/test.sh"
+            );
+            eprintln!("note: {var} not set; run scripts/test.sh to build the example policies");
+            None
+        }
+    }
+}
+
+#[test]
+fn python_policy_decides_in_a_running_server() {
+    let Some(wasm) = example("MODELVAULT_TEST_PY_POLICY") else {
+        return;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/examples/python-allow-listed-owners");
+    // Offline: its cases pass.
+    let out = ok(cli(
+        "http://127.0.0.1:9",
+        None,
+        &[
+            "policy",
+            "test",
+            wasm.to_str().unwrap(),
+            dir.join("cases.json").to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains(" 0 failed"), "{out}");
+
+    let app = TestApp::start_configured(None, |cfg| {
+        cfg.push_str("\n[policy.config.allow-listed-owners]\nowners = \"alice\"\n");
+    });
+    let alice = app.token("alice", &["data-scientist"], &["nlp"]);
+    let bob = app.token("bob", &["data-scientist"], &["nlp"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("w"), b"w").unwrap();
+    for (who, model) in [(&alice, "nlp/a"), (&bob, "nlp/b")] {
+        ok(app.cli(Some(who), &["model", "create", model]));
+        ok(app.cli(
+            Some(who),
+            &["push", &format!("{model}@1"), src.path().to_str().unwrap()],
+        ));
+    }
+    ok(app.cli(
+        Some(&app.admin),
+        &[
+            "policy",
+            "install",
+            "allow-listed-owners",
+            wasm.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(
+        app.get(Some(&alice), "/v1/models/nlp/a/versions/1/files/w")
+            .status(),
+        200
+    );
+    let (s, _, body) = error_code(app.get(Some(&bob), "/v1/models/nlp/b/versions/1/files/w"));
+    assert_eq!(s, 403);
+    assert_eq!(body["error"]["plugin"], "allow-listed-owners", "{body}");
+    assert_eq!(body["error"]["reason_code"], "owners.not-listed");
+}
