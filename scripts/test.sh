@@ -33,6 +33,16 @@ log "building plugins/examples/python-allow-listed-owners (componentize-py)"
   "$env_dir/venv/bin/componentize-py" -d ../../../wit/since_v0.1.0 -w policy componentize app \
     -o "$examples_out/python-allow-listed-owners.wasm" >/dev/null)
 export MODELVAULT_TEST_PY_POLICY="$examples_out/python-allow-listed-owners.wasm"
+if [ ! -x "$env_dir/js/node_modules/.bin/jco" ]; then
+  log "installing jco and componentize-js into $env_dir/js"
+  npm install --silent --no-audit --no-fund --prefix "$env_dir/js" \
+    @bytecodealliance/jco@1.34.0 @bytecodealliance/componentize-js@0.23.0 >/dev/null
+fi
+log "building plugins/examples/javascript-business-hours (jco componentize)"
+"$env_dir/js/node_modules/.bin/jco" componentize plugins/examples/javascript-business-hours/policy.js \
+  --wit wit/since_v0.1.0 --world-name policy --disable all \
+  -o "$examples_out/javascript-business-hours.wasm" >/dev/null
+export MODELVAULT_TEST_JS_POLICY="$examples_out/javascript-business-hours.wasm"
 export MODELVAULT_REQUIRE_EXAMPLES=1   # a missing example is a failure, not a skip
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$env_dir/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$env_dir/moto.log" 2>&1 &

@@ -72,3 +72,58 @@ fn python_policy_decides_in_a_running_server() {
     assert_eq!(body["error"]["plugin"], "allow-listed-owners", "{body}");
     assert_eq!(body["error"]["reason_code"], "owners.not-listed");
 }
+
+#[test]
+fn javascript_policy_decides_in_a_running_server() {
+    let Some(wasm) = example("MODELVAULT_TEST_JS_POLICY") else {
+        return;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/examples/javascript-business-hours");
+    let out = ok(cli(
+        "http://127.0.0.1:9",
+        None,
+        &[
+            "policy",
+            "test",
+            wasm.to_str().unwrap(),
+            dir.join("cases.json").to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains(" 0 failed"), "{out}");
+
+    // Gate staging with a window that is always closed.
+    let app = TestApp::start_configured(None, |cfg| {
+        cfg.push_str(
+            "\n[policy.config.business-hours]\nhours = \"0-0\"\nenvironments = \"staging\"\n",
+        );
+    });
+    let staging = app.token_in("sam", &["data-scientist"], &["nlp"], "staging", "sam");
+    let dev = app.token_in("dana", &["data-scientist"], &["nlp"], "dev", "dana");
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("w"), b"w").unwrap();
+    ok(app.cli(Some(&dev), &["model", "create", "nlp/m"]));
+    ok(app.cli(
+        Some(&dev),
+        &["push", "nlp/m@1", src.path().to_str().unwrap()],
+    ));
+    ok(app.cli(
+        Some(&app.admin),
+        &[
+            "policy",
+            "install",
+            "business-hours",
+            wasm.to_str().unwrap(),
+        ],
+    ));
+    let file = "/v1/models/nlp/m/versions/1/files/w";
+    let (s, _, body) = error_code(app.get(Some(&staging), file));
+    assert_eq!(s, 403);
+    assert_eq!(body["error"]["plugin"], "business-hours", "{body}");
+    assert_eq!(body["error"]["reason_code"], "hours.closed");
+    assert_eq!(
+        app.get(Some(&dev), file).status(),
+        200,
+        "dev is not gated: the JS policy abstains"
+    );
+}

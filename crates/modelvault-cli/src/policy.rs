@@ -64,8 +64,12 @@ fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// The offline host: default limits, compiled components cached in the
+/// user's cache directory (a Python or JavaScript policy takes seconds to
+/// compile; a second `policy test` should not pay that again).
 fn local_host() -> anyhow::Result<PolicyHost> {
-    Ok(PolicyHost::new(Limits::default(), None)?)
+    let cache = dirs::cache_dir().map(|d| d.join("modelvault").join("policy-cache"));
+    Ok(PolicyHost::new(Limits::default(), cache)?)
 }
 
 pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
