@@ -4,7 +4,8 @@
 //! Goal: fresh ≤ 3× floor per plugin.
 //!
 //! Run: `cargo bench -p modelvault-policy --bench decisions`
-//! (`MV_BENCH_ITERS`, default 20000).
+//! (`MV_BENCH_ITERS`, default 20000; `MV_BENCH_PY_POLICY` = a built Python
+//! example component to include it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,7 +48,18 @@ fn main() {
     let req = request();
     let mut chain = Vec::new();
     println!("policy decision latency, {iters} calls each (µs)");
-    for b in bundled::BUNDLED {
+    // The bundled policies, then the Python example when built
+    // (MV_BENCH_PY_POLICY=path/to/component.wasm, as scripts/test.sh builds it).
+    let python = std::env::var("MV_BENCH_PY_POLICY").ok().map(|p| {
+        let bytes: &'static [u8] = Box::leak(std::fs::read(p).unwrap().into_boxed_slice());
+        bundled::BundledPolicy {
+            name: "python-allow-listed-owners",
+            component: bytes,
+            cases: "",
+        }
+    });
+    for b in bundled::BUNDLED.into_iter().chain(python) {
+        let is_bundled = !b.cases.is_empty();
         let compiled = Arc::new(host.compile(b.name, b.component).unwrap());
         for _ in 0..1000 {
             host.evaluate(&compiled, &req, &[]);
@@ -76,11 +88,13 @@ fn main() {
             b.name,
             fm / rm
         );
-        chain.push(ChainEntry {
-            policy: compiled,
-            shadow: false,
-            config: vec![],
-        });
+        if is_bundled {
+            chain.push(ChainEntry {
+                policy: compiled,
+                shadow: false,
+                config: vec![],
+            });
+        }
     }
     let times: Vec<f64> = (0..iters)
         .map(|_| {

@@ -246,6 +246,9 @@ pub async fn enforce_policy(
     state: &AppState,
     request: modelvault_policy::PolicyRequest,
 ) -> Result<(), ApiError> {
+    if !state.policy_chain_enabled() {
+        return Ok(());
+    }
     let action = request.action;
     let request_id = request.context.request_id.clone();
     let principal = request.principal.id.clone();

@@ -43,6 +43,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Installed policy plugins and their host.
     pub policies: Arc<policies::PolicyRegistry>,
+    /// Only false in the authorization benchmark's baseline server (see
+    /// [`AppState::without_policy_chain_for_benchmarks`]); no config key or
+    /// command reaches it.
+    policy_chain: bool,
 }
 
 /// Errors starting the server.
@@ -101,7 +105,22 @@ impl AppState {
             store,
             config: Arc::new(config),
             policies: Arc::new(registry),
+            policy_chain: true,
         })
+    }
+
+    /// The same state with the policy chain skipped: only the native role
+    /// check decides. For the authorization benchmark's baseline alone (it
+    /// measures what the chain costs); nothing in the server calls it.
+    #[doc(hidden)]
+    pub fn without_policy_chain_for_benchmarks(mut self) -> Self {
+        self.policy_chain = false;
+        self
+    }
+
+    /// Whether the policy chain runs (always, outside that benchmark).
+    pub(crate) fn policy_chain_enabled(&self) -> bool {
+        self.policy_chain
     }
 }
 

@@ -1,0 +1,139 @@
+//! Authorization cost over HTTP (not a timed test): download requests per
+//! second for a 1-byte file from two servers in the same process and run,
+//! one with the policy chain (the three bundled policies) and one with only
+//! the native role check. Goal: the chain costs ≤ 10%.
+//!
+//! Run: `cargo bench -p modelvault-cli --bench authorization`
+//! (`MV_BENCH_SECS` per measurement, default 5; `MV_BENCH_CONCURRENCY`,
+//! default 8).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use modelvault_server::{AppState, Config};
+
+async fn start(state: AppState) -> String {
+    let listener = modelvault_server::bind("127.0.0.1:0", false).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(modelvault_server::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+async fn load(url: String, token: String, secs: u64, concurrency: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let url = url.clone();
+        let token = token.clone();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < stop {
+                let r = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let _ = r.bytes().await.unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let t = Instant::now();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "authorization bench: run with `cargo bench -p modelvault-cli --bench authorization`"
+        );
+        return;
+    }
+    let secs: u64 = std::env::var("MV_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let concurrency: usize = std::env::var("MV_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let (config, admin) = modelvault_server::init::initialize(&data, None).await.unwrap();
+        // Set up through a server with the chain: a data scientist, a model,
+        // one committed 1-byte file.
+        let with_chain = AppState::open(config.clone()).await.unwrap();
+        let url = start(with_chain).await;
+        let http = reqwest::Client::new();
+        let tok: serde_json::Value = http
+            .post(format!("{url}/v1/tokens"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"name": "bench", "roles": ["data-scientist"], "namespaces": ["bench"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = tok["token"].as_str().unwrap().to_string();
+        http.post(format!("{url}/v1/models"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"namespace": "bench", "name": "m"}))
+            .send()
+            .await
+            .unwrap();
+        let up: serde_json::Value = http
+            .put(format!("{url}/v1/models/bench/m/versions/1/files/w"))
+            .bearer_auth(&token)
+            .body("x")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let commit = serde_json::json!({"files": [{"path": "w", "size": 1, "sha256": up["sha256"]}]});
+        let r = http
+            .post(format!("{url}/v1/models/bench/m/versions/1/commit"))
+            .bearer_auth(&token)
+            .json(&commit)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let native = AppState::open(Config::load(&data.join("modelvault.toml")).unwrap())
+            .await
+            .unwrap()
+            .without_policy_chain_for_benchmarks();
+        let native_url = start(native).await;
+        let file = "/v1/models/bench/m/versions/1/files/w";
+        // Warm up both, then alternate measurements, best of two each.
+        load(format!("{url}{file}"), token.clone(), 1, concurrency).await;
+        load(format!("{native_url}{file}"), token.clone(), 1, concurrency).await;
+        let mut chain = 0f64;
+        let mut base = 0f64;
+        for _ in 0..2 {
+            chain = chain.max(load(format!("{url}{file}"), token.clone(), secs, concurrency).await);
+            base = base.max(load(format!("{native_url}{file}"), token.clone(), secs, concurrency).await);
+        }
+        println!(
+            "download authorization over HTTP ({concurrency} clients): chain of 3 bundled policies {chain:.0} req/s vs native role check only {base:.0} req/s -> chain costs {:.1}% (goal <= 10%)",
+            (1.0 - chain / base) * 100.0
+        );
+    });
+}
