@@ -47,6 +47,7 @@ fn hostile_plugins_are_denied_and_the_server_survives() {
     std::fs::write(src.path().join("w"), b"w").unwrap();
     let kinds = [
         "loop",
+        "sleep",
         "alloc",
         "trap",
         "stack",

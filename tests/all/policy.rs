@@ -391,3 +391,62 @@ fn a_second_server_sees_installs_within_the_refresh_interval() {
     }
     assert!(seen, "the peer never saw the removal");
 }
+
+#[test]
+fn required_policies_cannot_be_removed_and_fail_closed() {
+    let app = TestApp::start_configured(None, |cfg| {
+        assert!(cfg.contains("required = []"), "{cfg}");
+        *cfg = cfg
+            .replace("required = []", "required = [\"sensitivity-environment\"]")
+            .replace("refresh_secs = 10", "refresh_secs = 1");
+    });
+    fails(
+        app.cli(
+            Some(&app.admin),
+            &["policy", "remove", "sensitivity-environment"],
+        ),
+        "policy_required",
+    );
+    let se = plugin("sensitivity_environment");
+    fails(
+        app.cli(
+            Some(&app.admin),
+            &[
+                "policy",
+                "install",
+                "sensitivity-environment",
+                se.to_str().unwrap(),
+                "--shadow",
+            ],
+        ),
+        "policy_required",
+    );
+    let alice = app.token("alice", &["data-scientist"], &["nlp"]);
+    ok(app.cli(Some(&alice), &["model", "create", "nlp/m"]));
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("w"), b"w").unwrap();
+    ok(app.cli(
+        Some(&alice),
+        &["push", "nlp/m@1", src.path().to_str().unwrap()],
+    ));
+    let file = "/v1/models/nlp/m/versions/1/files/w";
+    assert_eq!(app.get(Some(&alice), file).status(), 200);
+    // Someone with bucket access deletes the required policy's records: the
+    // next reload fails closed and every decision is a deny.
+    std::fs::remove_dir_all(app.store_dir().join("policies/sensitivity-environment")).unwrap();
+    let mut denied = None;
+    for _ in 0..50 {
+        let (s, _, body) = error_code(app.get(Some(&alice), file));
+        if s == 403 {
+            denied = Some(body);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let body = denied.expect("never denied after the required policy vanished");
+    assert_eq!(body["error"]["reason_code"], "policy.unavailable", "{body}");
+    assert!(
+        !body.to_string().contains("sensitivity-environment"),
+        "the cause stays in the log: {body}"
+    );
+}

@@ -38,7 +38,9 @@ pub struct PolicyConfig {
     /// soon a server sees another server's install or removal).
     #[serde(default = "default_refresh_secs")]
     pub refresh_secs: u64,
-    /// Policies that cannot be removed through the API.
+    /// Policies that must be installed in enforce mode: the API refuses to
+    /// remove them or install them in shadow mode, and if one is missing at
+    /// load the chain denies everything.
     #[serde(default)]
     pub required: Vec<String>,
     /// Where compiled components are cached (content hash + engine build).
@@ -340,8 +342,8 @@ default = {default}
 [roles]
 {roles}
 # Policy plugins (docs/POLICY-AUTHORING.md). refresh_secs: how often this
-# server reloads installed policies from the store; required: policies the
-# API may not remove; cache_dir: compiled components; [policy.limits]: the
+# server reloads installed policies from the store; required: policies that
+# must be installed in enforce mode (removal refused; missing = deny all); cache_dir: compiled components; [policy.limits]: the
 # bounds every plugin runs under (memory_bytes, timeout_ms, max_reason_bytes,
 # max_stdio_bytes, max_component_bytes, max_wasm_stack, pool_instances);
 # [policy.config.NAME]: configuration pairs handed to plugin NAME.

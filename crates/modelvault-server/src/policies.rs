@@ -275,6 +275,12 @@ impl PolicyRegistry {
         }
         let host = self.host.clone();
         let n = name.to_string();
+        // The smoke evaluation takes an instance from the pool too.
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("evaluation slots closed"))?;
         let (bytes, validated) = tokio::task::spawn_blocking(move || {
             let r = host.validate(&n, &bytes);
             (bytes, r)

@@ -818,11 +818,28 @@ impl Store {
     ) -> Result<GcReport, StorageError> {
         let cutoff = now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         let mut report = GcReport::default();
+        // Every manifest under models/, whatever its names: a blob is kept
+        // if any manifest revision lists it. A manifest that fails to verify
+        // aborts the run (nothing is deleted on doubt).
         let mut referenced = std::collections::HashSet::new();
-        for ns in self.list_namespaces().await? {
-            for model in self.list_models(&ns).await? {
-                for m in self.list_versions(&ns, &model.name).await? {
-                    referenced.extend(m.files.into_iter().map(|f| f.blob));
+        let everything: Vec<_> = self
+            .objects
+            .list(Some(&layout::models_root()))
+            .try_collect()
+            .await?;
+        for o in &everything {
+            if o.location.as_ref().contains("/manifest/") {
+                match self
+                    .read_record::<Manifest>("manifest", &o.location)
+                    .await?
+                {
+                    Some(m) => referenced.extend(m.files.into_iter().map(|f| f.blob)),
+                    None => {
+                        return Err(StorageError::Integrity(format!(
+                            "manifest {} vanished during GC",
+                            o.location
+                        )));
+                    }
                 }
             }
         }

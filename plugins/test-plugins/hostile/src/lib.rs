@@ -40,8 +40,14 @@ impl Guest for Hostile {
             }
             "trap" => panic!("hostile plugin traps on purpose"),
             "sleep" => {
-                // A host-side wait must not outlive the time limit.
-                std::thread::sleep(std::time::Duration::from_secs(3600));
+                // Wait an hour by the monotonic clock. A host-side wait must
+                // never outlive the time limit: the host's sleeps return at
+                // once and its clock stands still, so this spins in wasm
+                // until the epoch deadline stops it.
+                let start = std::time::Instant::now();
+                while start.elapsed() < std::time::Duration::from_secs(3600) {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                }
                 allow("hostile.escaped", "slept through the time limit")
             }
             "stack" => {
