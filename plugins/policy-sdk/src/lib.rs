@@ -94,3 +94,63 @@ pub fn approvers_for(req: &Request, environment: &str) -> Vec<String> {
     }
     out
 }
+
+/// A bump allocator over a static arena, used as the global allocator of
+/// every policy built with this SDK. Each decision runs in a fresh
+/// instance, so nothing needs freeing, and serving allocations from a
+/// zero-initialized static buffer means a fresh instance never grows its
+/// memory (the first `memory.grow` is the single largest cost of a fresh
+/// decision). Allocations beyond the arena fall back to the system
+/// allocator.
+#[cfg(target_arch = "wasm32")]
+mod arena {
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::cell::UnsafeCell;
+
+    const ARENA_BYTES: usize = 128 * 1024;
+
+    #[repr(C, align(16))]
+    struct Arena {
+        bytes: UnsafeCell<[u8; ARENA_BYTES]>,
+        next: UnsafeCell<usize>,
+    }
+
+    // SAFETY: wasm32 policy instances are single-threaded.
+    unsafe impl Sync for Arena {}
+
+    static ARENA: Arena = Arena {
+        bytes: UnsafeCell::new([0; ARENA_BYTES]),
+        next: UnsafeCell::new(0),
+    };
+
+    struct Bump;
+
+    unsafe impl GlobalAlloc for Bump {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: single-threaded; `next` is only touched here.
+            unsafe {
+                let next = &mut *ARENA.next.get();
+                let start = (*next + layout.align() - 1) & !(layout.align() - 1);
+                let end = start.saturating_add(layout.size());
+                if end <= ARENA_BYTES {
+                    *next = end;
+                    ARENA.bytes.get().cast::<u8>().add(start)
+                } else {
+                    std::alloc::System.alloc(layout)
+                }
+            }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            let base = ARENA.bytes.get() as usize;
+            let p = ptr as usize;
+            if p < base || p >= base + ARENA_BYTES {
+                // SAFETY: it came from the system allocator above.
+                unsafe { std::alloc::System.dealloc(ptr, layout) }
+            }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Bump = Bump;
+}
