@@ -134,6 +134,29 @@ pub struct Resource<'a> {
     pub path: Option<&'a str>,
 }
 
+impl<'a> Resource<'a> {
+    /// A model in a namespace.
+    pub fn model(namespace: &'a str, model: &'a str) -> Self {
+        Self {
+            namespace: Some(namespace),
+            model: Some(model),
+            ..Self::default()
+        }
+    }
+
+    /// The same, narrowed to a version.
+    pub fn version(mut self, version: &'a str) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// The same, narrowed to a file.
+    pub fn path(mut self, path: &'a str) -> Self {
+        self.path = Some(path);
+        self
+    }
+}
+
 /// The namespace-scope part of [`authorize`] alone, for steps (such as
 /// resolving `latest`) that must not run for a namespace out of reach.
 pub fn check_scope(principal: &Principal, namespace: &str, model: &str) -> Result<(), ApiError> {

@@ -167,6 +167,27 @@ pub async fn version_facts(
     })
 }
 
+/// The model record and the manifest of a committed version (404 if
+/// either is missing).
+pub async fn load_version(
+    state: &AppState,
+    v: &VersionRef<'_>,
+) -> Result<(ModelRecord, Manifest), ApiError> {
+    let model = state
+        .store
+        .get_model(v.namespace, v.model)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("model {}/{} not found", v.namespace, v.model))
+        })?;
+    let manifest = state
+        .store
+        .get_manifest(v)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("version {v} not found")))?;
+    Ok((model, manifest))
+}
+
 /// Resolves `latest`, `deployed-ENV` or a plain version name.
 pub async fn resolve_version(
     state: &AppState,
@@ -244,16 +265,7 @@ async fn gate(
         environment,
     } = t;
     check_names(ns, name)?;
-    authorize(
-        p,
-        action,
-        &Resource {
-            namespace: Some(ns),
-            model: Some(name),
-            version: Some(version),
-            ..Default::default()
-        },
-    )?;
+    authorize(p, action, &Resource::model(ns, name).version(version))?;
     if !state
         .config
         .environments
@@ -272,22 +284,13 @@ async fn gate(
             p.environment
         )));
     }
-    let model = state
-        .store
-        .get_model(ns, name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("model {ns}/{name} not found")))?;
     let version = resolve_version(state, ns, name, version).await?;
     let v = VersionRef {
         namespace: ns,
         model: name,
         version: &version,
     };
-    let manifest = state
-        .store
-        .get_manifest(&v)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("version {v} not found")))?;
+    let (model, manifest) = load_version(state, &v).await?;
     let facts = version_facts(state, &v, &manifest).await?;
     let req = policy_request(
         p,
@@ -374,12 +377,7 @@ pub async fn revoke(
     authorize(
         &p,
         Action::Approve,
-        &Resource {
-            namespace: Some(&ns),
-            model: Some(&name),
-            version: Some(&version),
-            ..Default::default()
-        },
+        &Resource::model(&ns, &name).version(&version),
     )?;
     let version = resolve_version(&state, &ns, &name, &version).await?;
     let v = VersionRef {
@@ -468,15 +466,7 @@ pub async fn list_deployments(
     ApiPath((ns, name)): ApiPath<(String, String)>,
 ) -> Result<Json<DeploymentList>, ApiError> {
     check_names(&ns, &name)?;
-    authorize(
-        &p,
-        Action::Read,
-        &Resource {
-            namespace: Some(&ns),
-            model: Some(&name),
-            ..Default::default()
-        },
-    )?;
+    authorize(&p, Action::Read, &Resource::model(&ns, &name))?;
     Ok(Json(DeploymentList {
         deployments: model_deployments(&state, &ns, &name).await?,
     }))

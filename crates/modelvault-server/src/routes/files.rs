@@ -37,12 +37,7 @@ pub async fn upload(
     authorize(
         &p,
         Action::Write,
-        &Resource {
-            namespace: Some(&ns),
-            model: Some(&name),
-            version: Some(&version),
-            path: Some(&path),
-        },
+        &Resource::model(&ns, &name).version(&version).path(&path),
     )?;
     modelvault_storage::names::validate_version(&version)?;
     modelvault_storage::names::validate_file_path(&path)?;
@@ -108,12 +103,7 @@ pub async fn commit(
     authorize(
         &p,
         Action::Write,
-        &Resource {
-            namespace: Some(&ns),
-            model: Some(&name),
-            version: Some(&version),
-            ..Default::default()
-        },
+        &Resource::model(&ns, &name).version(&version),
     )?;
     let v = VersionRef {
         namespace: &ns,
@@ -199,12 +189,7 @@ pub async fn download(
     authorize(
         &p,
         Action::Download,
-        &Resource {
-            namespace: Some(&ns),
-            model: Some(&name),
-            version: Some(&version),
-            path: Some(&path),
-        },
+        &Resource::model(&ns, &name).version(&version).path(&path),
     )?;
     let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
     let v = VersionRef {
@@ -214,16 +199,7 @@ pub async fn download(
     };
     // The policy chain sees only verified facts: the model record, the
     // manifest, the approval and deployment records.
-    let model = state
-        .store
-        .get_model(&ns, &name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("model {ns}/{name} not found")))?;
-    let manifest = state
-        .store
-        .get_manifest(&v)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("version {v} not found")))?;
+    let (model, manifest) = super::approvals::load_version(&state, &v).await?;
     let facts = super::approvals::version_facts(&state, &v, &manifest).await?;
     let policy_req = policy_request(
         &p,

@@ -52,11 +52,7 @@ pub async fn create(
     authorize(
         &p,
         Action::Write,
-        &Resource {
-            namespace: Some(&req.namespace),
-            model: Some(&req.name),
-            ..Default::default()
-        },
+        &Resource::model(&req.namespace, &req.name),
     )?;
     let sensitivity = match &req.sensitivity {
         Some(s) => s.parse::<Sensitivity>()?,
@@ -117,15 +113,7 @@ pub async fn show(
     ApiPath((ns, name)): ApiPath<(String, String)>,
 ) -> Result<Json<ModelView>, ApiError> {
     check_names(&ns, &name)?;
-    authorize(
-        &p,
-        Action::Read,
-        &Resource {
-            namespace: Some(&ns),
-            model: Some(&name),
-            ..Default::default()
-        },
-    )?;
+    authorize(&p, Action::Read, &Resource::model(&ns, &name))?;
     let m = state
         .store
         .get_model(&ns, &name)
@@ -144,15 +132,7 @@ pub async fn versions(
     ApiPath((ns, name)): ApiPath<(String, String)>,
 ) -> Result<Json<VersionList>, ApiError> {
     check_names(&ns, &name)?;
-    authorize(
-        &p,
-        Action::Read,
-        &Resource {
-            namespace: Some(&ns),
-            model: Some(&name),
-            ..Default::default()
-        },
-    )?;
+    authorize(&p, Action::Read, &Resource::model(&ns, &name))?;
     let versions = state.store.list_versions(&ns, &name).await?;
     Ok(Json(VersionList {
         versions: versions.iter().map(summary).collect(),
@@ -168,12 +148,7 @@ pub async fn show_version(
     authorize(
         &p,
         Action::Read,
-        &Resource {
-            namespace: Some(&ns),
-            model: Some(&name),
-            version: Some(&version),
-            ..Default::default()
-        },
+        &Resource::model(&ns, &name).version(&version),
     )?;
     let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
     let v = VersionRef {
