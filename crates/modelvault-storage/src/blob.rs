@@ -19,7 +19,8 @@ use object_store::{
 use tokio::sync::mpsc;
 
 use crate::{
-    StorageError, Store, UploadRecord, VersionRef, b64_encode, digest_seal_key, layout, names,
+    Manifest, StorageError, Store, UploadRecord, VersionRef, b64_encode, digest_seal_key, layout,
+    names,
 };
 
 /// Multipart part size: S3's minimum is 5 MiB.
@@ -122,20 +123,52 @@ impl Store {
         path: &str,
     ) -> Result<FileReader, StorageError> {
         names::validate_file_path(path)?;
-        let view = self.show_version(v).await?;
-        let entry = view
-            .manifest
+        if self.get_model(v.namespace, v.model).await?.is_none() {
+            return Err(StorageError::NotFound(format!(
+                "model {}/{}",
+                v.namespace, v.model
+            )));
+        }
+        let manifest = self
+            .get_manifest(v)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(format!("version {v}")))?;
+        self.open_file_in(v, &manifest, path).await
+    }
+
+    /// Like [`Store::open_file`], with the version's manifest already read
+    /// and verified by the caller (saves re-reading it on a download that
+    /// already authorized against it).
+    pub async fn open_file_in(
+        &self,
+        v: &VersionRef<'_>,
+        manifest: &Manifest,
+        path: &str,
+    ) -> Result<FileReader, StorageError> {
+        names::validate_file_path(path)?;
+        if manifest.namespace != v.namespace
+            || manifest.model != v.model
+            || manifest.version != v.version
+        {
+            return Err(StorageError::Integrity(format!(
+                "manifest passed for {v} names another version"
+            )));
+        }
+        let entry = manifest
             .files
             .iter()
             .find(|f| f.path == path)
             .ok_or_else(|| StorageError::NotFound(format!("file {path} in {v}")))?;
-        let sha256 = view
-            .files
-            .iter()
-            .find(|f| f.path == path)
-            .map(|f| f.sha256.clone())
-            .unwrap_or_default();
         let (dek, generation) = self.version_dek(v, false).await?;
+        if generation != manifest.dek_generation {
+            return Err(StorageError::Integrity(format!(
+                "manifest of {v} names DEK generation {} but the key record holds {generation}",
+                manifest.dek_generation
+            )));
+        }
+        let sha256 = crate::unseal_digests(&dek, v, generation, manifest)?
+            .remove(path)
+            .ok_or_else(|| StorageError::Integrity(format!("no digest for {path} in {v}")))?;
         let blob = Path::parse(&entry.blob)
             .map_err(|_| StorageError::Integrity(format!("bad blob key in {v}")))?;
         let expected_prefix = format!("blobs/{}/{}/{}/", v.namespace, v.model, v.version);

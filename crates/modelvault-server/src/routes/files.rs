@@ -211,7 +211,7 @@ pub async fn download(
         &request_id(&headers),
     );
     enforce_policy(&state, policy_req).await?;
-    let reader = state.store.open_file(&v, &path).await?;
+    let reader = state.store.open_file_in(&v, &manifest, &path).await?;
     let len = reader.len();
     if len == 0 {
         // An empty body is never polled: authenticate the empty file's one
