@@ -276,17 +276,19 @@ pub async fn enforce_policy(
     let request_id = request.context.request_id.clone();
     let principal = request.principal.id.clone();
     let decision = state.policies.decide(request).await;
-    let results = serde_json::to_string(&decision.results).unwrap_or_default();
-    tracing::info!(
-        request_id = %request_id,
-        principal = %principal,
-        action = action.as_str(),
-        outcome = ?decision.outcome,
-        plugin = decision.plugin.as_deref().unwrap_or("-"),
-        reason_code = %decision.reason_code,
-        results = %results,
-        "policy decision"
-    );
+    if tracing::enabled!(tracing::Level::INFO) {
+        let results = serde_json::to_string(&decision.results).unwrap_or_default();
+        tracing::info!(
+            request_id = %request_id,
+            principal = %principal,
+            action = action.as_str(),
+            outcome = ?decision.outcome,
+            plugin = decision.plugin.as_deref().unwrap_or("-"),
+            reason_code = %decision.reason_code,
+            results = %results,
+            "policy decision"
+        );
+    }
     if decision.outcome == modelvault_policy::Outcome::Allow {
         return Ok(());
     }
