@@ -23,6 +23,16 @@ pub fn enc(s: &str) -> String {
         .replace('+', "%20")
 }
 
+/// The API path of a version, each name percent-encoded.
+pub fn version_path(namespace: &str, model: &str, version: &str) -> String {
+    format!(
+        "/v1/models/{}/{}/versions/{}",
+        enc(namespace),
+        enc(model),
+        enc(version)
+    )
+}
+
 /// Percent-encodes a `/`-separated file path, keeping the slashes.
 pub fn enc_path(p: &str) -> String {
     p.split('/').map(enc).collect::<Vec<_>>().join("/")

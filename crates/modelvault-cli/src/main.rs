@@ -267,10 +267,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let t = parse_target(&target, true)?;
             let client = Client::from_env()?;
             let path = format!(
-                "/v1/models/{}/{}/versions/{}/approvals",
-                client::enc(&t.namespace),
-                client::enc(&t.name),
-                client::enc(t.version.as_deref().unwrap_or_default())
+                "{}/approvals",
+                client::version_path(
+                    &t.namespace,
+                    &t.name,
+                    t.version.as_deref().unwrap_or_default()
+                )
             );
             let list: Vec<modelvault_server::api::ApprovalView> = client
                 .post_json(
@@ -291,10 +293,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let t = parse_target(&target, true)?;
             let client = Client::from_env()?;
             let path = format!(
-                "/v1/models/{}/{}/versions/{}/deployments",
-                client::enc(&t.namespace),
-                client::enc(&t.name),
-                client::enc(t.version.as_deref().unwrap_or_default())
+                "{}/deployments",
+                client::version_path(
+                    &t.namespace,
+                    &t.name,
+                    t.version.as_deref().unwrap_or_default()
+                )
             );
             let d: modelvault_server::api::DeploymentView = client
                 .post_json(
@@ -367,12 +371,7 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             match &t.version {
                 Some(v) => {
                     let d: VersionDetail = client
-                        .get_json(&format!(
-                            "/v1/models/{}/{}/versions/{}",
-                            t.namespace,
-                            t.name,
-                            client::enc(v)
-                        ))
+                        .get_json(&client::version_path(&t.namespace, &t.name, v))
                         .await?;
                     match output {
                         Output::Json => println!("{}", serde_json::to_string_pretty(&d)?),

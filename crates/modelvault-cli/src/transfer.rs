@@ -15,7 +15,7 @@ use modelvault_storage::CommitFile;
 use tokio::sync::mpsc;
 
 use crate::Target;
-use crate::client::{Client, enc, enc_path};
+use crate::client::{Client, enc_path, version_path};
 
 const CHUNK: usize = 1 << 20;
 
@@ -144,12 +144,7 @@ fn file_stream(
 pub async fn push(client: &Client, t: &Target, root: &Path) -> anyhow::Result<()> {
     let version = t.version.as_deref().unwrap_or_default();
     let files = collect_files(root)?;
-    let base = format!(
-        "/v1/models/{}/{}/versions/{}",
-        enc(&t.namespace),
-        enc(&t.name),
-        enc(version)
-    );
+    let base = version_path(&t.namespace, &t.name, version);
     let mut commit = Vec::with_capacity(files.len());
     for (rel, abs) in &files {
         let size = std::fs::metadata(abs)?.len();
@@ -217,12 +212,7 @@ fn safe_relative(p: &str) -> anyhow::Result<PathBuf> {
 pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyhow::Result<()> {
     let version = t.version.as_deref().unwrap_or_default();
     let detail: VersionDetail = client
-        .get_json(&format!(
-            "/v1/models/{}/{}/versions/{}",
-            enc(&t.namespace),
-            enc(&t.name),
-            enc(version)
-        ))
+        .get_json(&version_path(&t.namespace, &t.name, version))
         .await?;
     // Check every target before writing anything.
     let mut plan = Vec::with_capacity(detail.files.len());
@@ -234,12 +224,7 @@ pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyho
         plan.push((f, target));
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let base = format!(
-        "/v1/models/{}/{}/versions/{}",
-        enc(&detail.namespace),
-        enc(&detail.model),
-        enc(&detail.version)
-    );
+    let base = version_path(&detail.namespace, &detail.model, &detail.version);
     for (f, target) in plan {
         let dir = target.parent().unwrap_or(out).to_path_buf();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
