@@ -10,6 +10,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod bindings;
 mod token;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use bindings::{BindingSet, BindingSubject, RoleBinding};
 pub use token::{TOKEN_PREFIX, TokenId, TokenRecord, TokenSecret, generate_token, parse_bearer};
 
 /// Errors from this crate.
@@ -253,6 +255,26 @@ impl NamespaceScope {
     }
 }
 
+/// One role a principal holds within some namespaces, and where it came
+/// from (the token itself or a role binding in the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Grant {
+    /// Role name.
+    pub role: String,
+    /// Where the role applies.
+    #[serde(serialize_with = "scope_as_list")]
+    pub namespaces: NamespaceScope,
+    /// The role's permissions (from the roles table).
+    #[serde(skip)]
+    pub permissions: BTreeSet<Permission>,
+    /// `token` or `binding:<principal|group>:<name>`.
+    pub source: String,
+}
+
+fn scope_as_list<S: serde::Serializer>(s: &NamespaceScope, ser: S) -> Result<S::Ok, S::Error> {
+    s.to_list().serialize(ser)
+}
+
 /// The caller, as the server verified it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -260,25 +282,72 @@ pub struct Principal {
     pub id: String,
     /// Person or service.
     pub kind: PrincipalKind,
-    /// Roles held.
-    pub roles: Vec<String>,
-    /// Namespaces in reach.
-    pub namespaces: NamespaceScope,
+    /// Groups from the verified identity (OIDC); empty for API tokens.
+    pub groups: Vec<String>,
+    /// Every role held, each within its namespaces.
+    pub grants: Vec<Grant>,
     /// The one environment the identity is bound to.
     pub environment: String,
-    /// Effective permissions (union of the roles).
-    pub permissions: BTreeSet<Permission>,
     /// Id of the API token used, if any.
     pub token_id: Option<String>,
+    /// The OIDC issuer that vouched for the principal, if any.
+    pub issuer: Option<String>,
     /// When the credential expires.
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
-    /// Whether the principal holds `p`.
+    /// Whether the principal holds `p` everywhere (global actions: tokens,
+    /// policies, keys, the audit trail).
     pub fn can(&self, p: Permission) -> bool {
-        self.permissions.contains(&p)
+        self.grants
+            .iter()
+            .any(|g| g.namespaces == NamespaceScope::All && g.permissions.contains(&p))
     }
+
+    /// Whether the principal holds `p` in namespace `ns`.
+    pub fn can_in(&self, p: Permission, ns: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|g| g.namespaces.contains(ns) && g.permissions.contains(&p))
+    }
+
+    /// Whether any grant reaches `ns` (outside them a caller sees 404).
+    pub fn reaches(&self, ns: &str) -> bool {
+        self.grants.iter().any(|g| g.namespaces.contains(ns))
+    }
+
+    /// The namespaces where the principal holds `p`.
+    pub fn scope_of(&self, p: Permission) -> NamespaceScope {
+        union_scopes(
+            self.grants
+                .iter()
+                .filter(|g| g.permissions.contains(&p))
+                .map(|g| &g.namespaces),
+        )
+    }
+
+    /// Every namespace any grant reaches.
+    pub fn namespaces(&self) -> NamespaceScope {
+        union_scopes(self.grants.iter().map(|g| &g.namespaces))
+    }
+
+    /// Role names held anywhere, sorted, without repeats.
+    pub fn roles(&self) -> Vec<String> {
+        let set: BTreeSet<&str> = self.grants.iter().map(|g| g.role.as_str()).collect();
+        set.into_iter().map(str::to_string).collect()
+    }
+}
+
+fn union_scopes<'a>(scopes: impl Iterator<Item = &'a NamespaceScope>) -> NamespaceScope {
+    let mut out = BTreeSet::new();
+    for s in scopes {
+        match s {
+            NamespaceScope::All => return NamespaceScope::All,
+            NamespaceScope::Only(set) => out.extend(set.iter().cloned()),
+        }
+    }
+    NamespaceScope::Only(out)
 }
 
 /// Parses `90s`, `30m`, `12h`, `7d` into seconds.

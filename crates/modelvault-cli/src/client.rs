@@ -38,23 +38,58 @@ pub fn enc_path(p: &str) -> String {
     p.split('/').map(enc).collect::<Vec<_>>().join("/")
 }
 
+/// The CA certificate file from `--ca-cert` / `MODELVAULT_CA_CERT`.
+pub static CA_CERT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// An HTTP client that trusts the system roots plus `--ca-cert`, if given.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("modelvault/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_rustls()
+        .tls_version_min(reqwest::tls::Version::TLS_1_2);
+    if let Some(path) = CA_CERT.get() {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading CA certificate {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!("{} holds no PEM certificate", path.display());
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().context("building the HTTP client")
+}
+
 impl Client {
-    /// From `MODELVAULT_URL` and `MODELVAULT_TOKEN`.
+    /// From `MODELVAULT_URL` and `MODELVAULT_TOKEN` (else the stored login).
     pub fn from_env() -> anyhow::Result<Self> {
+        Self::build(true)
+    }
+
+    /// From `MODELVAULT_URL`, sending no token.
+    pub fn anonymous() -> anyhow::Result<Self> {
+        Self::build(false)
+    }
+
+    fn build(with_token: bool) -> anyhow::Result<Self> {
         let base = std::env::var("MODELVAULT_URL").unwrap_or_else(|_| DEFAULT_URL.into());
         let parsed = url::Url::parse(&base)
             .with_context(|| format!("MODELVAULT_URL {base:?} is not a URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             anyhow::bail!("MODELVAULT_URL must be http:// or https://");
         }
-        let token = std::env::var("MODELVAULT_TOKEN")
+        // MODELVAULT_TOKEN wins over a stored login.
+        let token = match std::env::var("MODELVAULT_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
-            .map(zeroize::Zeroizing::new);
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("modelvault/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
+        {
+            _ if !with_token => None,
+            Some(t) => Some(zeroize::Zeroizing::new(t)),
+            None => crate::login::stored_token()?,
+        };
+        let http = http_client()?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -96,6 +131,25 @@ impl Client {
     /// GET a JSON document.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
+        resp.json().await.context("reading the server's answer")
+    }
+
+    /// DELETE; the answer body is ignored.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.send(self.request(reqwest::Method::DELETE, path))
+            .await
+            .map(|_| ())
+    }
+
+    /// PATCH JSON, read JSON.
+    pub async fn patch_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let resp = self
+            .send(self.request(reqwest::Method::PATCH, path).json(body))
+            .await?;
         resp.json().await.context("reading the server's answer")
     }
 

@@ -4,6 +4,8 @@
 //! commands that print a secret print it as the only stdout line.
 
 mod client;
+mod identity;
+mod login;
 mod policy;
 mod serve;
 mod transfer;
@@ -23,6 +25,10 @@ use crate::client::Client;
     about = "Encrypted, policy-gated model store"
 )]
 struct Cli {
+    /// CA certificate (PEM) to trust for the server and the identity
+    /// provider, besides the system's.
+    #[arg(long, global = true, env = "MODELVAULT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,7 +55,26 @@ enum Command {
         /// Allow plain HTTP on a non-loopback address (testing only).
         #[arg(long)]
         insecure_http: bool,
+        /// PEM certificate chain: serve HTTPS only.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
+    /// Sign in at the identity provider (device flow) and store the token.
+    Login(login::LoginArgs),
+    /// Remove the stored login token.
+    Logout,
+    /// Show who the server thinks you are.
+    Whoami {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Role bindings: grant, revoke, list.
+    #[command(subcommand)]
+    Access(identity::AccessCommand),
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -100,6 +125,17 @@ enum Command {
 enum TokenCommand {
     /// Create a token; prints it as the only stdout line.
     Create(TokenCreate),
+    /// List tokens (never their secrets).
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Revoke a token by name.
+    Revoke {
+        /// Token name.
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -116,7 +152,8 @@ struct TokenCreate {
     /// Environment (default from the server config, `dev`).
     #[arg(long = "env")]
     environment: Option<String>,
-    /// Lifetime, e.g. 90s, 30m, 12h, 7d (default: no expiry).
+    /// Lifetime, e.g. 90s, 30m, 12h, 7d (default and maximum from the
+    /// server config: 90d and 365d).
     #[arg(long)]
     ttl: Option<String>,
     /// Unique token name.
@@ -224,7 +261,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(ca) = cli.ca_cert {
+        let _ = client::CA_CERT.set(ca);
+    }
     match cli.command {
+        Command::Login(args) => login::login(args).await,
+        Command::Logout => login::logout(),
+        Command::Whoami { output } => identity::whoami(output).await,
+        Command::Access(cmd) => identity::access(cmd).await,
+        Command::Token(TokenCommand::List { output }) => identity::token_list(output).await,
+        Command::Token(TokenCommand::Revoke { name }) => identity::token_revoke(&name).await,
         Command::Init { data_dir, store } => {
             let dir = serve::data_dir(data_dir)?;
             let (_, token) = modelvault_server::init::initialize(&dir, store).await?;
@@ -236,7 +282,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             listen,
             insecure_http,
-        } => serve::run(serve::data_dir(data_dir)?, listen, insecure_http).await,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = tls_cert.zip(tls_key);
+            serve::run(serve::data_dir(data_dir)?, listen, insecure_http, tls).await
+        }
         Command::Token(TokenCommand::Create(t)) => {
             let client = Client::from_env()?;
             let ttl_seconds = t

@@ -23,7 +23,12 @@ pub fn data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
 }
 
-pub async fn run(dir: PathBuf, listen: Option<String>, insecure_http: bool) -> anyhow::Result<()> {
+pub async fn run(
+    dir: PathBuf,
+    listen: Option<String>,
+    insecure_http: bool,
+    tls: Option<(PathBuf, PathBuf)>,
+) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MODELVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -51,16 +56,32 @@ pub async fn run(dir: PathBuf, listen: Option<String>, insecure_http: bool) -> a
     let config = Config::load(&cfg_path)?;
     let listen = listen.unwrap_or_else(|| config.server.listen.clone());
     let insecure = insecure_http || config.server.insecure_http;
+    // Flags win over the config file; with TLS there is no plain listener.
+    let tls = tls.or_else(|| {
+        config
+            .server
+            .tls_cert
+            .clone()
+            .zip(config.server.tls_key.clone())
+    });
+    let tls = match tls {
+        Some((cert, key)) => Some(modelvault_server::tls_config(&cert, &key)?),
+        None => None,
+    };
     let state = AppState::open(config).await?;
-    let listener = modelvault_server::bind(&listen, insecure).await?;
+    let listener = modelvault_server::bind(&listen, insecure || tls.is_some()).await?;
     let addr = listener.local_addr()?;
     modelvault_server::spawn_garbage_collector(&state);
     modelvault_server::spawn_policy_reloader(&state);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "modelvault listening on http://{addr} (store {})",
+        "modelvault listening on {scheme}://{addr} (store {})",
         state.store.url()
     );
-    modelvault_server::serve(listener, state, shutdown_signal()).await?;
+    match tls {
+        Some(tls) => modelvault_server::serve_tls(listener, tls, state, shutdown_signal()).await?,
+        None => modelvault_server::serve(listener, state, shutdown_signal()).await?,
+    }
     eprintln!("modelvault stopped");
     Ok(())
 }

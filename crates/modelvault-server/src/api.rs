@@ -190,3 +190,140 @@ pub struct ErrorDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }
+
+/// `POST /v1/access/grant` and `POST /v1/access/revoke`: exactly one of
+/// `principal`, `group`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingRequest {
+    /// A principal id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// A group name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Role name.
+    pub role: String,
+    /// Namespaces (`*` or empty = all; for revoke, empty = the whole binding).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// One binding as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BindingView {
+    /// `principal` or `group`.
+    pub subject_type: String,
+    /// The principal id or group name.
+    pub subject: String,
+    /// Role name.
+    pub role: String,
+    /// Namespaces (`*` = all).
+    pub namespaces: Vec<String>,
+    /// Who last changed it.
+    pub updated_by: String,
+    /// When.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /v1/access/bindings`, and the answer to grant and revoke.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BindingList {
+    /// Whether the request changed anything (grant and revoke only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
+    /// Every binding.
+    pub bindings: Vec<BindingView>,
+}
+
+/// One role a principal holds, where, and from what.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantView {
+    /// Role name.
+    pub role: String,
+    /// Namespaces (`*` = all).
+    pub namespaces: Vec<String>,
+    /// `token` or `binding:<principal|group>:<name>`.
+    pub source: String,
+    /// The role's permissions.
+    pub permissions: Vec<String>,
+}
+
+/// `GET /v1/whoami`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// Principal id.
+    pub id: String,
+    /// `person` or `service`.
+    pub kind: String,
+    /// Verified groups.
+    pub groups: Vec<String>,
+    /// Role names held anywhere.
+    pub roles: Vec<String>,
+    /// Each role with its namespaces and source.
+    pub grants: Vec<GrantView>,
+    /// The environment the identity is bound to.
+    pub environment: String,
+    /// `api-token` or `oidc`.
+    pub authenticated_by: String,
+    /// API token name, if one was used.
+    pub token_name: Option<String>,
+    /// OIDC issuer, if one vouched.
+    pub issuer: Option<String>,
+    /// When the credential expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One API token as `GET /v1/tokens` shows it (never its secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Public id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Principal it acts as.
+    pub principal: String,
+    /// `person` or `service`.
+    pub kind: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Namespaces (`*` = all).
+    pub namespaces: Vec<String>,
+    /// Environment.
+    pub environment: String,
+    /// Who created it.
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Whether it has expired.
+    pub expired: bool,
+}
+
+/// `GET /v1/tokens`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenList {
+    /// Live tokens (revoked ones are gone).
+    pub tokens: Vec<TokenView>,
+}
+
+/// One issuer `modelvault login` may use (from `GET /v1/auth/config`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginIssuer {
+    /// Issuer URL.
+    pub issuer: String,
+    /// The audience tokens must carry.
+    pub audience: String,
+    /// The public client id for the CLI.
+    pub client_id: String,
+    /// Scopes to ask for.
+    pub scope: String,
+}
+
+/// `GET /v1/auth/config` (no token needed): how to log in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthConfig {
+    /// Issuers that offer CLI login.
+    pub issuers: Vec<LoginIssuer>,
+}

@@ -1,4 +1,5 @@
-//! Authentication (bearer API tokens) and the authorization seam.
+//! Authentication (API tokens and OIDC access tokens) and the
+//! authorization seam.
 //!
 //! Every route takes an [`Authenticated`] principal and calls
 //! [`authorize`] before touching data: namespace scope (outside → 404, no
@@ -8,18 +9,37 @@
 //! from verified sources ([`policy_request`]). The audit intent record will
 //! sit beside it (next issue). Anything that fails here denies.
 
-use axum::extract::FromRequestParts;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use chrono::Utc;
-use modelvault_auth::{NamespaceScope, Permission, Principal, TokenRecord, parse_bearer};
+use modelvault_auth::{
+    Grant, NamespaceScope, Permission, Principal, PrincipalKind, TokenRecord, parse_bearer,
+};
 use modelvault_storage::layout;
 
 use crate::{ApiError, AppState};
 
-/// A request whose bearer token verified.
+/// A request whose credential verified.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
+
+/// The one answer every failed authentication gets: it never says whether
+/// a token exists, nor why a JWT was refused (the reason goes to the
+/// failure log and the audit trail).
+fn unauthenticated() -> ApiError {
+    ApiError::unauthenticated("invalid or expired credentials")
+}
+
+/// The peer address of the connection, when the transport gives one.
+pub fn source_addr(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
@@ -28,50 +48,134 @@ impl FromRequestParts<AppState> for Authenticated {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthenticated("missing bearer token (set MODELVAULT_TOKEN)")
-        })?;
-        let value = header
+        let source = source_addr(parts);
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            state
+                .auth_failures
+                .record(source, "none", "missing_credentials");
+            return Err(ApiError::unauthenticated(
+                "missing bearer token (set MODELVAULT_TOKEN or run modelvault login)",
+            ));
+        };
+        let Some(bearer) = header
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthenticated("authorization header is not a bearer token")
-            })?;
-        let principal = authenticate_token(state, value.trim()).await?;
-        Ok(Self(principal))
+            .map(str::trim)
+        else {
+            state.auth_failures.record(source, "none", "not_bearer");
+            return Err(ApiError::unauthenticated(
+                "authorization header is not a bearer token",
+            ));
+        };
+        let result = if bearer.starts_with(modelvault_auth::TOKEN_PREFIX) {
+            authenticate_token(state, bearer)
+                .await
+                .map_err(|reason| ("api-token", reason))
+        } else if modelvault_oidc::Verifier::looks_like_jwt(bearer) {
+            authenticate_jwt(state, bearer)
+                .await
+                .map_err(|reason| ("jwt", reason))
+        } else {
+            Err(("unknown", "malformed".to_string()))
+        };
+        match result {
+            Ok(p) => Ok(Self(p)),
+            Err((credential, reason)) => {
+                state.auth_failures.record(source, credential, &reason);
+                Err(unauthenticated())
+            }
+        }
     }
 }
 
-async fn authenticate_token(state: &AppState, bearer: &str) -> Result<Principal, ApiError> {
-    let invalid = || ApiError::unauthenticated("invalid or expired API token");
-    let (id, secret) = parse_bearer(bearer).map_err(|_| invalid())?;
+/// Grants from the store's role bindings for `id` and `groups`. A store
+/// error denies.
+async fn binding_grants(
+    state: &AppState,
+    id: &str,
+    groups: &[String],
+) -> Result<Vec<Grant>, String> {
+    let set = state.bindings.current(&state.store).await.map_err(|e| {
+        tracing::warn!(error = %e, "role bindings unreadable; denying");
+        "bindings_unavailable".to_string()
+    })?;
+    Ok(set.grants_for(id, groups, &state.config.roles))
+}
+
+/// Verifies an API token; the error is an audit-ready reason code.
+async fn authenticate_token(state: &AppState, bearer: &str) -> Result<Principal, String> {
+    let (id, secret) = parse_bearer(bearer).map_err(|_| "malformed".to_string())?;
     // Fail closed: a record that does not verify is as good as none.
     let record: TokenRecord = match state.store.read_record("token", &layout::token(id)).await {
         Ok(Some(r)) => r,
-        Ok(None) => return Err(invalid()),
+        Ok(None) => return Err("invalid_token".into()),
         Err(e) => {
             tracing::warn!(token_id = id, error = %e, "token record unreadable; denying");
-            return Err(invalid());
+            return Err("token_unreadable".into());
         }
     };
     if record.id != id {
-        return Err(invalid());
+        return Err("invalid_token".into());
     }
-    record.verify(secret, Utc::now()).map_err(|_| invalid())?;
-    let permissions = state.config.roles.permissions(&record.roles).map_err(|e| {
-        tracing::warn!(token_id = id, error = %e, "token names a role the config lacks; denying");
-        invalid()
-    })?;
+    record
+        .verify(secret, Utc::now())
+        .map_err(|_| "invalid_or_expired_token".to_string())?;
+    let scope = NamespaceScope::from_list(&record.namespaces);
+    let mut grants = Vec::with_capacity(record.roles.len());
+    for role in &record.roles {
+        let Some(permissions) = state.config.roles.0.get(role) else {
+            tracing::warn!(token_id = id, role = %role, "token names a role the config lacks; denying");
+            return Err("unknown_role".into());
+        };
+        grants.push(Grant {
+            role: role.clone(),
+            namespaces: scope.clone(),
+            permissions: permissions.clone(),
+            source: "token".into(),
+        });
+    }
+    grants.extend(binding_grants(state, &record.principal, &[]).await?);
     Ok(Principal {
         id: record.principal,
         kind: record.kind,
-        roles: record.roles,
-        namespaces: NamespaceScope::from_list(&record.namespaces),
+        groups: Vec::new(),
+        grants,
         environment: record.environment,
-        permissions,
         token_id: Some(record.id),
+        issuer: None,
         expires_at: record.expires_at,
+    })
+}
+
+/// Verifies an OIDC access token; the error is an audit-ready reason code.
+async fn authenticate_jwt(state: &AppState, bearer: &str) -> Result<Principal, String> {
+    let Some(verifier) = &state.oidc else {
+        return Err("no_issuer_configured".into());
+    };
+    let identity = verifier
+        .verify(bearer, &state.config.environments.names)
+        .await
+        .map_err(|e| {
+            tracing::debug!(reason = %e, "JWT refused");
+            e.code().to_string()
+        })?;
+    let grants = binding_grants(state, &identity.principal, &identity.groups).await?;
+    Ok(Principal {
+        id: identity.principal,
+        kind: if identity.service {
+            PrincipalKind::Service
+        } else {
+            PrincipalKind::Person
+        },
+        groups: identity.groups,
+        grants,
+        environment: identity
+            .environment
+            .unwrap_or_else(|| state.config.environments.default.clone()),
+        token_id: None,
+        issuer: Some(identity.issuer),
+        expires_at: chrono::DateTime::from_timestamp(identity.expires_at, 0),
     })
 }
 
@@ -160,7 +264,7 @@ impl<'a> Resource<'a> {
 /// The namespace-scope part of [`authorize`] alone, for steps (such as
 /// resolving `latest`) that must not run for a namespace out of reach.
 pub fn check_scope(principal: &Principal, namespace: &str, model: &str) -> Result<(), ApiError> {
-    if principal.namespaces.contains(namespace) {
+    if principal.reaches(namespace) {
         Ok(())
     } else {
         Err(ApiError::not_found(format!(
@@ -176,16 +280,21 @@ pub fn authorize(
     action: Action,
     resource: &Resource<'_>,
 ) -> Result<(), ApiError> {
-    if let Some(ns) = resource.namespace
-        && !principal.namespaces.contains(ns)
-    {
-        let what = match resource.model {
-            Some(m) => format!("model {ns}/{m} not found"),
-            None => format!("namespace {ns} not found"),
-        };
-        return Err(ApiError::not_found(what));
-    }
-    if !principal.can(action.permission()) {
+    let permission = action.permission();
+    let allowed = match resource.namespace {
+        Some(ns) => {
+            if !principal.reaches(ns) {
+                let what = match resource.model {
+                    Some(m) => format!("model {ns}/{m} not found"),
+                    None => format!("namespace {ns} not found"),
+                };
+                return Err(ApiError::not_found(what));
+            }
+            principal.can_in(permission, ns)
+        }
+        None => principal.can(permission),
+    };
+    if !allowed {
         return Err(ApiError::forbidden(format!(
             "principal {} lacks the {} permission",
             principal.id,
@@ -230,9 +339,9 @@ pub fn policy_request(
                 modelvault_auth::PrincipalKind::Person => PrincipalKindInfo::Person,
                 modelvault_auth::PrincipalKind::Service => PrincipalKindInfo::Service,
             },
-            roles: principal.roles.clone(),
-            groups: Vec::new(),
-            namespaces: principal.namespaces.to_list(),
+            roles: principal.roles(),
+            groups: principal.groups.clone(),
+            namespaces: principal.namespaces().to_list(),
             attributes: Default::default(),
         },
         action,

@@ -28,6 +28,114 @@ pub struct Config {
     /// configuration.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// OIDC issuers whose access tokens are accepted.
+    #[serde(default)]
+    pub oidc: OidcConfig,
+    /// Role bindings seeded into the store, and how often they are reread.
+    #[serde(default)]
+    pub access: AccessConfig,
+    /// API token lifetimes.
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    /// Metadata keys always treated as sensitive.
+    #[serde(default)]
+    pub metadata: MetadataConfig,
+}
+
+/// `[oidc]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// One `[[oidc.issuers]]` table per issuer.
+    #[serde(default)]
+    pub issuers: Vec<modelvault_oidc::IssuerConfig>,
+}
+
+/// `[access]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Seconds a server may use its cached copy of the role bindings before
+    /// rereading them from the store (how soon another server's grant or
+    /// revoke applies here).
+    #[serde(default = "default_access_refresh")]
+    pub refresh_secs: u64,
+    /// Bindings written to the store when it holds none yet (first start).
+    #[serde(default)]
+    pub bindings: Vec<SeedBinding>,
+    /// Length in seconds of the window failed authentications are counted in.
+    #[serde(default = "default_failure_window")]
+    pub failure_window_secs: u64,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        Self {
+            refresh_secs: default_access_refresh(),
+            bindings: Vec::new(),
+            failure_window_secs: default_failure_window(),
+        }
+    }
+}
+
+/// One `[[access.bindings]]` table: exactly one of `principal`, `group`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedBinding {
+    /// A principal id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// A group name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Role name.
+    pub role: String,
+    /// Namespaces (`*` = all; empty = all).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// `[tokens]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Lifetime of a token created without `--ttl` (e.g. `90d`).
+    #[serde(default = "default_token_ttl")]
+    pub default_ttl: String,
+    /// Longest lifetime a token may be given (e.g. `365d`).
+    #[serde(default = "default_token_max_ttl")]
+    pub max_ttl: String,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl: default_token_ttl(),
+            max_ttl: default_token_max_ttl(),
+        }
+    }
+}
+
+/// `[metadata]`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// Metadata keys that are sensitive in every model.
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+}
+
+fn default_access_refresh() -> u64 {
+    2
+}
+fn default_failure_window() -> u64 {
+    60
+}
+fn default_token_ttl() -> String {
+    "90d".into()
+}
+fn default_token_max_ttl() -> String {
+    "365d".into()
 }
 
 /// `[policy]`
@@ -109,6 +217,12 @@ pub struct ServerConfig {
     /// Largest JSON request body, in bytes.
     #[serde(default = "default_max_json_bytes")]
     pub max_json_bytes: usize,
+    /// PEM certificate chain; with `tls_key`, the server speaks only HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[store]`
@@ -211,6 +325,8 @@ impl Config {
                 insecure_http: false,
                 max_file_bytes: default_max_file_bytes(),
                 max_json_bytes: default_max_json_bytes(),
+                tls_cert: None,
+                tls_key: None,
             },
             store: StoreConfig {
                 url: store_url,
@@ -228,6 +344,10 @@ impl Config {
                 cache_dir: Some(data_dir.join("policy-cache")),
                 ..PolicyConfig::default()
             },
+            oidc: OidcConfig::default(),
+            access: AccessConfig::default(),
+            tokens: TokensConfig::default(),
+            metadata: MetadataConfig::default(),
         }
     }
 
@@ -279,7 +399,51 @@ impl Config {
         if self.roles.0.is_empty() {
             return Err("roles is empty".into());
         }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err("server.tls_cert and server.tls_key go together".into());
+        }
+        let (default_ttl, max_ttl) = self.token_ttls()?;
+        if default_ttl > max_ttl {
+            return Err("tokens.default_ttl is longer than tokens.max_ttl".into());
+        }
+        for i in &self.oidc.issuers {
+            i.validate()
+                .map_err(|e| format!("oidc.issuers {}: {e}", i.issuer))?;
+            for env in i
+                .environment
+                .clients
+                .values()
+                .chain(i.environment.default.iter())
+            {
+                if !self.environments.names.contains(env) {
+                    return Err(format!(
+                        "oidc.issuers {}: environment {env:?} is not declared",
+                        i.issuer
+                    ));
+                }
+            }
+        }
+        for b in &self.access.bindings {
+            if b.principal.is_some() == b.group.is_some() {
+                return Err("access.bindings: give exactly one of principal, group".into());
+            }
+            if !self.roles.0.contains_key(&b.role) {
+                return Err(format!("access.bindings: unknown role {:?}", b.role));
+            }
+        }
+        if self.access.failure_window_secs == 0 {
+            return Err("access.failure_window_secs must be positive".into());
+        }
         Ok(())
+    }
+
+    /// `tokens.default_ttl` and `tokens.max_ttl` in seconds.
+    pub fn token_ttls(&self) -> Result<(u64, u64), String> {
+        let d = modelvault_auth::parse_duration(&self.tokens.default_ttl)
+            .map_err(|e| format!("tokens.default_ttl: {e}"))?;
+        let m = modelvault_auth::parse_duration(&self.tokens.max_ttl)
+            .map_err(|e| format!("tokens.max_ttl: {e}"))?;
+        Ok((d, m))
     }
 
     /// The file `init` writes: every key, each with a comment.

@@ -11,6 +11,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod access;
 pub mod api;
 pub mod authn;
 pub mod config;
@@ -43,6 +44,12 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Installed policy plugins and their host.
     pub policies: Arc<policies::PolicyRegistry>,
+    /// Role bindings (cached from the store).
+    pub bindings: Arc<access::Bindings>,
+    /// Failed authentications by source and window.
+    pub auth_failures: Arc<access::AuthFailures>,
+    /// OIDC issuers, when any is configured.
+    pub oidc: Option<modelvault_oidc::Verifier>,
     /// Only false in the authorization benchmark's baseline server (see
     /// [`AppState::without_policy_chain_for_benchmarks`]); no config key or
     /// command reaches it.
@@ -69,6 +76,12 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// OIDC issuer config problem.
+    #[error("oidc: {0}")]
+    Oidc(#[from] modelvault_oidc::OidcError),
+    /// TLS certificate or key problem.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The policy host could not start.
     #[error(transparent)]
     Policy(#[from] modelvault_policy::PolicyError),
@@ -89,6 +102,10 @@ impl AppState {
         let store = Store::open(&config.store.url, keys)?.with_segment_size(segment);
         store.check_initialized().await?;
         let state = Self::from_parts(store, config)?;
+        state
+            .bindings
+            .seed(&state.store, &state.config.access.bindings)
+            .await?;
         state.policies.reload(&state.store).await;
         Ok(state)
     }
@@ -101,8 +118,20 @@ impl AppState {
             config.policy.cache_dir.clone(),
         )?;
         let registry = policies::PolicyRegistry::new(Arc::new(host), config.policy.clone());
+        let oidc = if config.oidc.issuers.is_empty() {
+            None
+        } else {
+            Some(modelvault_oidc::Verifier::new(config.oidc.issuers.clone())?)
+        };
         Ok(Self {
             store,
+            bindings: Arc::new(access::Bindings::new(std::time::Duration::from_secs(
+                config.access.refresh_secs,
+            ))),
+            auth_failures: Arc::new(access::AuthFailures::new(std::time::Duration::from_secs(
+                config.access.failure_window_secs,
+            ))),
+            oidc,
             config: Arc::new(config),
             policies: Arc::new(registry),
             policy_chain: true,
@@ -130,7 +159,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Binds `addr`, enforcing the transport rule: plain HTTP only on loopback
-/// unless `insecure_http`.
+/// unless `insecure_http` (pass `true` when the listener will serve TLS).
 pub async fn bind(addr: &str, insecure_http: bool) -> Result<tokio::net::TcpListener, ServeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -184,7 +213,7 @@ pub fn spawn_policy_reloader(state: &AppState) {
     );
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves plain HTTP until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -198,8 +227,67 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// The TLS settings the server uses: rustls with the ring provider, TLS 1.3
+/// and 1.2 only, HTTP/2 and HTTP/1.1 by ALPN.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServeError::Tls(format!("certificate {}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServeError::Tls(format!(
+            "no certificate in {}",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ServeError::Tls(format!("private key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves HTTPS only (no plaintext listener) until `shutdown` resolves;
+/// connections in flight get ten seconds to finish.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
+        axum_server::tls_rustls::RustlsConfig::from_config(tls),
+    )
+    .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    axum_server::from_tcp(listener)?
+        .acceptor(acceptor)
+        .handle(handle)
+        .serve(router(state).into_make_service_with_connect_info::<SocketAddr>())
         .await
 }
 

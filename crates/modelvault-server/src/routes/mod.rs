@@ -1,5 +1,6 @@
 //! Routes under `/v1` (see `docs/API.md`) plus `/healthz`.
 
+mod access;
 mod admin;
 mod approvals;
 mod files;
@@ -46,7 +47,14 @@ pub fn router(state: AppState) -> Router {
             post(approvals::deploy),
         )
         .route("/v1/admin/policies", get(admin::list))
-        .route("/v1/tokens", post(tokens::create))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{name}", axum::routing::delete(tokens::revoke))
+        .route("/v1/whoami", get(access::whoami))
+        .route("/v1/auth/config", get(access::auth_config))
+        .route("/v1/access/bindings", get(access::list))
+        .route("/v1/access/grant", post(access::grant))
+        .route("/v1/access/revoke", post(access::revoke))
+        .route("/v1/admin/auth-failures", get(access::auth_failures))
         .layer(DefaultBodyLimit::max(json_limit));
     // Uploads stream and enforce `max_file_bytes` themselves.
     let uploads = Router::new()

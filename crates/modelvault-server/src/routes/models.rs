@@ -76,7 +76,6 @@ pub async fn list(
     Authenticated(p): Authenticated,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<ModelList>, ApiError> {
-    authorize(&p, Action::Read, &Resource::default())?;
     let namespaces = match q.namespace {
         Some(ns) => {
             modelvault_storage::names::validate_name("namespace", &ns)?;
@@ -95,7 +94,7 @@ pub async fn list(
             .list_namespaces()
             .await?
             .into_iter()
-            .filter(|ns| p.namespaces.contains(ns))
+            .filter(|ns| p.can_in(modelvault_auth::Permission::Read, ns))
             .collect(),
     };
     let mut models = Vec::new();

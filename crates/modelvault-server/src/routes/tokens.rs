@@ -6,9 +6,9 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use modelvault_auth::{NamespaceScope, PrincipalKind, TokenRecord};
 
-use crate::api::{CreateTokenRequest, CreateTokenResponse};
+use crate::api::{CreateTokenRequest, CreateTokenResponse, TokenList, TokenView};
 use crate::authn::{Action, Authenticated, Resource, authorize};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::{ApiError, AppState};
 
 pub async fn create(
@@ -18,13 +18,13 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreateTokenResponse>), ApiError> {
     authorize(&p, Action::ManageAccess, &Resource::default())?;
     let namespaces = if req.namespaces.is_empty() {
-        p.namespaces.to_list()
+        p.namespaces().to_list()
     } else {
         req.namespaces.clone()
     };
     // A token can never reach further than its creator.
     let scope = NamespaceScope::from_list(&namespaces);
-    if !p.namespaces.covers(&scope) {
+    if !p.namespaces().covers(&scope) {
         return Err(ApiError::forbidden(
             "cannot grant namespaces outside your own",
         ));
@@ -77,17 +77,24 @@ pub(crate) async fn issue_token(
         return Err(ApiError::bad_request("invalid principal id"));
     }
     let now = Utc::now();
-    let expires_at = match req.ttl_seconds {
+    let (default_ttl, max_ttl) = state.config.token_ttls().map_err(ApiError::internal)?;
+    let ttl = match req.ttl_seconds {
         Some(0) => return Err(ApiError::bad_request("ttl must be positive")),
-        Some(s) => Some(
-            i64::try_from(s)
-                .ok()
-                .and_then(chrono::Duration::try_seconds)
-                .and_then(|d| now.checked_add_signed(d))
-                .ok_or_else(|| ApiError::bad_request("ttl too large"))?,
-        ),
-        None => None,
+        Some(s) if s > max_ttl => {
+            return Err(ApiError::bad_request(format!(
+                "ttl {s}s is longer than the maximum {max_ttl}s (tokens.max_ttl)"
+            )));
+        }
+        Some(s) => s,
+        None => default_ttl,
     };
+    let expires_at = Some(
+        i64::try_from(ttl)
+            .ok()
+            .and_then(chrono::Duration::try_seconds)
+            .and_then(|d| now.checked_add_signed(d))
+            .ok_or_else(|| ApiError::bad_request("ttl too large"))?,
+    );
     let record = TokenRecord {
         id: id.clone(),
         name: name.clone(),
@@ -146,4 +153,109 @@ pub(crate) async fn issue_token(
         },
         record,
     ))
+}
+
+/// Why a token was revoked (kept beside the removed token record).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Revocation {
+    token_id: String,
+    name: String,
+    principal: String,
+    revoked_by: String,
+    revoked_at: chrono::DateTime<Utc>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<Json<TokenList>, ApiError> {
+    authorize(&p, Action::ManageAccess, &Resource::default())?;
+    use futures::TryStreamExt as _;
+    let entries: Vec<_> = state
+        .store
+        .objects()
+        .list(Some(&modelvault_storage::layout::tokens_root()))
+        .try_collect()
+        .await
+        .map_err(modelvault_storage::StorageError::from)?;
+    let now = Utc::now();
+    let mut tokens = Vec::new();
+    for e in entries {
+        let Some(r) = state
+            .store
+            .read_record::<TokenRecord>("token", &e.location)
+            .await?
+        else {
+            continue;
+        };
+        tokens.push(TokenView {
+            expired: r.expires_at.is_some_and(|t| t <= now),
+            id: r.id,
+            name: r.name,
+            principal: r.principal,
+            kind: match r.kind {
+                PrincipalKind::Person => "person".into(),
+                PrincipalKind::Service => "service".into(),
+            },
+            roles: r.roles,
+            namespaces: r.namespaces,
+            environment: r.environment,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        });
+    }
+    tokens.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(TokenList { tokens }))
+}
+
+/// Revokes a token by name: a revocation record first (who, when), then the
+/// token record goes, so the next request with it gets 401 on every server
+/// (each request reads the token record from the store; nothing caches it).
+/// Names are never reused.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&p, Action::ManageAccess, &Resource::default())?;
+    modelvault_storage::names::validate_name("token", &name)?;
+    #[derive(serde::Deserialize)]
+    struct NameClaim {
+        token_id: String,
+    }
+    let not_found = || ApiError::not_found(format!("token {name} not found"));
+    let claim: NameClaim = state
+        .store
+        .read_record("token-name", &modelvault_storage::layout::token_name(&name))
+        .await?
+        .ok_or_else(not_found)?;
+    let path = modelvault_storage::layout::token(&claim.token_id);
+    let record: TokenRecord = state
+        .store
+        .read_record("token", &path)
+        .await?
+        .ok_or_else(not_found)?;
+    let revocation = Revocation {
+        token_id: record.id.clone(),
+        name: record.name.clone(),
+        principal: record.principal.clone(),
+        revoked_by: p.id.clone(),
+        revoked_at: Utc::now(),
+    };
+    match state
+        .store
+        .create_record(
+            "token-revocation",
+            &object_store::path::Path::from(format!("token-revocations/{}.json", record.id)),
+            &revocation,
+        )
+        .await
+    {
+        Ok(()) | Err(modelvault_storage::StorageError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    state.store.delete_object(&path).await?;
+    tracing::info!(by = %p.id, token = %name, token_id = %record.id, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,219 @@
+//! Role bindings (`manage-access`), `whoami`, and the failed-authentication
+//! report (`audit-read`).
+
+use axum::Json;
+use axum::extract::State;
+use modelvault_auth::{BindingSet, BindingSubject, Permission, Principal, PrincipalKind};
+
+use crate::api::{BindingList, BindingRequest, BindingView, GrantView, WhoAmI};
+use crate::authn::{Action, Authenticated, Resource, authorize};
+use crate::extract::ApiJson;
+use crate::{ApiError, AppState};
+
+fn views(set: &BindingSet) -> Vec<BindingView> {
+    set.bindings
+        .iter()
+        .map(|b| {
+            let (subject_type, subject) = match &b.subject {
+                BindingSubject::Principal(p) => ("principal", p.clone()),
+                BindingSubject::Group(g) => ("group", g.clone()),
+            };
+            BindingView {
+                subject_type: subject_type.into(),
+                subject,
+                role: b.role.clone(),
+                namespaces: b.namespaces.clone(),
+                updated_by: b.updated_by.clone(),
+                updated_at: b.updated_at,
+            }
+        })
+        .collect()
+}
+
+/// Validates a request and checks the caller may manage access in every
+/// namespace it names (all of them for `*`).
+fn check(
+    state: &AppState,
+    p: &Principal,
+    req: &BindingRequest,
+) -> Result<(BindingSubject, Vec<String>), ApiError> {
+    let subject = match (&req.principal, &req.group) {
+        (Some(id), None) => BindingSubject::Principal(id.clone()),
+        (None, Some(g)) => BindingSubject::Group(g.clone()),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of principal and group",
+            ));
+        }
+    };
+    let name = match &subject {
+        BindingSubject::Principal(s) | BindingSubject::Group(s) => s,
+    };
+    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("invalid principal or group name"));
+    }
+    if !state.config.roles.0.contains_key(&req.role) {
+        return Err(ApiError::bad_request(format!(
+            "unknown role {:?} (roles: {})",
+            req.role,
+            state
+                .config
+                .roles
+                .0
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let global = req.namespaces.is_empty() || req.namespaces.iter().any(|n| n == "*");
+    if global {
+        authorize(p, Action::ManageAccess, &Resource::default())?;
+    } else {
+        for ns in &req.namespaces {
+            modelvault_storage::names::validate_name("namespace", ns)?;
+            if !p.can_in(Permission::ManageAccess, ns) {
+                return Err(ApiError::forbidden(format!(
+                    "principal {} lacks the manage-access permission in namespace {ns}",
+                    p.id
+                )));
+            }
+        }
+    }
+    let namespaces = if global {
+        vec!["*".to_string()]
+    } else {
+        req.namespaces.clone()
+    };
+    Ok((subject, namespaces))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<Json<BindingList>, ApiError> {
+    authorize(&p, Action::ManageAccess, &Resource::default())?;
+    let set = state.bindings.current(&state.store).await?;
+    Ok(Json(BindingList {
+        changed: None,
+        bindings: views(&set),
+    }))
+}
+
+pub async fn grant(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiJson(req): ApiJson<BindingRequest>,
+) -> Result<Json<BindingList>, ApiError> {
+    let (subject, namespaces) = check(&state, &p, &req)?;
+    let now = chrono::Utc::now();
+    let (set, changed) = state
+        .bindings
+        .update(&state.store, |set| {
+            set.grant(&subject, &req.role, &namespaces, &p.id, now)
+        })
+        .await?;
+    tracing::info!(by = %p.id, %subject, role = %req.role, namespaces = ?namespaces, changed, "role binding granted");
+    Ok(Json(BindingList {
+        changed: Some(changed),
+        bindings: views(&set),
+    }))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiJson(req): ApiJson<BindingRequest>,
+) -> Result<Json<BindingList>, ApiError> {
+    let (subject, _) = check(&state, &p, &req)?;
+    let now = chrono::Utc::now();
+    let (set, changed) = state
+        .bindings
+        .update(&state.store, |set| {
+            set.revoke(&subject, &req.role, &req.namespaces, &p.id, now)
+        })
+        .await?;
+    tracing::info!(by = %p.id, %subject, role = %req.role, namespaces = ?req.namespaces, changed, "role binding revoked");
+    Ok(Json(BindingList {
+        changed: Some(changed),
+        bindings: views(&set),
+    }))
+}
+
+pub async fn whoami(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<Json<WhoAmI>, ApiError> {
+    let token_name = match &p.token_id {
+        Some(id) => state
+            .store
+            .read_record::<modelvault_auth::TokenRecord>(
+                "token",
+                &modelvault_storage::layout::token(id),
+            )
+            .await?
+            .map(|r| r.name),
+        None => None,
+    };
+    Ok(Json(WhoAmI {
+        roles: p.roles(),
+        grants: p
+            .grants
+            .iter()
+            .map(|g| GrantView {
+                role: g.role.clone(),
+                namespaces: g.namespaces.to_list(),
+                source: g.source.clone(),
+                permissions: g.permissions.iter().map(|p| p.to_string()).collect(),
+            })
+            .collect(),
+        kind: match p.kind {
+            PrincipalKind::Person => "person".into(),
+            PrincipalKind::Service => "service".into(),
+        },
+        authenticated_by: if p.issuer.is_some() {
+            "oidc".into()
+        } else {
+            "api-token".into()
+        },
+        id: p.id,
+        groups: p.groups,
+        environment: p.environment,
+        token_name,
+        issuer: p.issuer,
+        expires_at: p.expires_at,
+    }))
+}
+
+pub async fn auth_failures(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<Json<crate::access::FailureReport>, ApiError> {
+    if !p.can(Permission::AuditRead) {
+        return Err(ApiError::forbidden(format!(
+            "principal {} lacks the audit-read permission",
+            p.id
+        )));
+    }
+    Ok(Json(state.auth_failures.report()))
+}
+
+/// How to log in; public (it names only issuers and client ids).
+pub async fn auth_config(State(state): State<AppState>) -> Json<crate::api::AuthConfig> {
+    Json(crate::api::AuthConfig {
+        issuers: state
+            .config
+            .oidc
+            .issuers
+            .iter()
+            .filter_map(|i| {
+                Some(crate::api::LoginIssuer {
+                    issuer: i.issuer.clone(),
+                    audience: i.audience.clone(),
+                    client_id: i.cli_client_id.clone()?,
+                    scope: i.cli_scope.clone(),
+                })
+            })
+            .collect(),
+    })
+}
