@@ -28,7 +28,13 @@ pub fn cli(url: &str, token: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env("MODELVAULT_URL", url)
-        .env_remove("MODELVAULT_TOKEN");
+        .env_remove("MODELVAULT_TOKEN")
+        .env_remove("MODELVAULT_CA_CERT")
+        // Never a stored login from the machine running the tests.
+        .env(
+            "MODELVAULT_CONFIG_DIR",
+            "/nonexistent/modelvault-test-config",
+        );
     if let Some(t) = token {
         cmd.env("MODELVAULT_TOKEN", t);
     }
@@ -75,7 +81,7 @@ pub fn fails(o: Output, needle: &str) -> String {
 
 /// Starts `modelvault serve` over `data` on an ephemeral port; returns the
 /// child, its URL and its captured log.
-fn spawn_serve(data: &Path) -> (Child, String, Arc<Mutex<String>>) {
+fn spawn_serve(data: &Path, extra: &[String]) -> (Child, String, Arc<Mutex<String>>) {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -84,6 +90,7 @@ fn spawn_serve(data: &Path) -> (Child, String, Arc<Mutex<String>>) {
             "--listen",
             "127.0.0.1:0",
         ])
+        .args(extra)
         .env("MODELVAULT_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -128,7 +135,7 @@ impl Drop for Peer {
 impl TestApp {
     /// Another server process over this one's data directory.
     pub fn start_peer(&self) -> Peer {
-        let (child, url, _) = spawn_serve(&self.data_dir());
+        let (child, url, _) = spawn_serve(&self.data_dir(), &[]);
         Peer { url, child }
     }
 
@@ -144,6 +151,15 @@ impl TestApp {
 
     /// A server whose config file `edit` may change before it starts.
     pub fn start_configured(store: Option<&str>, edit: impl FnOnce(&mut String)) -> Self {
+        Self::start_full(store, edit, &[])
+    }
+
+    /// The same, with extra `serve` arguments (e.g. `--tls-cert`).
+    pub fn start_full(
+        store: Option<&str>,
+        edit: impl FnOnce(&mut String),
+        serve_args: &[String],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let mut args = vec![
@@ -166,7 +182,7 @@ impl TestApp {
         edit(&mut text);
         std::fs::write(&cfg, text).expect("config");
 
-        let (child, url, log) = spawn_serve(&data);
+        let (child, url, log) = spawn_serve(&data, serve_args);
         Self {
             dir,
             url,

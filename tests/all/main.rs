@@ -6,6 +6,7 @@ mod access;
 mod common;
 mod examples;
 mod hostile;
+mod identity;
 mod policy;
 mod roundtrip;
 mod s3;

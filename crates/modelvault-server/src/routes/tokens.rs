@@ -16,15 +16,19 @@ pub async fn create(
     Authenticated(p): Authenticated,
     ApiJson(req): ApiJson<CreateTokenRequest>,
 ) -> Result<(StatusCode, Json<CreateTokenResponse>), ApiError> {
-    authorize(&p, Action::ManageAccess, &Resource::default())?;
+    // A token can never reach further than its creator's manage-access
+    // scope (default: all of it).
+    let mine = p.scope_of(modelvault_auth::Permission::ManageAccess);
+    if mine == NamespaceScope::Only(Default::default()) {
+        authorize(&p, Action::ManageAccess, &Resource::default())?;
+    }
     let namespaces = if req.namespaces.is_empty() {
-        p.namespaces().to_list()
+        mine.to_list()
     } else {
         req.namespaces.clone()
     };
-    // A token can never reach further than its creator.
     let scope = NamespaceScope::from_list(&namespaces);
-    if !p.namespaces().covers(&scope) {
+    if !mine.covers(&scope) {
         return Err(ApiError::forbidden(
             "cannot grant namespaces outside your own",
         ));
