@@ -2,7 +2,8 @@
 # Runs the whole Modelvault test suite on a fresh machine: installs and
 # starts what the tests need (the pinned toolchain with wasm32-wasip2, a
 # moto S3 server on loopback with a test bucket), runs every test, builds the
-# benches (they are not run here), and stops what it started.
+# benches (they are not run here), and stops what it started. Also starts
+# a throwaway OIDC provider (oidc-provider, Node) for the identity tests.
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -- NAME    # extra arguments go to `cargo test`
@@ -60,6 +61,37 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
 export MODELVAULT_TEST_S3_BUCKET=modelvault-test
 export MODELVAULT_REQUIRE_S3=1   # a missing S3 server is a failure, not a skip
+
+# 2c. The OIDC identity provider (oidc-provider on loopback) with throwaway
+#     signing keys the tests may also sign with.
+idp_dir="$env_dir/idp"
+mkdir -p "$idp_dir"
+if ! cmp -s tests/idp/package.json "$idp_dir/package.json" || [ ! -d "$idp_dir/node_modules/oidc-provider" ]; then
+  log "installing oidc-provider into $idp_dir"
+  cp tests/idp/package.json "$idp_dir/package.json"
+  npm install --silent --no-audit --no-fund --prefix "$idp_dir" >/dev/null
+fi
+cp tests/idp/server.mjs "$idp_dir/server.mjs"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$idp_dir/rsa.pem" 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$idp_dir/ec.pem" 2>/dev/null
+idp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+node "$idp_dir/server.mjs" "$idp_port" "$idp_dir/rsa.pem" "$idp_dir/ec.pem" >"$env_dir/idp.log" 2>&1 &
+idp_pid=$!
+cleanup() {
+  kill "$moto_pid" "$idp_pid" 2>/dev/null || true
+  wait "$moto_pid" "$idp_pid" 2>/dev/null || true
+  rm -f "$idp_dir/rsa.pem" "$idp_dir/ec.pem"
+}
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$idp_port/.well-known/openid-configuration" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$idp_port/.well-known/openid-configuration" >/dev/null ||
+  { cat "$env_dir/idp.log" >&2; exit 1; }
+log "oidc-provider on 127.0.0.1:$idp_port"
+export MODELVAULT_TEST_OIDC_ISSUER="http://127.0.0.1:$idp_port"
+export MODELVAULT_TEST_OIDC_RSA_KEY="$idp_dir/rsa.pem" MODELVAULT_TEST_OIDC_EC_KEY="$idp_dir/ec.pem"
+export MODELVAULT_REQUIRE_OIDC=1   # a missing IdP is a failure, not a skip
 
 # 3. Every test of the workspace (unit, conformance, storage on local and
 #    S3, the end-to-end suite in tests/all, the fuzz seed corpus replay).

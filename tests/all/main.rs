@@ -7,6 +7,7 @@ mod common;
 mod examples;
 mod hostile;
 mod identity;
+mod metadata;
 mod policy;
 mod roundtrip;
 mod s3;

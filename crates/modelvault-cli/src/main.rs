@@ -183,6 +183,47 @@ enum ModelCommand {
         /// KEY=VALUE (repeatable).
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// Metadata KEY=VALUE (repeatable): description, metrics, lineage...
+        #[arg(long = "metadata")]
+        metadata: Vec<String>,
+        /// Metadata key to keep sensitive (repeatable): sealed at rest and
+        /// shown only to holders of read-sensitive.
+        #[arg(long = "sensitive-field")]
+        sensitive_fields: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Change a model's sensitivity, tags or metadata (a new revision).
+    Set {
+        /// NS/NAME
+        target: String,
+        /// New sensitivity (raising needs edit-metadata, lowering approve).
+        #[arg(long)]
+        sensitivity: Option<String>,
+        /// KEY=VALUE to set (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Tag KEY to remove (repeatable).
+        #[arg(long = "remove-tag")]
+        remove_tags: Vec<String>,
+        /// Metadata KEY=VALUE to set (repeatable).
+        #[arg(long = "metadata")]
+        metadata: Vec<String>,
+        /// Metadata KEY to remove (repeatable).
+        #[arg(long = "remove-metadata")]
+        remove_metadata: Vec<String>,
+        /// Metadata key to mark sensitive (repeatable).
+        #[arg(long = "sensitive-field")]
+        sensitive_fields: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Every revision of a model's metadata: who, when, what.
+    History {
+        /// NS/NAME
+        target: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -200,6 +241,9 @@ enum ModelCommand {
         /// Only this namespace.
         #[arg(long)]
         namespace: Option<String>,
+        /// Only models whose name, tags or visible metadata contain TEXT.
+        #[arg(long)]
+        search: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -381,6 +425,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `KEY=VALUE` arguments as a map.
+fn pairs(kind: &str, list: Vec<String>) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for kv in list {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("{kind} {kv:?} is not KEY=VALUE"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
 async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
     use modelvault_server::api::*;
     let client = Client::from_env()?;
@@ -389,24 +445,21 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             target,
             sensitivity,
             tags,
+            metadata,
+            sensitive_fields,
             output,
         } => {
             let t = parse_target(&target, false)?;
             if t.version.is_some() {
                 anyhow::bail!("model create takes NS/NAME, not a version");
             }
-            let mut tag_map = BTreeMap::new();
-            for kv in tags {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("tag {kv:?} is not KEY=VALUE"))?;
-                tag_map.insert(k.to_string(), v.to_string());
-            }
             let req = CreateModelRequest {
                 namespace: t.namespace,
                 name: t.name,
                 sensitivity,
-                tags: tag_map,
+                tags: pairs("tag", tags)?,
+                metadata: pairs("metadata", metadata)?,
+                sensitive_fields,
             };
             let m: ModelView = client.post_json("/v1/models", &req).await?;
             match output {
@@ -443,7 +496,11 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                 }
                 None => {
                     let m: ModelView = client
-                        .get_json(&format!("/v1/models/{}/{}", t.namespace, t.name))
+                        .get_json(&format!(
+                            "/v1/models/{}/{}",
+                            client::enc(&t.namespace),
+                            client::enc(&t.name)
+                        ))
                         .await?;
                     match output {
                         Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
@@ -453,6 +510,9 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                             println!("owner:       {}", m.owner);
                             for (k, v) in &m.tags {
                                 println!("tag:         {k}={v}");
+                            }
+                            for (k, v) in &m.metadata {
+                                println!("metadata:    {k}={v}");
                             }
                             println!("versions:");
                             for v in m.versions.unwrap_or_default() {
@@ -470,10 +530,94 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        ModelCommand::List { namespace, output } => {
-            let path = match &namespace {
-                Some(ns) => format!("/v1/models?namespace={}", client::enc(ns)),
-                None => "/v1/models".into(),
+        ModelCommand::Set {
+            target,
+            sensitivity,
+            tags,
+            remove_tags,
+            metadata,
+            remove_metadata,
+            sensitive_fields,
+            output,
+        } => {
+            let t = parse_target(&target, false)?;
+            if t.version.is_some() {
+                anyhow::bail!("model set takes NS/NAME, not a version");
+            }
+            let set = |kind, list, remove: Vec<String>| -> anyhow::Result<_> {
+                let mut m: BTreeMap<String, Option<String>> = pairs(kind, list)?
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(v)))
+                    .collect();
+                m.extend(remove.into_iter().map(|k| (k, None)));
+                Ok(m)
+            };
+            let req = PatchModelRequest {
+                sensitivity,
+                tags: set("tag", tags, remove_tags)?,
+                metadata: set("metadata", metadata, remove_metadata)?,
+                sensitive_fields,
+            };
+            let m: ModelView = client
+                .patch_json(
+                    &format!(
+                        "/v1/models/{}/{}",
+                        client::enc(&t.namespace),
+                        client::enc(&t.name)
+                    ),
+                    &req,
+                )
+                .await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+                Output::Text => println!(
+                    "updated {}/{} (revision {}, sensitivity {})",
+                    m.namespace, m.name, m.revision, m.sensitivity
+                ),
+            }
+        }
+        ModelCommand::History { target, output } => {
+            let t = parse_target(&target, false)?;
+            let h: ModelHistory = client
+                .get_json(&format!(
+                    "/v1/models/{}/{}/history",
+                    client::enc(&t.namespace),
+                    client::enc(&t.name)
+                ))
+                .await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&h)?),
+                Output::Text => {
+                    for r in &h.revisions {
+                        println!(
+                            "{}  {}  {}  sensitivity={} tags={:?} metadata={:?}",
+                            r.revision,
+                            r.changed_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                            r.changed_by,
+                            r.sensitivity,
+                            r.tags,
+                            r.metadata
+                        );
+                    }
+                }
+            }
+        }
+        ModelCommand::List {
+            namespace,
+            search,
+            output,
+        } => {
+            let mut query = Vec::new();
+            if let Some(ns) = &namespace {
+                query.push(format!("namespace={}", client::enc(ns)));
+            }
+            if let Some(q) = &search {
+                query.push(format!("q={}", client::enc(q)));
+            }
+            let path = if query.is_empty() {
+                "/v1/models".to_string()
+            } else {
+                format!("/v1/models?{}", query.join("&"))
             };
             let list: ModelList = client.get_json(&path).await?;
             match output {

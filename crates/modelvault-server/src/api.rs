@@ -24,6 +24,59 @@ pub struct CreateModelRequest {
     /// Tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Metadata (description, metrics, lineage, training-data references).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Metadata keys to mark sensitive (sealed at rest, redacted for
+    /// principals without `read-sensitive`).
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+}
+
+/// `PATCH /v1/models/{ns}/{name}`: every field optional; a `null` tag or
+/// metadata value removes the key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchModelRequest {
+    /// New sensitivity (raising needs `edit-metadata`, lowering `approve`).
+    #[serde(default)]
+    pub sensitivity: Option<String>,
+    /// Tags to set or (with `null`) remove.
+    #[serde(default)]
+    pub tags: BTreeMap<String, Option<String>>,
+    /// Metadata to set or (with `null`) remove.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, Option<String>>,
+    /// Metadata keys to mark sensitive.
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+}
+
+/// One revision of a model's metadata (`GET .../history`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelRevision {
+    /// Revision number (0 at creation).
+    pub revision: u64,
+    /// Who wrote it.
+    pub changed_by: String,
+    /// When.
+    pub changed_at: Option<DateTime<Utc>>,
+    /// Sensitivity after the change.
+    pub sensitivity: String,
+    /// Tags after the change.
+    pub tags: BTreeMap<String, String>,
+    /// Metadata after the change (sensitive values redacted unless the
+    /// caller holds `read-sensitive`).
+    pub metadata: BTreeMap<String, String>,
+    /// Keys marked sensitive.
+    pub sensitive_fields: Vec<String>,
+}
+
+/// `GET /v1/models/{ns}/{name}/history`, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelHistory {
+    /// Every revision.
+    pub revisions: Vec<ModelRevision>,
 }
 
 /// A model as shown by the API.
@@ -41,6 +94,16 @@ pub struct ModelView {
     pub owner: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// Metadata; sensitive values read `"[redacted]"` for principals
+    /// without `read-sensitive`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Keys that are sensitive (marked on the model or in config).
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+    /// Metadata revision.
+    #[serde(default)]
+    pub revision: u64,
     /// Committed versions, oldest first (on show only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versions: Option<Vec<VersionSummary>>,
@@ -88,6 +151,9 @@ pub struct VersionDetail {
     pub sensitivity: String,
     /// The model's tags.
     pub tags: BTreeMap<String, String>,
+    /// The model's metadata (redacted as in [`ModelView`]).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
     /// Committing principal.
     pub uploader: String,
     /// Commit time.

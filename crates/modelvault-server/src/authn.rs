@@ -186,6 +186,8 @@ pub enum Action {
     Read,
     /// Create a model, upload, commit.
     Write,
+    /// Change tags, metadata, raise sensitivity.
+    EditMetadata,
     /// Download plaintext.
     Download,
     /// Create API tokens.
@@ -203,6 +205,7 @@ impl Action {
         match self {
             Self::Read => Permission::Read,
             Self::Write => Permission::Write,
+            Self::EditMetadata => Permission::EditMetadata,
             Self::Download => Permission::Download,
             Self::ManageAccess => Permission::ManageAccess,
             Self::Approve => Permission::Approve,
@@ -216,6 +219,7 @@ impl Action {
         match self {
             Self::Read => "read",
             Self::Write => "write",
+            Self::EditMetadata => "edit-metadata",
             Self::Download => "download",
             Self::ManageAccess => "manage-access",
             Self::Approve => "approve",

@@ -27,6 +27,11 @@ pub fn model_meta_dir(ns: &str, model: &str) -> Path {
     Path::from(format!("models/{ns}/{model}/meta"))
 }
 
+/// A model's metadata-key records (seals its sensitive metadata).
+pub fn model_keys_dir(ns: &str, model: &str) -> Path {
+    Path::from(format!("models/{ns}/{model}/meta-keys"))
+}
+
 /// A model's versions.
 pub fn versions_dir(ns: &str, model: &str) -> Path {
     Path::from(format!("models/{ns}/{model}/versions"))

@@ -19,6 +19,7 @@
 mod blob;
 mod error;
 pub mod layout;
+mod metadata;
 pub mod names;
 pub mod records;
 mod types;
@@ -394,26 +395,51 @@ impl Store {
         tags: BTreeMap<String, String>,
         owner: &str,
     ) -> Result<ModelRecord, StorageError> {
+        self.create_model_with(
+            namespace,
+            name,
+            sensitivity,
+            tags,
+            owner,
+            BTreeMap::new(),
+            &[],
+        )
+        .await
+    }
+
+    /// Creates a model with metadata; keys in `sensitive` are sealed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_model_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        sensitivity: Sensitivity,
+        tags: BTreeMap<String, String>,
+        owner: &str,
+        metadata: BTreeMap<String, String>,
+        sensitive: &[String],
+    ) -> Result<ModelRecord, StorageError> {
         names::validate_name("namespace", namespace)?;
         names::validate_name("model", name)?;
         for (k, v) in &tags {
-            if k.is_empty()
-                || k.len() > 128
-                || v.len() > 1024
-                || k.chars().chain(v.chars()).any(char::is_control)
-            {
-                return Err(StorageError::InvalidInput(format!("invalid tag {k:?}")));
-            }
+            metadata::check_entry("tag", k, v)?;
         }
-        let record = ModelRecord {
+        let at = now();
+        let mut record = ModelRecord {
             namespace: namespace.into(),
             name: name.into(),
             sensitivity,
             tags,
             owner: owner.into(),
-            created_at: now(),
+            created_at: at,
             revision: 0,
+            metadata: BTreeMap::new(),
+            sensitive_fields: Vec::new(),
+            sealed_metadata: None,
+            changed_by: owner.into(),
+            changed_at: Some(at),
         };
+        self.set_metadata(&mut record, metadata, sensitive).await?;
         let path = layout::seq_record(&layout::model_meta_dir(namespace, name), 0);
         match self.create_record("model", &path, &record).await {
             Err(StorageError::AlreadyExists(_)) => Err(StorageError::AlreadyExists(format!(
@@ -503,6 +529,18 @@ impl Store {
         create: bool,
     ) -> Result<(Dek, u32), StorageError> {
         let dir = layout::keys_dir(v.namespace, v.model, v.version);
+        self.dek_at(&dir, v, create).await
+    }
+
+    /// The DEK whose key records live in `dir`, bound to `v` (a version, or
+    /// a model's metadata label); see [`Store::version_dek`].
+    pub(crate) async fn dek_at(
+        &self,
+        dir: &Path,
+        v: &VersionRef<'_>,
+        create: bool,
+    ) -> Result<(Dek, u32), StorageError> {
+        let dir = dir.clone();
         for _ in 0..3 {
             if let Some((seq, record)) = self.read_latest::<KeyRecord>("key", &dir).await? {
                 if record.namespace != v.namespace

@@ -68,6 +68,37 @@ pub struct ModelRecord {
     pub created_at: DateTime<Utc>,
     /// Revision number of this record (0 at creation).
     pub revision: u64,
+    /// Metadata values that are not sensitive (description, metrics, ...).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Metadata keys marked sensitive on this model; their values live only
+    /// in `sealed_metadata`.
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+    /// The sensitive values as a JSON map sealed under the model's metadata
+    /// key (base64); absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_metadata: Option<String>,
+    /// Who wrote this revision (the owner at creation).
+    #[serde(default)]
+    pub changed_by: String,
+    /// When this revision was written.
+    #[serde(default)]
+    pub changed_at: Option<DateTime<Utc>>,
+}
+
+/// A change to a model's metadata: each `Some` / map entry is applied;
+/// a `None` value in `tags` or `metadata` removes the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelChange {
+    /// New sensitivity.
+    pub sensitivity: Option<Sensitivity>,
+    /// Tags to set (`Some`) or remove (`None`).
+    pub tags: BTreeMap<String, Option<String>>,
+    /// Metadata to set (`Some`) or remove (`None`).
+    pub metadata: BTreeMap<String, Option<String>>,
+    /// Keys to mark sensitive (values move into the sealed part).
+    pub mark_sensitive: Vec<String>,
 }
 
 /// A version's wrapped DEK (one record per wrap; the highest seq wins).

@@ -111,7 +111,10 @@ pub async fn commit(
         version: &version,
     };
     state.store.commit(&v, &req.files, &p.id).await?;
-    Ok((StatusCode::CREATED, Json(version_detail(&state, &v).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(version_detail(&state, &p, &v).await?),
+    ))
 }
 
 /// A parsed `Range` header.

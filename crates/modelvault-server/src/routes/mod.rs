@@ -20,7 +20,11 @@ pub fn router(state: AppState) -> Router {
     let json_limit = state.config.server.max_json_bytes;
     let api = Router::new()
         .route("/v1/models", post(models::create).get(models::list))
-        .route("/v1/models/{ns}/{name}", get(models::show))
+        .route(
+            "/v1/models/{ns}/{name}",
+            get(models::show).patch(models::patch),
+        )
+        .route("/v1/models/{ns}/{name}/history", get(models::history))
         .route("/v1/models/{ns}/{name}/versions", get(models::versions))
         .route(
             "/v1/models/{ns}/{name}/versions/{version}",

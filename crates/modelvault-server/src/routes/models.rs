@@ -1,4 +1,10 @@
-//! Models and versions: create, list, show.
+//! Models and versions: create, list (and search), show, metadata edits.
+//!
+//! Sensitive metadata (keys marked on the model or listed in
+//! `[metadata] sensitive_fields`) is unsealed only for a caller holding
+//! `read-sensitive` in the model's namespace; everyone else sees
+//! `"[redacted]"`, in show, list, search, history and version detail alike,
+//! and a search never matches on a value the caller cannot see.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,20 +15,72 @@ use serde::Deserialize;
 use crate::api::{
     CreateModelRequest, ModelList, ModelView, VersionDetail, VersionList, VersionSummary,
 };
+use std::collections::BTreeMap;
+
+use modelvault_auth::{Permission, Principal};
+
 use crate::authn::{Action, Authenticated, Resource, authorize};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::{ApiError, AppState};
 
-pub(crate) fn model_view(m: ModelRecord, versions: Option<Vec<VersionSummary>>) -> ModelView {
-    ModelView {
+/// `keys` plus the config's sensitive keys: those are sealed too.
+fn with_config_keys(state: &AppState, mut keys: Vec<String>) -> Vec<String> {
+    keys.extend(state.config.metadata.sensitive_fields.iter().cloned());
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// What redacted values read as.
+pub const REDACTED: &str = "[redacted]";
+
+/// The sensitive keys of `m`: marked on the model or listed in config.
+fn sensitive_keys(state: &AppState, m: &ModelRecord) -> Vec<String> {
+    let mut keys: std::collections::BTreeSet<String> = m.sensitive_fields.iter().cloned().collect();
+    keys.extend(state.config.metadata.sensitive_fields.iter().cloned());
+    keys.into_iter().collect()
+}
+
+/// `m`'s metadata as `p` may see it: sensitive values unsealed for a
+/// holder of `read-sensitive` in the namespace, `[redacted]` otherwise.
+pub(crate) async fn visible_metadata(
+    state: &AppState,
+    p: &Principal,
+    m: &ModelRecord,
+) -> Result<(BTreeMap<String, String>, Vec<String>), ApiError> {
+    let sensitive = sensitive_keys(state, m);
+    // The server unseals to know which keys hold a value; only a holder of
+    // read-sensitive sees the values.
+    let mut out = state.store.model_metadata(m).await?;
+    if !p.can_in(Permission::ReadSensitive, &m.namespace) {
+        for k in &sensitive {
+            if let Some(v) = out.get_mut(k) {
+                *v = REDACTED.into();
+            }
+        }
+    }
+    Ok((out, sensitive))
+}
+
+pub(crate) async fn model_view(
+    state: &AppState,
+    p: &Principal,
+    m: ModelRecord,
+    versions: Option<Vec<VersionSummary>>,
+) -> Result<ModelView, ApiError> {
+    let (metadata, sensitive_fields) = visible_metadata(state, p, &m).await?;
+    Ok(ModelView {
         namespace: m.namespace,
         name: m.name,
         sensitivity: m.sensitivity.to_string(),
         tags: m.tags,
         owner: m.owner,
         created_at: m.created_at,
+        metadata,
+        sensitive_fields,
+        revision: m.revision,
         versions,
-    }
+    })
 }
 
 fn summary(m: &Manifest) -> VersionSummary {
@@ -60,15 +118,29 @@ pub async fn create(
     };
     let m = state
         .store
-        .create_model(&req.namespace, &req.name, sensitivity, req.tags, &p.id)
+        .create_model_with(
+            &req.namespace,
+            &req.name,
+            sensitivity,
+            req.tags,
+            &p.id,
+            req.metadata,
+            &with_config_keys(&state, req.sensitive_fields),
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(model_view(m, None))))
+    Ok((
+        StatusCode::CREATED,
+        Json(model_view(&state, &p, m, None).await?),
+    ))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     namespace: Option<String>,
+    /// Case-insensitive text matched against the name, tags and the
+    /// metadata the caller may see.
+    q: Option<String>,
 }
 
 pub async fn list(
@@ -97,10 +169,28 @@ pub async fn list(
             .filter(|ns| p.can_in(modelvault_auth::Permission::Read, ns))
             .collect(),
     };
+    let needle = q.q.as_deref().map(str::to_lowercase);
     let mut models = Vec::new();
     for ns in namespaces {
         for m in state.store.list_models(&ns).await? {
-            models.push(model_view(m, None));
+            let view = model_view(&state, &p, m, None).await?;
+            // Matching runs on the redacted view, so a search can never
+            // reveal a value the caller may not read.
+            if let Some(n) = &needle {
+                let hit = view.name.to_lowercase().contains(n.as_str())
+                    || view
+                        .tags
+                        .iter()
+                        .chain(view.metadata.iter().filter(|(_, v)| v.as_str() != REDACTED))
+                        .any(|(k, v)| {
+                            k.to_lowercase().contains(n.as_str())
+                                || v.to_lowercase().contains(n.as_str())
+                        });
+                if !hit {
+                    continue;
+                }
+            }
+            models.push(view);
         }
     }
     Ok(Json(ModelList { models }))
@@ -119,10 +209,85 @@ pub async fn show(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("model {ns}/{name} not found")))?;
     let versions = state.store.list_versions(&ns, &name).await?;
-    Ok(Json(model_view(
-        m,
-        Some(versions.iter().map(summary).collect()),
-    )))
+    Ok(Json(
+        model_view(&state, &p, m, Some(versions.iter().map(summary).collect())).await?,
+    ))
+}
+
+/// `PATCH /v1/models/{ns}/{name}`: tags and metadata need `edit-metadata`;
+/// raising sensitivity needs `edit-metadata`, lowering it needs `approve`.
+/// Each change is a new revision (who, when, before/after in the history).
+pub async fn patch(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name)): ApiPath<(String, String)>,
+    ApiJson(req): ApiJson<crate::api::PatchModelRequest>,
+) -> Result<Json<ModelView>, ApiError> {
+    check_names(&ns, &name)?;
+    authorize(&p, Action::Read, &Resource::model(&ns, &name))?;
+    let current = state
+        .store
+        .get_model(&ns, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("model {ns}/{name} not found")))?;
+    let sensitivity = req
+        .sensitivity
+        .as_deref()
+        .map(str::parse::<Sensitivity>)
+        .transpose()?;
+    let edits_fields =
+        !req.tags.is_empty() || !req.metadata.is_empty() || !req.sensitive_fields.is_empty();
+    if edits_fields || sensitivity.is_some_and(|s| s > current.sensitivity) {
+        authorize(&p, Action::EditMetadata, &Resource::model(&ns, &name))?;
+    }
+    if sensitivity.is_some_and(|s| s < current.sensitivity) && !p.can_in(Permission::Approve, &ns) {
+        return Err(ApiError::forbidden(format!(
+            "principal {} lacks the approve permission needed to lower sensitivity",
+            p.id
+        )));
+    }
+    let change = modelvault_storage::ModelChange {
+        sensitivity,
+        tags: req.tags,
+        metadata: req.metadata,
+        mark_sensitive: with_config_keys(&state, req.sensitive_fields),
+    };
+    let (after, before) = state.store.update_model(&ns, &name, &change, &p.id).await?;
+    tracing::info!(
+        principal = %p.id, model = %format!("{ns}/{name}"),
+        revision = after.revision,
+        sensitivity_before = %before.sensitivity, sensitivity_after = %after.sensitivity,
+        "model metadata changed"
+    );
+    Ok(Json(model_view(&state, &p, after, None).await?))
+}
+
+/// `GET /v1/models/{ns}/{name}/history`: every revision, oldest first.
+pub async fn history(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name)): ApiPath<(String, String)>,
+) -> Result<Json<crate::api::ModelHistory>, ApiError> {
+    check_names(&ns, &name)?;
+    authorize(&p, Action::Read, &Resource::model(&ns, &name))?;
+    let revisions = state.store.model_history(&ns, &name).await?;
+    if revisions.is_empty() {
+        return Err(ApiError::not_found(format!("model {ns}/{name} not found")));
+    }
+    let mut out = Vec::with_capacity(revisions.len());
+    for r in revisions {
+        let (metadata, sensitive_fields) = visible_metadata(&state, &p, &r).await?;
+        out.push(crate::api::ModelRevision {
+            revision: r.revision,
+            changed_by: r.changed_by,
+            changed_at: r.changed_at,
+            sensitivity: r.sensitivity.to_string(),
+            tags: r.tags,
+            metadata,
+            sensitive_fields,
+        });
+    }
+    Ok(Json(crate::api::ModelHistory { revisions: out }))
 }
 
 pub async fn versions(
@@ -155,11 +320,12 @@ pub async fn show_version(
         model: &name,
         version: &version,
     };
-    Ok(Json(version_detail(&state, &v).await?))
+    Ok(Json(version_detail(&state, &p, &v).await?))
 }
 
 pub(crate) async fn version_detail(
     state: &AppState,
+    p: &Principal,
     v: &VersionRef<'_>,
 ) -> Result<VersionDetail, ApiError> {
     let model = state
@@ -170,6 +336,7 @@ pub(crate) async fn version_detail(
             ApiError::not_found(format!("model {}/{} not found", v.namespace, v.model))
         })?;
     let view = state.store.show_version(v).await?;
+    let (metadata, _) = visible_metadata(state, p, &model).await?;
     let approvals = super::approvals::approvals(state, v)
         .await?
         .into_iter()
@@ -197,6 +364,7 @@ pub(crate) async fn version_detail(
         version: view.manifest.version,
         sensitivity: model.sensitivity.to_string(),
         tags: model.tags,
+        metadata,
         uploader: view.manifest.uploader,
         created_at: view.manifest.created_at,
         dek_generation: view.manifest.dek_generation,
