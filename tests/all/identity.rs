@@ -317,7 +317,7 @@ fn workload_and_attack_tokens() {
         .filter(|w| w["source"] == "127.0.0.1")
         .map(|w| w["count"].as_u64().unwrap())
         .sum();
-    assert!(counted >= attacks.len() as u64 + 1, "{report}");
+    assert!(counted > attacks.len() as u64, "{report}");
     // Only auditors read it.
     assert_eq!(
         error_code(app.get(Some(&ds), "/v1/admin/auth-failures")).0,

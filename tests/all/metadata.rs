@@ -13,7 +13,11 @@ fn json(o: std::process::Output) -> Value {
 #[test]
 fn sensitive_metadata_is_sealed_and_redacted() {
     let app = TestApp::start_configured(None, |t| {
-        t.push_str("\n[metadata]\nsensitive_fields = [\"training-data\"]\n")
+        *t = t.replace(
+            "sensitive_fields = []",
+            "sensitive_fields = [\"training-data\"]",
+        );
+        assert!(t.contains("training-data"));
     });
     let ds = app.token("dana", &["data-scientist"], &["nlp"]);
     let auditor = app.token("audrey", &["auditor"], &["nlp"]);

@@ -511,7 +511,37 @@ default = {default}
 # bounds every plugin runs under (memory_bytes, timeout_ms, max_reason_bytes,
 # max_stdio_bytes, max_component_bytes, max_wasm_stack, pool_instances);
 # [policy.config.NAME]: configuration pairs handed to plugin NAME.
-{policy}"#,
+{policy}
+[tokens]
+# Lifetime of an API token created without --ttl, and the longest allowed
+# (the bootstrap admin token too: mint its successor before it expires).
+default_ttl = {default_ttl}
+max_ttl = {max_ttl}
+
+[access]
+# Seconds a server may use its cached role bindings before rereading them
+# (how soon another server's grant or revoke applies here).
+refresh_secs = {access_refresh}
+# Window, in seconds, failed authentications are counted in per source.
+failure_window_secs = {failure_window}
+# Bindings seeded into the store on first start (docs/CONFIG.md), e.g.
+# [[access.bindings]]
+# group = "nlp-writers"
+# role = "data-scientist"
+# namespaces = ["nlp"]
+
+[metadata]
+# Metadata keys sealed at rest and redacted without read-sensitive, in
+# every model (besides keys marked per model).
+sensitive_fields = [{sensitive}]
+
+# OIDC issuers whose access tokens are accepted (docs/CONFIG.md), e.g.
+# [[oidc.issuers]]
+# issuer = "https://login.example.com/realms/corp"
+# audience = "urn:modelvault"
+# groups_claim = "groups"
+# cli_client_id = "modelvault-cli"
+"#,
             listen = q(&self.server.listen),
             insecure = self.server.insecure_http,
             max_file = self.server.max_file_bytes,
@@ -532,6 +562,17 @@ default = {default}
             default = q(&self.environments.default),
             roles = roles,
             policy = policy,
+            default_ttl = q(&self.tokens.default_ttl),
+            max_ttl = q(&self.tokens.max_ttl),
+            access_refresh = self.access.refresh_secs,
+            failure_window = self.access.failure_window_secs,
+            sensitive = self
+                .metadata
+                .sensitive_fields
+                .iter()
+                .map(|n| q(n))
+                .collect::<Vec<_>>()
+                .join(", "),
         ))
     }
 }
