@@ -48,7 +48,7 @@ fn sensitive_metadata_is_sealed_and_redacted() {
     // The bucket alone does not reveal sensitive values.
     for f in walk(&app.store_dir()) {
         let bytes = std::fs::read(&f).unwrap();
-        for secret in ["secret-lineage-XYZ", "secret-bucket-QQQ"] {
+        for secret in ["secret-lineage-XYZ", "secret-bucket-QQQ", "secret-eval-777"] {
             assert!(
                 !modelvault_test_utils::contains(&bytes, secret.as_bytes()),
                 "{secret} in clear in {}",

@@ -87,6 +87,12 @@ enum Command {
         target: String,
         /// A file (stored under its base name) or a directory.
         path: PathBuf,
+        /// Version metadata KEY=VALUE (repeatable): metrics, lineage...
+        #[arg(long = "metadata")]
+        metadata: Vec<String>,
+        /// Version metadata key to keep sensitive (repeatable).
+        #[arg(long = "sensitive-field")]
+        sensitive_fields: Vec<String>,
     },
     /// Policy plugins: install, list, remove on a server; eval and test
     /// locally, offline.
@@ -410,9 +416,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Push { target, path } => {
+        Command::Push {
+            target,
+            path,
+            metadata,
+            sensitive_fields,
+        } => {
             let t = parse_target(&target, true)?;
-            transfer::push(&Client::from_env()?, &t, &path).await
+            let meta = transfer::VersionMeta {
+                metadata: pairs("metadata", metadata)?,
+                sensitive_fields,
+            };
+            transfer::push(&Client::from_env()?, &t, &path, meta).await
         }
         Command::Pull {
             target,

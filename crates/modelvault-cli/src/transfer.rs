@@ -141,7 +141,19 @@ fn file_stream(
     )
 }
 
-pub async fn push(client: &Client, t: &Target, root: &Path) -> anyhow::Result<()> {
+/// Metadata recorded with a pushed version.
+#[derive(Default)]
+pub struct VersionMeta {
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub sensitive_fields: Vec<String>,
+}
+
+pub async fn push(
+    client: &Client,
+    t: &Target,
+    root: &Path,
+    meta: VersionMeta,
+) -> anyhow::Result<()> {
     let version = t.version.as_deref().unwrap_or_default();
     let files = collect_files(root)?;
     let base = version_path(&t.namespace, &t.name, version);
@@ -181,7 +193,14 @@ pub async fn push(client: &Client, t: &Target, root: &Path) -> anyhow::Result<()
         });
     }
     let detail: VersionDetail = client
-        .post_json(&format!("{base}/commit"), &CommitRequest { files: commit })
+        .post_json(
+            &format!("{base}/commit"),
+            &CommitRequest {
+                files: commit,
+                metadata: meta.metadata,
+                sensitive_fields: meta.sensitive_fields,
+            },
+        )
         .await
         .context("committing")?;
     eprintln!(

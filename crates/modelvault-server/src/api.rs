@@ -154,6 +154,12 @@ pub struct VersionDetail {
     /// The model's metadata (redacted as in [`ModelView`]).
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// This version's metadata, set at commit (redacted likewise).
+    #[serde(default)]
+    pub version_metadata: BTreeMap<String, String>,
+    /// This version's sensitive keys (marked at commit or in config).
+    #[serde(default)]
+    pub version_sensitive_fields: Vec<String>,
     /// Committing principal.
     pub uploader: String,
     /// Commit time.
@@ -189,6 +195,12 @@ pub struct UploadResponse {
 pub struct CommitRequest {
     /// Every file of the version.
     pub files: Vec<CommitFile>,
+    /// Version metadata (metrics, lineage, training-data references).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Version metadata keys to seal and redact.
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
 }
 
 /// `POST /v1/tokens`

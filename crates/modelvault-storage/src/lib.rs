@@ -43,6 +43,7 @@ pub use types::*;
 
 /// Purpose label of the seal key for file digests.
 const DIGEST_SEAL: &str = "file-digests";
+const VERSION_METADATA_SEAL: &str = "version-metadata";
 
 /// An open store: the object store, and the key provider that
 /// authenticates its records and wraps its DEKs.
@@ -695,7 +696,22 @@ impl Store {
                 sha256: sha256.clone(),
             });
         }
-        Ok(VersionView { manifest, files })
+        let mut metadata = manifest.metadata.clone();
+        if let Some(sealed) = &manifest.sealed_metadata {
+            let key = dek.seal_key(
+                VERSION_METADATA_SEAL,
+                &[v.namespace, v.model, v.version, &generation.to_string()],
+            )?;
+            let json = key.open(b"metadata", &b64_decode(sealed)?)?;
+            let secret: BTreeMap<String, String> = serde_json::from_slice(&json)
+                .map_err(|_| StorageError::Integrity(format!("metadata of {v} is malformed")))?;
+            metadata.extend(secret);
+        }
+        Ok(VersionView {
+            manifest,
+            files,
+            metadata,
+        })
     }
 
     /// Commits a draft: every listed file must match an upload of the same
@@ -708,7 +724,24 @@ impl Store {
         files: &[CommitFile],
         uploader: &str,
     ) -> Result<Manifest, StorageError> {
+        self.commit_with(v, files, uploader, BTreeMap::new(), &[])
+            .await
+    }
+
+    /// [`Store::commit`] with version metadata; keys in `sensitive` are
+    /// sealed under the version DEK.
+    pub async fn commit_with(
+        &self,
+        v: &VersionRef<'_>,
+        files: &[CommitFile],
+        uploader: &str,
+        metadata: BTreeMap<String, String>,
+        sensitive: &[String],
+    ) -> Result<Manifest, StorageError> {
         names::validate_version(v.version)?;
+        for (k, val) in &metadata {
+            metadata::check_entry("metadata", k, val)?;
+        }
         self.require_model(v.namespace, v.model).await?;
         if files.is_empty() {
             return Err(StorageError::InvalidInput(
@@ -810,7 +843,26 @@ impl Store {
             });
         }
         let sealed = seal_digests(&dek, v, generation, &digests)?;
+        let marks: std::collections::BTreeSet<String> = sensitive.iter().cloned().collect();
+        let (secret, plain): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            metadata.into_iter().partition(|(k, _)| marks.contains(k));
+        let sealed_metadata = if secret.is_empty() {
+            None
+        } else {
+            let json = zeroize::Zeroizing::new(
+                serde_json::to_vec(&secret)
+                    .map_err(|e| StorageError::InvalidInput(e.to_string()))?,
+            );
+            let key = dek.seal_key(
+                VERSION_METADATA_SEAL,
+                &[v.namespace, v.model, v.version, &generation.to_string()],
+            )?;
+            Some(b64_encode(&key.seal(b"metadata", &json)?))
+        };
         let manifest = Manifest {
+            metadata: plain,
+            sensitive_fields: marks.into_iter().collect(),
+            sealed_metadata,
             namespace: v.namespace.into(),
             model: v.model.into(),
             version: v.version.into(),

@@ -182,6 +182,16 @@ pub struct Manifest {
     pub created_at: DateTime<Utc>,
     /// File digests, sealed under the version DEK (base64).
     pub sealed_digests: String,
+    /// Version metadata that is not sensitive.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Version metadata keys marked sensitive.
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+    /// The sensitive values as a JSON map sealed under the version DEK
+    /// (base64); absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_metadata: Option<String>,
 }
 
 /// A file as shown to an authorized reader (digest unsealed).
@@ -213,6 +223,8 @@ pub struct VersionView {
     pub manifest: Manifest,
     /// Files with their digests.
     pub files: Vec<FileEntry>,
+    /// Every version metadata value, sensitive ones unsealed.
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Identifies a version.

@@ -110,7 +110,12 @@ pub async fn commit(
         model: &name,
         version: &version,
     };
-    state.store.commit(&v, &req.files, &p.id).await?;
+    let mut sensitive = req.sensitive_fields;
+    sensitive.extend(state.config.metadata.sensitive_fields.iter().cloned());
+    state
+        .store
+        .commit_with(&v, &req.files, &p.id, req.metadata, &sensitive)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(version_detail(&state, &p, &v).await?),

@@ -337,6 +337,18 @@ pub(crate) async fn version_detail(
         })?;
     let view = state.store.show_version(v).await?;
     let (metadata, _) = visible_metadata(state, p, &model).await?;
+    let mut version_sensitive_fields = view.manifest.sensitive_fields.clone();
+    version_sensitive_fields.extend(state.config.metadata.sensitive_fields.iter().cloned());
+    version_sensitive_fields.sort();
+    version_sensitive_fields.dedup();
+    let mut version_metadata = view.metadata.clone();
+    if !p.can_in(Permission::ReadSensitive, v.namespace) {
+        for k in &version_sensitive_fields {
+            if let Some(val) = version_metadata.get_mut(k) {
+                *val = REDACTED.into();
+            }
+        }
+    }
     let approvals = super::approvals::approvals(state, v)
         .await?
         .into_iter()
@@ -365,6 +377,8 @@ pub(crate) async fn version_detail(
         sensitivity: model.sensitivity.to_string(),
         tags: model.tags,
         metadata,
+        version_metadata,
+        version_sensitive_fields,
         uploader: view.manifest.uploader,
         created_at: view.manifest.created_at,
         dek_generation: view.manifest.dek_generation,
