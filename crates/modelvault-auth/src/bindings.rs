@@ -75,14 +75,14 @@ impl BindingSet {
             .find(|b| &b.subject == subject && b.role == role)
         {
             let mut have: BTreeSet<String> = b.namespaces.iter().cloned().collect();
-            let before = have.len();
             have.extend(wanted);
             if have.contains("*") {
                 have = ["*".to_string()].into();
             }
-            let changed = have.len() != before || b.namespaces.len() != have.len();
+            let next: Vec<String> = have.into_iter().collect();
+            let changed = next != b.namespaces;
             if changed {
-                b.namespaces = have.into_iter().collect();
+                b.namespaces = next;
                 b.updated_by = by.into();
                 b.updated_at = now;
             }
@@ -188,6 +188,8 @@ mod tests {
         );
         assert!(set.revoke(&g, "data-scientist", &["nlp".into()], "admin", now));
         assert_eq!(set.bindings[0].namespaces, vec!["speech"]);
+        assert!(set.grant(&g, "data-scientist", &["*".into()], "admin", now));
+        assert_eq!(set.bindings[0].namespaces, vec!["*"]);
         assert!(set.revoke(&g, "data-scientist", &[], "admin", now));
         assert!(set.bindings.is_empty());
         assert!(!set.revoke(&g, "data-scientist", &[], "admin", now));

@@ -142,7 +142,8 @@ pub struct AuthFailure {
     pub time: DateTime<Utc>,
     /// Source address (`unknown` when the transport gives none).
     pub source: String,
-    /// What kind of credential was presented: `api-token`, `jwt`, `none`.
+    /// What kind of credential was presented: `api-token`, `jwt`, `none`, or
+    /// `unknown` (neither form).
     pub credential: &'static str,
     /// Stable reason code (e.g. `expired`, `bad_signature`).
     pub reason: String,

@@ -106,8 +106,24 @@ async fn binding_grants(
 /// Verifies an API token; the error is an audit-ready reason code.
 async fn authenticate_token(state: &AppState, bearer: &str) -> Result<Principal, String> {
     let (id, secret) = parse_bearer(bearer).map_err(|_| "malformed".to_string())?;
+    // A revocation marker wins even over a token record put back into the
+    // bucket (a replayed record verifies: it is authentic, just withdrawn).
+    let revoked = object_store::path::Path::from(format!("token-revocations/{id}.json"));
+    let token_path = layout::token(id);
+    let (record, marker) = tokio::join!(
+        state.store.read_record::<TokenRecord>("token", &token_path),
+        state.store.get_bytes(&revoked)
+    );
+    match marker {
+        Ok(None) => {}
+        Ok(Some(_)) => return Err("revoked_token".into()),
+        Err(e) => {
+            tracing::warn!(token_id = id, error = %e, "revocation marker unreadable; denying");
+            return Err("token_unreadable".into());
+        }
+    }
     // Fail closed: a record that does not verify is as good as none.
-    let record: TokenRecord = match state.store.read_record("token", &layout::token(id)).await {
+    let record: TokenRecord = match record {
         Ok(Some(r)) => r,
         Ok(None) => return Err("invalid_token".into()),
         Err(e) => {

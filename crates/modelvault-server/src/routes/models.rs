@@ -237,6 +237,9 @@ pub async fn patch(
         .transpose()?;
     let edits_fields =
         !req.tags.is_empty() || !req.metadata.is_empty() || !req.sensitive_fields.is_empty();
+    if !edits_fields && sensitivity.is_none_or(|s| s == current.sensitivity) {
+        return Err(ApiError::bad_request("nothing to change"));
+    }
     if edits_fields || sensitivity.is_some_and(|s| s > current.sensitivity) {
         authorize(&p, Action::EditMetadata, &Resource::model(&ns, &name))?;
     }
