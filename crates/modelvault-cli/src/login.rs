@@ -30,8 +30,12 @@ pub struct LoginArgs {
     #[arg(long)]
     scope: Option<String>,
     /// Read an access token from stdin and store it, instead of signing in.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "browser")]
     token_stdin: bool,
+    /// Sign in with the authorization code flow and PKCE through a browser
+    /// and a one-shot listener on 127.0.0.1, instead of the device flow.
+    #[arg(long)]
+    browser: bool,
 }
 
 /// What `login` stores.
@@ -119,6 +123,7 @@ pub fn logout() -> anyhow::Result<()> {
 #[derive(Deserialize)]
 struct Discovery {
     device_authorization_endpoint: Option<String>,
+    authorization_endpoint: Option<String>,
     token_endpoint: String,
 }
 
@@ -216,13 +221,28 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         .json()
         .await
         .with_context(|| format!("reading {issuer}'s discovery document"))?;
+    check_issuer_url(&discovery.token_endpoint)?;
+    if args.browser {
+        let Some(auth_endpoint) = &discovery.authorization_endpoint else {
+            anyhow::bail!("{issuer} names no authorization endpoint");
+        };
+        check_issuer_url(auth_endpoint)?;
+        let answer = browser_flow(
+            &http,
+            auth_endpoint,
+            &discovery.token_endpoint,
+            &client_id,
+            &scope,
+        )
+        .await?;
+        return save_answer(&issuer, answer);
+    }
     let Some(device_endpoint) = discovery.device_authorization_endpoint else {
         anyhow::bail!(
-            "{issuer} does not offer the device authorization flow; obtain a token from it another way and run `modelvault login --token-stdin`"
+            "{issuer} does not offer the device authorization flow; run `modelvault login --browser`, or obtain a token another way and run `modelvault login --token-stdin`"
         );
     };
     check_issuer_url(&device_endpoint)?;
-    check_issuer_url(&discovery.token_endpoint)?;
     let auth: DeviceAuth = http
         .post(&device_endpoint)
         .form(&[("client_id", client_id.as_str()), ("scope", scope.as_str())])
@@ -263,17 +283,8 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
             .json()
             .await
             .context("reading the token endpoint's answer")?;
-        if let Some(token) = answer.access_token {
-            let expires_at = answer
-                .expires_in
-                .map(|s| chrono::Utc::now().timestamp() + s);
-            let path = store(&Stored {
-                issuer: Some(issuer.clone()),
-                access_token: token.to_string(),
-                expires_at,
-            })?;
-            eprintln!("logged in at {issuer}; token stored in {}", path.display());
-            return Ok(());
+        if answer.access_token.is_some() {
+            return save_answer(&issuer, answer);
         }
         match answer.error.as_deref() {
             Some("authorization_pending") => {}
@@ -288,4 +299,122 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
             None => anyhow::bail!("the token endpoint answered neither a token nor an error"),
         }
     }
+}
+
+fn save_answer(issuer: &str, answer: TokenAnswer) -> anyhow::Result<()> {
+    let Some(token) = answer.access_token else {
+        anyhow::bail!(
+            "sign-in failed: {}",
+            answer.error.unwrap_or_else(|| "no access token".into())
+        );
+    };
+    let expires_at = answer
+        .expires_in
+        .map(|s| chrono::Utc::now().timestamp() + s);
+    let path = store(&Stored {
+        issuer: Some(issuer.to_string()),
+        access_token: token.to_string(),
+        expires_at,
+    })?;
+    eprintln!("logged in at {issuer}; token stored in {}", path.display());
+    Ok(())
+}
+
+fn random_b64(n: usize) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    use ring::rand::SecureRandom as _;
+    let mut bytes = Zeroizing::new(vec![0u8; n]);
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("random source failed"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*bytes))
+}
+
+/// The authorization code flow with PKCE (RFC 7636) and a loopback
+/// redirect (RFC 8252): one request to `127.0.0.1:<port>/callback` is
+/// awaited for ten minutes, its `state` checked, its code exchanged.
+async fn browser_flow(
+    http: &reqwest::Client,
+    auth_endpoint: &str,
+    token_endpoint: &str,
+    client_id: &str,
+    scope: &str,
+) -> anyhow::Result<TokenAnswer> {
+    use base64::Engine as _;
+    let verifier = Zeroizing::new(random_b64(32)?);
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        verifier.as_bytes(),
+    ));
+    let state = random_b64(16)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("opening the loopback listener")?;
+    let redirect_uri = format!(
+        "http://127.0.0.1:{}/callback",
+        listener.local_addr()?.port()
+    );
+    let mut url = url::Url::parse(auth_endpoint)?;
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", &redirect_uri)
+        .append_pair("scope", scope)
+        .append_pair("state", &state)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    eprintln!("To sign in, open {url} in a browser.");
+
+    type Params = std::collections::HashMap<String, String>;
+    let (tx, rx) = tokio::sync::oneshot::channel::<Params>();
+    let tx = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
+    let app = axum::Router::new().route(
+        "/callback",
+        axum::routing::get(
+            move |axum::extract::Query(q): axum::extract::Query<Params>| async move {
+                if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+                    let _ = tx.send(q);
+                }
+                "Signed in to Modelvault; you can close this window.\n"
+            },
+        ),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let params = tokio::time::timeout(Duration::from_secs(600), rx).await;
+    server.abort();
+    let params = params
+        .map_err(|_| anyhow::anyhow!("no sign-in within ten minutes"))?
+        .map_err(|_| anyhow::anyhow!("the sign-in listener stopped"))?;
+    if let Some(e) = params.get("error") {
+        anyhow::bail!(
+            "sign-in failed: {e}{}",
+            params
+                .get("error_description")
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        );
+    }
+    if params.get("state") != Some(&state) {
+        anyhow::bail!("sign-in failed: the answer's state does not match this login");
+    }
+    let code = Zeroizing::new(
+        params
+            .get("code")
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("sign-in failed: no code in the answer"))?,
+    );
+    http.post(token_endpoint)
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("client_id", client_id),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .context("exchanging the code")?
+        .json()
+        .await
+        .context("reading the token endpoint's answer")
 }

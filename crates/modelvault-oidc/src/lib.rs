@@ -130,6 +130,15 @@ pub struct IssuerConfig {
     /// Least seconds between two JWKS fetches triggered by unknown `kid`s.
     #[serde(default = "default_min_refresh")]
     pub jwks_min_refresh_secs: u64,
+    /// Seconds after which the cached JWKS is fetched again even for a known
+    /// `kid`, so keys the issuer withdrew stop verifying (if the issuer is
+    /// unreachable then, the cached keys keep working and a warning is logged).
+    #[serde(default = "default_max_age")]
+    pub jwks_max_age_secs: u64,
+    /// A PEM CA certificate to trust for this issuer's https endpoints,
+    /// besides the system's (a private corporate CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Prefix put before the subject to make the principal id (e.g.
     /// `corp:`), so two issuers' subjects never collide.
     #[serde(default)]
@@ -193,6 +202,9 @@ fn default_leeway() -> u64 {
 }
 fn default_min_refresh() -> u64 {
     10
+}
+fn default_max_age() -> u64 {
+    3600
 }
 
 impl IssuerConfig {
@@ -328,9 +340,28 @@ impl Verifier {
                 }),
             });
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
+            .tls_version_min(reqwest::tls::Version::TLS_1_2)
+            .redirect(reqwest::redirect::Policy::none());
+        for i in issuers.iter() {
+            if let Some(path) = &i.config.ca_cert {
+                let pem = std::fs::read(path)
+                    .map_err(|e| OidcError::Config(format!("ca_cert {}: {e}", path.display())))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| OidcError::Config(format!("ca_cert {}: {e}", path.display())))?;
+                if certs.is_empty() {
+                    return Err(OidcError::Config(format!(
+                        "ca_cert {} holds no certificate",
+                        path.display()
+                    )));
+                }
+                for c in certs {
+                    builder = builder.add_root_certificate(c);
+                }
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| OidcError::Config(e.to_string()))?;
         Ok(Self {
@@ -413,6 +444,12 @@ impl Verifier {
 
     async fn key(&self, issuer: &Issuer, kid: &str) -> Result<Jwk, OidcError> {
         let mut cache = issuer.cache.lock().await;
+        let max_age = Duration::from_secs(issuer.config.jwks_max_age_secs);
+        if cache.fetched.is_some_and(|t| t.elapsed() >= max_age)
+            && let Err(e) = self.refresh(issuer, &mut cache).await
+        {
+            tracing::warn!(issuer = %issuer.config.issuer, error = %e, "could not refresh issuer keys; using the cached ones");
+        }
         if let Some(k) = cache.keys.get(kid) {
             return Ok(k.clone());
         }
@@ -460,6 +497,7 @@ impl Verifier {
         }
         tracing::info!(issuer = %c.issuer, keys = keys.len(), "fetched issuer keys");
         cache.keys = keys;
+        cache.fetched = Some(Instant::now());
         Ok(())
     }
 

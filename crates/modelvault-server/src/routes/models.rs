@@ -277,8 +277,16 @@ pub async fn history(
     if revisions.is_empty() {
         return Err(ApiError::not_found(format!("model {ns}/{name} not found")));
     }
+    // A key marked sensitive later is redacted in earlier revisions too.
+    let current_marks = revisions
+        .last()
+        .map(|r| r.sensitive_fields.clone())
+        .unwrap_or_default();
     let mut out = Vec::with_capacity(revisions.len());
-    for r in revisions {
+    for mut r in revisions {
+        r.sensitive_fields.extend(current_marks.iter().cloned());
+        r.sensitive_fields.sort();
+        r.sensitive_fields.dedup();
         let (metadata, sensitive_fields) = visible_metadata(&state, &p, &r).await?;
         out.push(crate::api::ModelRevision {
             revision: r.revision,
