@@ -3,6 +3,7 @@
 //! `MODELVAULT_TOKEN`. Errors print one line on stderr and exit non-zero;
 //! commands that print a secret print it as the only stdout line.
 
+mod audit;
 mod client;
 mod identity;
 mod login;
@@ -75,6 +76,9 @@ enum Command {
     /// Role bindings: grant, revoke, list.
     #[command(subcommand)]
     Access(identity::AccessCommand),
+    /// The audit trail: export, verify, public key.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -319,6 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout => login::logout(),
         Command::Whoami { output } => identity::whoami(output).await,
         Command::Access(cmd) => identity::access(cmd).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
         Command::Token(TokenCommand::List { output }) => identity::token_list(output).await,
         Command::Token(TokenCommand::Revoke { name }) => identity::token_revoke(&name).await,
         Command::Init { data_dir, store } => {

@@ -68,11 +68,14 @@ pub async fn run(
         Some((cert, key)) => Some(modelvault_server::tls_config(&cert, &key)?),
         None => None,
     };
-    let state = AppState::open(config).await?;
+    // Bind first: a server that cannot listen starts no audit chain.
     let listener = modelvault_server::bind(&listen, insecure || tls.is_some()).await?;
+    let state = AppState::open(config).await?;
     let addr = listener.local_addr()?;
     modelvault_server::spawn_garbage_collector(&state);
     modelvault_server::spawn_policy_reloader(&state);
+    modelvault_server::audit::spawn_failure_flusher(&state);
+    let closing = state.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
         "modelvault listening on {scheme}://{addr} (store {})",
@@ -82,6 +85,7 @@ pub async fn run(
         Some(tls) => modelvault_server::serve_tls(listener, tls, state, shutdown_signal()).await?,
         None => modelvault_server::serve(listener, state, shutdown_signal()).await?,
     }
+    closing.close_audit().await;
     eprintln!("modelvault stopped");
     Ok(())
 }

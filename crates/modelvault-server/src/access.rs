@@ -158,8 +158,8 @@ pub struct AuthFailures {
 }
 
 struct FailureState {
-    /// (source, window number) → count.
-    counts: HashMap<(String, u64), u64>,
+    /// (source, window number) → (count, whether written to the audit trail).
+    counts: HashMap<(String, u64), (u64, bool)>,
     recent: VecDeque<AuthFailure>,
     total: u64,
 }
@@ -210,18 +210,19 @@ impl AuthFailures {
         u64::try_from(t.timestamp()).unwrap_or(0) / self.window.as_secs()
     }
 
-    /// Records one failure; never blocks on I/O.
-    pub fn record(&self, source: Option<IpAddr>, credential: &'static str, reason: &str) {
+    /// Records one failure; never blocks on I/O. Returns whether it is the
+    /// first from its source in the current window.
+    pub fn record(&self, source: Option<IpAddr>, credential: &'static str, reason: &str) -> bool {
         let time = Utc::now();
         let source = source.map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
         let window = self.window_of(time);
         let Ok(mut s) = self.inner.lock() else {
-            return;
+            return false;
         };
         s.total += 1;
-        let count = s.counts.entry((source.clone(), window)).or_insert(0);
-        *count += 1;
-        let first = *count == 1;
+        let entry = s.counts.entry((source.clone(), window)).or_insert((0, false));
+        entry.0 += 1;
+        let first = entry.0 == 1;
         if s.counts.len() > MAX_COUNTERS {
             let oldest = s.counts.keys().map(|(_, w)| *w).min().unwrap_or(window);
             s.counts.retain(|(_, w), _| *w != oldest);
@@ -239,6 +240,29 @@ impl AuthFailures {
         while s.recent.len() > RECENT {
             s.recent.pop_front();
         }
+        first
+    }
+
+    /// Windows that have ended and not yet been written: (source, window
+    /// start, failures beyond the first, which was written at once).
+    pub fn drain_closed(&self) -> Vec<(String, DateTime<Utc>, u64)> {
+        let current = self.window_of(Utc::now());
+        let secs = self.window.as_secs();
+        let Ok(mut s) = self.inner.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for ((source, w), (count, written)) in s.counts.iter_mut() {
+            if *w < current && !*written {
+                *written = true;
+                if *count > 1 {
+                    let start = DateTime::from_timestamp(i64::try_from(*w * secs).unwrap_or(0), 0)
+                        .unwrap_or_default();
+                    out.push((source.clone(), start, *count - 1));
+                }
+            }
+        }
+        out
     }
 
     /// A snapshot of the counts and recent failures.
@@ -255,7 +279,7 @@ impl AuthFailures {
         let mut windows: Vec<FailureCount> = s
             .counts
             .iter()
-            .map(|((source, w), count)| FailureCount {
+            .map(|((source, w), (count, _))| FailureCount {
                 source: source.clone(),
                 window_start: DateTime::from_timestamp(
                     i64::try_from(w * secs).unwrap_or(i64::MAX),

@@ -49,10 +49,17 @@ impl FromRequestParts<AppState> for Authenticated {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let source = source_addr(parts);
+        let rid = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let fail = |credential: &'static str, reason: &str| {
+            let first = state.auth_failures.record(source, credential, reason);
+            crate::audit::auth_failure(state, first, source, reason, rid.clone());
+        };
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
-            state
-                .auth_failures
-                .record(source, "none", "missing_credentials");
+            fail("none", "missing_credentials");
             return Err(ApiError::unauthenticated(
                 "missing bearer token (set MODELVAULT_TOKEN or run modelvault login)",
             ));
@@ -63,7 +70,7 @@ impl FromRequestParts<AppState> for Authenticated {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
         else {
-            state.auth_failures.record(source, "none", "not_bearer");
+            fail("none", "not_bearer");
             return Err(ApiError::unauthenticated(
                 "authorization header is not a bearer token",
             ));
@@ -80,9 +87,12 @@ impl FromRequestParts<AppState> for Authenticated {
             Err(("unknown", "malformed".to_string()))
         };
         match result {
-            Ok(p) => Ok(Self(p)),
+            Ok(p) => {
+                crate::audit::note_principal(&p);
+                Ok(Self(p))
+            }
             Err((credential, reason)) => {
-                state.auth_failures.record(source, credential, &reason);
+                fail(credential, &reason);
                 Err(unauthenticated())
             }
         }
@@ -405,6 +415,7 @@ pub async fn enforce_policy(
     let request_id = request.context.request_id.clone();
     let principal = request.principal.id.clone();
     let decision = state.policies.decide(request).await;
+    crate::audit::note_decisions(&decision.results);
     if tracing::enabled!(tracing::Level::INFO) {
         let results = serde_json::to_string(&decision.results).unwrap_or_default();
         tracing::info!(

@@ -40,6 +40,39 @@ pub struct Config {
     /// Metadata keys always treated as sensitive.
     #[serde(default)]
     pub metadata: MetadataConfig,
+    /// The audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Seconds between signed checkpoints (when there are new records).
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_secs: u64,
+    /// A file outside the store each checkpoint is appended to (JSON lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_file: Option<PathBuf>,
+    /// While the audit store fails, keep answering metadata reads (GET
+    /// routes other than downloads). Everything else gets 503 regardless.
+    #[serde(default)]
+    pub allow_reads_when_unavailable: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_secs: default_checkpoint_interval(),
+            checkpoint_file: None,
+            allow_reads_when_unavailable: false,
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> u64 {
+    60
 }
 
 /// `[oidc]`
@@ -348,6 +381,7 @@ impl Config {
             access: AccessConfig::default(),
             tokens: TokensConfig::default(),
             metadata: MetadataConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 
@@ -430,6 +464,9 @@ impl Config {
             if !self.roles.0.contains_key(&b.role) {
                 return Err(format!("access.bindings: unknown role {:?}", b.role));
             }
+        }
+        if self.audit.checkpoint_interval_secs == 0 {
+            return Err("audit.checkpoint_interval_secs must be positive".into());
         }
         if self.access.failure_window_secs == 0 {
             return Err("access.failure_window_secs must be positive".into());
@@ -535,6 +572,15 @@ failure_window_secs = {failure_window}
 # every model (besides keys marked per model).
 sensitive_fields = [{sensitive}]
 
+[audit]
+# Seconds between signed checkpoints of the audit chain.
+checkpoint_interval_secs = {checkpoint_interval}
+# While the audit store fails, keep answering metadata reads (downloads and
+# every change are refused with 503 regardless).
+allow_reads_when_unavailable = {allow_reads}
+# A file outside the store every checkpoint is appended to, e.g.
+# checkpoint_file = "/var/lib/modelvault-checkpoints.jsonl"
+
 # OIDC issuers whose access tokens are accepted (docs/CONFIG.md), e.g.
 # [[oidc.issuers]]
 # issuer = "https://login.example.com/realms/corp"
@@ -565,6 +611,8 @@ sensitive_fields = [{sensitive}]
             default_ttl = q(&self.tokens.default_ttl),
             max_ttl = q(&self.tokens.max_ttl),
             access_refresh = self.access.refresh_secs,
+            checkpoint_interval = self.audit.checkpoint_interval_secs,
+            allow_reads = self.audit.allow_reads_when_unavailable,
             failure_window = self.access.failure_window_secs,
             sensitive = self
                 .metadata

@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod api;
+pub mod audit;
 pub mod authn;
 pub mod config;
 mod error;
@@ -50,6 +51,9 @@ pub struct AppState {
     pub auth_failures: Arc<access::AuthFailures>,
     /// OIDC issuers, when any is configured.
     pub oidc: Option<modelvault_oidc::Verifier>,
+    /// The audit trail (always on in a serving server; absent only in
+    /// `init` and in the benchmark's unaudited baseline).
+    pub audit: Option<modelvault_audit::AuditLog>,
     /// Only false in the authorization benchmark's baseline server (see
     /// [`AppState::without_policy_chain_for_benchmarks`]); no config key or
     /// command reaches it.
@@ -76,6 +80,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The audit trail could not start.
+    #[error("audit: {0}")]
+    Audit(#[from] modelvault_audit::AuditError),
     /// OIDC issuer config problem.
     #[error("oidc: {0}")]
     Oidc(#[from] modelvault_oidc::OidcError),
@@ -107,6 +114,20 @@ impl AppState {
             .seed(&state.store, &state.config.access.bindings)
             .await?;
         state.policies.reload(&state.store).await;
+        let mut state = state;
+        state.audit = Some(
+            modelvault_audit::AuditLog::start(
+                state.store.clone(),
+                modelvault_audit::AuditOptions {
+                    checkpoint_interval: std::time::Duration::from_secs(
+                        state.config.audit.checkpoint_interval_secs,
+                    ),
+                    checkpoint_file: state.config.audit.checkpoint_file.clone(),
+                    ..Default::default()
+                },
+            )
+            .await?,
+        );
         Ok(state)
     }
 
@@ -132,10 +153,30 @@ impl AppState {
                 config.access.failure_window_secs,
             ))),
             oidc,
+            audit: None,
             config: Arc::new(config),
             policies: Arc::new(registry),
             policy_chain: true,
         })
+    }
+
+    /// The same state without the audit trail: the benchmark's baseline for
+    /// what auditing costs; nothing in the server calls it.
+    #[doc(hidden)]
+    pub fn without_audit_for_benchmarks(mut self) -> Self {
+        self.audit = None;
+        self
+    }
+
+    /// Signs a last checkpoint over everything recorded (call at shutdown).
+    pub async fn close_audit(&self) {
+        if let Some(a) = &self.audit {
+            match a.checkpoint().await {
+                Ok(Some(cp)) => tracing::info!(seq = cp.seq, "final audit checkpoint"),
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "final audit checkpoint failed"),
+            }
+        }
     }
 
     /// The same state with the policy chain skipped: only the native role

@@ -1,7 +1,7 @@
 //! Upload into a draft, commit, and the decrypting download with `Range`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Json;
 use axum::body::Body;
@@ -120,6 +120,31 @@ pub async fn commit(
         StatusCode::CREATED,
         Json(version_detail(&state, &p, &v).await?),
     ))
+}
+
+/// Writes a download's completion record when its body is dropped: at the
+/// end (complete) or when the client goes away or a segment fails
+/// (aborted).
+struct CompletionGuard {
+    state: AppState,
+    intent_seq: Option<u64>,
+    request_id: String,
+    served: Arc<AtomicU64>,
+    expected: u64,
+}
+
+impl Drop for CompletionGuard {
+    fn drop(&mut self) {
+        let bytes = self.served.load(Ordering::Relaxed);
+        crate::audit::completion(
+            &self.state,
+            self.intent_seq,
+            std::mem::take(&mut self.request_id),
+            "download",
+            bytes,
+            bytes == self.expected,
+        );
+    }
 }
 
 /// A parsed `Range` header.
@@ -251,7 +276,42 @@ pub async fn download(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-")
         .to_string();
+    crate::audit::note_version(&version);
+    // Durable intent before the first byte; a failing audit store is a 503.
+    let intent_seq = crate::audit::intent(
+        &state,
+        crate::audit::Intent {
+            principal: &p,
+            action: "download",
+            resource: modelvault_audit::ResourceRef {
+                namespace: Some(ns.clone()),
+                model: Some(name.clone()),
+                version: Some(version.clone()),
+                file: Some(path.clone()),
+                range: Some(format!("{start}-{end}")),
+                name: None,
+            },
+            keys: vec![modelvault_audit::KeyRef {
+                kek_version: None,
+                dek_generation: Some(manifest.dek_generation),
+            }],
+            request_id: &request_id,
+        },
+    )
+    .await?;
+    let served = Arc::new(AtomicU64::new(0));
+    let guard = CompletionGuard {
+        state: state.clone(),
+        intent_seq,
+        request_id: request_id.clone(),
+        served: served.clone(),
+        expected: end - start,
+    };
     let stream = reader.read_range(start..end).map(move |r| {
+        let _ = &guard;
+        if let Ok(chunk) = &r {
+            served.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        }
         r.map_err(|e: StorageError| {
             // The response is already under way (its status was logged as
             // sent): log the abort under the same request id.

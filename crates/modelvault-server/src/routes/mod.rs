@@ -2,6 +2,7 @@
 
 mod access;
 mod admin;
+mod audit;
 mod approvals;
 mod files;
 mod models;
@@ -59,6 +60,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/access/grant", post(access::grant))
         .route("/v1/access/revoke", post(access::revoke))
         .route("/v1/admin/auth-failures", get(access::auth_failures))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/public-key", get(audit::public_key))
+        .route("/v1/audit/verify", get(audit::verify))
         .layer(DefaultBodyLimit::max(json_limit));
     // Uploads stream and enforce `max_file_bytes` themselves.
     let uploads = Router::new()
@@ -75,11 +79,17 @@ pub fn router(state: AppState) -> Router {
             put(admin::install).delete(admin::remove),
         )
         .layer(DefaultBodyLimit::max(component_limit));
-    Router::new()
-        .route("/healthz", get(healthz))
+    let audited = Router::new()
         .merge(api)
         .merge(uploads)
         .merge(admin)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::middleware,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(audited)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -1,0 +1,102 @@
+//! Modelvault's audit trail.
+//!
+//! Invariants a reader must keep:
+//! - every record carries its chain id, a sequence number (from 0, no
+//!   gaps) and the SHA-256 of the previous record's stored line; a chain is
+//!   stored as create-if-absent segments `audit/<chain>/<first-seq>.jsonl`
+//!   of JSON lines in the export format, so no record is ever rewritten and
+//!   two servers (two chains) never touch each other's objects;
+//! - a record whose writer asks for durability is acknowledged only after
+//!   the segment holding it is stored (fsynced on the local store); if the
+//!   write fails nothing is acknowledged and the chain does not advance;
+//! - checkpoints are Ed25519 signatures over (chain, seq, head hash, time)
+//!   with a key whose seed is wrapped by the key provider's KEK, never
+//!   stored in clear; the public key suffices to verify offline;
+//! - no record holds a token, key or other secret.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod checkpoint;
+mod record;
+mod verify;
+mod writer;
+
+pub use checkpoint::Checkpoint;
+pub use record::{
+    AuditRecord, DecisionRef, GENESIS, KeyRef, PrincipalRef, ResourceRef, line_hash,
+};
+pub use verify::{ChainReport, Problem, VerifyReport, read_all, verify_store};
+pub use writer::{AuditLog, AuditOptions, load_signing_key};
+
+/// Errors of the audit trail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The store failed.
+    #[error("audit store: {0}")]
+    Store(String),
+    /// The writer is gone (server shutting down).
+    #[error("audit writer stopped")]
+    Stopped,
+    /// A checkpoint's signature does not verify.
+    #[error("checkpoint {0}: bad signature")]
+    BadCheckpoint(u64),
+    /// Keys failed.
+    #[error("audit signing key: {0}")]
+    Key(String),
+    /// Invalid input.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<object_store::Error> for AuditError {
+    fn from(e: object_store::Error) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+impl From<modelvault_storage::StorageError> for AuditError {
+    fn from(e: modelvault_storage::StorageError) -> Self {
+        Self::Store(e.to_string())
+    }
+}
+
+/// Where audit objects live.
+pub mod layout {
+    use object_store::path::Path;
+
+    /// All chains.
+    pub fn root() -> Path {
+        Path::from("audit")
+    }
+
+    /// One chain's segments.
+    pub fn chain(chain: &str) -> Path {
+        Path::from(format!("audit/chains/{chain}"))
+    }
+
+    /// All chains' parent.
+    pub fn chains() -> Path {
+        Path::from("audit/chains")
+    }
+
+    /// A segment starting at `first_seq`.
+    pub fn segment(chain: &str, first_seq: u64) -> Path {
+        Path::from(format!("audit/chains/{chain}/{first_seq:012}.jsonl"))
+    }
+
+    /// A chain's checkpoints.
+    pub fn checkpoints(chain: &str) -> Path {
+        Path::from(format!("audit/checkpoints/{chain}"))
+    }
+
+    /// One checkpoint.
+    pub fn checkpoint(chain: &str, seq: u64) -> Path {
+        Path::from(format!("audit/checkpoints/{chain}/{seq:012}.json"))
+    }
+
+    /// The wrapped checkpoint-signing key.
+    pub fn signing_key() -> Path {
+        Path::from("audit/signing-key.json")
+    }
+}

@@ -1,0 +1,305 @@
+//! Verification, offline or in the server: reads every chain straight from
+//! the store and checks sequence, hash links, checkpoint signatures and
+//! heads, and pairs intents with completions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::TryStreamExt as _;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use serde::{Deserialize, Serialize};
+
+use crate::{AuditError, AuditRecord, Checkpoint, GENESIS, layout, line_hash};
+
+/// One problem found in a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The first bad sequence number.
+    pub seq: u64,
+    /// `edited`, `dropped`, `reordered`, `duplicated`, `truncated`,
+    /// `malformed`, `bad_checkpoint`.
+    pub kind: String,
+    /// What was found.
+    pub message: String,
+}
+
+/// The verdict on one chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainReport {
+    /// Chain id.
+    pub chain: String,
+    /// Records read.
+    pub records: u64,
+    /// Highest sequence number read.
+    pub last_seq: Option<u64>,
+    /// Highest checkpoint that verified (signature and head), if any.
+    pub verified_to: Option<u64>,
+    /// The first problem, if any (verification stops there).
+    pub problem: Option<Problem>,
+    /// Intents with no completion (a server stopped mid-download, or the
+    /// completion was lost).
+    pub open_intents: Vec<u64>,
+}
+
+/// The verdict on a whole store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Every chain.
+    pub chains: Vec<ChainReport>,
+    /// True when no chain has a problem.
+    pub ok: bool,
+}
+
+impl ChainReport {
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        let head = format!("chain {}: {} records", self.chain, self.records);
+        match (&self.problem, self.verified_to) {
+            (Some(p), _) => format!("{head}: FAILED at seq {}: {} ({})", p.seq, p.kind, p.message),
+            (None, Some(n)) => {
+                let tail = self.last_seq.unwrap_or(n).saturating_sub(n);
+                if tail == 0 {
+                    format!("{head}, verified to checkpoint {n}")
+                } else {
+                    format!(
+                        "{head}, verified to checkpoint {n}; {tail} later record(s) chained but not yet checkpointed"
+                    )
+                }
+            }
+            (None, None) => format!("{head}, intact chain, no checkpoint yet"),
+        }
+    }
+}
+
+/// Every chain's stored segments (path order) and checkpoints.
+pub struct StoredChain {
+    /// Chain id.
+    pub chain: String,
+    /// (first seq from the object name, bytes).
+    pub segments: Vec<(u64, bytes::Bytes)>,
+    /// Checkpoints, by seq.
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+fn parse_seq(name: &str, ext: &str) -> Option<u64> {
+    name.strip_suffix(ext)?.parse().ok()
+}
+
+/// Reads every chain from `objects`.
+pub async fn read_all(objects: &Arc<dyn ObjectStore>) -> Result<Vec<StoredChain>, AuditError> {
+    let listing = objects
+        .list_with_delimiter(Some(&layout::chains()))
+        .await?;
+    let mut chains: BTreeSet<String> = listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(str::to_string))
+        .collect();
+    let cp_listing = objects
+        .list_with_delimiter(Some(&crate::layout::root().clone().join("checkpoints")))
+        .await?;
+    chains.extend(
+        cp_listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string)),
+    );
+    let mut out = Vec::new();
+    for chain in chains {
+        let metas: Vec<_> = objects
+            .list(Some(&layout::chain(&chain)))
+            .try_collect()
+            .await?;
+        let mut segments = Vec::new();
+        for m in metas {
+            let Some(name) = m.location.filename() else {
+                continue;
+            };
+            let seq = parse_seq(name, ".jsonl").unwrap_or(u64::MAX);
+            let bytes = objects.get(&m.location).await?.bytes().await?;
+            segments.push((seq, bytes));
+        }
+        segments.sort_by_key(|(s, _)| *s);
+        let metas: Vec<_> = objects
+            .list(Some(&layout::checkpoints(&chain)))
+            .try_collect()
+            .await?;
+        let mut checkpoints = Vec::new();
+        for m in metas {
+            let bytes = objects.get(&m.location).await?.bytes().await?;
+            match serde_json::from_slice::<Checkpoint>(&bytes) {
+                Ok(c) => checkpoints.push(c),
+                Err(_) => checkpoints.push(Checkpoint {
+                    chain: chain.clone(),
+                    seq: parse_seq(m.location.filename().unwrap_or(""), ".json").unwrap_or(0),
+                    head: String::new(),
+                    time: chrono::Utc::now(),
+                    public_key: String::new(),
+                    signature: String::new(),
+                }),
+            }
+        }
+        checkpoints.sort_by_key(|c| c.seq);
+        out.push(StoredChain {
+            chain,
+            segments,
+            checkpoints,
+        });
+    }
+    Ok(out)
+}
+
+/// Verifies one chain.
+pub fn verify_chain(c: &StoredChain, public_key: &[u8]) -> ChainReport {
+    let mut report = ChainReport {
+        chain: c.chain.clone(),
+        records: 0,
+        last_seq: None,
+        verified_to: None,
+        problem: None,
+        open_intents: Vec::new(),
+    };
+    let mut hashes: BTreeMap<u64, String> = BTreeMap::new();
+    let mut expected = 0u64;
+    let mut prev = GENESIS.to_string();
+    let mut intents = BTreeSet::new();
+    let fail = |report: &mut ChainReport, seq: u64, kind: &str, message: String| {
+        if report.problem.is_none() {
+            report.problem = Some(Problem {
+                seq,
+                kind: kind.into(),
+                message,
+            });
+        }
+    };
+    'segments: for (first, bytes) in &c.segments {
+        let mut lines = bytes.split(|b| *b == b'\n').peekable();
+        let mut first_in_segment = true;
+        while let Some(line) = lines.next() {
+            if line.is_empty() && lines.peek().is_none() {
+                break;
+            }
+            let rec: AuditRecord = match serde_json::from_slice(line) {
+                Ok(r) => r,
+                Err(e) => {
+                    fail(&mut report, expected, "malformed", format!("unparsable record: {e}"));
+                    break 'segments;
+                }
+            };
+            if first_in_segment && rec.seq != *first {
+                fail(
+                    &mut report,
+                    expected.min(rec.seq),
+                    "reordered",
+                    format!("segment named {first} starts with seq {}", rec.seq),
+                );
+                break 'segments;
+            }
+            first_in_segment = false;
+            if rec.chain != c.chain {
+                fail(&mut report, rec.seq, "edited", format!("record names chain {}", rec.chain));
+                break 'segments;
+            }
+            if rec.seq != expected {
+                let (kind, message) = if hashes.contains_key(&rec.seq) {
+                    ("duplicated", format!("seq {} appears again", rec.seq))
+                } else if rec.seq < expected {
+                    ("reordered", format!("seq {} after seq {}", rec.seq, expected.saturating_sub(1)))
+                } else {
+                    ("dropped", format!("expected seq {expected}, found {}", rec.seq))
+                };
+                fail(&mut report, expected.min(rec.seq), kind, message);
+                break 'segments;
+            }
+            if rec.prev != prev {
+                let bad = rec.seq.saturating_sub(1);
+                fail(
+                    &mut report,
+                    bad,
+                    "edited",
+                    format!("record {bad} no longer hashes to the prev of record {}", rec.seq),
+                );
+                break 'segments;
+            }
+            let h = line_hash(line);
+            hashes.insert(rec.seq, h.clone());
+            prev = h;
+            report.records += 1;
+            report.last_seq = Some(rec.seq);
+            expected += 1;
+            match rec.kind.as_str() {
+                "intent" => {
+                    intents.insert(rec.seq);
+                }
+                "completion" => {
+                    if let Some(i) = rec.intent_seq {
+                        intents.remove(&i);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    report.open_intents = intents.into_iter().collect();
+    // Checkpoints: signature, then the head they name.
+    let intact_to = match &report.problem {
+        Some(p) => p.seq.checked_sub(1),
+        None => report.last_seq,
+    };
+    for cp in &c.checkpoints {
+        if cp.chain != c.chain || cp.verify(public_key).is_err() {
+            fail(
+                &mut report,
+                cp.seq,
+                "bad_checkpoint",
+                format!("checkpoint {} does not verify with the public key", cp.seq),
+            );
+            break;
+        }
+        match hashes.get(&cp.seq) {
+            Some(h) if *h == cp.head => {
+                if intact_to.is_some_and(|t| cp.seq <= t) {
+                    report.verified_to = Some(cp.seq);
+                }
+            }
+            Some(_) => {
+                fail(
+                    &mut report,
+                    cp.seq,
+                    "edited",
+                    format!("record {} differs from what checkpoint {} signed", cp.seq, cp.seq),
+                );
+                break;
+            }
+            None if report.problem.is_none() => {
+                let last = report.last_seq;
+                fail(
+                    &mut report,
+                    last.map_or(0, |s| s + 1),
+                    "truncated",
+                    format!(
+                        "checkpoint {} covers records the chain no longer has (it ends at {})",
+                        cp.seq,
+                        last.map_or("nothing".into(), |s| s.to_string())
+                    ),
+                );
+                break;
+            }
+            None => break,
+        }
+    }
+    report
+}
+
+/// Verifies every chain of a store.
+pub async fn verify_store(
+    objects: &Arc<dyn ObjectStore>,
+    public_key: &[u8],
+) -> Result<VerifyReport, AuditError> {
+    let chains = read_all(objects).await?;
+    let reports: Vec<ChainReport> = chains.iter().map(|c| verify_chain(c, public_key)).collect();
+    Ok(VerifyReport {
+        ok: reports.iter().all(|r| r.problem.is_none()),
+        chains: reports,
+    })
+}

@@ -1,0 +1,415 @@
+//! The writer: one task per server that numbers, chains and stores records
+//! in batches (group commit: every record that arrives while a segment is
+//! being written goes into the next one), signs checkpoints, and answers
+//! durable writers only once their segment is stored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use modelvault_format::Dek;
+use modelvault_keys::{DekBinding, WrappedDek};
+use modelvault_storage::{StorageError, Store};
+use object_store::{PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{AuditError, AuditRecord, Checkpoint, GENESIS, layout, line_hash};
+
+/// The checkpoint-signing key, as stored: its seed wrapped by the KEK.
+#[derive(Serialize, Deserialize)]
+struct SigningKeyRecord {
+    wrapped: WrappedDek,
+    public_key: String,
+}
+
+fn binding() -> DekBinding<'static> {
+    DekBinding {
+        namespace: ".audit",
+        model: "checkpoint-signing-key",
+        version: ".audit",
+        dek_generation: 1,
+    }
+}
+
+/// Loads the checkpoint-signing key, creating it (create-if-absent, so all
+/// servers over one bucket share one key) on first use.
+pub async fn load_signing_key(
+    store: &Store,
+) -> Result<ring::signature::Ed25519KeyPair, AuditError> {
+    for _ in 0..3 {
+        if let Some(r) = store
+            .read_record::<SigningKeyRecord>("audit-signing-key", &layout::signing_key())
+            .await?
+        {
+            let seed = store
+                .keys()
+                .unwrap_dek(&r.wrapped, &binding())
+                .await
+                .map_err(|e| AuditError::Key(e.to_string()))?;
+            let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed.expose_secret())
+                .map_err(|_| AuditError::Key("bad seed".into()))?;
+            use ring::signature::KeyPair as _;
+            if hex::encode(pair.public_key().as_ref()) != r.public_key {
+                return Err(AuditError::Key("public key does not match the seed".into()));
+            }
+            return Ok(pair);
+        }
+        let seed = Dek::generate().map_err(|e| AuditError::Key(e.to_string()))?;
+        let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed.expose_secret())
+            .map_err(|_| AuditError::Key("bad seed".into()))?;
+        use ring::signature::KeyPair as _;
+        let record = SigningKeyRecord {
+            wrapped: store
+                .keys()
+                .wrap_dek(&seed, &binding())
+                .await
+                .map_err(|e| AuditError::Key(e.to_string()))?,
+            public_key: hex::encode(pair.public_key().as_ref()),
+        };
+        match store
+            .create_record("audit-signing-key", &layout::signing_key(), &record)
+            .await
+        {
+            Ok(()) => return Ok(pair),
+            Err(StorageError::AlreadyExists(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AuditError::Key("signing key could not be read back".into()))
+}
+
+/// Writer settings.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    /// Seconds between checkpoints (when new records exist).
+    pub checkpoint_interval: Duration,
+    /// A file every checkpoint is appended to as a JSON line (outside the
+    /// bucket), if set.
+    pub checkpoint_file: Option<std::path::PathBuf>,
+    /// Most records in one segment.
+    pub max_batch: usize,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_file: None,
+            max_batch: 4096,
+        }
+    }
+}
+
+enum Cmd {
+    Record(Box<AuditRecord>, Option<oneshot::Sender<Result<u64, AuditError>>>),
+    Checkpoint(oneshot::Sender<Result<Option<Checkpoint>, AuditError>>),
+}
+
+/// A handle to the writer task.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Cmd>,
+    chain: Arc<str>,
+    public_key: Arc<[u8]>,
+    backlog: Arc<AtomicU64>,
+    healthy: Arc<AtomicBool>,
+    checkpoints: Arc<tokio::sync::broadcast::Sender<Checkpoint>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("chain", &self.chain)
+            .finish()
+    }
+}
+
+impl AuditLog {
+    /// Starts a new chain over `store` (its first record, `chain-start`,
+    /// is written before this returns) and its writer task.
+    pub async fn start(store: Store, options: AuditOptions) -> Result<Self, AuditError> {
+        use ring::signature::KeyPair as _;
+        let key = load_signing_key(&store).await?;
+        let chain: Arc<str> = uuid::Uuid::now_v7().to_string().into();
+        let (tx, rx) = mpsc::channel(65_536);
+        let (cp_tx, _) = tokio::sync::broadcast::channel(64);
+        let log = Self {
+            tx,
+            chain: chain.clone(),
+            public_key: key.public_key().as_ref().into(),
+            backlog: Arc::new(AtomicU64::new(0)),
+            healthy: Arc::new(AtomicBool::new(true)),
+            checkpoints: Arc::new(cp_tx),
+        };
+        let writer = Writer {
+            store,
+            chain,
+            next_seq: 0,
+            prev: GENESIS.into(),
+            key,
+            checkpointed: None,
+            options,
+            backlog: log.backlog.clone(),
+            healthy: log.healthy.clone(),
+            checkpoints: log.checkpoints.clone(),
+            retry: Vec::new(),
+        };
+        tokio::spawn(writer.run(rx));
+        let mut start = AuditRecord::new("chain-start", "chain-start", "complete");
+        start.detail = Some(format!("modelvault {}", env!("CARGO_PKG_VERSION")));
+        log.durable(start).await?;
+        Ok(log)
+    }
+
+    /// This server's chain id.
+    pub fn chain(&self) -> &str {
+        &self.chain
+    }
+
+    /// The raw Ed25519 public key that signs checkpoints.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
+    }
+
+    /// Records waiting to be stored.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last segment write succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoints as they are signed (to ship them elsewhere).
+    pub fn subscribe_checkpoints(&self) -> tokio::sync::broadcast::Receiver<Checkpoint> {
+        self.checkpoints.subscribe()
+    }
+
+    /// Queues a record; returns once queued (waits if the queue is full).
+    pub async fn record(&self, r: AuditRecord) {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Cmd::Record(Box::new(r), None)).await.is_err() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!("audit writer stopped; record lost");
+        }
+    }
+
+    /// Queues a record without waiting; `false` if the queue is full (the
+    /// caller counts it instead).
+    pub fn try_record(&self, r: AuditRecord) -> bool {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        if self.tx.try_send(Cmd::Record(Box::new(r), None)).is_ok() {
+            true
+        } else {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// Writes a record and waits until it is durably stored; returns its
+    /// sequence number. An error means it is not stored: release nothing.
+    pub async fn durable(&self, r: AuditRecord) -> Result<u64, AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(Cmd::Record(Box::new(r), Some(tx))).await.is_err() {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            return Err(AuditError::Stopped);
+        }
+        rx.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Signs a checkpoint over everything stored so far (after flushing
+    /// what is queued). `None` if nothing new since the last one.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Checkpoint(tx))
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        rx.await.map_err(|_| AuditError::Stopped)?
+    }
+}
+
+struct Writer {
+    store: Store,
+    chain: Arc<str>,
+    next_seq: u64,
+    prev: String,
+    key: ring::signature::Ed25519KeyPair,
+    checkpointed: Option<u64>,
+    options: AuditOptions,
+    backlog: Arc<AtomicU64>,
+    healthy: Arc<AtomicBool>,
+    checkpoints: Arc<tokio::sync::broadcast::Sender<Checkpoint>>,
+    /// Records (never durable ones) whose segment failed, tried again first.
+    retry: Vec<Box<AuditRecord>>,
+}
+
+type Waiter = oneshot::Sender<Result<u64, AuditError>>;
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut tick = tokio::time::interval(self.options.checkpoint_interval);
+        tick.tick().await;
+        loop {
+            let first = tokio::select! {
+                c = rx.recv() => match c {
+                    Some(c) => Some(c),
+                    None => break,
+                },
+                _ = tick.tick() => None,
+                _ = tokio::time::sleep(Duration::from_millis(500)), if !self.retry.is_empty() => None,
+            };
+            let mut batch: Vec<(Box<AuditRecord>, Option<Waiter>)> =
+                self.retry.drain(..).map(|r| (r, None)).collect();
+            let mut checkpoint_waiters = Vec::new();
+            let mut take = |c: Cmd, batch: &mut Vec<_>| match c {
+                Cmd::Record(r, w) => batch.push((r, w)),
+                Cmd::Checkpoint(w) => checkpoint_waiters.push(w),
+            };
+            match first {
+                Some(c) => take(c, &mut batch),
+                None => {
+                    // Periodic checkpoint (or a retry).
+                    if batch.is_empty() {
+                        let _ = self.sign_checkpoint().await;
+                        continue;
+                    }
+                }
+            }
+            while batch.len() < self.options.max_batch {
+                match rx.try_recv() {
+                    Ok(c) => take(c, &mut batch),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.write_batch(batch).await;
+            }
+            for w in checkpoint_waiters {
+                let _ = w.send(self.sign_checkpoint().await);
+            }
+        }
+        // Queue closed (shutdown): whatever is left, then a last checkpoint.
+        if !self.retry.is_empty() {
+            let batch = self.retry.drain(..).map(|r| (r, None)).collect();
+            self.write_batch(batch).await;
+        }
+        let _ = self.sign_checkpoint().await;
+    }
+
+    async fn write_batch(&mut self, batch: Vec<(Box<AuditRecord>, Option<Waiter>)>) {
+        let started = std::time::Instant::now();
+        let first_seq = self.next_seq;
+        let mut prev = self.prev.clone();
+        let mut body = Vec::with_capacity(batch.len() * 512);
+        let mut seqs = Vec::with_capacity(batch.len());
+        for (i, (r, _)) in batch.iter().enumerate() {
+            let mut r = (**r).clone();
+            r.chain = self.chain.to_string();
+            r.seq = first_seq + i as u64;
+            r.prev = prev.clone();
+            let line = match serde_json::to_vec(&r) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "audit record does not serialize");
+                    continue;
+                }
+            };
+            prev = line_hash(&line);
+            body.extend_from_slice(&line);
+            body.push(b'\n');
+            seqs.push(r.seq);
+        }
+        let n = seqs.len() as u64;
+        let path = layout::segment(&self.chain, first_seq);
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let result = self
+            .store
+            .objects()
+            .put_opts(&path, PutPayload::from(body), opts)
+            .await;
+        self.backlog
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        match result {
+            Ok(_) => {
+                self.next_seq += n;
+                self.prev = prev;
+                self.healthy.store(true, Ordering::Relaxed);
+                tracing::debug!(records = n, micros = started.elapsed().as_micros() as u64, "audit segment stored");
+                for ((_, w), seq) in batch.into_iter().zip(seqs) {
+                    if let Some(w) = w {
+                        let _ = w.send(Ok(seq));
+                    }
+                }
+            }
+            Err(e) => {
+                self.healthy.store(false, Ordering::Relaxed);
+                tracing::error!(error = %e, records = n, "audit segment write failed");
+                for (r, w) in batch {
+                    match w {
+                        // The durable writer is refused: it releases nothing.
+                        Some(w) => {
+                            let _ = w.send(Err(AuditError::Store(e.to_string())));
+                        }
+                        None if self.retry.len() < 100_000 => {
+                            self.backlog.fetch_add(1, Ordering::Relaxed);
+                            self.retry.push(r);
+                        }
+                        None => tracing::error!("audit retry buffer full; record lost"),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn sign_checkpoint(&mut self) -> Result<Option<Checkpoint>, AuditError> {
+        if self.next_seq == 0 || self.checkpointed == Some(self.next_seq - 1) {
+            return Ok(None);
+        }
+        let seq = self.next_seq - 1;
+        let cp = Checkpoint::sign(&self.key, &self.chain, seq, &self.prev);
+        let bytes = serde_json::to_vec(&cp).map_err(|e| AuditError::Invalid(e.to_string()))?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .objects()
+            .put_opts(
+                &layout::checkpoint(&self.chain, seq),
+                PutPayload::from(bytes.clone()),
+                opts,
+            )
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "audit checkpoint write failed");
+                return Err(e.into());
+            }
+        }
+        if let Some(file) = &self.options.checkpoint_file {
+            use std::io::Write as _;
+            let line = [bytes.as_slice(), b"\n"].concat();
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .and_then(|mut f| f.write_all(&line).and_then(|()| f.sync_data()));
+            if let Err(e) = written {
+                tracing::error!(error = %e, file = %file.display(), "could not ship the checkpoint to its file");
+            }
+        }
+        self.checkpointed = Some(seq);
+        let _ = self.checkpoints.send(cp.clone());
+        tracing::info!(chain = %self.chain, seq, "audit checkpoint signed");
+        Ok(Some(cp))
+    }
+}

@@ -1,0 +1,369 @@
+//! The audit seam of the request path: every `/v1` request leaves a record
+//! (built by [`middleware`] from what authentication, authorization and the
+//! policy chain put in the request's [`Slot`]); a download writes its
+//! intent record durably before its first byte ([`intent`]) and a
+//! completion record when its body ends or is dropped.
+//!
+//! Invariants a reader must keep:
+//! - nothing is released before [`intent`] returns `Ok`; an error there is a
+//!   503 and the response carries no data (fail closed);
+//! - when the audit store is failing, every request except (if configured)
+//!   metadata reads is refused with 503;
+//! - failed authentications never wait on the audit store: the first per
+//!   source and window is queued without blocking, the rest are counted and
+//!   written as one record per window.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use modelvault_audit::{AuditRecord, DecisionRef, KeyRef, PrincipalRef, ResourceRef};
+use modelvault_auth::{Principal, PrincipalKind};
+
+use crate::{ApiError, AppState};
+
+tokio::task_local! {
+    static SLOT: Arc<Mutex<Slot>>;
+}
+
+/// What the handlers learn about a request, for its audit record.
+#[derive(Debug, Default)]
+pub struct Slot {
+    principal: Option<PrincipalRef>,
+    decisions: Vec<DecisionRef>,
+    keys: Vec<KeyRef>,
+    version: Option<String>,
+    /// The handler wrote its own record (a download's intent).
+    handled: bool,
+    /// Authentication failed: recorded by the failure counter instead.
+    auth_failed: bool,
+}
+
+fn with_slot(f: impl FnOnce(&mut Slot)) {
+    let _ = SLOT.try_with(|s| {
+        if let Ok(mut g) = s.lock() {
+            f(&mut g);
+        }
+    });
+}
+
+/// The principal as audit records show it.
+pub fn principal_ref(p: &Principal) -> PrincipalRef {
+    PrincipalRef {
+        id: p.id.clone(),
+        kind: match p.kind {
+            PrincipalKind::Person => "person".into(),
+            PrincipalKind::Service => "service".into(),
+        },
+        roles: p.roles(),
+        groups: p.groups.clone(),
+        environment: p.environment.clone(),
+    }
+}
+
+/// Notes the verified principal of this request.
+pub fn note_principal(p: &Principal) {
+    let r = principal_ref(p);
+    with_slot(|s| s.principal = Some(r));
+}
+
+/// Notes that authentication failed (the counter records it).
+pub fn note_auth_failed() {
+    with_slot(|s| s.auth_failed = true);
+}
+
+/// Notes the policy chain's per-plugin results.
+pub fn note_decisions(results: &[modelvault_policy::PluginResult]) {
+    let d: Vec<DecisionRef> = results
+        .iter()
+        .map(|r| DecisionRef {
+            plugin: r.plugin.clone(),
+            sha256: r.sha256.clone(),
+            outcome: match r.decision.outcome {
+                modelvault_policy::Outcome::Allow => "allow",
+                modelvault_policy::Outcome::Deny => "deny",
+                modelvault_policy::Outcome::Abstain => "abstain",
+            }
+            .into(),
+            reason_code: r.decision.reason_code.clone(),
+            reason: r.decision.reason.clone(),
+            mode: if r.shadow { "shadow" } else { "enforce" }.into(),
+        })
+        .collect();
+    with_slot(|s| s.decisions = d);
+}
+
+/// Notes the resolved version (`latest` → `3`).
+pub fn note_version(v: &str) {
+    let v = v.to_string();
+    with_slot(|s| s.version = Some(v));
+}
+
+/// The action a route performs, by method and route template.
+fn action_of(method: &Method, route: &str) -> &'static str {
+    let m = method.as_str();
+    match (m, route) {
+        ("GET", r) if r.ends_with("/files/{*path}") => "download",
+        ("PUT", r) if r.ends_with("/files/{*path}") => "upload",
+        ("POST", "/v1/models") => "create-model",
+        ("PATCH", _) => "edit-metadata",
+        ("POST", r) if r.ends_with("/commit") => "commit",
+        ("POST", r) if r.ends_with("/approvals") => "approve",
+        ("DELETE", r) if r.contains("/approvals/") => "revoke-approval",
+        ("POST", r) if r.ends_with("/deployments") => "deploy",
+        ("POST", "/v1/tokens") => "create-token",
+        ("GET", "/v1/tokens") => "list-tokens",
+        ("DELETE", r) if r.starts_with("/v1/tokens/") => "revoke-token",
+        ("POST", "/v1/access/grant") => "grant-access",
+        ("POST", "/v1/access/revoke") => "revoke-access",
+        ("GET", "/v1/access/bindings") => "list-access",
+        ("PUT", r) if r.starts_with("/v1/admin/policies/") => "install-policy",
+        ("DELETE", r) if r.starts_with("/v1/admin/policies/") => "remove-policy",
+        ("GET", r) if r.starts_with("/v1/admin/") => "admin-read",
+        ("GET", r) if r.starts_with("/v1/audit") => "audit-read",
+        ("GET", "/v1/whoami") => "whoami",
+        ("GET", "/v1/auth/config") => "auth-config",
+        ("GET", _) => "read",
+        _ => "other",
+    }
+}
+
+/// The resource named by a path, read against its route template.
+fn resource_of(route: &str, path: &str) -> Option<ResourceRef> {
+    let mut r = ResourceRef::default();
+    let mut any = false;
+    let mut actual = path.split('/');
+    for seg in route.split('/') {
+        let Some(value) = actual.next() else { break };
+        let decode = |v: &str| {
+            url::form_urlencoded::parse(format!("x={v}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        match seg {
+            "{ns}" => r.namespace = Some(decode(value)),
+            "{name}" if route.starts_with("/v1/models") => r.model = Some(decode(value)),
+            "{name}" | "{environment}" => r.name = Some(decode(value)),
+            "{version}" => r.version = Some(decode(value)),
+            "{*path}" => {
+                let rest: Vec<&str> = std::iter::once(value).chain(actual.by_ref()).collect();
+                r.file = Some(rest.iter().map(|s| decode(s)).collect::<Vec<_>>().join("/"));
+            }
+            _ => continue,
+        }
+        any = true;
+    }
+    any.then_some(r)
+}
+
+fn outcome_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=399 => "allowed",
+        401 => "unauthenticated",
+        403 => "denied",
+        404 | 410 => "not_found",
+        400..=499 => "rejected",
+        _ => "error",
+    }
+}
+
+fn request_id(req: &Request) -> Option<String> {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Records every `/v1` request once it is answered.
+pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(audit) = state.audit.clone() else {
+        return next.run(req).await;
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let method = req.method().clone();
+    let action = action_of(&method, &route);
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let rid = request_id(&req);
+    let resource = resource_of(&route, req.uri().path());
+    // Fail closed while the audit store fails: only metadata reads may go
+    // on, and only if configured.
+    if !audit.healthy() {
+        let read_only = method == Method::GET && action != "download";
+        if !(read_only && state.config.audit.allow_reads_when_unavailable) {
+            let mut rec = AuditRecord::new("request", action, "error");
+            rec.request_id = rid;
+            rec.source = source;
+            rec.resource = resource;
+            rec.status = Some(503);
+            rec.detail = Some("audit_unavailable".into());
+            let _ = audit.try_record(rec);
+            return unavailable().into_response();
+        }
+    }
+    let slot = Arc::new(Mutex::new(Slot::default()));
+    let resp = SLOT.scope(slot.clone(), next.run(req)).await;
+    let status = resp.status();
+    let (principal, decisions, keys, version, skip) = match slot.lock() {
+        Ok(mut s) => (
+            s.principal.take(),
+            std::mem::take(&mut s.decisions),
+            std::mem::take(&mut s.keys),
+            s.version.take(),
+            s.handled || s.auth_failed,
+        ),
+        Err(_) => (None, Vec::new(), Vec::new(), None, false),
+    };
+    if skip {
+        return resp;
+    }
+    let mut rec = AuditRecord::new("request", action, outcome_of(status));
+    rec.request_id = rid;
+    rec.principal = principal;
+    rec.source = source;
+    rec.resource = resource.map(|mut r| {
+        if version.is_some() {
+            r.version = version;
+        }
+        r
+    });
+    rec.status = Some(status.as_u16());
+    rec.decisions = decisions;
+    rec.keys = keys;
+    audit.record(rec).await;
+    resp
+}
+
+/// The 503 of a failing audit store.
+pub fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "audit_unavailable",
+        "the audit trail cannot be written; nothing is released until it can",
+    )
+}
+
+/// What a release is about to do, for its intent record.
+pub struct Intent<'a> {
+    /// The verified principal.
+    pub principal: &'a Principal,
+    /// `download` (later `key-release`).
+    pub action: &'a str,
+    /// Namespace, model, version, file, range.
+    pub resource: ResourceRef,
+    /// Keys touched.
+    pub keys: Vec<KeyRef>,
+    /// Request id.
+    pub request_id: &'a str,
+}
+
+/// Writes a release's intent record durably; returns its sequence number.
+/// An error is a 503: release nothing.
+pub async fn intent(state: &AppState, i: Intent<'_>) -> Result<Option<u64>, ApiError> {
+    let Some(audit) = &state.audit else {
+        return Ok(None);
+    };
+    let mut rec = AuditRecord::new("intent", i.action, "allowed");
+    rec.request_id = Some(i.request_id.to_string());
+    rec.principal = Some(principal_ref(i.principal));
+    rec.resource = Some(i.resource);
+    rec.keys = i.keys;
+    let source = SLOT
+        .try_with(|s| s.lock().ok().map(|g| g.decisions.clone()))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    rec.decisions = source;
+    rec.status = Some(200);
+    let seq = audit.durable(rec).await.map_err(|e| {
+        tracing::error!(error = %e, "audit intent not written; refusing the release");
+        unavailable()
+    })?;
+    with_slot(|s| s.handled = true);
+    Ok(Some(seq))
+}
+
+/// Records the source address for an intent (the middleware knows it; the
+/// handler passes it through).
+pub fn completion(
+    state: &AppState,
+    intent_seq: Option<u64>,
+    request_id: String,
+    action: &'static str,
+    bytes: u64,
+    complete: bool,
+) {
+    let (Some(audit), Some(seq)) = (state.audit.clone(), intent_seq) else {
+        return;
+    };
+    let mut rec = AuditRecord::new(
+        "completion",
+        action,
+        if complete { "complete" } else { "aborted" },
+    );
+    rec.request_id = Some(request_id);
+    rec.intent_seq = Some(seq);
+    rec.bytes = Some(bytes);
+    tokio::spawn(async move { audit.record(rec).await });
+}
+
+/// Writes the first failed authentication of a source in its window at
+/// once (never blocking); the rest are written per window by
+/// [`spawn_failure_flusher`].
+pub fn auth_failure(
+    state: &AppState,
+    first_in_window: bool,
+    source: Option<std::net::IpAddr>,
+    reason: &str,
+    request_id: Option<String>,
+) {
+    note_auth_failed();
+    let Some(audit) = &state.audit else { return };
+    if !first_in_window {
+        return;
+    }
+    let mut rec = AuditRecord::new("authentication", "authentication", "unauthenticated");
+    rec.source = source.map(|s| s.to_string());
+    rec.detail = Some(reason.to_string());
+    rec.request_id = request_id;
+    rec.status = Some(401);
+    rec.count = Some(1);
+    if !audit.try_record(rec) {
+        tracing::warn!("audit queue full; failed authentication counted only");
+    }
+}
+
+/// Every window, writes one record per source with the failures beyond
+/// the first.
+pub fn spawn_failure_flusher(state: &AppState) {
+    let Some(audit) = state.audit.clone() else {
+        return;
+    };
+    let failures = state.auth_failures.clone();
+    let every = std::time::Duration::from_secs(state.config.access.failure_window_secs.max(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            for (source, window_start, extra) in failures.drain_closed() {
+                let mut rec =
+                    AuditRecord::new("authentication", "authentication", "unauthenticated");
+                rec.source = Some(source);
+                rec.window_start = Some(window_start);
+                rec.count = Some(extra);
+                rec.detail = Some("aggregated".into());
+                audit.record(rec).await;
+            }
+        }
+    });
+}

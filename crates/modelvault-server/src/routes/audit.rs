@@ -1,0 +1,160 @@
+//! Reading the audit trail: `GET /v1/audit` (filtered, paged, `audit-read`),
+//! the checkpoint public key (public), and verification through the server.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use modelvault_auth::{NamespaceScope, Permission};
+use serde::{Deserialize, Serialize};
+
+use crate::authn::Authenticated;
+use crate::extract::ApiQuery;
+use crate::{ApiError, AppState};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    principal: Option<String>,
+    namespace: Option<String>,
+    /// `NS/NAME` or `NAME`.
+    model: Option<String>,
+    action: Option<String>,
+    outcome: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/audit`: records oldest first, each exactly as stored.
+#[derive(Serialize, Deserialize)]
+pub struct AuditPage {
+    /// Records.
+    pub records: Vec<serde_json::Value>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+fn scope(p: &modelvault_auth::Principal) -> Result<NamespaceScope, ApiError> {
+    let s = p.scope_of(Permission::AuditRead);
+    if s == NamespaceScope::Only(Default::default()) {
+        return Err(ApiError::forbidden(format!(
+            "principal {} lacks the audit-read permission",
+            p.id
+        )));
+    }
+    Ok(s)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    let scope = scope(&p)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let offset: usize = match &q.cursor {
+        Some(c) => c
+            .parse()
+            .map_err(|_| ApiError::bad_request("invalid cursor"))?,
+        None => 0,
+    };
+    let (model_ns, model_name) = match q.model.as_deref().map(|m| m.split_once('/')) {
+        Some(Some((ns, n))) => (Some(ns.to_string()), Some(n.to_string())),
+        Some(None) => (None, q.model.clone()),
+        None => (None, None),
+    };
+    let chains = modelvault_audit::read_all(state.store.objects())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut rows: Vec<(modelvault_audit::AuditRecord, serde_json::Value)> = Vec::new();
+    for c in &chains {
+        for (_, bytes) in &c.segments {
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let (Ok(r), Ok(v)) = (
+                    serde_json::from_slice::<modelvault_audit::AuditRecord>(line),
+                    serde_json::from_slice::<serde_json::Value>(line),
+                ) else {
+                    continue;
+                };
+                let ns = r.resource.as_ref().and_then(|x| x.namespace.as_deref());
+                let visible = match (&scope, ns) {
+                    (NamespaceScope::All, _) => true,
+                    (NamespaceScope::Only(set), Some(ns)) => set.contains(ns),
+                    (NamespaceScope::Only(_), None) => false,
+                };
+                let keep = visible
+                    && q.since.is_none_or(|t| r.time >= t)
+                    && q.until.is_none_or(|t| r.time < t)
+                    && q.principal
+                        .as_ref()
+                        .is_none_or(|id| r.principal.as_ref().is_some_and(|p| &p.id == id))
+                    && q.namespace.as_deref().is_none_or(|n| ns == Some(n))
+                    && model_ns.as_deref().is_none_or(|n| ns == Some(n))
+                    && model_name.as_deref().is_none_or(|m| {
+                        r.resource.as_ref().and_then(|x| x.model.as_deref()) == Some(m)
+                    })
+                    && q.action.as_ref().is_none_or(|a| &r.action == a)
+                    && q.outcome.as_ref().is_none_or(|o| &r.outcome == o)
+                    && q.kind.as_ref().is_none_or(|k| &r.kind == k);
+                if keep {
+                    rows.push((r, v));
+                }
+            }
+        }
+    }
+    rows.sort_by(|a, b| (a.0.time, &a.0.chain, a.0.seq).cmp(&(b.0.time, &b.0.chain, b.0.seq)));
+    let total = rows.len();
+    let records: Vec<serde_json::Value> = rows
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|(_, v)| v)
+        .collect();
+    let next = offset + records.len();
+    Ok(Json(AuditPage {
+        records,
+        next_cursor: (next < total).then(|| next.to_string()),
+    }))
+}
+
+/// `GET /v1/audit/public-key`: needs no token (it is public).
+pub async fn public_key(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let key = match &state.audit {
+        Some(a) => hex::encode(a.public_key()),
+        None => {
+            use ring::signature::KeyPair as _;
+            let k = modelvault_audit::load_signing_key(&state.store)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            hex::encode(k.public_key().as_ref())
+        }
+    };
+    Ok(Json(serde_json::json!({"algorithm": "Ed25519", "public_key": key})))
+}
+
+/// `GET /v1/audit/verify`: verifies every chain in the store (global
+/// `audit-read`).
+pub async fn verify(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<Json<modelvault_audit::VerifyReport>, ApiError> {
+    if !p.can(Permission::AuditRead) {
+        return Err(ApiError::forbidden(format!(
+            "principal {} lacks the audit-read permission for all namespaces",
+            p.id
+        )));
+    }
+    let Some(audit) = &state.audit else {
+        return Err(ApiError::internal("audit trail not running"));
+    };
+    // Checkpoint first, so the report covers everything recorded so far.
+    let _ = audit.checkpoint().await;
+    let report = modelvault_audit::verify_store(state.store.objects(), audit.public_key())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(report))
+}
