@@ -3,6 +3,7 @@
 //! real S3 server (moto, started by scripts/test.sh).
 
 mod access;
+mod audit;
 mod common;
 mod examples;
 mod hostile;

@@ -36,12 +36,7 @@ impl Checkpoint {
     }
 
     /// Signs a checkpoint.
-    pub fn sign(
-        key: &ring::signature::Ed25519KeyPair,
-        chain: &str,
-        seq: u64,
-        head: &str,
-    ) -> Self {
+    pub fn sign(key: &ring::signature::Ed25519KeyPair, chain: &str, seq: u64, head: &str) -> Self {
         use ring::signature::KeyPair as _;
         let time = Utc::now();
         let sig = key.sign(&Self::signed_bytes(chain, seq, head, &time));

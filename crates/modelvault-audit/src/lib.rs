@@ -22,9 +22,7 @@ mod verify;
 mod writer;
 
 pub use checkpoint::Checkpoint;
-pub use record::{
-    AuditRecord, DecisionRef, GENESIS, KeyRef, PrincipalRef, ResourceRef, line_hash,
-};
+pub use record::{AuditRecord, DecisionRef, GENESIS, KeyRef, PrincipalRef, ResourceRef, line_hash};
 pub use verify::{ChainReport, Problem, VerifyReport, read_all, verify_store};
 pub use writer::{AuditLog, AuditOptions, load_signing_key};
 

@@ -55,7 +55,10 @@ impl ChainReport {
     pub fn summary(&self) -> String {
         let head = format!("chain {}: {} records", self.chain, self.records);
         match (&self.problem, self.verified_to) {
-            (Some(p), _) => format!("{head}: FAILED at seq {}: {} ({})", p.seq, p.kind, p.message),
+            (Some(p), _) => format!(
+                "{head}: FAILED at seq {}: {} ({})",
+                p.seq, p.kind, p.message
+            ),
             (None, Some(n)) => {
                 let tail = self.last_seq.unwrap_or(n).saturating_sub(n);
                 if tail == 0 {
@@ -87,9 +90,7 @@ fn parse_seq(name: &str, ext: &str) -> Option<u64> {
 
 /// Reads every chain from `objects`.
 pub async fn read_all(objects: &Arc<dyn ObjectStore>) -> Result<Vec<StoredChain>, AuditError> {
-    let listing = objects
-        .list_with_delimiter(Some(&layout::chains()))
-        .await?;
+    let listing = objects.list_with_delimiter(Some(&layout::chains())).await?;
     let mut chains: BTreeSet<String> = listing
         .common_prefixes
         .iter()
@@ -172,6 +173,15 @@ pub fn verify_chain(c: &StoredChain, public_key: &[u8]) -> ChainReport {
             });
         }
     };
+    // Every sequence number present anywhere, to tell a reordering (the
+    // missing number comes later) from a drop (it never does).
+    let present: BTreeSet<u64> = c
+        .segments
+        .iter()
+        .flat_map(|(_, b)| b.split(|x| *x == b'\n'))
+        .filter_map(|l| serde_json::from_slice::<AuditRecord>(l).ok())
+        .map(|r| r.seq)
+        .collect();
     'segments: for (first, bytes) in &c.segments {
         let mut lines = bytes.split(|b| *b == b'\n').peekable();
         let mut first_in_segment = true;
@@ -182,7 +192,12 @@ pub fn verify_chain(c: &StoredChain, public_key: &[u8]) -> ChainReport {
             let rec: AuditRecord = match serde_json::from_slice(line) {
                 Ok(r) => r,
                 Err(e) => {
-                    fail(&mut report, expected, "malformed", format!("unparsable record: {e}"));
+                    fail(
+                        &mut report,
+                        expected,
+                        "malformed",
+                        format!("unparsable record: {e}"),
+                    );
                     break 'segments;
                 }
             };
@@ -197,16 +212,27 @@ pub fn verify_chain(c: &StoredChain, public_key: &[u8]) -> ChainReport {
             }
             first_in_segment = false;
             if rec.chain != c.chain {
-                fail(&mut report, rec.seq, "edited", format!("record names chain {}", rec.chain));
+                fail(
+                    &mut report,
+                    rec.seq,
+                    "edited",
+                    format!("record names chain {}", rec.chain),
+                );
                 break 'segments;
             }
             if rec.seq != expected {
                 let (kind, message) = if hashes.contains_key(&rec.seq) {
                     ("duplicated", format!("seq {} appears again", rec.seq))
-                } else if rec.seq < expected {
-                    ("reordered", format!("seq {} after seq {}", rec.seq, expected.saturating_sub(1)))
+                } else if rec.seq < expected || present.contains(&expected) {
+                    (
+                        "reordered",
+                        format!("seq {} where seq {expected} belongs", rec.seq),
+                    )
                 } else {
-                    ("dropped", format!("expected seq {expected}, found {}", rec.seq))
+                    (
+                        "dropped",
+                        format!("expected seq {expected}, found {}", rec.seq),
+                    )
                 };
                 fail(&mut report, expected.min(rec.seq), kind, message);
                 break 'segments;
@@ -217,7 +243,10 @@ pub fn verify_chain(c: &StoredChain, public_key: &[u8]) -> ChainReport {
                     &mut report,
                     bad,
                     "edited",
-                    format!("record {bad} no longer hashes to the prev of record {}", rec.seq),
+                    format!(
+                        "record {bad} no longer hashes to the prev of record {}",
+                        rec.seq
+                    ),
                 );
                 break 'segments;
             }
@@ -267,7 +296,10 @@ pub fn verify_chain(c: &StoredChain, public_key: &[u8]) -> ChainReport {
                     &mut report,
                     cp.seq,
                     "edited",
-                    format!("record {} differs from what checkpoint {} signed", cp.seq, cp.seq),
+                    format!(
+                        "record {} differs from what checkpoint {} signed",
+                        cp.seq, cp.seq
+                    ),
                 );
                 break;
             }

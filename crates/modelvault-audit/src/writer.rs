@@ -102,7 +102,10 @@ impl Default for AuditOptions {
 }
 
 enum Cmd {
-    Record(Box<AuditRecord>, Option<oneshot::Sender<Result<u64, AuditError>>>),
+    Record(
+        Box<AuditRecord>,
+        Option<oneshot::Sender<Result<u64, AuditError>>>,
+    ),
     Checkpoint(oneshot::Sender<Result<Option<Checkpoint>, AuditError>>),
 }
 
@@ -213,7 +216,12 @@ impl AuditLog {
     pub async fn durable(&self, r: AuditRecord) -> Result<u64, AuditError> {
         let (tx, rx) = oneshot::channel();
         self.backlog.fetch_add(1, Ordering::Relaxed);
-        if self.tx.send(Cmd::Record(Box::new(r), Some(tx))).await.is_err() {
+        if self
+            .tx
+            .send(Cmd::Record(Box::new(r), Some(tx)))
+            .await
+            .is_err()
+        {
             self.backlog.fetch_sub(1, Ordering::Relaxed);
             return Err(AuditError::Stopped);
         }
@@ -341,7 +349,11 @@ impl Writer {
                 self.next_seq += n;
                 self.prev = prev;
                 self.healthy.store(true, Ordering::Relaxed);
-                tracing::debug!(records = n, micros = started.elapsed().as_micros() as u64, "audit segment stored");
+                tracing::debug!(
+                    records = n,
+                    micros = started.elapsed().as_micros() as u64,
+                    "audit segment stored"
+                );
                 for ((_, w), seq) in batch.into_iter().zip(seqs) {
                     if let Some(w) = w {
                         let _ = w.send(Ok(seq));

@@ -91,7 +91,8 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             }
             let mut out: Box<dyn std::io::Write> = match &output {
                 Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
@@ -102,8 +103,9 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 if let Some(c) = &cursor {
                     q.push(format!("cursor={}", enc(c)));
                 }
-                let page: serde_json::Value =
-                    client.get_json(&format!("/v1/audit?{}", q.join("&"))).await?;
+                let page: serde_json::Value = client
+                    .get_json(&format!("/v1/audit?{}", q.join("&")))
+                    .await?;
                 for r in page["records"].as_array().into_iter().flatten() {
                     serde_json::to_writer(&mut out, r)?;
                     out.write_all(b"\n")?;
@@ -136,7 +138,9 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                     let text = std::fs::read_to_string(&key_file)
                         .with_context(|| format!("reading {}", key_file.display()))?;
                     let hex_key = match serde_json::from_str::<serde_json::Value>(&text) {
-                        Ok(v) if v.is_object() => v["public_key"].as_str().unwrap_or("").to_string(),
+                        Ok(v) if v.is_object() => {
+                            v["public_key"].as_str().unwrap_or("").to_string()
+                        }
                         _ => text.trim().to_string(),
                     };
                     let key = hex::decode(&hex_key)

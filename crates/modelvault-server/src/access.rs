@@ -220,7 +220,10 @@ impl AuthFailures {
             return false;
         };
         s.total += 1;
-        let entry = s.counts.entry((source.clone(), window)).or_insert((0, false));
+        let entry = s
+            .counts
+            .entry((source.clone(), window))
+            .or_insert((0, false));
         entry.0 += 1;
         let first = entry.0 == 1;
         if s.counts.len() > MAX_COUNTERS {

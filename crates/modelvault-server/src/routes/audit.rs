@@ -122,7 +122,9 @@ pub async fn list(
 }
 
 /// `GET /v1/audit/public-key`: needs no token (it is public).
-pub async fn public_key(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn public_key(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let key = match &state.audit {
         Some(a) => hex::encode(a.public_key()),
         None => {
@@ -133,7 +135,9 @@ pub async fn public_key(State(state): State<AppState>) -> Result<Json<serde_json
             hex::encode(k.public_key().as_ref())
         }
     };
-    Ok(Json(serde_json::json!({"algorithm": "Ed25519", "public_key": key})))
+    Ok(Json(
+        serde_json::json!({"algorithm": "Ed25519", "public_key": key}),
+    ))
 }
 
 /// `GET /v1/audit/verify`: verifies every chain in the store (global

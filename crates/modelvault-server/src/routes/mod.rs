@@ -2,8 +2,8 @@
 
 mod access;
 mod admin;
-mod audit;
 mod approvals;
+mod audit;
 mod files;
 mod models;
 mod tokens;
