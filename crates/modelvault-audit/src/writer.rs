@@ -252,7 +252,7 @@ struct Writer {
     healthy: Arc<AtomicBool>,
     checkpoints: Arc<tokio::sync::broadcast::Sender<Checkpoint>>,
     /// Records (never durable ones) whose segment failed, tried again first.
-    retry: Vec<Box<AuditRecord>>,
+    retry: Vec<AuditRecord>,
 }
 
 type Waiter = oneshot::Sender<Result<u64, AuditError>>;
@@ -271,7 +271,7 @@ impl Writer {
                 _ = tokio::time::sleep(Duration::from_millis(500)), if !self.retry.is_empty() => None,
             };
             let mut batch: Vec<(Box<AuditRecord>, Option<Waiter>)> =
-                self.retry.drain(..).map(|r| (r, None)).collect();
+                self.retry.drain(..).map(|r| (Box::new(r), None)).collect();
             let mut checkpoint_waiters = Vec::new();
             let mut take = |c: Cmd, batch: &mut Vec<_>| match c {
                 Cmd::Record(r, w) => batch.push((r, w)),
@@ -302,7 +302,7 @@ impl Writer {
         }
         // Queue closed (shutdown): whatever is left, then a last checkpoint.
         if !self.retry.is_empty() {
-            let batch = self.retry.drain(..).map(|r| (r, None)).collect();
+            let batch = self.retry.drain(..).map(|r| (Box::new(r), None)).collect();
             self.write_batch(batch).await;
         }
         let _ = self.sign_checkpoint().await;
@@ -371,7 +371,7 @@ impl Writer {
                         }
                         None if self.retry.len() < 100_000 => {
                             self.backlog.fetch_add(1, Ordering::Relaxed);
-                            self.retry.push(r);
+                            self.retry.push(*r);
                         }
                         None => tracing::error!("audit retry buffer full; record lost"),
                     }
