@@ -245,7 +245,8 @@ fn tampering_with_the_audit_trail_is_detected() {
         std::fs::remove_dir_all(&audit_dir).unwrap();
         copy_dir(&pristine, &audit_dir);
     };
-    let cases: Vec<(&str, Box<dyn Fn()>, u64)> = vec![
+    type Tamper<'a> = (&'a str, Box<dyn Fn() + 'a>, u64);
+    let cases: Vec<Tamper> = vec![
         (
             "edited",
             Box::new(|| {
