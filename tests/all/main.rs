@@ -9,6 +9,7 @@ mod examples;
 mod hostile;
 mod identity;
 mod metadata;
+mod monitoring;
 mod policy;
 mod roundtrip;
 mod s3;

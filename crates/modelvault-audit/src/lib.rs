@@ -24,7 +24,7 @@ mod writer;
 pub use checkpoint::Checkpoint;
 pub use record::{AuditRecord, DecisionRef, GENESIS, KeyRef, PrincipalRef, ResourceRef, line_hash};
 pub use verify::{ChainReport, Problem, VerifyReport, read_all, verify_store};
-pub use writer::{AuditLog, AuditOptions, load_signing_key};
+pub use writer::{AuditLog, AuditOptions, SegmentHook, load_signing_key};
 
 /// Errors of the audit trail.
 #[derive(Debug, thiserror::Error)]

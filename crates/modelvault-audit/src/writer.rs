@@ -79,9 +79,21 @@ pub async fn load_signing_key(
     Err(AuditError::Key("signing key could not be read back".into()))
 }
 
+/// Called with the duration of every segment write (for metrics).
+#[derive(Clone)]
+pub struct SegmentHook(pub Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl std::fmt::Debug for SegmentHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SegmentHook")
+    }
+}
+
 /// Writer settings.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
+    /// Called after every segment write with its duration.
+    pub on_segment: Option<SegmentHook>,
     /// Seconds between checkpoints (when new records exist).
     pub checkpoint_interval: Duration,
     /// A file every checkpoint is appended to as a JSON line (outside the
@@ -97,6 +109,7 @@ impl Default for AuditOptions {
             checkpoint_interval: Duration::from_secs(60),
             checkpoint_file: None,
             max_batch: 4096,
+            on_segment: None,
         }
     }
 }
@@ -344,6 +357,9 @@ impl Writer {
             .await;
         self.backlog
             .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        if let Some(hook) = &self.options.on_segment {
+            (hook.0)(started.elapsed());
+        }
         match result {
             Ok(_) => {
                 self.next_seq += n;

@@ -177,6 +177,27 @@ fn request_id(req: &Request) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Counts every routed request by route template, method and status.
+pub async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            route,
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
 /// Records every `/v1` request once it is answered.
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(audit) = state.audit.clone() else {
@@ -223,6 +244,11 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         ),
         Err(_) => (None, Vec::new(), Vec::new(), None, false),
     };
+    if status == StatusCode::FORBIDDEN
+        && let Some(p) = &principal
+    {
+        state.alerts.denial(p, source.clone());
+    }
     if skip {
         return resp;
     }

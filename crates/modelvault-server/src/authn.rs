@@ -56,7 +56,15 @@ impl FromRequestParts<AppState> for Authenticated {
             .map(str::to_string);
         let fail = |credential: &'static str, reason: &str| {
             let first = state.auth_failures.record(source, credential, reason);
+            state
+                .metrics
+                .auth_failures
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    reason: reason.to_string(),
+                })
+                .inc();
             crate::audit::auth_failure(state, first, source, reason, rid.clone());
+            state.alerts.failed_auth(source);
         };
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
             fail("none", "missing_credentials");
@@ -414,7 +422,27 @@ pub async fn enforce_policy(
     let action = request.action;
     let request_id = request.context.request_id.clone();
     let principal = request.principal.id.clone();
+    let started = std::time::Instant::now();
     let decision = state.policies.decide(request).await;
+    state
+        .metrics
+        .policy_latency
+        .observe(started.elapsed().as_secs_f64());
+    for r in &decision.results {
+        state
+            .metrics
+            .policy_decisions
+            .get_or_create(&crate::metrics::PolicyLabels {
+                plugin: r.plugin.clone(),
+                outcome: match r.decision.outcome {
+                    modelvault_policy::Outcome::Allow => "allow",
+                    modelvault_policy::Outcome::Deny => "deny",
+                    modelvault_policy::Outcome::Abstain => "abstain",
+                }
+                .into(),
+            })
+            .inc();
+    }
     crate::audit::note_decisions(&decision.results);
     if tracing::enabled!(tracing::Level::INFO) {
         let results = serde_json::to_string(&decision.results).unwrap_or_default();

@@ -43,6 +43,90 @@ pub struct Config {
     /// The audit trail.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `GET /metrics`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Alert rules and the webhook.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A file holding the bearer token `/metrics` then requires from every
+    /// peer; without it, only loopback peers are answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bearer_token_file: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Where alerts (and audit checkpoints) are POSTed as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// A file holding the HMAC-SHA256 key that signs each POST
+    /// (`X-Modelvault-Signature: sha256=<hex>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Failed authentications from one source within the window that fire
+    /// an alert (0 = rule off).
+    #[serde(default = "default_alert_threshold")]
+    pub failed_auth_threshold: u64,
+    /// Denials of one principal within the window that fire an alert
+    /// (0 = rule off).
+    #[serde(default = "default_alert_threshold")]
+    pub denial_threshold: u64,
+    /// The window of both thresholds, in seconds.
+    #[serde(default = "default_alert_window")]
+    pub window_secs: u64,
+    /// Alert on any access to a `restricted` model from an environment it
+    /// is not approved for.
+    #[serde(default = "yes")]
+    pub restricted_outside_approved: bool,
+    /// Alert on every policy install or removal.
+    #[serde(default = "yes")]
+    pub policy_changes: bool,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_secret_file: None,
+            failed_auth_threshold: default_alert_threshold(),
+            denial_threshold: default_alert_threshold(),
+            window_secs: default_alert_window(),
+            restricted_outside_approved: true,
+            policy_changes: true,
+        }
+    }
+}
+
+fn default_alert_threshold() -> u64 {
+    20
+}
+fn default_alert_window() -> u64 {
+    60
 }
 
 /// `[audit]`
@@ -382,6 +466,8 @@ impl Config {
             tokens: TokensConfig::default(),
             metadata: MetadataConfig::default(),
             audit: AuditConfig::default(),
+            metrics: MetricsConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 
@@ -580,6 +666,19 @@ checkpoint_interval_secs = {checkpoint_interval}
 allow_reads_when_unavailable = {allow_reads}
 # A file outside the store every checkpoint is appended to, e.g.
 # checkpoint_file = "/var/lib/modelvault-checkpoints.jsonl"
+
+# GET /metrics is open to loopback peers; with a bearer token file it needs
+# that token from everyone (docs/CONFIG.md), e.g.
+# [metrics]
+# bearer_token_file = "/etc/modelvault/metrics.token"
+
+# Alert rules and their webhook (docs/CONFIG.md), e.g.
+# [alerts]
+# webhook_url = "https://siem.example.com/modelvault"
+# webhook_secret_file = "/etc/modelvault/webhook.key"
+# failed_auth_threshold = 20
+# denial_threshold = 20
+# window_secs = 60
 
 # OIDC issuers whose access tokens are accepted (docs/CONFIG.md), e.g.
 # [[oidc.issuers]]

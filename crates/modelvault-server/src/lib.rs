@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access;
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod authn;
@@ -19,6 +20,7 @@ pub mod config;
 mod error;
 mod extract;
 pub mod init;
+pub mod metrics;
 pub mod policies;
 mod routes;
 
@@ -51,6 +53,10 @@ pub struct AppState {
     pub auth_failures: Arc<access::AuthFailures>,
     /// OIDC issuers, when any is configured.
     pub oidc: Option<modelvault_oidc::Verifier>,
+    /// Prometheus metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Alert rules and the webhook.
+    pub alerts: Arc<alerts::Alerts>,
     /// The audit trail (always on in a serving server; absent only in
     /// `init` and in the benchmark's unaudited baseline).
     pub audit: Option<modelvault_audit::AuditLog>,
@@ -123,11 +129,20 @@ impl AppState {
                         state.config.audit.checkpoint_interval_secs,
                     ),
                     checkpoint_file: state.config.audit.checkpoint_file.clone(),
+                    on_segment: Some({
+                        let m = state.metrics.clone();
+                        modelvault_audit::SegmentHook(Arc::new(move |d| {
+                            m.audit_write_latency.observe(d.as_secs_f64())
+                        }))
+                    }),
                     ..Default::default()
                 },
             )
             .await?,
         );
+        if let Some(a) = &state.audit {
+            state.alerts.attach_audit(a);
+        }
         Ok(state)
     }
 
@@ -139,6 +154,7 @@ impl AppState {
             config.policy.cache_dir.clone(),
         )?;
         let registry = policies::PolicyRegistry::new(Arc::new(host), config.policy.clone());
+        let metrics = Arc::new(metrics::Metrics::default());
         let oidc = if config.oidc.issuers.is_empty() {
             None
         } else {
@@ -154,6 +170,8 @@ impl AppState {
             ))),
             oidc,
             audit: None,
+            alerts: Arc::new(alerts::Alerts::new(config.alerts.clone(), metrics.clone())),
+            metrics,
             config: Arc::new(config),
             policies: Arc::new(registry),
             policy_chain: true,

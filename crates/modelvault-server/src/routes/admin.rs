@@ -53,6 +53,9 @@ pub async fn install(
             &p.id,
         )
         .await?;
+    state
+        .alerts
+        .policy_change("installed", &name, &crate::audit::principal_ref(&p));
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -71,5 +74,8 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     authorize(&p, Action::ManagePolicies, &Resource::default())?;
     state.policies.remove(&state.store, &name, &p.id).await?;
+    state
+        .alerts
+        .policy_change("removed", &name, &crate::audit::principal_ref(&p));
     Ok(StatusCode::NO_CONTENT)
 }

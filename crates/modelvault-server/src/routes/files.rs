@@ -136,6 +136,7 @@ struct CompletionGuard {
 impl Drop for CompletionGuard {
     fn drop(&mut self) {
         let bytes = self.served.load(Ordering::Relaxed);
+        self.state.metrics.bytes_served.inc_by(bytes);
         crate::audit::completion(
             &self.state,
             self.intent_seq,
@@ -234,6 +235,23 @@ pub async fn download(
     // manifest, the approval and deployment records.
     let (model, manifest) = super::approvals::load_version(&state, &v).await?;
     let facts = super::approvals::version_facts(&state, &v, &manifest).await?;
+    if model.sensitivity == modelvault_storage::Sensitivity::Restricted
+        && !facts
+            .approvals
+            .iter()
+            .any(|a| a.environment == p.environment)
+    {
+        state.alerts.restricted_access(
+            &crate::audit::principal_ref(&p),
+            modelvault_audit::ResourceRef {
+                namespace: Some(ns.clone()),
+                model: Some(name.clone()),
+                version: Some(version.clone()),
+                file: Some(path.clone()),
+                ..Default::default()
+            },
+        );
+    }
     let policy_req = policy_request(
         &p,
         modelvault_policy::PolicyAction::Download,

@@ -86,9 +86,14 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::audit::middleware,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::count_requests,
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .merge(audited)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -107,6 +112,61 @@ pub(crate) async fn issue_admin_token(
     ApiError,
 > {
     tokens::issue_token(state, req, vec!["*".into()], "init").await
+}
+
+/// `GET /metrics`: open to loopback peers unless a bearer token is
+/// configured; from elsewhere only with that token (else 404: off).
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, ApiError> {
+    let connect = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .copied();
+    let headers = request.headers();
+    use axum::response::IntoResponse as _;
+    let cfg = &state.config.metrics;
+    if !cfg.enabled {
+        return Err(ApiError::not_found("metrics are off"));
+    }
+    match &cfg.bearer_token_file {
+        Some(file) => {
+            let want = std::fs::read_to_string(file)
+                .map_err(|e| ApiError::internal(format!("metrics token file: {e}")))?;
+            let got = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            use subtle::ConstantTimeEq as _;
+            let h = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.trim().as_bytes());
+            let ok: bool = h(got).as_ref().ct_eq(h(&want).as_ref()).into();
+            if !ok || got.is_empty() {
+                return Err(ApiError::unauthenticated("invalid or expired credentials"));
+            }
+        }
+        None => {
+            let loopback = connect.is_some_and(|c| c.0.ip().is_loopback());
+            if !loopback {
+                return Err(ApiError::not_found("no such route"));
+            }
+        }
+    }
+    if let Some(a) = &state.audit {
+        state
+            .metrics
+            .audit_backlog
+            .set(i64::try_from(a.backlog()).unwrap_or(i64::MAX));
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response())
 }
 
 async fn healthz() -> &'static str {

@@ -1,0 +1,146 @@
+//! Prometheus metrics (`GET /metrics`, text format). No label ever names a
+//! principal, token, model or source address: cardinality stays bounded and
+//! the endpoint leaks nothing about who does what.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `route`, `method`, `status`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route template (`/v1/models/{ns}/{name}`), never the concrete path.
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// HTTP status.
+    pub status: u16,
+}
+
+/// `reason`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Stable reason code.
+    pub reason: String,
+}
+
+/// `plugin`, `outcome`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// allow, deny, abstain.
+    pub outcome: String,
+}
+
+/// `rule`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// Alert rule.
+    pub rule: String,
+}
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Failed authentications by reason.
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    /// Policy decisions by plugin and outcome.
+    pub policy_decisions: Family<PolicyLabels, Counter>,
+    /// Seconds the whole policy chain took per decision.
+    pub policy_latency: Histogram,
+    /// Plaintext bytes served by downloads.
+    pub bytes_served: Counter,
+    /// Data keys released to workloads.
+    pub key_releases: Counter,
+    /// Seconds per audit segment write.
+    pub audit_write_latency: Histogram,
+    /// Audit records waiting to be written.
+    pub audit_backlog: Gauge,
+    /// Alerts fired, by rule.
+    pub alerts: Family<RuleLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("modelvault");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Failed authentications by reason",
+            auth_failures.clone(),
+        );
+        let policy_decisions = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "policy_decisions",
+            "Policy plugin decisions by plugin and outcome",
+            policy_decisions.clone(),
+        );
+        let policy_latency = Histogram::new(exponential_buckets(0.000_005, 2.0, 18));
+        registry.register(
+            "policy_chain_seconds",
+            "Time the policy chain took per decision",
+            policy_latency.clone(),
+        );
+        let bytes_served = Counter::default();
+        registry.register(
+            "bytes_served",
+            "Plaintext bytes served by downloads",
+            bytes_served.clone(),
+        );
+        let key_releases = Counter::default();
+        registry.register(
+            "key_releases",
+            "Data keys released to workloads",
+            key_releases.clone(),
+        );
+        let audit_write_latency = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        registry.register(
+            "audit_write_seconds",
+            "Time per audit segment write (group commit)",
+            audit_write_latency.clone(),
+        );
+        let audit_backlog = Gauge::default();
+        registry.register(
+            "audit_backlog",
+            "Audit records waiting to be written",
+            audit_backlog.clone(),
+        );
+        let alerts = Family::<RuleLabels, Counter>::default();
+        registry.register("alerts", "Alerts fired by rule", alerts.clone());
+        Self {
+            registry,
+            requests,
+            auth_failures,
+            policy_decisions,
+            policy_latency,
+            bytes_served,
+            key_releases,
+            audit_write_latency,
+            audit_backlog,
+            alerts,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
