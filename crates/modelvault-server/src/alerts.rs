@@ -16,12 +16,15 @@ use tokio::sync::mpsc;
 use crate::config::AlertsConfig;
 use crate::metrics::{Metrics, RuleLabels};
 
+/// Recent events of one key, and when it last fired.
+type Window = (VecDeque<Instant>, Option<Instant>);
+
 /// The alert engine.
 pub struct Alerts {
     cfg: AlertsConfig,
     metrics: Arc<Metrics>,
     audit: OnceLock<AuditLog>,
-    windows: Mutex<HashMap<String, (VecDeque<Instant>, Option<Instant>)>>,
+    windows: Mutex<HashMap<String, Window>>,
     webhook: Option<mpsc::Sender<(String, serde_json::Value)>>,
 }
 
