@@ -9,8 +9,11 @@ use serde_json::Value;
 
 use crate::common::*;
 
+/// One received POST: lower-cased headers and the body.
+type Post = (Vec<(String, String)>, Vec<u8>);
+
 /// A one-thread HTTP receiver: every POST's headers and body.
-fn receiver() -> (String, mpsc::Receiver<(Vec<(String, String)>, Vec<u8>)>) {
+fn receiver() -> (String, mpsc::Receiver<Post>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();
