@@ -432,3 +432,94 @@ fn an_unwritable_audit_store_releases_nothing() {
     let v = ok(app.cli(Some(&auditor), &["audit", "verify"]));
     assert!(v.contains("verified to checkpoint"), "{v}");
 }
+
+#[test]
+fn access_review_compares_who_can_with_who_did() {
+    let app = TestApp::start_configured(None, |t| {
+        t.push_str("\n[[access.bindings]]\ngroup = \"nlp-writers\"\nrole = \"data-scientist\"\nnamespaces = [\"nlp\"]\n");
+    });
+    let (ds, auditor, _) = setup(&app);
+    let _idle = app.token("idle", &["data-scientist"], &["nlp"]);
+    let _erin = app.token_in("erin", &["ml-engineer"], &["nlp"], "production", "erin");
+    let _vision = app.token("vic", &["data-scientist"], &["vision"]);
+    ok(app.cli(
+        Some(&app.admin),
+        &[
+            "token", "create", "--name", "short", "--role", "auditor", "--ttl", "10d",
+        ],
+    ));
+    let out = tempfile::tempdir().unwrap();
+    ok(app.cli(
+        Some(&ds),
+        &["pull", "nlp/bert@1", "-o", out.path().to_str().unwrap()],
+    ));
+
+    let r: Value = serde_json::from_str(&ok(app.cli(
+        Some(&auditor),
+        &["access", "review", "--since", "1d", "--output", "json"],
+    )))
+    .unwrap();
+    let v = r["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["model"] == "bert" && v["version"] == "1")
+        .unwrap();
+    let who = |id: &str| {
+        v["access"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["principal"] == id)
+            .cloned()
+    };
+    let dana = who("dana").expect("dana listed");
+    assert_eq!(dana["policy"], "allow");
+    assert!(dana["downloads"].as_u64().unwrap() >= 1);
+    let idle = who("idle").expect("idle listed");
+    assert_eq!(idle["policy"], "allow");
+    assert_eq!(idle["downloads"], 0);
+    let erin = who("erin").expect("erin listed");
+    assert_eq!(erin["policy"], "deny", "{erin}");
+    assert!(who("vic").is_none(), "other namespaces have no access");
+    let audrey = who("audrey").expect("readers are listed");
+    assert_eq!(audrey["download_permission"], false);
+    let unused: Vec<&str> = r["unused_access"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert!(
+        unused.contains(&"idle") && !unused.contains(&"dana"),
+        "{unused:?}"
+    );
+    assert!(
+        !unused.contains(&"erin"),
+        "the policy denies erin: no usable access"
+    );
+    assert!(
+        r["expiring_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "short")
+    );
+    assert!(
+        r["group_bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["subject"] == "nlp-writers")
+    );
+    // For people: Markdown.
+    let md = ok(app.cli(Some(&auditor), &["access", "review"]));
+    assert!(
+        md.starts_with("# Access review")
+            && md.contains("| idle |")
+            && md.contains("candidates for revocation"),
+        "{md}"
+    );
+    // Only audit-read for all namespaces.
+    fails(app.cli(Some(&ds), &["access", "review"]), "audit-read");
+}

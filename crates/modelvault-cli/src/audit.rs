@@ -54,7 +54,7 @@ pub enum AuditCommand {
 }
 
 /// RFC 3339, or an age (`24h`) before now.
-fn parse_time(s: &str) -> anyhow::Result<String> {
+pub fn parse_time(s: &str) -> anyhow::Result<String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&chrono::Utc).to_rfc3339());
     }

@@ -41,12 +41,145 @@ pub enum AccessCommand {
     Grant(BindingArgs),
     /// Remove a binding (or some of its namespaces).
     Revoke(BindingArgs),
+    /// The periodic access review: who can read and download each version
+    /// today, beside who did in the period; unused access; expiring tokens.
+    Review {
+        /// Start of the period: RFC 3339 or an age such as 90d (default 90d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: ReviewOutput,
+    },
     /// List every role binding.
     List {
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+}
+
+/// Formats of `access review`.
+#[derive(Clone, Copy, clap::ValueEnum, Default, PartialEq, Eq)]
+pub enum ReviewOutput {
+    /// A Markdown report for people.
+    #[default]
+    Markdown,
+    /// The JSON document.
+    Json,
+}
+
+fn markdown(r: &modelvault_server::api::AccessReview) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# Access review
+"
+    );
+    let _ = writeln!(
+        o,
+        "Generated {} for the period since {}.
+",
+        r.generated_at.to_rfc3339(),
+        r.since.to_rfc3339()
+    );
+    for v in &r.versions {
+        let _ = writeln!(
+            o,
+            "## {}/{}@{} ({})
+",
+            v.namespace, v.model, v.version, v.sensitivity
+        );
+        let _ = writeln!(
+            o,
+            "| principal | kind | environment | via | read | download today | downloads in period | last |"
+        );
+        let _ = writeln!(o, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+        for a in &v.access {
+            let dl = if a.download_permission {
+                format!("{} {}", a.policy, a.reason_code).trim().to_string()
+            } else {
+                "no permission".into()
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                a.principal,
+                a.kind,
+                a.environment,
+                a.via.join(", "),
+                if a.can_read { "yes" } else { "no" },
+                dl,
+                a.downloads,
+                a.last_download.map(|t| t.to_rfc3339()).unwrap_or_default()
+            );
+        }
+        if !v.downloaded_without_access_today.is_empty() {
+            let _ = writeln!(
+                o,
+                "
+Downloaded in the period without access today: {}",
+                v.downloaded_without_access_today.join(", ")
+            );
+        }
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(
+        o,
+        "## Unused access (candidates for revocation)
+"
+    );
+    if r.unused_access.is_empty() {
+        let _ = writeln!(o, "None.");
+    }
+    for p in &r.unused_access {
+        let _ = writeln!(o, "- {p}: may download, downloaded nothing in the period");
+    }
+    let _ = writeln!(
+        o,
+        "
+## Tokens expiring within 30 days
+"
+    );
+    if r.expiring_tokens.is_empty() {
+        let _ = writeln!(o, "None.");
+    }
+    for t in &r.expiring_tokens {
+        let _ = writeln!(
+            o,
+            "- {} ({}): {}{}",
+            t.name,
+            t.principal,
+            t.expires_at.map(|e| e.to_rfc3339()).unwrap_or_default(),
+            if t.expired { " (expired)" } else { "" }
+        );
+    }
+    let _ = writeln!(
+        o,
+        "
+## Group bindings
+"
+    );
+    for b in &r.group_bindings {
+        let _ = writeln!(
+            o,
+            "- group {}: {} in {}",
+            b.subject,
+            b.role,
+            b.namespaces.join(", ")
+        );
+    }
+    let _ = writeln!(
+        o,
+        "
+## Notes
+"
+    );
+    for n in &r.notes {
+        let _ = writeln!(o, "- {n}");
+    }
+    o
 }
 
 fn print_bindings(list: &BindingList) {
@@ -89,6 +222,20 @@ pub async fn access(cmd: AccessCommand) -> anyhow::Result<()> {
                 anyhow::bail!("no such binding");
             }
             eprintln!("revoked {}", req.role);
+        }
+        AccessCommand::Review { since, output } => {
+            let path = match since {
+                Some(s) => format!(
+                    "/v1/access/review?since={}",
+                    enc(&crate::audit::parse_time(&s)?)
+                ),
+                None => "/v1/access/review".to_string(),
+            };
+            let r: modelvault_server::api::AccessReview = client.get_json(&path).await?;
+            match output {
+                ReviewOutput::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                ReviewOutput::Markdown => print!("{}", markdown(&r)),
+            }
         }
         AccessCommand::List { output } => {
             let list: BindingList = client.get_json("/v1/access/bindings").await?;

@@ -8,7 +8,9 @@ use modelvault_storage::{CommitFile, FileEntry};
 use serde::{Deserialize, Serialize};
 
 pub use crate::policies::{PolicyInfo, PolicyMode};
-pub use crate::routes::{ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest};
+pub use crate::routes::{
+    AccessReview, ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest,
+};
 
 /// `POST /v1/models`
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -109,7 +109,7 @@ impl FromRequestParts<AppState> for Authenticated {
 
 /// Grants from the store's role bindings for `id` and `groups`. A store
 /// error denies.
-async fn binding_grants(
+pub(crate) async fn binding_grants(
     state: &AppState,
     id: &str,
     groups: &[String],
@@ -155,11 +155,20 @@ async fn authenticate_token(state: &AppState, bearer: &str) -> Result<Principal,
     record
         .verify(secret, Utc::now())
         .map_err(|_| "invalid_or_expired_token".to_string())?;
+    token_principal(state, record).await
+}
+
+/// The principal a verified token record stands for: its roles within its
+/// namespaces plus the bindings of its principal.
+pub(crate) async fn token_principal(
+    state: &AppState,
+    record: TokenRecord,
+) -> Result<Principal, String> {
     let scope = NamespaceScope::from_list(&record.namespaces);
     let mut grants = Vec::with_capacity(record.roles.len());
     for role in &record.roles {
         let Some(permissions) = state.config.roles.0.get(role) else {
-            tracing::warn!(token_id = id, role = %role, "token names a role the config lacks; denying");
+            tracing::warn!(token_id = %record.id, role = %role, "token names a role the config lacks; denying");
             return Err("unknown_role".into());
         };
         grants.push(Grant {

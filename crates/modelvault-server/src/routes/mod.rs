@@ -6,9 +6,11 @@ mod approvals;
 mod audit;
 mod files;
 mod models;
+mod review;
 mod tokens;
 
 pub use approvals::{ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest};
+pub use review::AccessReview;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -57,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/whoami", get(access::whoami))
         .route("/v1/auth/config", get(access::auth_config))
         .route("/v1/access/bindings", get(access::list))
+        .route("/v1/access/review", get(review::review))
         .route("/v1/access/grant", post(access::grant))
         .route("/v1/access/revoke", post(access::revoke))
         .route("/v1/admin/auth-failures", get(access::auth_failures))
