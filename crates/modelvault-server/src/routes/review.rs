@@ -101,6 +101,9 @@ pub struct AccessReview {
     pub notes: Vec<String>,
 }
 
+/// Principal → (downloads, last) of one version in the period.
+type Downloads = BTreeMap<String, (u64, DateTime<Utc>)>;
+
 struct Candidate {
     principal: Principal,
     via: Vec<String>,
@@ -177,8 +180,7 @@ pub async fn review(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     // (ns, model, version) → principal → (count, last)
-    let mut used: BTreeMap<(String, String, String), BTreeMap<String, (u64, DateTime<Utc>)>> =
-        BTreeMap::new();
+    let mut used: BTreeMap<(String, String, String), Downloads> = BTreeMap::new();
     let mut seen_oidc: BTreeMap<String, modelvault_audit::PrincipalRef> = BTreeMap::new();
     for c in &chains {
         for (_, bytes) in &c.segments {
