@@ -1,7 +1,10 @@
 //! Authorization cost over HTTP (not a timed test): download requests per
-//! second for a 1-byte file from two servers in the same process and run,
-//! one with the policy chain (the three bundled policies) and one with only
-//! the native role check. Goal: the chain costs ≤ 10%.
+//! second for a 1-byte file from servers in the same process and run:
+//! with the policy chain (the three bundled policies) vs only the native
+//! role check (goal: the chain costs ≤ 10%), and audited (durable intent +
+//! completion per download, group commit) vs the same server with the
+//! audit trail off (goal: ratio ≥ 0.9). Then audit verification speed over
+//! `MV_BENCH_VERIFY_RECORDS` records (default 1,000,000) the bench writes.
 //!
 //! Run: `cargo bench -p modelvault-cli --bench authorization`
 //! (`MV_BENCH_SECS` per measurement, default 5; `MV_BENCH_CONCURRENCY`,
@@ -121,19 +124,74 @@ fn main() {
             .unwrap()
             .without_policy_chain_for_benchmarks();
         let native_url = start(native).await;
+        let unaudited = AppState::open(Config::load(&data.join("modelvault.toml")).unwrap())
+            .await
+            .unwrap()
+            .without_audit_for_benchmarks();
+        let unaudited_url = start(unaudited).await;
         let file = "/v1/models/bench/m/versions/1/files/w";
         // Warm up both, then alternate measurements, best of two each.
         load(format!("{url}{file}"), token.clone(), 1, concurrency).await;
         load(format!("{native_url}{file}"), token.clone(), 1, concurrency).await;
+        load(format!("{unaudited_url}{file}"), token.clone(), 1, concurrency).await;
         let mut chain = 0f64;
         let mut base = 0f64;
+        let mut quiet = 0f64;
         for _ in 0..2 {
             chain = chain.max(load(format!("{url}{file}"), token.clone(), secs, concurrency).await);
             base = base.max(load(format!("{native_url}{file}"), token.clone(), secs, concurrency).await);
+            quiet = quiet.max(load(format!("{unaudited_url}{file}"), token.clone(), secs, concurrency).await);
         }
         println!(
             "download authorization over HTTP ({concurrency} clients): chain of 3 bundled policies {chain:.0} req/s vs native role check only {base:.0} req/s -> chain costs {:.1}% (goal <= 10%)",
             (1.0 - chain / base) * 100.0
+        );
+        println!(
+            "audited downloads (durable intent + completion, group commit, fsync) {chain:.0} req/s vs audit off {quiet:.0} req/s -> ratio {:.2} (goal >= 0.9)",
+            chain / quiet
+        );
+
+        // Verification speed over many records.
+        let n: u64 = std::env::var("MV_BENCH_VERIFY_RECORDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let vdir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(modelvault_keys::LocalKeyring::create(&vdir.path().join("keyring.json")).unwrap());
+        let store = modelvault_storage::Store::open(
+            &format!("file://{}", vdir.path().join("store").display()),
+            keys,
+        )
+        .unwrap();
+        let log = modelvault_audit::AuditLog::start(store.clone(), Default::default()).await.unwrap();
+        let t = Instant::now();
+        for i in 0..n {
+            let mut r = modelvault_audit::AuditRecord::new("request", "read", "allowed");
+            r.request_id = Some(format!("bench-{i}"));
+            r.source = Some("127.0.0.1".into());
+            r.principal = Some(modelvault_audit::PrincipalRef {
+                id: "bench".into(),
+                kind: "person".into(),
+                roles: vec!["data-scientist".into()],
+                groups: Vec::new(),
+                environment: "dev".into(),
+            });
+            r.status = Some(200);
+            log.record(r).await;
+        }
+        log.checkpoint().await.unwrap();
+        let write = t.elapsed();
+        let t = Instant::now();
+        let report = modelvault_audit::verify_store(store.objects(), log.public_key()).await.unwrap();
+        let verify = t.elapsed();
+        assert!(report.ok);
+        let records: u64 = report.chains.iter().map(|c| c.records).sum();
+        println!(
+            "audit: wrote {records} records in {:.1} s ({:.0} records/s); verified in {:.1} s -> {:.0} records/s",
+            write.as_secs_f64(),
+            records as f64 / write.as_secs_f64(),
+            verify.as_secs_f64(),
+            records as f64 / verify.as_secs_f64()
         );
     });
 }
