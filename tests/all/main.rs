@@ -8,6 +8,7 @@ mod common;
 mod examples;
 mod hostile;
 mod identity;
+mod keys;
 mod metadata;
 mod monitoring;
 mod policy;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AuditError;
 
-/// One checkpoint, as stored under `audit/<chain>/checkpoints/` and shipped.
+/// One checkpoint, as stored under `audit/checkpoints/<chain>/` and shipped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Chain id.

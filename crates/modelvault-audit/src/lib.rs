@@ -3,7 +3,8 @@
 //! Invariants a reader must keep:
 //! - every record carries its chain id, a sequence number (from 0, no
 //!   gaps) and the SHA-256 of the previous record's stored line; a chain is
-//!   stored as create-if-absent segments `audit/<chain>/<first-seq>.jsonl`
+//!   stored as create-if-absent segments
+//!   `audit/chains/<chain>/<first-seq>.jsonl`
 //!   of JSON lines in the export format, so no record is ever rewritten and
 //!   two servers (two chains) never touch each other's objects;
 //! - a record whose writer asks for durability is acknowledged only after

@@ -106,8 +106,8 @@ pub struct AuditRecord {
     /// Resource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<ResourceRef>,
-    /// `allowed`, `denied`, `unauthenticated`, `not_found`, `error`,
-    /// `complete`, `aborted`, `fired`.
+    /// `allowed`, `denied`, `unauthenticated`, `not_found`, `rejected`
+    /// (other 4xx), `error`, `complete`, `aborted`, `fired`.
     pub outcome: String,
     /// HTTP status, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -321,47 +321,93 @@ impl Writer {
         let _ = self.sign_checkpoint().await;
     }
 
+    /// A segment already stored at our next sequence number (a write that
+    /// failed on our side but reached the store): adopt it, so the chain
+    /// continues after it.
+    async fn adopt_existing(&mut self) -> bool {
+        use object_store::ObjectStoreExt as _;
+        let path = layout::segment(&self.chain, self.next_seq);
+        let Ok(got) = self.store.objects().get(&path).await else {
+            return false;
+        };
+        let Ok(bytes) = got.bytes().await else {
+            return false;
+        };
+        let lines: Vec<&[u8]> = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let Some(last) = lines.last() else {
+            return false;
+        };
+        tracing::warn!(chain = %self.chain, seq = self.next_seq, records = lines.len(), "audit segment already stored; continuing after it");
+        self.prev = line_hash(last);
+        self.next_seq += lines.len() as u64;
+        true
+    }
+
     async fn write_batch(&mut self, batch: Vec<(Box<AuditRecord>, Option<Waiter>)>) {
         let started = std::time::Instant::now();
-        let first_seq = self.next_seq;
-        let mut prev = self.prev.clone();
-        let mut body = Vec::with_capacity(batch.len() * 512);
+        let mut result = Err(object_store::Error::NotImplemented {
+            operation: "no attempt".into(),
+            implementer: "audit writer".into(),
+        });
         let mut seqs = Vec::with_capacity(batch.len());
-        for (i, (r, _)) in batch.iter().enumerate() {
-            let mut r = (**r).clone();
-            r.chain = self.chain.to_string();
-            r.seq = first_seq + i as u64;
-            r.prev = prev.clone();
-            let line = match serde_json::to_vec(&r) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(error = %e, "audit record does not serialize");
-                    continue;
-                }
+        let mut prev = self.prev.clone();
+        for _attempt in 0..3 {
+            let first_seq = self.next_seq;
+            prev = self.prev.clone();
+            let mut body = Vec::with_capacity(batch.len() * 512);
+            seqs.clear();
+            for (i, (r, _)) in batch.iter().enumerate() {
+                let mut r = (**r).clone();
+                r.chain = self.chain.to_string();
+                r.seq = first_seq + i as u64;
+                r.prev = prev.clone();
+                let line = match serde_json::to_vec(&r) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit record does not serialize");
+                        continue;
+                    }
+                };
+                prev = line_hash(&line);
+                body.extend_from_slice(&line);
+                body.push(b'\n');
+                seqs.push(r.seq);
+            }
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
             };
-            prev = line_hash(&line);
-            body.extend_from_slice(&line);
-            body.push(b'\n');
-            seqs.push(r.seq);
+            result = self
+                .store
+                .objects()
+                .put_opts(
+                    &layout::segment(&self.chain, first_seq),
+                    PutPayload::from(body),
+                    opts,
+                )
+                .await
+                .map(|_| ());
+            match &result {
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => {
+                    if !self.adopt_existing().await {
+                        break;
+                    }
+                }
+                _ => break,
+            }
         }
         let n = seqs.len() as u64;
-        let path = layout::segment(&self.chain, first_seq);
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        let result = self
-            .store
-            .objects()
-            .put_opts(&path, PutPayload::from(body), opts)
-            .await;
         self.backlog
             .fetch_sub(batch.len() as u64, Ordering::Relaxed);
         if let Some(hook) = &self.options.on_segment {
             (hook.0)(started.elapsed());
         }
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 self.next_seq += n;
                 self.prev = prev;
                 self.healthy.store(true, Ordering::Relaxed);

@@ -103,16 +103,23 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 if let Some(c) = &cursor {
                     q.push(format!("cursor={}", enc(c)));
                 }
-                let page: serde_json::Value = client
+                #[derive(serde::Deserialize)]
+                struct Page {
+                    records: Vec<Box<serde_json::value::RawValue>>,
+                    next_cursor: Option<String>,
+                }
+                let page: Page = client
                     .get_json(&format!("/v1/audit?{}", q.join("&")))
                     .await?;
-                for r in page["records"].as_array().into_iter().flatten() {
-                    serde_json::to_writer(&mut out, r)?;
+                for r in &page.records {
+                    // Exactly as stored: the lines still hash to each next
+                    // record's `prev`.
+                    out.write_all(r.get().as_bytes())?;
                     out.write_all(b"\n")?;
                     n += 1;
                 }
-                match page["next_cursor"].as_str() {
-                    Some(c) => cursor = Some(c.to_string()),
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
                     None => break,
                 }
             }

@@ -128,6 +128,10 @@ enum Command {
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+        /// Receive the version's key sealed to a fresh ephemeral key and
+        /// decrypt here, reading the ciphertext directly (needs key-release).
+        #[arg(long)]
+        client_side: bool,
     },
 }
 
@@ -438,9 +442,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             output,
             force,
+            client_side,
         } => {
             let t = parse_target(&target, true)?;
-            transfer::pull(&Client::from_env()?, &t, &output, force).await
+            if client_side {
+                transfer::pull_client_side(&Client::from_env()?, &t, &output, force).await
+            } else {
+                transfer::pull(&Client::from_env()?, &t, &output, force).await
+            }
         }
     }
 }

@@ -70,7 +70,8 @@ pub async fn run(
     };
     // Bind first: a server that cannot listen starts no audit chain.
     let listener = modelvault_server::bind(&listen, insecure || tls.is_some()).await?;
-    let state = AppState::open(config).await?;
+    let mut state = AppState::open(config).await?;
+    state.tls = tls.is_some();
     let addr = listener.local_addr()?;
     modelvault_server::spawn_garbage_collector(&state);
     modelvault_server::spawn_policy_reloader(&state);

@@ -316,6 +316,168 @@ pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyho
     Ok(())
 }
 
+/// `pull --client-side`: asks for the version's DEK sealed to a fresh
+/// ephemeral key, fetches the stored ciphertext directly (presigned URLs on
+/// S3), and decrypts and verifies here. The DEK zeroizes when done.
+pub async fn pull_client_side(
+    client: &Client,
+    t: &Target,
+    out: &Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use modelvault_format::{Decryptor, FileIdentity, FileKey, HEADER_LEN, Header};
+    let version = t.version.as_deref().unwrap_or_default();
+    // Check every target before asking for the key.
+    let detail: VersionDetail = client
+        .get_json(&version_path(&t.namespace, &t.name, version))
+        .await?;
+    for f in &detail.files {
+        let target = out.join(safe_relative(&f.path)?);
+        if !force && std::fs::symlink_metadata(&target).is_ok() {
+            anyhow::bail!("{} exists; pass --force to overwrite", target.display());
+        }
+    }
+    let version = detail.version.as_str();
+    let key = modelvault_release::ClientKey::generate();
+    let rel: modelvault_server::api::KeyReleaseResponse = client
+        .post_json(
+            &format!(
+                "{}/key-release",
+                version_path(&t.namespace, &t.name, version)
+            ),
+            &modelvault_server::api::KeyReleaseRequest {
+                public_key: B64.encode(key.public_bytes()),
+            },
+        )
+        .await?;
+    let sealed = modelvault_release::SealedDek {
+        enc: B64.decode(&rel.enc).context("release: bad enc")?,
+        ciphertext: B64
+            .decode(&rel.sealed_dek)
+            .context("release: bad sealed_dek")?,
+    };
+    let ctx = modelvault_release::ReleaseContext {
+        request_id: &rel.request_id,
+        namespace: &rel.namespace,
+        model: &rel.model,
+        version: &rel.version,
+        dek_generation: rel.dek_generation,
+    };
+    let dek = key
+        .open(&sealed, &ctx)
+        .map_err(|e| anyhow::anyhow!("release: {e}"))?;
+    drop(key);
+    let mut plan = Vec::with_capacity(rel.files.len());
+    for f in &rel.files {
+        let target = out.join(safe_relative(&f.path)?);
+        if !force && std::fs::symlink_metadata(&target).is_ok() {
+            anyhow::bail!("{} exists; pass --force to overwrite", target.display());
+        }
+        plan.push((f, target));
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (f, target) in plan {
+        let dir = target.parent().unwrap_or(out).to_path_buf();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let rb = if f.presigned {
+            client.http.get(&f.url)
+        } else {
+            client.request(reqwest::Method::GET, &f.url)
+        };
+        let resp = client
+            .send(rb)
+            .await
+            .with_context(|| format!("fetching the ciphertext of {}", f.path))?;
+        let pb = progress(f.size);
+        pb.set_message(f.path.clone());
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".modelvault-")
+            .suffix(".part")
+            .tempfile_in(&dir)
+            .with_context(|| format!("temporary file in {}", dir.display()))?;
+        let mut stream = resp.bytes_stream();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut consumed = 0u64; // ciphertext bytes before `pending`
+        let mut dec: Option<(FileKey, Header)> = None;
+        let mut index = 0u64;
+        let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut written = 0u64;
+        let bad = |what: &str| anyhow::anyhow!("{}: {what}; nothing written", f.path);
+        loop {
+            let chunk = stream.next().await;
+            let done = chunk.is_none();
+            if let Some(c) = chunk {
+                pending.extend_from_slice(&c.with_context(|| format!("fetching {}", f.path))?);
+            }
+            if dec.is_none() && pending.len() >= HEADER_LEN {
+                let header =
+                    Header::parse(&pending[..HEADER_LEN]).map_err(|_| bad("bad header"))?;
+                if hex::encode(header.salt) != f.salt || header.dek_generation != rel.dek_generation
+                {
+                    return Err(bad("ciphertext is not the file the release names"));
+                }
+                let identity = FileIdentity {
+                    namespace: &rel.namespace,
+                    model: &rel.model,
+                    version: &rel.version,
+                    path: &f.path,
+                    dek_generation: rel.dek_generation,
+                };
+                let fk = FileKey::derive(&dek, &header, &identity).map_err(|_| bad("key"))?;
+                dec = Some((fk, header));
+            }
+            if let Some((fk, header)) = &dec {
+                let d = Decryptor::new(fk, *header, f.ciphertext_size)
+                    .map_err(|_| bad("ciphertext size"))?;
+                while index < d.segment_count() {
+                    let r = d.segment_ciphertext_range(index);
+                    if consumed + (pending.len() as u64) < r.end {
+                        break;
+                    }
+                    let start = (r.start - consumed) as usize;
+                    let end = (r.end - consumed) as usize;
+                    let mut seg = pending[start..end].to_vec();
+                    let plain = d
+                        .open_segment(index, &mut seg)
+                        .map_err(|_| bad("a segment failed authentication"))?;
+                    sha.update(plain);
+                    tmp.write_all(plain)?;
+                    written += plain.len() as u64;
+                    pb.inc(plain.len() as u64);
+                    pending.drain(..end);
+                    consumed = r.end;
+                    index += 1;
+                }
+                if done && index < d.segment_count() {
+                    return Err(bad("ciphertext truncated"));
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        pb.finish_and_clear();
+        if dec.is_none() || written != f.size || hex::encode(sha.finish()) != f.sha256 {
+            return Err(bad("SHA-256 mismatch"));
+        }
+        tmp.as_file().sync_all()?;
+        tmp.persist(&target)
+            .map_err(|e| anyhow::anyhow!("writing {}: {}", target.display(), e.error))?;
+    }
+    drop(dek);
+    eprintln!(
+        "pulled {}/{}@{} ({} files, decrypted here) into {}",
+        rel.namespace,
+        rel.model,
+        rel.version,
+        rel.files.len(),
+        out.display()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,7 +49,13 @@ impl Alerts {
                     .webhook_secret_file
                     .as_ref()
                     .and_then(|f| match std::fs::read(f) {
-                        Ok(k) => Some(zeroize::Zeroizing::new(k)),
+                        // A trailing newline is not part of the key.
+                        Ok(mut k) => {
+                            while k.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                                k.pop();
+                            }
+                            Some(zeroize::Zeroizing::new(k))
+                        }
                         Err(e) => {
                             tracing::error!(file = %f.display(), error = %e, "webhook secret unreadable; posts go unsigned");
                             None
@@ -77,9 +83,16 @@ impl Alerts {
         if let Some(tx) = self.webhook.clone() {
             let mut rx = audit.subscribe_checkpoints();
             tokio::spawn(async move {
-                while let Ok(cp) = rx.recv().await {
-                    if let Ok(v) = serde_json::to_value(&cp) {
-                        let _ = tx.try_send(("checkpoint".into(), v));
+                loop {
+                    match rx.recv().await {
+                        Ok(cp) => {
+                            if let Ok(v) = serde_json::to_value(&cp) {
+                                let _ = tx.try_send(("checkpoint".into(), v));
+                            }
+                        }
+                        // Missed some: the next one still proves them.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     }
                 }
             });

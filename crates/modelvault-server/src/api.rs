@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::policies::{PolicyInfo, PolicyMode};
 pub use crate::routes::{
     AccessReview, ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest,
+    KeyReleaseRequest, KeyReleaseResponse, ReleasedFile,
 };
 
 /// `POST /v1/models`

@@ -231,6 +231,12 @@ pub enum Action {
     Write,
     /// Change tags, metadata, raise sensitivity.
     EditMetadata,
+    /// Receive a version's DEK sealed to a workload key.
+    KeyRelease,
+    /// Crypto-shred a version.
+    Delete,
+    /// Rotate and retire keys.
+    ManageKeys,
     /// Download plaintext.
     Download,
     /// Create API tokens.
@@ -249,6 +255,9 @@ impl Action {
             Self::Read => Permission::Read,
             Self::Write => Permission::Write,
             Self::EditMetadata => Permission::EditMetadata,
+            Self::KeyRelease => Permission::KeyRelease,
+            Self::Delete => Permission::Delete,
+            Self::ManageKeys => Permission::ManageKeys,
             Self::Download => Permission::Download,
             Self::ManageAccess => Permission::ManageAccess,
             Self::Approve => Permission::Approve,
@@ -263,6 +272,9 @@ impl Action {
             Self::Read => "read",
             Self::Write => "write",
             Self::EditMetadata => "edit-metadata",
+            Self::KeyRelease => "key-release",
+            Self::Delete => "delete",
+            Self::ManageKeys => "manage-keys",
             Self::Download => "download",
             Self::ManageAccess => "manage-access",
             Self::Approve => "approve",

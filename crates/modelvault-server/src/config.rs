@@ -369,6 +369,14 @@ pub struct KeysConfig {
     pub provider: String,
     /// Path of the local keyring file (outside the store).
     pub keyring: PathBuf,
+    /// Lifetime in seconds of the presigned ciphertext URLs a key release
+    /// hands out on S3 stores.
+    #[serde(default = "default_presign_secs")]
+    pub presign_secs: u64,
+}
+
+fn default_presign_secs() -> u64 {
+    300
 }
 
 /// `[environments]`
@@ -454,6 +462,7 @@ impl Config {
             keys: KeysConfig {
                 provider: default_provider(),
                 keyring: data_dir.join("keyring.json"),
+                presign_secs: default_presign_secs(),
             },
             environments: EnvironmentsConfig::default(),
             roles: RolesTable::default(),
@@ -616,6 +625,9 @@ provider = {provider}
 # The local keyring file (mode 0600, outside the store). Servers sharing a
 # store must share this file.
 keyring = {keyring}
+# Lifetime in seconds of presigned ciphertext URLs handed out by key
+# release on S3 stores.
+presign_secs = {presign}
 
 [environments]
 # Declared environments; any other name is rejected.
@@ -697,6 +709,7 @@ allow_reads_when_unavailable = {allow_reads}
             gc_grace = self.store.gc_grace_secs,
             provider = q(&self.keys.provider),
             keyring = q(&self.keys.keyring.display().to_string()),
+            presign = self.keys.presign_secs,
             names = self
                 .environments
                 .names

@@ -60,6 +60,8 @@ pub struct AppState {
     /// The audit trail (always on in a serving server; absent only in
     /// `init` and in the benchmark's unaudited baseline).
     pub audit: Option<modelvault_audit::AuditLog>,
+    /// Whether this server speaks TLS (key release off loopback needs it).
+    pub tls: bool,
     /// Only false in the authorization benchmark's baseline server (see
     /// [`AppState::without_policy_chain_for_benchmarks`]); no config key or
     /// command reaches it.
@@ -170,6 +172,7 @@ impl AppState {
             ))),
             oidc,
             audit: None,
+            tls: false,
             alerts: Arc::new(alerts::Alerts::new(config.alerts.clone(), metrics.clone())),
             metrics,
             config: Arc::new(config),

@@ -55,6 +55,8 @@ pub struct Store {
     keys: Arc<dyn KeyProvider>,
     url: String,
     segment_size: SegmentSize,
+    /// Presigns GET URLs on S3 stores: the client and the key prefix.
+    signer: Option<(Arc<object_store::aws::AmazonS3>, String)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -139,13 +141,46 @@ impl Store {
             keys,
             url: url.into(),
             segment_size: SegmentSize::default(),
+            signer: None,
         }
     }
 
     /// Opens the store at `url` (see [`open_object_store`]).
     pub fn open(url: &str, keys: Arc<dyn KeyProvider>) -> Result<Self, StorageError> {
         let (objects, local_root) = open_object_store(url)?;
-        Ok(Self::new(objects, local_root, keys, url))
+        let mut store = Self::new(objects, local_root, keys, url);
+        if let Ok(parsed) = url::Url::parse(url)
+            && parsed.scheme() == "s3"
+            && let Some(bucket) = parsed.host_str()
+        {
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()?;
+            store.signer = Some((Arc::new(s3), parsed.path().trim_matches('/').to_string()));
+        }
+        Ok(store)
+    }
+
+    /// A presigned GET URL for `path`, valid for `expires`, on S3 stores;
+    /// `None` on stores that cannot presign (the local file system).
+    pub async fn presigned_get(
+        &self,
+        path: &Path,
+        expires: std::time::Duration,
+    ) -> Result<Option<url::Url>, StorageError> {
+        use object_store::signer::Signer as _;
+        let Some((s3, prefix)) = &self.signer else {
+            return Ok(None);
+        };
+        let full = if prefix.is_empty() {
+            path.clone()
+        } else {
+            Path::from(format!("{prefix}/{path}"))
+        };
+        Ok(Some(
+            s3.signed_url(object_store::signer::Method::GET, &full, expires)
+                .await?,
+        ))
     }
 
     /// Sets the segment size used for new files.
@@ -531,6 +566,36 @@ impl Store {
     ) -> Result<(Dek, u32), StorageError> {
         let dir = layout::keys_dir(v.namespace, v.model, v.version);
         self.dek_at(&dir, v, create).await
+    }
+
+    /// The version's current DEK, its generation and the KEK version that
+    /// wraps it (for key release and audit).
+    pub async fn version_key(
+        &self,
+        v: &VersionRef<'_>,
+    ) -> Result<(Dek, u32, modelvault_keys::KekVersion), StorageError> {
+        let dir = layout::keys_dir(v.namespace, v.model, v.version);
+        let (seq, record) = self
+            .read_latest::<KeyRecord>("key", &dir)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(format!("key for {v}")))?;
+        if record.namespace != v.namespace
+            || record.model != v.model
+            || record.version != v.version
+            || record.seq != seq
+        {
+            return Err(StorageError::Integrity(format!(
+                "key record in {dir} names another version"
+            )));
+        }
+        let binding = DekBinding {
+            namespace: v.namespace,
+            model: v.model,
+            version: v.version,
+            dek_generation: record.dek_generation,
+        };
+        let dek = self.keys.unwrap_dek(&record.wrapped, &binding).await?;
+        Ok((dek, record.dek_generation, record.wrapped.kek_version))
     }
 
     /// The DEK whose key records live in `dir`, bound to `v` (a version, or

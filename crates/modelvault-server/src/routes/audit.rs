@@ -31,8 +31,9 @@ pub struct AuditQuery {
 /// `GET /v1/audit`: records oldest first, each exactly as stored.
 #[derive(Serialize, Deserialize)]
 pub struct AuditPage {
-    /// Records.
-    pub records: Vec<serde_json::Value>,
+    /// Records, each exactly as stored (so exported lines still hash to
+    /// the next record's `prev`).
+    pub records: Vec<Box<serde_json::value::RawValue>>,
     /// Pass as `cursor` for the next page; absent on the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
@@ -70,13 +71,19 @@ pub async fn list(
     let chains = modelvault_audit::read_all(state.store.objects())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut rows: Vec<(modelvault_audit::AuditRecord, serde_json::Value)> = Vec::new();
+    let mut rows: Vec<(
+        modelvault_audit::AuditRecord,
+        Box<serde_json::value::RawValue>,
+    )> = Vec::new();
     for c in &chains {
         for (_, bytes) in &c.segments {
             for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let (Ok(r), Ok(v)) = (
+                let raw = std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|l| serde_json::value::RawValue::from_string(l.to_string()).ok());
+                let (Ok(r), Some(v)) = (
                     serde_json::from_slice::<modelvault_audit::AuditRecord>(line),
-                    serde_json::from_slice::<serde_json::Value>(line),
+                    raw,
                 ) else {
                     continue;
                 };
@@ -108,7 +115,7 @@ pub async fn list(
     }
     rows.sort_by(|a, b| (a.0.time, &a.0.chain, a.0.seq).cmp(&(b.0.time, &b.0.chain, b.0.seq)));
     let total = rows.len();
-    let records: Vec<serde_json::Value> = rows
+    let records: Vec<Box<serde_json::value::RawValue>> = rows
         .into_iter()
         .skip(offset)
         .take(limit)

@@ -6,10 +6,12 @@ mod approvals;
 mod audit;
 mod files;
 mod models;
+mod release;
 mod review;
 mod tokens;
 
 pub use approvals::{ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest};
+pub use release::{KeyReleaseRequest, KeyReleaseResponse, ReleasedFile};
 pub use review::AccessReview;
 
 use axum::Router;
@@ -52,6 +54,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/models/{ns}/{name}/versions/{version}/deployments",
             post(approvals::deploy),
+        )
+        .route(
+            "/v1/models/{ns}/{name}/versions/{version}/key-release",
+            post(release::release),
+        )
+        .route(
+            "/v1/models/{ns}/{name}/versions/{version}/ciphertext/{*path}",
+            get(release::ciphertext),
         )
         .route("/v1/admin/policies", get(admin::list))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
@@ -185,5 +195,20 @@ async fn method_not_allowed() -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "method not allowed on this route",
+    )
+}
+
+/// The API path of a version, names percent-encoded.
+pub(crate) fn version_route(ns: &str, name: &str, version: &str) -> String {
+    let enc = |s: &str| {
+        url::form_urlencoded::byte_serialize(s.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20")
+    };
+    format!(
+        "/v1/models/{}/{}/versions/{}",
+        enc(ns),
+        enc(name),
+        enc(version)
     )
 }

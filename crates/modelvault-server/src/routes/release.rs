@@ -1,0 +1,306 @@
+//! Sealed key release to a workload (`key-release`) and the raw ciphertext
+//! route it points at on stores that cannot presign.
+//!
+//! Invariants: the release runs the RBAC gate, the policy chain (action
+//! `key-release`) and writes its intent record durably before the sealed
+//! DEK leaves; off loopback it is refused without TLS; the DEK is sealed to
+//! the client's key with the release context as HPKE info and never leaves
+//! in any other form.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::StreamExt as _;
+use modelvault_storage::VersionRef;
+use object_store::ObjectStoreExt as _;
+use serde::{Deserialize, Serialize};
+
+use super::models::check_names;
+use crate::authn::{
+    Action, Authenticated, Resource, authorize, enforce_policy, policy_request, request_id,
+};
+use crate::extract::{ApiJson, ApiPath};
+use crate::{ApiError, AppState};
+
+/// `POST .../key-release`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyReleaseRequest {
+    /// The client's ephemeral X25519 public key, 32 bytes, base64.
+    pub public_key: String,
+}
+
+/// Where to read one file's ciphertext.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleasedFile {
+    /// File path in the version.
+    pub path: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Hex SHA-256 of the plaintext.
+    pub sha256: String,
+    /// Stored (ciphertext) size.
+    pub ciphertext_size: u64,
+    /// Hex of the blob header's salt (check it before decrypting).
+    pub salt: String,
+    /// Absolute presigned URL (S3), or a server path (local store) to GET
+    /// with the same bearer token.
+    pub url: String,
+    /// Whether `url` is presigned (no token needed).
+    pub presigned: bool,
+    /// When a presigned URL stops working.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The answer: a DEK sealed to the client's key, and where the ciphertext is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyReleaseResponse {
+    /// The request id (part of the HPKE info).
+    pub request_id: String,
+    /// The HPKE suite.
+    pub suite: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Model.
+    pub model: String,
+    /// Version (resolved).
+    pub version: String,
+    /// DEK generation released.
+    pub dek_generation: u32,
+    /// KEK version that wraps it in the store.
+    pub kek_version: u32,
+    /// HPKE enc, base64.
+    pub enc: String,
+    /// The sealed DEK, base64.
+    pub sealed_dek: String,
+    /// Every file.
+    pub files: Vec<ReleasedFile>,
+}
+
+/// Key release off loopback needs TLS.
+fn check_transport(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), ApiError> {
+    let _ = headers;
+    let loopback = peer.is_some_and(|ip| ip.is_loopback());
+    if state.tls || loopback {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "tls_required",
+            "key release off loopback requires TLS",
+        ))
+    }
+}
+
+pub async fn release(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<KeyReleaseRequest>,
+) -> Result<Json<KeyReleaseResponse>, ApiError> {
+    check_names(&ns, &name)?;
+    authorize(
+        &p,
+        Action::KeyRelease,
+        &Resource::model(&ns, &name).version(&version),
+    )?;
+    check_transport(&state, &headers, Some(peer.ip()))?;
+    let public_key = B64
+        .decode(req.public_key.trim())
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| ApiError::bad_request("public_key must be 32 bytes of X25519, base64"))?;
+    let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &name,
+        version: &version,
+    };
+    let (model, manifest) = super::approvals::load_version(&state, &v).await?;
+    let facts = super::approvals::version_facts(&state, &v, &manifest).await?;
+    let rid = request_id(&headers);
+    enforce_policy(
+        &state,
+        policy_request(
+            &p,
+            modelvault_policy::PolicyAction::KeyRelease,
+            &model,
+            facts,
+            None,
+            None,
+            &rid,
+        ),
+    )
+    .await?;
+    crate::audit::note_version(&version);
+    let (dek, generation, kek) = state.store.version_key(&v).await?;
+    if generation != manifest.dek_generation {
+        return Err(ApiError::from(modelvault_storage::StorageError::Integrity(
+            format!(
+                "manifest of {v} names DEK generation {} but the key record holds {generation}",
+                manifest.dek_generation
+            ),
+        )));
+    }
+    let view = state.store.show_version(&v).await?;
+    // Durable intent before the sealed key leaves.
+    let intent_seq = crate::audit::intent(
+        &state,
+        crate::audit::Intent {
+            principal: &p,
+            action: "key-release",
+            resource: modelvault_audit::ResourceRef {
+                namespace: Some(ns.clone()),
+                model: Some(name.clone()),
+                version: Some(version.clone()),
+                ..Default::default()
+            },
+            keys: vec![modelvault_audit::KeyRef {
+                kek_version: Some(kek.0),
+                dek_generation: Some(generation),
+            }],
+            request_id: &rid,
+        },
+    )
+    .await?;
+    let ctx = modelvault_release::ReleaseContext {
+        request_id: &rid,
+        namespace: &ns,
+        model: &name,
+        version: &version,
+        dek_generation: generation,
+    };
+    let sealed = modelvault_release::seal(&public_key, &dek, &ctx)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    drop(dek);
+    let presign = std::time::Duration::from_secs(state.config.keys.presign_secs);
+    let mut files = Vec::with_capacity(manifest.files.len());
+    for f in &manifest.files {
+        let sha256 = view
+            .files
+            .iter()
+            .find(|e| e.path == f.path)
+            .map(|e| e.sha256.clone())
+            .unwrap_or_default();
+        let blob = object_store::path::Path::parse(&f.blob)
+            .map_err(|_| ApiError::internal("bad blob key"))?;
+        let (url, presigned, expires_at) = match state.store.presigned_get(&blob, presign).await? {
+            Some(u) => (
+                u.to_string(),
+                true,
+                Some(chrono::Utc::now() + chrono::Duration::seconds(presign.as_secs() as i64)),
+            ),
+            None => (
+                format!(
+                    "{}/ciphertext/{}",
+                    crate::routes::version_route(&ns, &name, &version),
+                    f.path
+                        .split('/')
+                        .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes())
+                            .collect::<String>()
+                            .replace('+', "%20"))
+                        .collect::<Vec<_>>()
+                        .join("/")
+                ),
+                false,
+                None,
+            ),
+        };
+        files.push(ReleasedFile {
+            path: f.path.clone(),
+            size: f.size,
+            sha256,
+            ciphertext_size: f.ciphertext_size,
+            salt: f.salt.clone(),
+            url,
+            presigned,
+            expires_at,
+        });
+    }
+    state.metrics.key_releases.inc();
+    crate::audit::completion(&state, intent_seq, rid.clone(), "key-release", 0, true);
+    Ok(Json(KeyReleaseResponse {
+        request_id: rid,
+        suite: modelvault_release::SUITE.into(),
+        namespace: ns.clone(),
+        model: name.clone(),
+        version: version.clone(),
+        dek_generation: generation,
+        kek_version: kek.0,
+        enc: B64.encode(&sealed.enc),
+        sealed_dek: B64.encode(&sealed.ciphertext),
+        files,
+    }))
+}
+
+/// `GET .../ciphertext/{path}`: the stored ciphertext of one file, as is
+/// (local stores; S3 stores hand out presigned URLs instead). Same gate as
+/// key release; worthless without a released DEK.
+pub async fn ciphertext(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version, path)): ApiPath<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_names(&ns, &name)?;
+    authorize(
+        &p,
+        Action::KeyRelease,
+        &Resource::model(&ns, &name).version(&version).path(&path),
+    )?;
+    let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &name,
+        version: &version,
+    };
+    let (model, manifest) = super::approvals::load_version(&state, &v).await?;
+    let facts = super::approvals::version_facts(&state, &v, &manifest).await?;
+    enforce_policy(
+        &state,
+        policy_request(
+            &p,
+            modelvault_policy::PolicyAction::KeyRelease,
+            &model,
+            facts,
+            Some(&path),
+            None,
+            &request_id(&headers),
+        ),
+    )
+    .await?;
+    let entry = manifest
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .ok_or_else(|| ApiError::not_found(format!("file {path} not found")))?;
+    let blob = object_store::path::Path::parse(&entry.blob)
+        .map_err(|_| ApiError::internal("bad blob key"))?;
+    let got = state
+        .store
+        .objects()
+        .get(&blob)
+        .await
+        .map_err(modelvault_storage::StorageError::from)?;
+    let stream = got.into_stream().map(|r| r.map_err(std::io::Error::other));
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(entry.ciphertext_size),
+    );
+    Ok(resp)
+}
