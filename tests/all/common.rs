@@ -82,7 +82,16 @@ pub fn fails(o: Output, needle: &str) -> String {
 /// Starts `modelvault serve` over `data` on an ephemeral port; returns the
 /// child, its URL and its captured log.
 fn spawn_serve(data: &Path, extra: &[String]) -> (Child, String, Arc<Mutex<String>>) {
+    spawn_serve_env(data, extra, &[])
+}
+
+fn spawn_serve_env(
+    data: &Path,
+    extra: &[String],
+    env: &[(&str, &str)],
+) -> (Child, String, Arc<Mutex<String>>) {
     let mut child = Command::new(BIN)
+        .envs(env.iter().copied())
         .args([
             "serve",
             "--data-dir",
@@ -125,6 +134,19 @@ pub struct Peer {
     child: Child,
 }
 
+impl Peer {
+    /// Waits for the process to end; its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        for _ in 0..200 {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -133,6 +155,13 @@ impl Drop for Peer {
 }
 
 impl TestApp {
+    /// Another server over this data directory with extra environment
+    /// (e.g. `MODELVAULT_FAILPOINTS`).
+    pub fn start_peer_env(&self, env: &[(&str, &str)]) -> Peer {
+        let (child, url, _) = spawn_serve_env(&self.data_dir(), &[], env);
+        Peer { url, child }
+    }
+
     /// Another server process over this one's data directory.
     pub fn start_peer(&self) -> Peer {
         let (child, url, _) = spawn_serve(&self.data_dir(), &[]);

@@ -143,3 +143,257 @@ fn key_release_and_client_side_pull_on_s3_with_presigned_urls() {
     };
     client_side_round_trip(Some(&loc.url));
 }
+
+fn status(app: &TestApp) -> Value {
+    serde_json::from_str(&ok(
+        app.cli(Some(&app.admin), &["keys", "status", "--output", "json"])
+    ))
+    .unwrap()
+}
+
+fn kek(s: &Value, version: u64) -> Value {
+    s["kek_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["version"] == version)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Three versions over two models (one with a sealed metadata key).
+fn populate(app: &TestApp) -> (String, Vec<(String, Vec<u8>)>) {
+    let ds = app.token("dana", &["data-scientist"], &["nlp"]);
+    ok(app.cli(
+        Some(&ds),
+        &[
+            "model",
+            "create",
+            "nlp/a",
+            "--metadata",
+            "lineage=x",
+            "--sensitive-field",
+            "lineage",
+        ],
+    ));
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/b"]));
+    let mut pushed = Vec::new();
+    for (i, target) in ["nlp/a@1", "nlp/a@2", "nlp/b@1"].into_iter().enumerate() {
+        let src = tempfile::tempdir().unwrap();
+        let data = modelvault_test_utils::pseudo_random(100_000 + i, i as u64);
+        std::fs::write(src.path().join("w"), &data).unwrap();
+        ok(app.cli(Some(&ds), &["push", target, src.path().to_str().unwrap()]));
+        pushed.push((target.to_string(), data));
+    }
+    (ds, pushed)
+}
+
+fn pull_all(url: &str, token: &str, pushed: &[(String, Vec<u8>)]) {
+    for (target, data) in pushed {
+        let out = tempfile::tempdir().unwrap();
+        ok(cli(
+            url,
+            Some(token),
+            &["pull", target, "-o", out.path().to_str().unwrap()],
+        ));
+        assert_eq!(
+            &std::fs::read(out.path().join("w")).unwrap(),
+            data,
+            "{target}"
+        );
+    }
+}
+
+#[test]
+fn kek_rotation_retirement_and_a_backup_restore_drill() {
+    let app = TestApp::start();
+    let (ds, pushed) = populate(&app);
+    let s = status(&app);
+    assert_eq!(s["current_kek_version"], 1);
+    // 3 version DEKs + 2 model metadata keys? Only nlp/a has sealed
+    // metadata: 3 + 1, plus the audit signing key.
+    assert_eq!(kek(&s, 1)["dek_count"], 5, "{s}");
+    fails(
+        app.cli(Some(&app.admin), &["keys", "retire-kek", "1"]),
+        "current",
+    );
+    fails(app.cli(Some(&ds), &["keys", "status"]), "manage-keys");
+
+    ok(app.cli(Some(&app.admin), &["keys", "rotate-kek"]));
+    let s = status(&app);
+    assert_eq!(s["current_kek_version"], 2);
+    assert_eq!(kek(&s, 1)["dek_count"], 0, "{s}");
+    assert_eq!(kek(&s, 2)["dek_count"], 5, "{s}");
+    assert_eq!(s["jobs"][0]["kind"], "rotate-kek");
+    assert_eq!(s["jobs"][0]["state"], "done");
+    pull_all(&app.url, &ds, &pushed);
+    // New versions are wrapped under the new KEK; the old one retires.
+    ok(app.cli(Some(&app.admin), &["keys", "retire-kek", "1"]));
+    assert_eq!(kek(&status(&app), 1)["state"], "destroyed");
+    pull_all(&app.url, &ds, &pushed);
+    fails(
+        app.cli(Some(&app.admin), &["keys", "retire-kek", "9"]),
+        "not found",
+    );
+
+    // Restore drill: back up, lose the keyring, restore, serve again.
+    let backup = app.dir.path().join("keyring.backup");
+    let data = app.data_dir();
+    let run = |args: &[&str], pass: &str| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("MODELVAULT_BACKUP_PASSPHRASE", pass)
+            .output()
+            .unwrap()
+    };
+    let d = data.to_str().unwrap();
+    ok(run(
+        &[
+            "keys",
+            "backup",
+            "--data-dir",
+            d,
+            "-o",
+            backup.to_str().unwrap(),
+        ],
+        "correct horse battery",
+    ));
+    let keyring = data.join("keyring.json");
+    let original = std::fs::read(&keyring).unwrap();
+    assert!(!modelvault_test_utils::contains(
+        &std::fs::read(&backup).unwrap(),
+        &original[20..60]
+    ));
+    std::fs::remove_file(&keyring).unwrap();
+    fails(
+        run(
+            &[
+                "keys",
+                "restore",
+                "--data-dir",
+                d,
+                "-i",
+                backup.to_str().unwrap(),
+            ],
+            "wrong passphrase!!",
+        ),
+        "wrong passphrase",
+    );
+    ok(run(
+        &[
+            "keys",
+            "restore",
+            "--data-dir",
+            d,
+            "-i",
+            backup.to_str().unwrap(),
+        ],
+        "correct horse battery",
+    ));
+    assert_eq!(std::fs::read(&keyring).unwrap(), original);
+    let peer = app.start_peer();
+    pull_all(&peer.url, &ds, &pushed);
+}
+
+#[test]
+fn a_rotation_killed_midway_resumes_after_restart() {
+    let app = TestApp::start();
+    let (ds, pushed) = populate(&app);
+    let mut doomed = app.start_peer_env(&[("MODELVAULT_FAILPOINTS", "rotate-kek-after-rewrap")]);
+    let job = ok(cli(
+        &doomed.url,
+        Some(&app.admin),
+        &["keys", "rotate-kek", "--no-wait"],
+    ));
+    assert_eq!(
+        doomed.wait_exit(),
+        Some(86),
+        "the failpoint killed the server"
+    );
+    let s = status(&app);
+    assert_eq!(s["jobs"][0]["id"], job.trim());
+    assert_eq!(s["jobs"][0]["state"], "running");
+    // Everything still decrypts in between.
+    pull_all(&app.url, &ds, &pushed);
+    // A server starting again finishes the job.
+    let _again = app.start_peer();
+    let mut done = false;
+    for _ in 0..100 {
+        let s = status(&app);
+        if s["jobs"][0]["state"] == "done" {
+            assert_eq!(kek(&s, 1)["dek_count"], 0, "{s}");
+            done = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(done, "the rotation did not resume");
+    pull_all(&app.url, &ds, &pushed);
+}
+
+#[test]
+fn delete_crypto_shreds_even_earlier_copies_of_the_bucket() {
+    let app = TestApp::start();
+    let (ds, pushed) = populate(&app);
+    let auditor = app.token("audrey", &["auditor"], &["*"]);
+    // A copy of the blobs and key records, made before the delete.
+    let store = app.store_dir();
+    let keys_dir = store.join("models/nlp/a/versions/1/keys");
+    let copied_keys: Vec<Vec<u8>> = walk(&keys_dir)
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
+    let blob_dir = store.join("blobs/nlp/a/1");
+    assert!(!walk(&blob_dir).is_empty());
+    fails(app.cli(Some(&ds), &["delete", "nlp/a@1"]), "delete");
+    let out = app.cli(Some(&app.admin), &["delete", "nlp/a@1", "--complete"]);
+    let err = ok(out.clone());
+    let _ = err;
+    let log = stderr(&out);
+    assert!(log.contains("shred complete"), "{log}");
+    // Gone: 410, the name is never reused, blobs and keys are gone.
+    let (s, c, _) = error_code(app.get(Some(&ds), "/v1/models/nlp/a/versions/1"));
+    assert_eq!((s, c.as_str()), (410, "gone"));
+    assert_eq!(
+        app.get(Some(&ds), "/v1/models/nlp/a/versions/1/files/w")
+            .status(),
+        410
+    );
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("w"), b"again").unwrap();
+    fails(
+        app.cli(
+            Some(&ds),
+            &["push", "nlp/a@1", src.path().to_str().unwrap()],
+        ),
+        "deleted",
+    );
+    assert!(walk(&keys_dir).is_empty());
+    assert!(walk(&blob_dir).is_empty());
+    // The others are untouched.
+    pull_all(&app.url, &ds, &pushed[1..]);
+    // The shred record is in the audit trail.
+    let shred = ok(app.cli(Some(&auditor), &["audit", "export", "--action", "delete"]));
+    assert!(shred.contains("\"type\":\"shred\""), "{shred}");
+    // Nothing the provider holds unwraps the copied key records.
+    let keyring =
+        modelvault_keys::LocalKeyring::open(&app.data_dir().join("keyring.json")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert!(!copied_keys.is_empty());
+    for bytes in copied_keys {
+        let env: Value = serde_json::from_slice(&bytes).unwrap();
+        let record: modelvault_storage::KeyRecord =
+            serde_json::from_value(env["body"].clone()).unwrap();
+        let binding = modelvault_keys::DekBinding {
+            namespace: "nlp",
+            model: "a",
+            version: "1",
+            dek_generation: record.dek_generation,
+        };
+        use modelvault_keys::KeyProvider as _;
+        assert!(
+            rt.block_on(keyring.unwrap_dek(&record.wrapped, &binding))
+                .is_err()
+        );
+    }
+}

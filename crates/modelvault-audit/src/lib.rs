@@ -25,7 +25,9 @@ mod writer;
 pub use checkpoint::Checkpoint;
 pub use record::{AuditRecord, DecisionRef, GENESIS, KeyRef, PrincipalRef, ResourceRef, line_hash};
 pub use verify::{ChainReport, Problem, VerifyReport, read_all, verify_store};
-pub use writer::{AuditLog, AuditOptions, SegmentHook, load_signing_key};
+pub use writer::{
+    AuditLog, AuditOptions, SegmentHook, load_signing_key, rewrap_signing_key, signing_key_kek,
+};
 
 /// Errors of the audit trail.
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +96,8 @@ pub mod layout {
         Path::from(format!("audit/checkpoints/{chain}/{seq:012}.json"))
     }
 
-    /// The wrapped checkpoint-signing key.
-    pub fn signing_key() -> Path {
-        Path::from("audit/signing-key.json")
+    /// The wrapped checkpoint-signing key's records (newest wins).
+    pub fn signing_keys() -> Path {
+        Path::from("audit/signing-keys")
     }
 }

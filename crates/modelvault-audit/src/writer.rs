@@ -33,13 +33,16 @@ fn binding() -> DekBinding<'static> {
 }
 
 /// Loads the checkpoint-signing key, creating it (create-if-absent, so all
-/// servers over one bucket share one key) on first use.
+/// servers over one bucket share one key) on first use. Its seed is wrapped
+/// by the KEK; KEK rotation rewraps it ([`rewrap_signing_key`]).
 pub async fn load_signing_key(
     store: &Store,
 ) -> Result<ring::signature::Ed25519KeyPair, AuditError> {
+    use ring::signature::KeyPair as _;
+    let dir = layout::signing_keys();
     for _ in 0..3 {
-        if let Some(r) = store
-            .read_record::<SigningKeyRecord>("audit-signing-key", &layout::signing_key())
+        if let Some((_, r)) = store
+            .read_latest::<SigningKeyRecord>("audit-signing-key", &dir)
             .await?
         {
             let seed = store
@@ -49,7 +52,6 @@ pub async fn load_signing_key(
                 .map_err(|e| AuditError::Key(e.to_string()))?;
             let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed.expose_secret())
                 .map_err(|_| AuditError::Key("bad seed".into()))?;
-            use ring::signature::KeyPair as _;
             if hex::encode(pair.public_key().as_ref()) != r.public_key {
                 return Err(AuditError::Key("public key does not match the seed".into()));
             }
@@ -58,7 +60,6 @@ pub async fn load_signing_key(
         let seed = Dek::generate().map_err(|e| AuditError::Key(e.to_string()))?;
         let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed.expose_secret())
             .map_err(|_| AuditError::Key("bad seed".into()))?;
-        use ring::signature::KeyPair as _;
         let record = SigningKeyRecord {
             wrapped: store
                 .keys()
@@ -68,7 +69,11 @@ pub async fn load_signing_key(
             public_key: hex::encode(pair.public_key().as_ref()),
         };
         match store
-            .create_record("audit-signing-key", &layout::signing_key(), &record)
+            .create_record(
+                "audit-signing-key",
+                &modelvault_storage::layout::seq_record(&dir, 0),
+                &record,
+            )
             .await
         {
             Ok(()) => return Ok(pair),
@@ -77,6 +82,59 @@ pub async fn load_signing_key(
         }
     }
     Err(AuditError::Key("signing key could not be read back".into()))
+}
+
+/// The KEK version wrapping the signing key's seed, if the key exists.
+pub async fn signing_key_kek(store: &Store) -> Result<Option<u32>, AuditError> {
+    Ok(store
+        .read_latest::<SigningKeyRecord>("audit-signing-key", &layout::signing_keys())
+        .await?
+        .map(|(_, r)| r.wrapped.kek_version.0))
+}
+
+/// Rewraps the signing key's seed under the current KEK if it uses a
+/// version below `target` (a new record; the key itself is unchanged).
+pub async fn rewrap_signing_key(store: &Store, target: u32) -> Result<bool, AuditError> {
+    let dir = layout::signing_keys();
+    for _ in 0..8 {
+        let Some((seq, r)) = store
+            .read_latest::<SigningKeyRecord>("audit-signing-key", &dir)
+            .await?
+        else {
+            return Ok(false);
+        };
+        if r.wrapped.kek_version.0 >= target {
+            return Ok(false);
+        }
+        let seed = store
+            .keys()
+            .unwrap_dek(&r.wrapped, &binding())
+            .await
+            .map_err(|e| AuditError::Key(e.to_string()))?;
+        let next = SigningKeyRecord {
+            wrapped: store
+                .keys()
+                .wrap_dek(&seed, &binding())
+                .await
+                .map_err(|e| AuditError::Key(e.to_string()))?,
+            public_key: r.public_key,
+        };
+        match store
+            .create_record(
+                "audit-signing-key",
+                &modelvault_storage::layout::seq_record(&dir, seq + 1),
+                &next,
+            )
+            .await
+        {
+            Ok(()) => return Ok(true),
+            Err(StorageError::AlreadyExists(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AuditError::Key(
+        "signing key: too many concurrent writers".into(),
+    ))
 }
 
 /// Called with the duration of every segment write (for metrics).

@@ -6,6 +6,7 @@
 mod audit;
 mod client;
 mod identity;
+mod keys;
 mod login;
 mod policy;
 mod serve;
@@ -79,6 +80,21 @@ enum Command {
     /// The audit trail: export, verify, public key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Keys: status, KEK rotation and retirement, keyring backup.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Crypto-shred a version: its keys are destroyed, the name never reused.
+    Delete {
+        /// NS/NAME@VERSION
+        target: String,
+        /// Do not ask (stdin that is not a terminal is never asked).
+        #[arg(long)]
+        yes: bool,
+        /// Also rotate and retire every KEK version that wrapped its key,
+        /// so copies of the bucket made before cannot be decrypted either.
+        #[arg(long)]
+        complete: bool,
+    },
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -328,6 +344,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Whoami { output } => identity::whoami(output).await,
         Command::Access(cmd) => identity::access(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Keys(cmd) => keys::run(cmd).await,
+        Command::Delete {
+            target,
+            yes,
+            complete,
+        } => {
+            let t = parse_target(&target, true)?;
+            keys::delete(&t, yes, complete).await
+        }
         Command::Token(TokenCommand::List { output }) => identity::token_list(output).await,
         Command::Token(TokenCommand::Revoke { name }) => identity::token_revoke(&name).await,
         Command::Init { data_dir, store } => {

@@ -76,6 +76,8 @@ pub async fn run(
     modelvault_server::spawn_garbage_collector(&state);
     modelvault_server::spawn_policy_reloader(&state);
     modelvault_server::audit::spawn_failure_flusher(&state);
+    // Key jobs a crash interrupted finish now.
+    modelvault_server::jobs::resume_all(&state).await;
     let closing = state.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(

@@ -7,10 +7,11 @@ use chrono::{DateTime, Utc};
 use modelvault_storage::{CommitFile, FileEntry};
 use serde::{Deserialize, Serialize};
 
+pub use crate::jobs::JobRecord;
 pub use crate::policies::{PolicyInfo, PolicyMode};
 pub use crate::routes::{
-    AccessReview, ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest,
-    KeyReleaseRequest, KeyReleaseResponse, ReleasedFile,
+    AccessReview, ApprovalView, DeleteResponse, DeploymentList, DeploymentView, EnvironmentRequest,
+    KekStatus, KeyReleaseRequest, KeyReleaseResponse, KeysStatus, ReleasedFile, RetireRequest,
 };
 
 /// `POST /v1/models`

@@ -84,6 +84,9 @@ impl From<StorageError> for ApiError {
                 "version_committed",
                 format!("version {v} is committed and immutable"),
             ),
+            StorageError::Gone(v) => {
+                Self::new(StatusCode::GONE, "gone", format!("version {v} was deleted"))
+            }
             StorageError::CommitMismatch(m) => {
                 Self::new(StatusCode::CONFLICT, "commit_mismatch", m)
             }

@@ -20,6 +20,7 @@ pub mod config;
 mod error;
 mod extract;
 pub mod init;
+pub mod jobs;
 pub mod metrics;
 pub mod policies;
 mod routes;

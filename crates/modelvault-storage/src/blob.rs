@@ -61,6 +61,9 @@ impl Store {
         if self.get_manifest(v).await?.is_some() {
             return Err(StorageError::VersionCommitted(v.to_string()));
         }
+        if self.is_deleted(v).await? {
+            return Err(StorageError::Gone(v.to_string()));
+        }
         let (dek, generation) = self.version_dek(v, true).await?;
         let header = Header::new(generation, self.segment_size)?;
         let identity = FileIdentity {

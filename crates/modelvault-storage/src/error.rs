@@ -21,6 +21,9 @@ pub enum StorageError {
     /// The version is committed and immutable.
     #[error("version {0} is committed and immutable")]
     VersionCommitted(String),
+    /// The version was deleted (crypto-shredded); its name is never reused.
+    #[error("version {0} was deleted")]
+    Gone(String),
     /// A commit's file list does not match what was uploaded.
     #[error("commit does not match the uploads: {0}")]
     CommitMismatch(String),

@@ -123,3 +123,20 @@ pub fn deployments_dir(ns: &str, model: &str, version: &str) -> Path {
         "models/{ns}/{model}/versions/{version}/deployments"
     ))
 }
+
+/// A deleted version's tombstone (create-if-absent; never removed).
+pub fn tombstone(ns: &str, model: &str, version: &str) -> Path {
+    Path::from(format!(
+        "models/{ns}/{model}/versions/{version}/deleted.json"
+    ))
+}
+
+/// All key-management jobs.
+pub fn jobs_root() -> Path {
+    Path::from("jobs")
+}
+
+/// One job's sequence-numbered records.
+pub fn job_dir(id: &str) -> Path {
+    Path::from(format!("jobs/{id}"))
+}

@@ -22,6 +22,8 @@ pub mod layout;
 mod metadata;
 pub mod names;
 pub mod records;
+mod rotation;
+mod shred;
 mod types;
 
 use std::collections::BTreeMap;
@@ -39,6 +41,8 @@ use serde::de::DeserializeOwned;
 
 pub use blob::{FileReader, PlaintextStream};
 pub use error::StorageError;
+pub use rotation::{KeyDir, Rewrap};
+pub use shred::{ShredReport, failpoint};
 pub use types::*;
 
 /// Purpose label of the seal key for file digests.
@@ -738,10 +742,11 @@ impl Store {
     /// A committed version with its digests unsealed.
     pub async fn show_version(&self, v: &VersionRef<'_>) -> Result<VersionView, StorageError> {
         self.require_model(v.namespace, v.model).await?;
-        let manifest = self
-            .get_manifest(v)
-            .await?
-            .ok_or_else(|| StorageError::NotFound(format!("version {v}")))?;
+        let manifest = match self.get_manifest(v).await? {
+            Some(m) => m,
+            None if self.is_deleted(v).await? => return Err(StorageError::Gone(v.to_string())),
+            None => return Err(StorageError::NotFound(format!("version {v}"))),
+        };
         let (dek, generation) = self.version_dek(v, false).await?;
         if generation != manifest.dek_generation {
             return Err(StorageError::Integrity(format!(
@@ -831,6 +836,9 @@ impl Store {
         }
         if self.get_manifest(v).await?.is_some() {
             return Err(StorageError::VersionCommitted(v.to_string()));
+        }
+        if self.is_deleted(v).await? {
+            return Err(StorageError::Gone(v.to_string()));
         }
         let (dek, generation) = match self.version_dek(v, false).await {
             Err(StorageError::NotFound(_)) => {

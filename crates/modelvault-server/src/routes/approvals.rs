@@ -180,11 +180,13 @@ pub async fn load_version(
         .ok_or_else(|| {
             ApiError::not_found(format!("model {}/{} not found", v.namespace, v.model))
         })?;
-    let manifest = state
-        .store
-        .get_manifest(v)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("version {v} not found")))?;
+    let manifest = match state.store.get_manifest(v).await? {
+        Some(m) => m,
+        None if state.store.is_deleted(v).await? => {
+            return Err(modelvault_storage::StorageError::Gone(v.to_string()).into());
+        }
+        None => return Err(ApiError::not_found(format!("version {v} not found"))),
+    };
     Ok((model, manifest))
 }
 

@@ -5,12 +5,14 @@ mod admin;
 mod approvals;
 mod audit;
 mod files;
+mod keys;
 mod models;
 mod release;
 mod review;
 mod tokens;
 
 pub use approvals::{ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest};
+pub use keys::{DeleteResponse, KekStatus, KeysStatus, RetireRequest};
 pub use release::{KeyReleaseRequest, KeyReleaseResponse, ReleasedFile};
 pub use review::AccessReview;
 
@@ -33,8 +35,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{ns}/{name}/versions", get(models::versions))
         .route(
             "/v1/models/{ns}/{name}/versions/{version}",
-            get(models::show_version),
+            get(models::show_version).delete(keys::delete_version),
         )
+        .route("/v1/keys/status", get(keys::status))
+        .route("/v1/keys/rotate-kek", post(keys::rotate_kek))
+        .route("/v1/keys/retire-kek", post(keys::retire_kek))
+        .route("/v1/keys/jobs/{id}", get(keys::job))
         .route(
             "/v1/models/{ns}/{name}/versions/{version}/commit",
             post(files::commit),

@@ -1,0 +1,188 @@
+//! Key-management jobs (`manage-keys`): KEK rotation and version delete,
+//! run in the server, recorded in the store so any server can show them and
+//! a job interrupted by a crash resumes when a server starts again.
+//!
+//! Invariants a reader must keep:
+//! - a job's state is a series of authenticated records under
+//!   `jobs/<id>/`; the newest wins; progress is appended as it goes;
+//! - every step a job takes is idempotent (rewrap skips records already
+//!   under the target KEK; delete continues from its tombstone), so running
+//!   a job twice, or from two servers at once, is safe;
+//! - named failpoints (debug builds, `MODELVAULT_FAILPOINTS`) let tests kill
+//!   the server mid-job.
+
+use chrono::{DateTime, Utc};
+use modelvault_storage::{StorageError, VersionRef, failpoint, layout};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+
+/// One job, as stored and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Job id.
+    pub id: String,
+    /// `rotate-kek` or `delete`.
+    pub kind: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// KEK version the rotation rewraps to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_kek: Option<u32>,
+    /// `ns/model@version` a delete is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Items done.
+    pub done: u64,
+    /// Items in all (0 until known).
+    pub total: u64,
+    /// Who started it.
+    pub started_by: String,
+    /// When.
+    pub started_at: DateTime<Utc>,
+    /// Last progress.
+    pub updated_at: DateTime<Utc>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Appends the job's next record.
+pub async fn save(state: &AppState, job: &JobRecord) -> Result<(), StorageError> {
+    let dir = layout::job_dir(&job.id);
+    let mut j = job.clone();
+    j.updated_at = Utc::now();
+    state
+        .store
+        .append_record("job", &dir, |_| j.clone())
+        .await?;
+    Ok(())
+}
+
+/// The newest record of a job.
+pub async fn load(state: &AppState, id: &str) -> Result<Option<JobRecord>, StorageError> {
+    Ok(state
+        .store
+        .read_latest::<JobRecord>("job", &layout::job_dir(id))
+        .await?
+        .map(|(_, j)| j))
+}
+
+/// Every job, newest first.
+pub async fn list(state: &AppState) -> Result<Vec<JobRecord>, StorageError> {
+    let mut out = Vec::new();
+    for id in state.store.list_children(&layout::jobs_root()).await? {
+        if let Some(j) = load(state, &id).await? {
+            out.push(j);
+        }
+    }
+    out.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    Ok(out)
+}
+
+/// A new job record (not yet saved).
+pub fn new_job(kind: &str, by: &str) -> JobRecord {
+    let now = Utc::now();
+    JobRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        kind: kind.into(),
+        state: "running".into(),
+        target_kek: None,
+        version: None,
+        done: 0,
+        total: 0,
+        started_by: by.into(),
+        started_at: now,
+        updated_at: now,
+        error: None,
+    }
+}
+
+/// Runs a job to its end in the background, recording the outcome.
+pub fn spawn(state: AppState, job: JobRecord) {
+    tokio::spawn(async move {
+        let mut job = job;
+        let result = match job.kind.as_str() {
+            "rotate-kek" => rotate_kek(&state, &mut job).await,
+            "delete" => delete(&state, &mut job).await,
+            other => Err(format!("unknown job kind {other}")),
+        };
+        match result {
+            Ok(()) => job.state = "done".into(),
+            Err(e) => {
+                tracing::error!(job = %job.id, kind = %job.kind, error = %e, "key job failed");
+                job.state = "failed".into();
+                job.error = Some(e);
+            }
+        }
+        if let Err(e) = save(&state, &job).await {
+            tracing::error!(job = %job.id, error = %e, "could not record the job's end");
+        }
+        tracing::info!(job = %job.id, kind = %job.kind, state = %job.state, "key job ended");
+    });
+}
+
+/// Resumes every job still marked running (after a crash).
+pub async fn resume_all(state: &AppState) {
+    match list(state).await {
+        Ok(jobs) => {
+            for j in jobs.into_iter().filter(|j| j.state == "running") {
+                tracing::info!(job = %j.id, kind = %j.kind, "resuming key job");
+                spawn(state.clone(), j);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not list key jobs to resume"),
+    }
+}
+
+async fn rotate_kek(state: &AppState, job: &mut JobRecord) -> Result<(), String> {
+    let target = job.target_kek.ok_or("rotation without a target KEK")?;
+    let dirs = state.store.key_dirs().await.map_err(|e| e.to_string())?;
+    job.total = dirs.len() as u64 + 1;
+    job.done = 0;
+    for k in &dirs {
+        state
+            .store
+            .rewrap(k, modelvault_keys::KekVersion(target))
+            .await
+            .map_err(|e| format!("{}: {e}", k.dir))?;
+        job.done += 1;
+        failpoint("rotate-kek-after-rewrap");
+        if job.done % 25 == 0 {
+            save(state, job).await.map_err(|e| e.to_string())?;
+        }
+    }
+    modelvault_audit::rewrap_signing_key(&state.store, target)
+        .await
+        .map_err(|e| e.to_string())?;
+    job.done += 1;
+    Ok(())
+}
+
+/// Parses `ns/model@version`.
+pub fn parse_version(s: &str) -> Option<(String, String, String)> {
+    let (m, v) = s.split_once('@')?;
+    let (ns, model) = m.split_once('/')?;
+    Some((ns.into(), model.into(), v.into()))
+}
+
+async fn delete(state: &AppState, job: &mut JobRecord) -> Result<(), String> {
+    let (ns, model, version) = job
+        .version
+        .as_deref()
+        .and_then(parse_version)
+        .ok_or("delete without a version")?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &model,
+        version: &version,
+    };
+    job.total = 1;
+    state
+        .store
+        .shred(&v, &job.started_by)
+        .await
+        .map_err(|e| e.to_string())?;
+    job.done = 1;
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Key management (`manage-keys`): status, KEK rotation (a resumable job),
+//! KEK retirement; and the crypto-shred delete of a version (`delete`).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use modelvault_keys::{KekState, KekVersion};
+use modelvault_storage::VersionRef;
+use serde::{Deserialize, Serialize};
+
+use super::models::check_names;
+use crate::authn::{
+    Action, Authenticated, Resource, authorize, enforce_policy, policy_request, request_id,
+};
+use crate::extract::{ApiJson, ApiPath};
+use crate::jobs::{self, JobRecord};
+use crate::{ApiError, AppState};
+
+/// One KEK version in the status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KekStatus {
+    /// Version.
+    pub version: u32,
+    /// Live key records it wraps (version DEKs, model metadata keys, the
+    /// audit signing key).
+    pub dek_count: u64,
+    /// `active` or `destroyed`.
+    pub state: String,
+}
+
+/// `GET /v1/keys/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeysStatus {
+    /// The KEK version new wraps use.
+    pub current_kek_version: u32,
+    /// Every KEK version.
+    pub kek_versions: Vec<KekStatus>,
+    /// Key jobs, newest first.
+    pub jobs: Vec<JobRecord>,
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<Json<KeysStatus>, ApiError> {
+    authorize(&p, Action::ManageKeys, &Resource::default())?;
+    let keys = state.store.keys();
+    let current = keys.current_kek_version().await.map_err(internal)?;
+    let mut usage = state.store.kek_usage().await?;
+    if let Some(v) = modelvault_audit::signing_key_kek(&state.store)
+        .await
+        .map_err(internal)?
+    {
+        *usage.entry(v).or_insert(0) += 1;
+    }
+    let kek_versions = keys
+        .list_kek_versions()
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|k| KekStatus {
+            version: k.version.0,
+            dek_count: usage.get(&k.version.0).copied().unwrap_or(0),
+            state: match k.state {
+                KekState::Active => "active".into(),
+                KekState::Destroyed => "destroyed".into(),
+            },
+        })
+        .collect();
+    Ok(Json(KeysStatus {
+        current_kek_version: current.0,
+        kek_versions,
+        jobs: jobs::list(&state).await?,
+    }))
+}
+
+/// `POST /v1/keys/rotate-kek`: a new KEK version becomes current; a job
+/// rewraps every live key record under it. 202 with the job.
+pub async fn rotate_kek(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+    authorize(&p, Action::ManageKeys, &Resource::default())?;
+    let target = state
+        .store
+        .keys()
+        .create_kek_version()
+        .await
+        .map_err(internal)?;
+    let mut job = jobs::new_job("rotate-kek", &p.id);
+    job.target_kek = Some(target.0);
+    jobs::save(&state, &job).await?;
+    tracing::info!(job = %job.id, kek_version = target.0, by = %p.id, "KEK rotation started");
+    jobs::spawn(state.clone(), job.clone());
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+pub async fn job(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobRecord>, ApiError> {
+    authorize(&p, Action::ManageKeys, &Resource::default())?;
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(ApiError::bad_request("invalid job id"));
+    }
+    jobs::load(&state, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))
+}
+
+/// `POST /v1/keys/retire-kek`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetireRequest {
+    /// The KEK version to destroy.
+    pub version: u32,
+}
+
+/// Destroys a KEK version in the provider, refused while it is current or
+/// any live key record still uses it.
+pub async fn retire_kek(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiJson(req): ApiJson<RetireRequest>,
+) -> Result<Json<KeysStatus>, ApiError> {
+    authorize(&p, Action::ManageKeys, &Resource::default())?;
+    let keys = state.store.keys();
+    let current = keys.current_kek_version().await.map_err(internal)?;
+    if current.0 == req.version {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "kek_in_use",
+            format!(
+                "KEK version {} is current; run rotate-kek first",
+                req.version
+            ),
+        ));
+    }
+    let known = keys.list_kek_versions().await.map_err(internal)?;
+    if !known.iter().any(|k| k.version.0 == req.version) {
+        return Err(ApiError::not_found(format!(
+            "KEK version {} not found",
+            req.version
+        )));
+    }
+    let mut usage = state.store.kek_usage().await?;
+    if let Some(v) = modelvault_audit::signing_key_kek(&state.store)
+        .await
+        .map_err(internal)?
+    {
+        *usage.entry(v).or_insert(0) += 1;
+    }
+    if let Some(n) = usage.get(&req.version).filter(|n| **n > 0) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "kek_in_use",
+            format!(
+                "{n} live key record(s) still use KEK version {}; run rotate-kek first",
+                req.version
+            ),
+        ));
+    }
+    keys.destroy_kek_version(KekVersion(req.version))
+        .await
+        .map_err(internal)?;
+    tracing::info!(kek_version = req.version, by = %p.id, "KEK version retired");
+    status(State(state), Authenticated(p)).await
+}
+
+/// The answer to a delete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteResponse {
+    /// `ns/model@version`.
+    pub deleted: String,
+    /// Blobs deleted.
+    pub blobs_deleted: usize,
+    /// KEK versions that wrapped the version's DEK and are not destroyed
+    /// yet: copies of the bucket made before the delete stay decryptable
+    /// until each is retired (rotate-kek, then retire-kek).
+    pub kek_versions_outstanding: Vec<u32>,
+}
+
+pub async fn delete_version(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    check_names(&ns, &name)?;
+    authorize(
+        &p,
+        Action::Delete,
+        &Resource::model(&ns, &name).version(&version),
+    )?;
+    modelvault_storage::names::validate_version(&version)?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &name,
+        version: &version,
+    };
+    let (model, manifest) = super::approvals::load_version(&state, &v).await?;
+    let facts = super::approvals::version_facts(&state, &v, &manifest).await?;
+    let rid = request_id(&headers);
+    enforce_policy(
+        &state,
+        policy_request(
+            &p,
+            modelvault_policy::PolicyAction::Delete,
+            &model,
+            facts,
+            None,
+            None,
+            &rid,
+        ),
+    )
+    .await?;
+    let plan = state.store.shred_plan(&v).await?;
+    // The shred record is durable before anything is destroyed.
+    if let Some(audit) = &state.audit {
+        let mut rec = modelvault_audit::AuditRecord::new("shred", "delete", "allowed");
+        rec.request_id = Some(rid.clone());
+        rec.principal = Some(crate::audit::principal_ref(&p));
+        rec.resource = Some(modelvault_audit::ResourceRef {
+            namespace: Some(ns.clone()),
+            model: Some(name.clone()),
+            version: Some(version.clone()),
+            ..Default::default()
+        });
+        rec.keys = plan
+            .kek_versions
+            .iter()
+            .map(|k| modelvault_audit::KeyRef {
+                kek_version: Some(*k),
+                dek_generation: Some(manifest.dek_generation),
+            })
+            .collect();
+        rec.detail = serde_json::to_string(&plan.blob_sha256).ok();
+        audit.durable(rec).await.map_err(|e| {
+            tracing::error!(error = %e, "shred record not written; refusing the delete");
+            crate::audit::unavailable()
+        })?;
+    }
+    let mut job = jobs::new_job("delete", &p.id);
+    job.version = Some(v.to_string());
+    job.total = 1;
+    jobs::save(&state, &job).await?;
+    state.store.shred(&v, &p.id).await?;
+    job.done = 1;
+    job.state = "done".into();
+    jobs::save(&state, &job).await?;
+    let destroyed: Vec<u32> = state
+        .store
+        .keys()
+        .list_kek_versions()
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .filter(|k| k.state == KekState::Destroyed)
+        .map(|k| k.version.0)
+        .collect();
+    tracing::info!(version = %v, by = %p.id, "version crypto-shredded");
+    Ok(Json(DeleteResponse {
+        deleted: v.to_string(),
+        blobs_deleted: plan.blobs.len(),
+        kek_versions_outstanding: plan
+            .kek_versions
+            .into_iter()
+            .filter(|k| !destroyed.contains(k))
+            .collect(),
+    }))
+}

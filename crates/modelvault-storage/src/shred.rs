@@ -1,0 +1,132 @@
+//! Crypto-shred delete of a version: a tombstone (create-if-absent, never
+//! removed, so the name is never reused and later requests get 410), then
+//! the key records are destroyed at once, then manifests, uploads and blobs
+//! are deleted best-effort. Every step is idempotent: an interrupted delete
+//! is run again to finish.
+//!
+//! Copies of the bucket made before still hold wrapped DEKs; they become
+//! unreadable once every KEK version listed in [`ShredReport::kek_versions`]
+//! is retired in the provider.
+
+use futures::TryStreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::{StorageError, Store, VersionRef, layout};
+
+/// Crash points for tests: a debug build exits with status 86 at a point
+/// named in `MODELVAULT_FAILPOINTS` (comma-separated). Release builds never
+/// stop here.
+pub fn failpoint(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("MODELVAULT_FAILPOINTS").is_ok_and(|v| v.split(',').any(|f| f.trim() == name))
+    {
+        eprintln!("failpoint {name}: exiting");
+        std::process::exit(86);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
+
+/// What a delete destroyed and what still stands between the version and
+/// a complete shred.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShredReport {
+    /// `ns/model@version`.
+    pub version: String,
+    /// Blob keys deleted.
+    pub blobs: Vec<String>,
+    /// Ciphertext SHA-256 of each blob, as deleted (hex), by blob key.
+    pub blob_sha256: Vec<(String, String)>,
+    /// Every KEK version that ever wrapped the version's DEK.
+    pub kek_versions: Vec<u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Tombstone {
+    version: String,
+    deleted_by: String,
+    deleted_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Store {
+    /// Whether `v` was deleted.
+    pub async fn is_deleted(&self, v: &VersionRef<'_>) -> Result<bool, StorageError> {
+        Ok(self
+            .get_bytes(&layout::tombstone(v.namespace, v.model, v.version))
+            .await?
+            .is_some())
+    }
+
+    /// What a shred of `v` would report (call before [`Store::shred`]).
+    pub async fn shred_plan(&self, v: &VersionRef<'_>) -> Result<ShredReport, StorageError> {
+        let kek_versions = self
+            .kek_versions_in(&layout::keys_dir(v.namespace, v.model, v.version))
+            .await?;
+        let mut blobs = Vec::new();
+        let mut blob_sha256 = Vec::new();
+        let prefix = object_store::path::Path::from(format!(
+            "blobs/{}/{}/{}",
+            v.namespace, v.model, v.version
+        ));
+        let metas: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
+        for m in metas {
+            if let Some(bytes) = self.get_bytes(&m.location).await? {
+                blob_sha256.push((
+                    m.location.to_string(),
+                    hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes)),
+                ));
+            }
+            blobs.push(m.location.to_string());
+        }
+        Ok(ShredReport {
+            version: v.to_string(),
+            blobs,
+            blob_sha256,
+            kek_versions,
+        })
+    }
+
+    /// Deletes `v`: tombstone, key records, then manifests, uploads and
+    /// blobs. Idempotent (an existing tombstone continues the delete).
+    pub async fn shred(&self, v: &VersionRef<'_>, by: &str) -> Result<(), StorageError> {
+        let tomb = Tombstone {
+            version: v.to_string(),
+            deleted_by: by.into(),
+            deleted_at: crate::now(),
+        };
+        match self
+            .create_record(
+                "tombstone",
+                &layout::tombstone(v.namespace, v.model, v.version),
+                &tomb,
+            )
+            .await
+        {
+            Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.delete_all(&layout::keys_dir(v.namespace, v.model, v.version))
+            .await?;
+        failpoint("delete-after-keys");
+        self.delete_all(&layout::manifest_dir(v.namespace, v.model, v.version))
+            .await?;
+        self.delete_all(&layout::uploads_dir(v.namespace, v.model, v.version))
+            .await?;
+        let blobs = object_store::path::Path::from(format!(
+            "blobs/{}/{}/{}",
+            v.namespace, v.model, v.version
+        ));
+        if let Err(e) = self.delete_all(&blobs).await {
+            tracing::warn!(version = %v, error = %e, "deleting blobs failed; the garbage collector will retry");
+        }
+        Ok(())
+    }
+
+    async fn delete_all(&self, dir: &object_store::path::Path) -> Result<(), StorageError> {
+        let metas: Vec<_> = self.objects.list(Some(dir)).try_collect().await?;
+        for m in metas {
+            self.delete_object(&m.location).await?;
+        }
+        Ok(())
+    }
+}
