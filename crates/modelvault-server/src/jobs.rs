@@ -76,7 +76,7 @@ pub async fn list(state: &AppState) -> Result<Vec<JobRecord>, StorageError> {
             out.push(j);
         }
     }
-    out.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    out.sort_by_key(|j| std::cmp::Reverse(j.started_at));
     Ok(out)
 }
 
@@ -148,7 +148,7 @@ async fn rotate_kek(state: &AppState, job: &mut JobRecord) -> Result<(), String>
             .map_err(|e| format!("{}: {e}", k.dir))?;
         job.done += 1;
         failpoint("rotate-kek-after-rewrap");
-        if job.done % 25 == 0 {
+        if job.done.is_multiple_of(25) {
             save(state, job).await.map_err(|e| e.to_string())?;
         }
     }
