@@ -423,7 +423,10 @@ impl KeyProvider for LocalKeyring {
         binding: &DekBinding<'_>,
     ) -> Result<Dek, KeyError> {
         let version = wrapped.kek_version.0;
-        let key = match self.read()?.kek(version) {
+        // Bind first: a read guard kept alive in the match scrutinee would
+        // deadlock with reload()'s write lock.
+        let found = self.read()?.kek(version);
+        let key = match found {
             Err(KeyError::UnknownKekVersion(_)) => {
                 self.reload()?;
                 self.read()?.kek(version)?

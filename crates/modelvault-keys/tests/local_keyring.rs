@@ -49,3 +49,33 @@ async fn file_is_private_and_survives_reopen() {
         Err(KeyError::InsecurePermissions { .. })
     ));
 }
+
+/// Two processes over one keyring file: a DEK wrapped under a KEK version
+/// the other created after this one loaded the file still unwraps (the
+/// keyring rereads the file; it once deadlocked doing so).
+#[tokio::test]
+async fn a_kek_version_created_elsewhere_is_picked_up() {
+    use modelvault_keys::{DekBinding, KeyProvider as _, LocalKeyring};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyring.json");
+    let a = LocalKeyring::create(&path).unwrap();
+    let b = LocalKeyring::open(&path).unwrap();
+    let binding = DekBinding {
+        namespace: "n",
+        model: "m",
+        version: "1",
+        dek_generation: 1,
+    };
+    let dek = modelvault_format::Dek::generate().unwrap();
+    a.create_kek_version().await.unwrap();
+    let wrapped = a.wrap_dek(&dek, &binding).await.unwrap();
+    assert_eq!(wrapped.kek_version.0, 2);
+    let got = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        b.unwrap_dek(&wrapped, &binding),
+    )
+    .await
+    .expect("no deadlock")
+    .unwrap();
+    assert_eq!(got.expose_secret(), dek.expose_secret());
+}

@@ -112,7 +112,7 @@ impl Store {
         v: &VersionRef<'_>,
         record: &UploadRecord,
     ) -> Result<String, StorageError> {
-        let (dek, generation) = self.version_dek(v, false).await?;
+        let (dek, generation) = self.existing_dek(v).await?;
         let sealed = crate::b64_decode(&record.sealed_sha256)?;
         let sha = digest_seal_key(&dek, v, generation)?.open(record.blob.as_bytes(), &sealed)?;
         Ok(hex::encode(&*sha))
@@ -162,7 +162,7 @@ impl Store {
             .iter()
             .find(|f| f.path == path)
             .ok_or_else(|| StorageError::NotFound(format!("file {path} in {v}")))?;
-        let (dek, generation) = self.version_dek(v, false).await?;
+        let (dek, generation) = self.existing_dek(v).await?;
         if generation != manifest.dek_generation {
             return Err(StorageError::Integrity(format!(
                 "manifest of {v} names DEK generation {} but the key record holds {generation}",

@@ -747,7 +747,7 @@ impl Store {
             None if self.is_deleted(v).await? => return Err(StorageError::Gone(v.to_string())),
             None => return Err(StorageError::NotFound(format!("version {v}"))),
         };
-        let (dek, generation) = self.version_dek(v, false).await?;
+        let (dek, generation) = self.existing_dek(v).await?;
         if generation != manifest.dek_generation {
             return Err(StorageError::Integrity(format!(
                 "manifest of {v} names DEK generation {} but the key record holds {generation}",
