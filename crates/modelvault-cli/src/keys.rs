@@ -339,7 +339,7 @@ pub async fn delete(target: &crate::Target, yes: bool, complete: bool) -> anyhow
     }
     if !complete {
         eprintln!(
-            "copies of the bucket made before this delete stay readable until KEK version(s) {:?} are retired; run `modelvault delete {name} --complete` (or keys rotate-kek, then keys retire-kek for each)",
+            "copies of the bucket made before this delete stay readable until KEK version(s) {:?} are retired: run `modelvault keys rotate-kek`, then `modelvault keys retire-kek V` for each (or delete with --complete next time)",
             r.kek_versions_outstanding
         );
         return Ok(());

@@ -250,6 +250,7 @@ pub async fn ciphertext(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
     ApiPath((ns, name, version, path)): ApiPath<(String, String, String, String)>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_names(&ns, &name)?;
@@ -258,6 +259,7 @@ pub async fn ciphertext(
         Action::KeyRelease,
         &Resource::model(&ns, &name).version(&version).path(&path),
     )?;
+    check_transport(&state, &headers, Some(peer.ip()))?;
     let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
     let v = VersionRef {
         namespace: &ns,
