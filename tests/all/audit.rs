@@ -546,3 +546,37 @@ fn access_review_compares_who_can_with_who_did() {
     // Only audit-read for all namespaces.
     fails(app.cli(Some(&ds), &["access", "review"]), "audit-read");
 }
+
+#[test]
+fn checkpoints_are_shipped_to_a_file_and_reads_may_continue_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = dir.path().join("checkpoints.jsonl");
+    let file = shipped.display().to_string();
+    let app = TestApp::start_configured(None, move |t| {
+        *t = t.replace(
+            "allow_reads_when_unavailable = false",
+            &format!("allow_reads_when_unavailable = true\ncheckpoint_file = \"{file}\""),
+        );
+    });
+    let (ds, auditor, _) = setup(&app);
+    ok(app.cli(Some(&auditor), &["audit", "verify"]));
+    let lines = std::fs::read_to_string(&shipped).unwrap();
+    let cp: Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert!(cp["signature"].is_string() && cp["head"].as_str().unwrap().len() == 64);
+    // The shipped checkpoint verifies with the served public key.
+    let key = ok(app.cli(None, &["audit", "public-key"]));
+    assert_eq!(cp["public_key"], key.trim());
+    // Audit store down: metadata reads go on (configured), releases do not.
+    let chain = chain_dirs(&app).pop().unwrap();
+    let moved = chain.with_extension("away");
+    std::fs::rename(&chain, &moved).unwrap();
+    std::fs::write(&chain, b"blocked").unwrap();
+    assert_eq!(
+        app.get(Some(&ds), "/v1/models/nlp/bert/versions/1/files/w.bin")
+            .status(),
+        503
+    );
+    assert_eq!(app.get(Some(&ds), "/v1/models/nlp/bert").status(), 200);
+    std::fs::remove_file(&chain).unwrap();
+    std::fs::rename(&moved, &chain).unwrap();
+}
