@@ -190,6 +190,26 @@ pub async fn load_version(
     Ok((model, manifest))
 }
 
+/// Loads a committed version and runs the policy chain for `action` on it
+/// (a deny is a 403); returns the model and manifest the decision saw.
+pub async fn gate_version(
+    state: &AppState,
+    p: &modelvault_auth::Principal,
+    v: &VersionRef<'_>,
+    action: modelvault_policy::PolicyAction,
+    file: Option<&str>,
+    request_id: &str,
+) -> Result<(ModelRecord, Manifest), ApiError> {
+    let (model, manifest) = load_version(state, v).await?;
+    let facts = version_facts(state, v, &manifest).await?;
+    crate::authn::enforce_policy(
+        state,
+        crate::authn::policy_request(p, action, &model, facts, file, None, request_id),
+    )
+    .await?;
+    Ok((model, manifest))
+}
+
 /// Resolves `latest`, `deployed-ENV` or a plain version name.
 pub async fn resolve_version(
     state: &AppState,

@@ -9,9 +9,7 @@ use modelvault_storage::VersionRef;
 use serde::{Deserialize, Serialize};
 
 use super::models::check_names;
-use crate::authn::{
-    Action, Authenticated, Resource, authorize, enforce_policy, policy_request, request_id,
-};
+use crate::authn::{Action, Authenticated, Resource, authorize, request_id};
 use crate::extract::{ApiJson, ApiPath};
 use crate::jobs::{self, JobRecord};
 use crate::{ApiError, AppState};
@@ -204,20 +202,14 @@ pub async fn delete_version(
         model: &name,
         version: &version,
     };
-    let (model, manifest) = super::approvals::load_version(&state, &v).await?;
-    let facts = super::approvals::version_facts(&state, &v, &manifest).await?;
     let rid = request_id(&headers);
-    enforce_policy(
+    let (_, manifest) = super::approvals::gate_version(
         &state,
-        policy_request(
-            &p,
-            modelvault_policy::PolicyAction::Delete,
-            &model,
-            facts,
-            None,
-            None,
-            &rid,
-        ),
+        &p,
+        &v,
+        modelvault_policy::PolicyAction::Delete,
+        None,
+        &rid,
     )
     .await?;
     let plan = state.store.shred_plan(&v).await?;

@@ -20,9 +20,7 @@ use object_store::ObjectStoreExt as _;
 use serde::{Deserialize, Serialize};
 
 use super::models::check_names;
-use crate::authn::{
-    Action, Authenticated, Resource, authorize, enforce_policy, policy_request, request_id,
-};
+use crate::authn::{Action, Authenticated, Resource, authorize, request_id};
 use crate::extract::{ApiJson, ApiPath};
 use crate::{ApiError, AppState};
 
@@ -126,20 +124,14 @@ pub async fn release(
         model: &name,
         version: &version,
     };
-    let (model, manifest) = super::approvals::load_version(&state, &v).await?;
-    let facts = super::approvals::version_facts(&state, &v, &manifest).await?;
     let rid = request_id(&headers);
-    enforce_policy(
+    let (_, manifest) = super::approvals::gate_version(
         &state,
-        policy_request(
-            &p,
-            modelvault_policy::PolicyAction::KeyRelease,
-            &model,
-            facts,
-            None,
-            None,
-            &rid,
-        ),
+        &p,
+        &v,
+        modelvault_policy::PolicyAction::KeyRelease,
+        None,
+        &rid,
     )
     .await?;
     crate::audit::note_version(&version);
@@ -266,19 +258,13 @@ pub async fn ciphertext(
         model: &name,
         version: &version,
     };
-    let (model, manifest) = super::approvals::load_version(&state, &v).await?;
-    let facts = super::approvals::version_facts(&state, &v, &manifest).await?;
-    enforce_policy(
+    let (_, manifest) = super::approvals::gate_version(
         &state,
-        policy_request(
-            &p,
-            modelvault_policy::PolicyAction::KeyRelease,
-            &model,
-            facts,
-            Some(&path),
-            None,
-            &request_id(&headers),
-        ),
+        &p,
+        &v,
+        modelvault_policy::PolicyAction::KeyRelease,
+        Some(&path),
+        &request_id(&headers),
     )
     .await?;
     let entry = manifest
