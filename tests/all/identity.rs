@@ -330,6 +330,37 @@ fn workload_and_attack_tokens() {
     );
 }
 
+/// Runs `modelvault login ARGS` with its own config dir, hands the URL it
+/// prints to `browser`, and asserts the login succeeds.
+fn run_login(
+    app: &TestApp,
+    config_dir: &std::path::Path,
+    args: &[&str],
+    browser: impl FnOnce(&str),
+) {
+    let mut child = Command::new(BIN)
+        .arg("login")
+        .args(args)
+        .env("MODELVAULT_URL", &app.url)
+        .env("MODELVAULT_CONFIG_DIR", config_dir)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let prompt = lines.next().unwrap().unwrap();
+    let url = prompt
+        .split("open ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no URL in {prompt:?}"))
+        .to_string();
+    browser(&url);
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "login failed: {rest:?}");
+}
+
 /// Plays the browser: confirms the device code, signs in as `login`.
 fn browser_confirms(url: &str, login: &str) {
     let http = reqwest::blocking::Client::builder()
@@ -396,26 +427,7 @@ fn person_login_groups_and_bindings() {
     fails(as_alice(None, &["whoami"]), "missing bearer token");
 
     // `modelvault login`: device flow; the test plays the browser.
-    let mut child = Command::new(BIN)
-        .arg("login")
-        .env("MODELVAULT_URL", &app.url)
-        .env("MODELVAULT_CONFIG_DIR", &config_dir)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let prompt = lines.next().unwrap().unwrap();
-    let url = prompt
-        .split("open ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no URL in {prompt:?}"))
-        .to_string();
-    browser_confirms(&url, "alice");
-    let status = child.wait().unwrap();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(status.success(), "login failed: {rest:?}");
+    run_login(&app, &config_dir, &[], |url| browser_confirms(url, "alice"));
     let cred = config_dir.join("credentials.json");
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
@@ -537,28 +549,20 @@ fn person_login_groups_and_bindings() {
 /// Runs `modelvault login --browser` for `login` with its own config dir,
 /// playing the browser (authorization code + PKCE, loopback redirect).
 fn browser_login(app: &TestApp, config_dir: &std::path::Path, login: &str) {
-    let mut child = Command::new(BIN)
-        .args(["login", "--browser"])
-        .env("MODELVAULT_URL", &app.url)
-        .env("MODELVAULT_CONFIG_DIR", config_dir)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let prompt = lines.next().unwrap().unwrap();
-    let url = prompt
-        .split("open ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no URL in {prompt:?}"))
-        .to_string();
+    run_login(app, config_dir, &["--browser"], |url| {
+        pkce_browser(url, login)
+    });
+}
+
+/// Plays the browser of the authorization code flow: signs in as `login`
+/// and follows the redirect to the CLI's loopback listener.
+fn pkce_browser(url: &str, login: &str) {
     assert!(url.contains("code_challenge_method=S256"), "{url}");
     let http = reqwest::blocking::Client::builder()
         .cookie_store(true)
         .build()
         .unwrap();
-    let page = http.get(&url).send().unwrap();
+    let page = http.get(url).send().unwrap();
     let login_url = page.url().to_string();
     assert!(login_url.contains("/interaction/"), "{login_url}");
     // Signing in ends with the redirect to the CLI's loopback listener.
@@ -573,9 +577,6 @@ fn browser_login(app: &TestApp, config_dir: &std::path::Path, login: &str) {
         done.url()
     );
     assert!(done.text().unwrap().contains("Signed in"));
-    let status = child.wait().unwrap();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(status.success(), "login failed: {rest:?}");
 }
 
 #[test]

@@ -579,10 +579,24 @@ impl Store {
         v: &VersionRef<'_>,
     ) -> Result<(Dek, u32, modelvault_keys::KekVersion), StorageError> {
         let dir = layout::keys_dir(v.namespace, v.model, v.version);
-        let (seq, record) = self
-            .read_latest::<KeyRecord>("key", &dir)
+        let record = self
+            .checked_latest_key(&dir, v)
             .await?
             .ok_or_else(|| StorageError::NotFound(format!("key for {v}")))?;
+        let dek = self.unwrap_record(v, &record).await?;
+        Ok((dek, record.dek_generation, record.wrapped.kek_version))
+    }
+
+    /// The newest key record in `dir`, checked to name `v` and its own
+    /// sequence number.
+    pub(crate) async fn checked_latest_key(
+        &self,
+        dir: &Path,
+        v: &VersionRef<'_>,
+    ) -> Result<Option<KeyRecord>, StorageError> {
+        let Some((seq, record)) = self.read_latest::<KeyRecord>("key", dir).await? else {
+            return Ok(None);
+        };
         if record.namespace != v.namespace
             || record.model != v.model
             || record.version != v.version
@@ -592,14 +606,22 @@ impl Store {
                 "key record in {dir} names another version"
             )));
         }
+        Ok(Some(record))
+    }
+
+    /// Unwraps a key record's DEK, bound to `v` and the record's generation.
+    async fn unwrap_record(
+        &self,
+        v: &VersionRef<'_>,
+        record: &KeyRecord,
+    ) -> Result<Dek, StorageError> {
         let binding = DekBinding {
             namespace: v.namespace,
             model: v.model,
             version: v.version,
             dek_generation: record.dek_generation,
         };
-        let dek = self.keys.unwrap_dek(&record.wrapped, &binding).await?;
-        Ok((dek, record.dek_generation, record.wrapped.kek_version))
+        Ok(self.keys.unwrap_dek(&record.wrapped, &binding).await?)
     }
 
     /// The DEK whose key records live in `dir`, bound to `v` (a version, or
@@ -612,23 +634,8 @@ impl Store {
     ) -> Result<(Dek, u32), StorageError> {
         let dir = dir.clone();
         for _ in 0..3 {
-            if let Some((seq, record)) = self.read_latest::<KeyRecord>("key", &dir).await? {
-                if record.namespace != v.namespace
-                    || record.model != v.model
-                    || record.version != v.version
-                    || record.seq != seq
-                {
-                    return Err(StorageError::Integrity(format!(
-                        "key record in {dir} names another version"
-                    )));
-                }
-                let binding = DekBinding {
-                    namespace: v.namespace,
-                    model: v.model,
-                    version: v.version,
-                    dek_generation: record.dek_generation,
-                };
-                let dek = self.keys.unwrap_dek(&record.wrapped, &binding).await?;
+            if let Some(record) = self.checked_latest_key(&dir, v).await? {
+                let dek = self.unwrap_record(v, &record).await?;
                 return Ok((dek, record.dek_generation));
             }
             if !create {

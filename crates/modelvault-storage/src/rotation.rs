@@ -76,17 +76,12 @@ impl Store {
 
     /// The newest key record in `k`, checked against its folder.
     pub async fn latest_key(&self, k: &KeyDir) -> Result<Option<KeyRecord>, StorageError> {
-        let Some((seq, r)) = self.read_latest::<KeyRecord>("key", &k.dir).await? else {
-            return Ok(None);
+        let v = crate::VersionRef {
+            namespace: &k.namespace,
+            model: &k.model,
+            version: &k.label,
         };
-        if r.namespace != k.namespace || r.model != k.model || r.version != k.label || r.seq != seq
-        {
-            return Err(StorageError::Integrity(format!(
-                "key record in {} names another version",
-                k.dir
-            )));
-        }
-        Ok(Some(r))
+        self.checked_latest_key(&k.dir, &v).await
     }
 
     /// Rewraps the newest key record of `k` under the provider's current
