@@ -46,6 +46,10 @@ pub enum KeyError {
     /// The MAC names a key this provider does not hold.
     #[error("unknown MAC key {0}")]
     UnknownMacKey(String),
+    /// The provider (a token or service) failed or refused; never a
+    /// reason to treat anything as allowed.
+    #[error("{0}")]
+    Provider(String),
     /// A primitive failed (random source, key setup).
     #[error("cryptographic primitive failed: {0}")]
     Crypto(&'static str),

@@ -13,6 +13,7 @@
 pub mod conformance;
 mod error;
 mod local;
+mod pkcs11;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::KeyError;
 pub use local::LocalKeyring;
+pub use pkcs11::{Pkcs11Provider, Pkcs11Settings};
 
 /// A KEK version number inside one provider (starts at 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

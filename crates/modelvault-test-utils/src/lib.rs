@@ -69,3 +69,47 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// The SoftHSM2 token `scripts/test.sh` initializes, with a fresh label
+/// prefix so each test owns its keys in the shared token.
+#[derive(Debug, Clone)]
+pub struct TestToken {
+    /// PKCS#11 module path.
+    pub module: PathBuf,
+    /// Token label.
+    pub token_label: String,
+    /// User PIN (a throwaway test PIN).
+    pub pin: String,
+    /// A label prefix no other test uses.
+    pub prefix: String,
+}
+
+/// The test token from `MODELVAULT_TEST_PKCS11_MODULE`, `_TOKEN` and `_PIN`,
+/// or `None` (with a loud note) when none is configured and
+/// `MODELVAULT_REQUIRE_PKCS11=1` is not set.
+pub fn pkcs11_token() -> Option<TestToken> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (
+        var("MODELVAULT_TEST_PKCS11_MODULE"),
+        var("MODELVAULT_TEST_PKCS11_TOKEN"),
+        var("MODELVAULT_TEST_PKCS11_PIN"),
+    ) {
+        (Some(module), Some(token_label), Some(pin)) => Some(TestToken {
+            module: module.into(),
+            token_label,
+            pin,
+            prefix: format!("t-{}", uuid::Uuid::new_v4().simple()),
+        }),
+        _ => {
+            if std::env::var("MODELVAULT_REQUIRE_PKCS11").is_ok_and(|v| v == "1") {
+                panic!(
+                    "MODELVAULT_REQUIRE_PKCS11=1 but MODELVAULT_TEST_PKCS11_MODULE/_TOKEN/_PIN are not set: run scripts/test.sh"
+                );
+            }
+            eprintln!(
+                "note: no PKCS#11 test token (MODELVAULT_TEST_PKCS11_MODULE unset); run scripts/test.sh for the HSM suite"
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The PKCS#11 provider passes the provider conformance suite on a real
+//! token (SoftHSM2, initialized by `scripts/test.sh`), keeps its keys
+//! non-extractable, and refuses a token without keys.
+
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+use modelvault_keys::{KeyError, KeyProvider, Pkcs11Provider, Pkcs11Settings, conformance};
+
+fn settings(t: &modelvault_test_utils::TestToken) -> Pkcs11Settings {
+    Pkcs11Settings {
+        module: t.module.clone(),
+        token_label: t.token_label.clone(),
+        pin: t.pin.clone().into(),
+        key_prefix: t.prefix.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkcs11_conformance() {
+    let Some(token) = modelvault_test_utils::pkcs11_token() else {
+        return;
+    };
+    let s = settings(&token);
+    assert!(
+        matches!(Pkcs11Provider::open(&s), Err(KeyError::Provider(_))),
+        "a token without keys under the prefix must be refused"
+    );
+    let p = Pkcs11Provider::connect(&s).unwrap();
+    p.create_keys().unwrap();
+    assert!(matches!(p.create_keys(), Err(KeyError::AlreadyExists(_))));
+    let p = Pkcs11Provider::open(&s).unwrap();
+    conformance::run_all(&p).await;
+
+    // A second provider over the same token (another server) sees the
+    // versions the first created and unwraps what it wrapped.
+    let other = Pkcs11Provider::open(&s).unwrap();
+    assert_eq!(
+        other.current_kek_version().await.unwrap(),
+        p.current_kek_version().await.unwrap()
+    );
+    let dek = modelvault_format::Dek::generate().unwrap();
+    let b = modelvault_keys::DekBinding {
+        namespace: "n",
+        model: "m",
+        version: "v",
+        dek_generation: 1,
+    };
+    let w = p.wrap_dek(&dek, &b).await.unwrap();
+    assert_eq!(other.unwrap_dek(&w, &b).await.unwrap(), dek);
+    let mac = other.mac(b"record").await.unwrap();
+    p.verify_mac(b"record", &mac).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkcs11_keys_are_not_extractable() {
+    let Some(token) = modelvault_test_utils::pkcs11_token() else {
+        return;
+    };
+    let s = settings(&token);
+    let p = Pkcs11Provider::connect(&s).unwrap();
+    p.create_keys().unwrap();
+    p.create_kek_version().await.unwrap();
+
+    // Look at the token with the raw PKCS#11 API: every Modelvault key is
+    // sensitive and non-extractable, and its value cannot be read.
+    let ctx = cryptoki::context::Pkcs11::new(&token.module).unwrap();
+    let _ = ctx.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    ));
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == token.token_label)
+        .unwrap();
+    let session = ctx.open_ro_session(slot).unwrap();
+    let handles = session
+        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+        .unwrap();
+    let mut ours = 0;
+    for h in handles {
+        let attrs = session
+            .get_attributes(
+                h,
+                &[
+                    AttributeType::Label,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Value,
+                ],
+            )
+            .unwrap();
+        let label = attrs.iter().find_map(|a| match a {
+            Attribute::Label(l) => Some(String::from_utf8_lossy(l).into_owned()),
+            _ => None,
+        });
+        if !label.is_some_and(|l| l.starts_with(&token.prefix)) {
+            continue;
+        }
+        ours += 1;
+        assert!(attrs.contains(&Attribute::Sensitive(true)), "{attrs:?}");
+        assert!(attrs.contains(&Attribute::Extractable(false)), "{attrs:?}");
+        assert!(
+            !attrs.iter().any(|a| matches!(a, Attribute::Value(_))),
+            "a key value was readable: {attrs:?}"
+        );
+    }
+    assert_eq!(ours, 3, "two KEK versions and the MAC key");
+}
