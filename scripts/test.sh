@@ -3,7 +3,8 @@
 # starts what the tests need (the pinned toolchain with wasm32-wasip2, a
 # moto S3 server on loopback with a test bucket), runs every test, builds the
 # benches (they are not run here), and stops what it started. Also starts
-# a throwaway OIDC provider (oidc-provider, Node) for the identity tests.
+# a throwaway OIDC provider (oidc-provider, Node) for the identity tests and
+# initializes a throwaway SoftHSM2 token for the PKCS#11 provider tests.
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -- NAME    # extra arguments go to `cargo test`
@@ -92,6 +93,31 @@ log "oidc-provider on 127.0.0.1:$idp_port"
 export MODELVAULT_TEST_OIDC_ISSUER="http://127.0.0.1:$idp_port"
 export MODELVAULT_TEST_OIDC_RSA_KEY="$idp_dir/rsa.pem" MODELVAULT_TEST_OIDC_EC_KEY="$idp_dir/ec.pem"
 export MODELVAULT_REQUIRE_OIDC=1   # a missing IdP is a failure, not a skip
+
+# 2d. SoftHSM2, a PKCS#11 token for the HSM provider tests: a throwaway
+#     token in a private directory, removed at exit.
+if ! command -v softhsm2-util >/dev/null 2>&1 || [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
+  log "installing softhsm2 (Debian package)"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get install -y -q softhsm2 >/dev/null 2>&1 ||
+    { $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q softhsm2 >/dev/null; }
+fi
+hsm_dir="$env_dir/softhsm"
+rm -rf "$hsm_dir"
+mkdir -p "$hsm_dir/tokens"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$hsm_dir/tokens" >"$hsm_dir/softhsm2.conf"
+export SOFTHSM2_CONF="$hsm_dir/softhsm2.conf"
+softhsm2-util --init-token --free --label modelvault-test --so-pin 87654321 --pin modelvault-test-pin >/dev/null
+cleanup() {
+  kill "$moto_pid" "$idp_pid" 2>/dev/null || true
+  wait "$moto_pid" "$idp_pid" 2>/dev/null || true
+  rm -f "$idp_dir/rsa.pem" "$idp_dir/ec.pem"
+  rm -rf "$hsm_dir"
+}
+log "SoftHSM2 token modelvault-test in $hsm_dir"
+export MODELVAULT_TEST_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so
+export MODELVAULT_TEST_PKCS11_TOKEN=modelvault-test MODELVAULT_TEST_PKCS11_PIN=modelvault-test-pin
+export MODELVAULT_REQUIRE_PKCS11=1   # a missing token is a failure, not a skip
 
 # 3. Every test of the workspace (unit, conformance, storage on local and
 #    S3, the end-to-end suite in tests/all, the fuzz seed corpus replay).

@@ -189,6 +189,39 @@ impl TestApp {
         edit: impl FnOnce(&mut String),
         serve_args: &[String],
     ) -> Self {
+        Self::start_init(store, edit, serve_args, &[], &[])
+    }
+
+    /// A server whose keys live in the PKCS#11 test token (SoftHSM2) under
+    /// a prefix of its own; the PIN reaches init and serve only through
+    /// the environment.
+    pub fn start_pkcs11(token: &modelvault_test_utils::TestToken) -> Self {
+        let init = [
+            "--key-provider".to_string(),
+            "pkcs11".into(),
+            "--pkcs11-module".into(),
+            token.module.display().to_string(),
+            "--pkcs11-token".into(),
+            token.token_label.clone(),
+            "--pkcs11-key-prefix".into(),
+            token.prefix.clone(),
+        ];
+        Self::start_init(
+            None,
+            |_| {},
+            &[],
+            &init,
+            &[("MODELVAULT_PKCS11_PIN", token.pin.as_str())],
+        )
+    }
+
+    fn start_init(
+        store: Option<&str>,
+        edit: impl FnOnce(&mut String),
+        serve_args: &[String],
+        init_args: &[String],
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let mut args = vec![
@@ -200,7 +233,12 @@ impl TestApp {
             args.push("--store".into());
             args.push(s.into());
         }
-        let out = Command::new(BIN).args(&args).output().expect("init");
+        args.extend(init_args.iter().cloned());
+        let out = Command::new(BIN)
+            .args(&args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("init");
         assert!(out.status.success(), "init failed: {}", stderr(&out));
         let admin = stdout(&out);
         assert_eq!(admin.lines().count(), 1, "init prints exactly the token");
@@ -211,7 +249,7 @@ impl TestApp {
         edit(&mut text);
         std::fs::write(&cfg, text).expect("config");
 
-        let (child, url, log) = spawn_serve(&data, serve_args);
+        let (child, url, log) = spawn_serve_env(&data, serve_args, env);
         Self {
             dir,
             url,

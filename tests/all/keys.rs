@@ -470,3 +470,76 @@ fn one_server_rotates_while_another_serves_and_accepts_versions_on_s3() {
     assert_eq!(kek(&s, 2)["dek_count"], 0, "{s}");
     pull_all(&other.url, &ds, &pushed);
 }
+
+#[test]
+fn the_pkcs11_provider_serves_rotates_and_retires_on_softhsm() {
+    let Some(token) = modelvault_test_utils::pkcs11_token() else {
+        return;
+    };
+    let app = TestApp::start_pkcs11(&token);
+    let data = app.data_dir();
+    // No keyring file, no PIN anywhere in the data directory.
+    assert!(!data.join("keyring.json").exists());
+    let config = std::fs::read_to_string(data.join("modelvault.toml")).unwrap();
+    assert!(config.contains("provider = \"pkcs11\""), "{config}");
+    assert!(config.contains(&token.prefix), "{config}");
+    assert!(
+        config.contains("pin_env = \"MODELVAULT_PKCS11_PIN\""),
+        "{config}"
+    );
+    assert!(token.pin.len() >= 12, "use a distinctive test PIN");
+    for f in walk(&data) {
+        assert!(
+            !modelvault_test_utils::contains(&std::fs::read(&f).unwrap(), token.pin.as_bytes()),
+            "the PIN is stored in {}",
+            f.display()
+        );
+    }
+
+    let (ds, pushed) = populate(&app);
+    pull_all(&app.url, &ds, &pushed);
+    let s = status(&app);
+    assert_eq!(s["provider"], "pkcs11", "{s}");
+    assert_eq!(s["current_kek_version"], 1);
+    assert_eq!(kek(&s, 1)["dek_count"], 5, "{s}");
+
+    ok(app.cli(Some(&app.admin), &["keys", "rotate-kek"]));
+    let s = status(&app);
+    assert_eq!(s["current_kek_version"], 2);
+    assert_eq!(kek(&s, 1)["dek_count"], 0, "{s}");
+    assert_eq!(kek(&s, 2)["dek_count"], 5, "{s}");
+    ok(app.cli(Some(&app.admin), &["keys", "retire-kek", "1"]));
+    assert_eq!(kek(&status(&app), 1)["state"], "destroyed");
+    pull_all(&app.url, &ds, &pushed);
+
+    // A second server over the same token and store serves the same data.
+    let peer = app.start_peer_env(&[("MODELVAULT_PKCS11_PIN", token.pin.as_str())]);
+    pull_all(&peer.url, &ds, &pushed);
+    drop(peer);
+
+    // The keys never leave the token: there is nothing to back up here.
+    let out = std::process::Command::new(BIN)
+        .args(["keys", "backup", "--data-dir", data.to_str().unwrap(), "-o"])
+        .arg(app.dir.path().join("b"))
+        .env("MODELVAULT_BACKUP_PASSPHRASE", "correct horse battery")
+        .output()
+        .unwrap();
+    fails(out, "vendor");
+
+    // Without the PIN, or with a wrong one, the server refuses to start.
+    for (pin, needle) in [("", "MODELVAULT_PKCS11_PIN"), ("0000", "incorrect PIN")] {
+        let out = std::process::Command::new(BIN)
+            .args([
+                "serve",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("MODELVAULT_PKCS11_PIN", pin)
+            .output()
+            .unwrap();
+        let err = fails(out, needle);
+        assert!(pin.is_empty() || !err.contains(pin), "{err}");
+    }
+}

@@ -138,6 +138,12 @@ fn derive(pass: &str, salt: &[u8], b: &Backup) -> anyhow::Result<Zeroizing<[u8; 
 fn keyring_path(data_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let dir = crate::serve::data_dir(data_dir)?;
     let cfg = modelvault_server::Config::load(&modelvault_server::init::config_path(&dir))?;
+    if cfg.keys.provider != "local" {
+        anyhow::bail!(
+            "keys.provider is {:?}: its keys never leave the token, so there is no keyring to back up; back up the token with its vendor's tools (docs/OPERATIONS.md)",
+            cfg.keys.provider
+        );
+    }
     Ok(cfg.keys.keyring)
 }
 
@@ -151,6 +157,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
                 Output::Text => {
+                    println!("key provider: {}", s.provider);
                     println!("current KEK version: {}", s.current_kek_version);
                     for k in &s.kek_versions {
                         println!(

@@ -45,6 +45,20 @@ enum Command {
         /// Store URL: file:///path or s3://bucket[/prefix] (default: DATA_DIR/store).
         #[arg(long)]
         store: Option<String>,
+        /// Where the KEKs live: `local` (a keyring file in the data
+        /// directory) or `pkcs11` (a token; the PIN is read from
+        /// $MODELVAULT_PKCS11_PIN).
+        #[arg(long, default_value = "local", value_parser = ["local", "pkcs11"])]
+        key_provider: String,
+        /// The vendor's PKCS#11 module (with --key-provider pkcs11).
+        #[arg(long, required_if_eq("key_provider", "pkcs11"))]
+        pkcs11_module: Option<PathBuf>,
+        /// Label of the token (with --key-provider pkcs11).
+        #[arg(long, required_if_eq("key_provider", "pkcs11"))]
+        pkcs11_token: Option<String>,
+        /// Label prefix of Modelvault's keys in the token.
+        #[arg(long, default_value = "modelvault")]
+        pkcs11_key_prefix: String,
     },
     /// Run the server (initializing the data directory on first start).
     Serve {
@@ -355,9 +369,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token(TokenCommand::List { output }) => identity::token_list(output).await,
         Command::Token(TokenCommand::Revoke { name }) => identity::token_revoke(&name).await,
-        Command::Init { data_dir, store } => {
+        Command::Init {
+            data_dir,
+            store,
+            key_provider,
+            pkcs11_module,
+            pkcs11_token,
+            pkcs11_key_prefix,
+        } => {
             let dir = serve::data_dir(data_dir)?;
-            let (_, token) = modelvault_server::init::initialize(&dir, store).await?;
+            let keys = match (key_provider.as_str(), pkcs11_module, pkcs11_token) {
+                ("pkcs11", Some(module), Some(token_label)) => {
+                    let mut k = modelvault_server::Config::new(&dir, String::new()).keys;
+                    k.provider = "pkcs11".into();
+                    k.keyring = PathBuf::new();
+                    k.pkcs11 = Some(modelvault_server::config::Pkcs11Config {
+                        module,
+                        token_label,
+                        key_prefix: pkcs11_key_prefix,
+                        pin_env: "MODELVAULT_PKCS11_PIN".into(),
+                    });
+                    Some(k)
+                }
+                _ => None,
+            };
+            let (_, token) = modelvault_server::init::initialize_with(&dir, store, keys).await?;
             eprintln!("initialized {}", dir.display());
             println!("{token}");
             Ok(())

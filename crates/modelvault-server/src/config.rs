@@ -364,15 +364,98 @@ pub struct StoreConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
-    /// Key provider: `local` (a keyring file).
+    /// Key provider: `local` (a keyring file) or `pkcs11` (a token).
     #[serde(default = "default_provider")]
     pub provider: String,
-    /// Path of the local keyring file (outside the store).
+    /// Path of the local keyring file (outside the store); `local` only.
+    #[serde(default)]
     pub keyring: PathBuf,
+    /// The token, for `provider = "pkcs11"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<Pkcs11Config>,
     /// Lifetime in seconds of the presigned ciphertext URLs a key release
     /// hands out on S3 stores.
     #[serde(default = "default_presign_secs")]
     pub presign_secs: u64,
+}
+
+/// `[keys.pkcs11]`: where the token is. The PIN is never in the file: it
+/// is read from the environment variable `pin_env` names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// Path of the vendor's PKCS#11 module.
+    pub module: PathBuf,
+    /// Label of the token.
+    pub token_label: String,
+    /// Label prefix of Modelvault's keys in the token.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Environment variable holding the user PIN.
+    #[serde(default = "default_pin_env")]
+    pub pin_env: String,
+}
+
+fn default_key_prefix() -> String {
+    "modelvault".into()
+}
+
+fn default_pin_env() -> String {
+    "MODELVAULT_PKCS11_PIN".into()
+}
+
+impl KeysConfig {
+    /// The PKCS#11 settings, with the PIN read from the environment.
+    pub fn pkcs11_settings(&self) -> Result<modelvault_keys::Pkcs11Settings, String> {
+        let c = self
+            .pkcs11
+            .as_ref()
+            .ok_or("keys.provider is \"pkcs11\" but [keys.pkcs11] is missing")?;
+        let pin = std::env::var(&c.pin_env)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| format!("the PKCS#11 PIN is not set: export {}", c.pin_env))?;
+        Ok(modelvault_keys::Pkcs11Settings {
+            module: c.module.clone(),
+            token_label: c.token_label.clone(),
+            pin: pin.into(),
+            key_prefix: c.key_prefix.clone(),
+        })
+    }
+
+    /// Opens the configured provider (its keys must exist).
+    pub fn open_provider(
+        &self,
+    ) -> Result<std::sync::Arc<dyn modelvault_keys::KeyProvider>, String> {
+        match self.provider.as_str() {
+            "local" => modelvault_keys::LocalKeyring::open(&self.keyring)
+                .map(|k| std::sync::Arc::new(k) as _)
+                .map_err(|e| e.to_string()),
+            "pkcs11" => modelvault_keys::Pkcs11Provider::open(&self.pkcs11_settings()?)
+                .map(|k| std::sync::Arc::new(k) as _)
+                .map_err(|e| e.to_string()),
+            other => Err(format!("keys.provider {other:?} is not supported")),
+        }
+    }
+
+    /// Creates the configured provider's keys (first `init`); refuses if
+    /// they exist.
+    pub fn create_provider(
+        &self,
+    ) -> Result<std::sync::Arc<dyn modelvault_keys::KeyProvider>, String> {
+        match self.provider.as_str() {
+            "local" => modelvault_keys::LocalKeyring::create(&self.keyring)
+                .map(|k| std::sync::Arc::new(k) as _)
+                .map_err(|e| e.to_string()),
+            "pkcs11" => {
+                let p = modelvault_keys::Pkcs11Provider::connect(&self.pkcs11_settings()?)
+                    .map_err(|e| e.to_string())?;
+                p.create_keys().map_err(|e| e.to_string())?;
+                Ok(std::sync::Arc::new(p))
+            }
+            other => Err(format!("keys.provider {other:?} is not supported")),
+        }
+    }
 }
 
 fn default_presign_secs() -> u64 {
@@ -462,6 +545,7 @@ impl Config {
             keys: KeysConfig {
                 provider: default_provider(),
                 keyring: data_dir.join("keyring.json"),
+                pkcs11: None,
                 presign_secs: default_presign_secs(),
             },
             environments: EnvironmentsConfig::default(),
@@ -508,11 +592,28 @@ impl Config {
         if self.store.gc_interval_secs > 0 && self.store.gc_grace_secs < 600 {
             return Err("store.gc_grace_secs must be at least 600 (uploads in flight must never be collected)".into());
         }
-        if self.keys.provider != "local" {
-            return Err(format!(
-                "keys.provider {:?} is not supported (use \"local\")",
-                self.keys.provider
-            ));
+        match self.keys.provider.as_str() {
+            "local" if self.keys.keyring.as_os_str().is_empty() => {
+                return Err(
+                    "keys.keyring must name the keyring file when keys.provider is \"local\""
+                        .into(),
+                );
+            }
+            "local" => {}
+            "pkcs11" => match &self.keys.pkcs11 {
+                None => {
+                    return Err("keys.provider is \"pkcs11\" but [keys.pkcs11] is missing".into());
+                }
+                Some(p) if p.token_label.is_empty() || p.key_prefix.is_empty() => {
+                    return Err("keys.pkcs11.token_label and key_prefix must not be empty".into());
+                }
+                Some(_) => {}
+            },
+            other => {
+                return Err(format!(
+                    "keys.provider {other:?} is not supported (use \"local\" or \"pkcs11\")"
+                ));
+            }
         }
         if !self.environments.names.contains(&self.environments.default) {
             return Err(format!(
@@ -620,7 +721,8 @@ gc_interval_secs = {gc_interval}
 gc_grace_secs = {gc_grace}
 
 [keys]
-# Key provider holding the KEKs and the record MAC key: "local".
+# Key provider holding the KEKs and the record MAC key: "local" (the
+# keyring file below) or "pkcs11" (a token, [keys.pkcs11]).
 provider = {provider}
 # The local keyring file (mode 0600, outside the store). Servers sharing a
 # store must share this file.
@@ -628,7 +730,7 @@ keyring = {keyring}
 # Lifetime in seconds of presigned ciphertext URLs handed out by key
 # release on S3 stores.
 presign_secs = {presign}
-
+{pkcs11}
 [environments]
 # Declared environments; any other name is rejected.
 names = [{names}]
@@ -710,6 +812,16 @@ allow_reads_when_unavailable = {allow_reads}
             provider = q(&self.keys.provider),
             keyring = q(&self.keys.keyring.display().to_string()),
             presign = self.keys.presign_secs,
+            pkcs11 = match &self.keys.pkcs11 {
+                None => String::new(),
+                Some(p) => format!(
+                    "\n[keys.pkcs11]\n# The vendor's PKCS#11 module.\nmodule = {}\n# Label of the token holding the keys.\ntoken_label = {}\n# Label prefix of Modelvault's keys in the token.\nkey_prefix = {}\n# Environment variable holding the user PIN (never put the PIN here).\npin_env = {}\n",
+                    q(&p.module.display().to_string()),
+                    q(&p.token_label),
+                    q(&p.key_prefix),
+                    q(&p.pin_env)
+                ),
+            },
             names = self
                 .environments
                 .names

@@ -5,9 +5,7 @@
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use modelvault_keys::LocalKeyring;
 use modelvault_storage::{StorageError, Store};
 
 use crate::api::CreateTokenRequest;
@@ -41,6 +39,17 @@ pub async fn initialize(
     data_dir: &Path,
     store_url: Option<String>,
 ) -> Result<(Config, String), InitError> {
+    initialize_with(data_dir, store_url, None).await
+}
+
+/// [`initialize`] with a chosen key provider (`None`: the local keyring in
+/// the data directory). A PKCS#11 provider gets its keys created in the
+/// token; init refuses a token that already holds keys under the prefix.
+pub async fn initialize_with(
+    data_dir: &Path,
+    store_url: Option<String>,
+    keys_config: Option<crate::config::KeysConfig>,
+) -> Result<(Config, String), InitError> {
     let other = |e: &dyn std::fmt::Display| InitError::Other(e.to_string());
     let cfg_path = config_path(data_dir);
     if cfg_path.exists() {
@@ -62,11 +71,16 @@ pub async fn initialize(
         None => format!("file://{}", data_dir.join("store").display()),
     };
     let mut config = Config::new(&data_dir, store_url.clone());
+    if let Some(k) = keys_config {
+        config.keys = k;
+    }
     config.validate().map_err(InitError::Other)?;
-    let keyring_path = config.keys.keyring.clone();
-    let keys = Arc::new(LocalKeyring::create(&keyring_path).map_err(|e| other(&e))?);
+    let keyring_path = (config.keys.provider == "local").then(|| config.keys.keyring.clone());
+    let keys = config.keys.create_provider().map_err(InitError::Other)?;
     let cleanup = || {
-        let _ = std::fs::remove_file(&keyring_path);
+        if let Some(p) = &keyring_path {
+            let _ = std::fs::remove_file(p);
+        }
     };
     let store = match Store::open(&store_url, keys) {
         Ok(s) => s,

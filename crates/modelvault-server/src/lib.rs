@@ -33,7 +33,6 @@ use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use modelvault_keys::LocalKeyring;
 use modelvault_storage::Store;
 
 pub use config::Config;
@@ -78,6 +77,9 @@ pub enum ServeError {
     /// Keys problem.
     #[error("key provider: {0}")]
     Keys(#[from] modelvault_keys::KeyError),
+    /// The configured key provider cannot be opened.
+    #[error("{0}")]
+    KeyProvider(String),
     /// Store problem.
     #[error(transparent)]
     Storage(#[from] modelvault_storage::StorageError),
@@ -112,7 +114,10 @@ impl AppState {
     /// Opens the key provider and store a config names, and checks the store
     /// was initialized with this provider.
     pub async fn open(config: Config) -> Result<Self, ServeError> {
-        let keys = Arc::new(LocalKeyring::open(&config.keys.keyring)?);
+        let keys = config
+            .keys
+            .open_provider()
+            .map_err(ServeError::KeyProvider)?;
         let segment = modelvault_format::SegmentSize::from_bytes(config.store.segment_size)
             .unwrap_or_default();
         let store = Store::open(&config.store.url, keys)?.with_segment_size(segment);

@@ -29,6 +29,9 @@ pub struct KekStatus {
 /// `GET /v1/keys/status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeysStatus {
+    /// The key provider (`local-keyring`, `pkcs11`).
+    #[serde(default)]
+    pub provider: String,
     /// The KEK version new wraps use.
     pub current_kek_version: u32,
     /// Every KEK version.
@@ -70,6 +73,7 @@ pub async fn status(
         })
         .collect();
     Ok(Json(KeysStatus {
+        provider: keys.kind().to_string(),
         current_kek_version: current.0,
         kek_versions,
         jobs: jobs::list(&state).await?,
