@@ -543,3 +543,286 @@ fn the_pkcs11_provider_serves_rotates_and_retires_on_softhsm() {
         assert!(pin.is_empty() || !err.contains(pin), "{err}");
     }
 }
+
+/// Releases `ns/model@version`'s DEK to a fresh key and opens it, as a
+/// workload would; returns the DEK and the release answer.
+fn released_dek(
+    app: &TestApp,
+    token: &str,
+    ns: &str,
+    model: &str,
+    version: &str,
+) -> (modelvault_format::Dek, Value) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = modelvault_release::ClientKey::generate();
+    let r: Value = app
+        .http()
+        .post(format!(
+            "{}/v1/models/{ns}/{model}/versions/{version}/key-release",
+            app.url
+        ))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"public_key": b64.encode(key.public_bytes())}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let generation = r["dek_generation"].as_u64().unwrap() as u32;
+    let ctx = modelvault_release::ReleaseContext {
+        request_id: r["request_id"].as_str().unwrap(),
+        namespace: ns,
+        model,
+        version,
+        dek_generation: generation,
+    };
+    let sealed = modelvault_release::SealedDek {
+        enc: b64.decode(r["enc"].as_str().unwrap()).unwrap(),
+        ciphertext: b64.decode(r["sealed_dek"].as_str().unwrap()).unwrap(),
+    };
+    (key.open(&sealed, &ctx).unwrap(), r)
+}
+
+/// Whether `dek` opens the first segment of the stored blob `bytes` of
+/// `path` in `ns/model@version`, under the generation its header names.
+fn dek_opens(
+    dek: &modelvault_format::Dek,
+    bytes: &[u8],
+    v: (&str, &str, &str),
+    path: &str,
+) -> bool {
+    use modelvault_format::{Decryptor, FileIdentity, FileKey, HEADER_LEN, Header};
+    let header = Header::parse(&bytes[..HEADER_LEN]).unwrap();
+    let identity = FileIdentity {
+        namespace: v.0,
+        model: v.1,
+        version: v.2,
+        path,
+        dek_generation: header.dek_generation,
+    };
+    let key = FileKey::derive(dek, &header, &identity).unwrap();
+    let d = Decryptor::new(&key, header, bytes.len() as u64).unwrap();
+    let r = d.segment_ciphertext_range(0);
+    let mut seg = bytes[r.start as usize..r.end as usize].to_vec();
+    d.open_segment(0, &mut seg).is_ok()
+}
+
+/// The stored blobs of a version on the local store: (file name, bytes).
+fn version_blobs(app: &TestApp, ns: &str, model: &str, version: &str) -> Vec<Vec<u8>> {
+    let dir = app
+        .store_dir()
+        .join(format!("blobs/{ns}/{model}/{version}"));
+    walk(&dir)
+        .into_iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
+fn wait_job_done(app: &TestApp, id: &str) -> Value {
+    for _ in 0..300 {
+        let j: Value = app
+            .get(Some(&app.admin), &format!("/v1/keys/jobs/{id}"))
+            .json()
+            .unwrap();
+        if j["state"] != "running" {
+            assert_eq!(j["state"], "done", "{j}");
+            return j;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("job {id} did not end");
+}
+
+fn short_grace(cfg: &mut String) {
+    for (key, value) in [("presign_secs", "1"), ("dek_rotation_grace_secs", "4")] {
+        let start = cfg.find(&format!("\n{key} = ")).expect(key) + 1;
+        let end = start + cfg[start..].find('\n').unwrap();
+        cfg.replace_range(start..end, &format!("{key} = {value}"));
+    }
+}
+
+#[test]
+fn dek_rotation_switches_a_version_under_a_download_and_revokes_a_released_key() {
+    use std::io::Read as _;
+    let app = TestApp::start_configured(None, short_grace);
+    let ds = app.token("dana", &["data-scientist"], &["nlp"]);
+    let workload = app.token_in("serving", &["ml-engineer"], &["nlp"], "dev", "serving");
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/r"]));
+    let src = tempfile::tempdir().unwrap();
+    let big = modelvault_test_utils::pseudo_random(16 << 20, 9);
+    std::fs::write(src.path().join("w.bin"), &big).unwrap();
+    std::fs::write(src.path().join("cfg.json"), b"{\"layers\": 12}").unwrap();
+    ok(app.cli(
+        Some(&ds),
+        &[
+            "push",
+            "nlp/r@1",
+            src.path().to_str().unwrap(),
+            "--metadata",
+            "dataset=s3://corp/secret-set",
+            "--sensitive-field",
+            "dataset",
+        ],
+    ));
+    let v = ("nlp", "r", "1");
+    // A workload got the generation-1 DEK; pretend it leaked.
+    let (leaked, r) = released_dek(&app, &workload, "nlp", "r", "1");
+    assert_eq!(r["dek_generation"], 1);
+    let old_blobs = version_blobs(&app, "nlp", "r", "1");
+    assert_eq!(old_blobs.len(), 2);
+
+    // A download starts before the rotation and is left half read.
+    let mut download = app
+        .http()
+        .get(format!(
+            "{}/v1/models/nlp/r/versions/1/files/w.bin",
+            app.url
+        ))
+        .bearer_auth(&ds)
+        .send()
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    let mut head = vec![0u8; 1 << 20];
+    download.read_exact(&mut head).unwrap();
+
+    fails(
+        app.cli(Some(&ds), &["keys", "rotate", "nlp/r@1"]),
+        "manage-keys",
+    );
+    let out = app.cli(Some(&app.admin), &["keys", "rotate", "nlp/r@1"]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("DEK generation 2"), "{said}");
+
+    // Within the grace period the release from before the switch still
+    // reads the ciphertext its DEK opens.
+    let old_url = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "w.bin")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(old_url.ends_with("?generation=1"), "{old_url}");
+    let resp = app.get(Some(&workload), &old_url);
+    assert_eq!(resp.status(), 200);
+    assert!(dek_opens(&leaked, &resp.bytes().unwrap(), v, "w.bin"));
+
+    // The download in flight finishes, whole, on the old blobs.
+    let mut rest = Vec::new();
+    download.read_to_end(&mut rest).unwrap();
+    head.extend_from_slice(&rest);
+    assert!(head == big, "the download in flight was cut or changed");
+
+    // New readers get generation 2 at once; metadata and digests survive.
+    let shown: Value = serde_json::from_str(&ok(
+        app.cli(Some(&ds), &["model", "show", "nlp/r@1", "--output", "json"])
+    ))
+    .unwrap();
+    assert_eq!(shown["dek_generation"], 2, "{shown}");
+    let dir = tempfile::tempdir().unwrap();
+    ok(app.cli(
+        Some(&ds),
+        &["pull", "nlp/r@1", "-o", dir.path().to_str().unwrap()],
+    ));
+    assert!(std::fs::read(dir.path().join("w.bin")).unwrap() == big);
+    let out = tempfile::tempdir().unwrap();
+    ok(app.cli(
+        Some(&workload),
+        &[
+            "pull",
+            "nlp/r@1",
+            "--client-side",
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
+    ));
+    assert!(std::fs::read(out.path().join("w.bin")).unwrap() == big);
+    // A second rotation while this one runs is refused.
+    let (code, _, _) = error_code(
+        app.http()
+            .post(format!("{}/v1/models/nlp/r/versions/1/rotate-dek", app.url))
+            .bearer_auth(&app.admin)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(code, 409);
+
+    // After the grace period only the new blobs remain, and the leaked
+    // DEK opens none of them; the newly released one does.
+    let s = status(&app);
+    let job = s["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "rotate-dek")
+        .unwrap()
+        .clone();
+    assert_eq!(job["target_generation"], 2);
+    wait_job_done(&app, job["id"].as_str().unwrap());
+    let new_blobs = version_blobs(&app, "nlp", "r", "1");
+    assert_eq!(new_blobs.len(), 2, "the old blobs are gone");
+    let (code, err, _) = error_code(app.get(Some(&workload), &old_url));
+    assert_eq!((code, err.as_str()), (410, "rotated"));
+    for b in &new_blobs {
+        assert!(!old_blobs.contains(b));
+    }
+    let (fresh, r) = released_dek(&app, &workload, "nlp", "r", "1");
+    assert_eq!(r["dek_generation"], 2);
+    let big_blob = new_blobs.iter().max_by_key(|b| b.len()).unwrap();
+    assert!(dek_opens(&fresh, big_blob, v, "w.bin"), "positive control");
+    assert!(
+        !dek_opens(&leaked, big_blob, v, "w.bin"),
+        "the leaked DEK still opens"
+    );
+    // The old blobs really were the leaked DEK's (so the check above means
+    // something).
+    let old_big = old_blobs.iter().max_by_key(|b| b.len()).unwrap();
+    assert!(dek_opens(&leaked, old_big, v, "w.bin"));
+    // Sealed version metadata was resealed under the new DEK.
+    let shown: Value = serde_json::from_str(&ok(
+        app.cli(Some(&ds), &["model", "show", "nlp/r@1", "--output", "json"])
+    ))
+    .unwrap();
+    assert_eq!(
+        shown["version_metadata"]["dataset"], "s3://corp/secret-set",
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_dek_rotation_killed_midway_resumes_after_restart() {
+    let app = TestApp::start_configured(None, short_grace);
+    let (ds, pushed) = populate(&app);
+    for point in [
+        "rotate-dek-after-prepare",
+        "rotate-dek-before-switch",
+        "rotate-dek-after-switch",
+    ] {
+        let mut doomed = app.start_peer_env(&[("MODELVAULT_FAILPOINTS", point)]);
+        let job = ok(cli(
+            &doomed.url,
+            Some(&app.admin),
+            &["keys", "rotate", "nlp/a@1", "--no-wait"],
+        ));
+        assert_eq!(doomed.wait_exit(), Some(86), "{point} killed the server");
+        // Every committed version decrypts in between.
+        pull_all(&app.url, &ds, &pushed);
+        // A server starting again finishes the job.
+        let again = app.start_peer();
+        let j = wait_job_done(&app, job.trim());
+        drop(again);
+        assert_eq!(j["phase"], "done", "{j}");
+        pull_all(&app.url, &ds, &pushed);
+        // Only the blobs the manifest lists remain (a crashed attempt's
+        // orphans are gone too).
+        assert_eq!(version_blobs(&app, "nlp", "a", "1").len(), 1, "{point}");
+    }
+    let shown: Value = serde_json::from_str(&ok(
+        app.cli(Some(&ds), &["model", "show", "nlp/a@1", "--output", "json"])
+    ))
+    .unwrap();
+    assert_eq!(shown["dek_generation"], 4, "{shown}");
+}

@@ -31,6 +31,18 @@ pub enum KeysCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Give one version a new DEK: its blobs are re-encrypted under new
+    /// object keys and the version switches to them at once; the old blobs
+    /// are deleted after keys.dek_rotation_grace_secs (downloads in flight
+    /// finish on them). Revokes a released DEK. Waits for the switch unless
+    /// --no-wait.
+    Rotate {
+        /// NS/NAME@VERSION
+        target: String,
+        /// Start the job and return (prints the job id).
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Destroy a KEK version in the key provider (refused while any live key
     /// record uses it).
     RetireKek {
@@ -64,6 +76,15 @@ pub enum KeysCommand {
 
 /// Polls a job until it ends, with a progress bar.
 async fn wait(client: &Client, job: JobRecord) -> anyhow::Result<JobRecord> {
+    wait_until(client, job, |_| false).await
+}
+
+/// Polls a job until it ends or `enough` says so, with a progress bar.
+async fn wait_until(
+    client: &Client,
+    job: JobRecord,
+    enough: impl Fn(&JobRecord) -> bool,
+) -> anyhow::Result<JobRecord> {
     let pb = indicatif::ProgressBar::new(job.total.max(1));
     pb.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
@@ -71,7 +92,7 @@ async fn wait(client: &Client, job: JobRecord) -> anyhow::Result<JobRecord> {
     );
     pb.set_message(job.kind.clone());
     let mut job = job;
-    while job.state == "running" {
+    while job.state == "running" && !enough(&job) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         job = client
             .get_json(&format!("/v1/keys/jobs/{}", job.id))
@@ -80,7 +101,7 @@ async fn wait(client: &Client, job: JobRecord) -> anyhow::Result<JobRecord> {
         pb.set_position(job.done);
     }
     pb.finish_and_clear();
-    if job.state != "done" {
+    if job.state != "done" && !enough(&job) {
         anyhow::bail!(
             "job {} {}: {}",
             job.id,
@@ -200,6 +221,40 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                     "KEK version {} is current; {} key(s) rewrapped",
                     job.target_kek.unwrap_or_default(),
                     job.done
+                );
+            }
+        }
+        KeysCommand::Rotate { target, no_wait } => {
+            let t = crate::parse_target(&target, true)?;
+            let version = t.version.as_deref().unwrap_or_default();
+            let client = Client::from_env()?;
+            let job: JobRecord = client
+                .post_json(
+                    &format!(
+                        "{}/rotate-dek",
+                        version_path(&t.namespace, &t.name, version)
+                    ),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            if no_wait {
+                println!("{}", job.id);
+                eprintln!(
+                    "started DEK rotation job {} (generation {})",
+                    job.id,
+                    job.target_generation.unwrap_or_default()
+                );
+            } else {
+                let job = wait_until(&client, job, |j| j.switched_at.is_some()).await?;
+                eprintln!(
+                    "{} now uses DEK generation {} ({} file(s) re-encrypted); its old blobs are deleted after {} (job {})",
+                    job.version.clone().unwrap_or_default(),
+                    job.target_generation.unwrap_or_default(),
+                    job.done,
+                    job.cleanup_after
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                        .unwrap_or_else(|| "now".into()),
+                    job.id
                 );
             }
         }

@@ -301,7 +301,7 @@ pub struct Target {
     pub version: Option<String>,
 }
 
-fn parse_target(s: &str, need_version: bool) -> anyhow::Result<Target> {
+pub(crate) fn parse_target(s: &str, need_version: bool) -> anyhow::Result<Target> {
     let (model, version) = match s.split_once('@') {
         Some((m, v)) => (m, Some(v.to_string())),
         None => (s, None),

@@ -125,6 +125,7 @@ fn action_of(method: &Method, route: &str) -> &'static str {
         ("POST", r) if r.ends_with("/key-release") => "key-release",
         ("GET", r) if r.contains("/ciphertext/") => "fetch-ciphertext",
         ("POST", "/v1/keys/rotate-kek") => "rotate-kek",
+        ("POST", "/v1/models/{ns}/{name}/versions/{version}/rotate-dek") => "rotate-dek",
         ("POST", "/v1/keys/retire-kek") => "retire-kek",
         ("GET", r) if r.starts_with("/v1/keys/") => "keys-read",
         ("GET", r) if r.starts_with("/v1/admin/") => "admin-read",

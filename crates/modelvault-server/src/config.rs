@@ -377,6 +377,15 @@ pub struct KeysConfig {
     /// hands out on S3 stores.
     #[serde(default = "default_presign_secs")]
     pub presign_secs: u64,
+    /// Seconds a DEK rotation keeps the old blobs after the switch, for
+    /// downloads and presigned URLs in flight. At least `presign_secs`;
+    /// keep it above your longest download.
+    #[serde(default = "default_dek_grace_secs")]
+    pub dek_rotation_grace_secs: u64,
+}
+
+fn default_dek_grace_secs() -> u64 {
+    3600
 }
 
 /// `[keys.pkcs11]`: where the token is. The PIN is never in the file: it
@@ -547,6 +556,7 @@ impl Config {
                 keyring: data_dir.join("keyring.json"),
                 pkcs11: None,
                 presign_secs: default_presign_secs(),
+                dek_rotation_grace_secs: default_dek_grace_secs(),
             },
             environments: EnvironmentsConfig::default(),
             roles: RolesTable::default(),
@@ -591,6 +601,12 @@ impl Config {
         }
         if self.store.gc_interval_secs > 0 && self.store.gc_grace_secs < 600 {
             return Err("store.gc_grace_secs must be at least 600 (uploads in flight must never be collected)".into());
+        }
+        if self.keys.dek_rotation_grace_secs < self.keys.presign_secs {
+            return Err(format!(
+                "keys.dek_rotation_grace_secs ({}) must be at least keys.presign_secs ({}): a presigned URL must outlive the blobs it names",
+                self.keys.dek_rotation_grace_secs, self.keys.presign_secs
+            ));
         }
         match self.keys.provider.as_str() {
             "local" if self.keys.keyring.as_os_str().is_empty() => {
@@ -730,6 +746,10 @@ keyring = {keyring}
 # Lifetime in seconds of presigned ciphertext URLs handed out by key
 # release on S3 stores.
 presign_secs = {presign}
+# Seconds a DEK rotation keeps a version's old blobs after switching to the
+# new ones, so downloads and presigned URLs in flight finish. At least
+# presign_secs; keep it above your longest download.
+dek_rotation_grace_secs = {dek_grace}
 {pkcs11}
 [environments]
 # Declared environments; any other name is rejected.
@@ -812,6 +832,7 @@ allow_reads_when_unavailable = {allow_reads}
             provider = q(&self.keys.provider),
             keyring = q(&self.keys.keyring.display().to_string()),
             presign = self.keys.presign_secs,
+            dek_grace = self.keys.dek_rotation_grace_secs,
             pkcs11 = match &self.keys.pkcs11 {
                 None => String::new(),
                 Some(p) => format!(

@@ -1,4 +1,5 @@
-//! Key-management jobs (`manage-keys`): KEK rotation and version delete,
+//! Key-management jobs (`manage-keys`): KEK rotation, DEK rotation of a
+//! version and version delete,
 //! run in the server, recorded in the store so any server can show them and
 //! a job interrupted by a crash resumes when a server starts again.
 //!
@@ -6,7 +7,8 @@
 //! - a job's state is a series of authenticated records under
 //!   `jobs/<id>/`; the newest wins; progress is appended as it goes;
 //! - every step a job takes is idempotent (rewrap skips records already
-//!   under the target KEK; delete continues from its tombstone), so running
+//!   under the target KEK; a DEK rotation resumes from what the store holds;
+//!   delete continues from its tombstone), so running
 //!   a job twice, or from two servers at once, is safe;
 //! - named failpoints (debug builds, `MODELVAULT_FAILPOINTS`) let tests kill
 //!   the server mid-job.
@@ -22,16 +24,29 @@ use crate::AppState;
 pub struct JobRecord {
     /// Job id.
     pub id: String,
-    /// `rotate-kek` or `delete`.
+    /// `rotate-kek`, `rotate-dek` or `delete`.
     pub kind: String,
     /// `running`, `done` or `failed`.
     pub state: String,
     /// KEK version the rotation rewraps to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_kek: Option<u32>,
-    /// `ns/model@version` a delete is for.
+    /// `ns/model@version` a delete or DEK rotation is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// DEK generation a DEK rotation creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_generation: Option<u32>,
+    /// Where a DEK rotation is: `re-encrypting`, `grace` (switched; old
+    /// blobs kept for downloads in flight), `cleanup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// When a DEK rotation switched the version to the new generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at: Option<DateTime<Utc>>,
+    /// Not before this time are the old blobs deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cleanup_after: Option<DateTime<Utc>>,
     /// Items done.
     pub done: u64,
     /// Items in all (0 until known).
@@ -89,6 +104,10 @@ pub fn new_job(kind: &str, by: &str) -> JobRecord {
         state: "running".into(),
         target_kek: None,
         version: None,
+        target_generation: None,
+        phase: None,
+        switched_at: None,
+        cleanup_after: None,
         done: 0,
         total: 0,
         started_by: by.into(),
@@ -105,6 +124,7 @@ pub fn spawn(state: AppState, job: JobRecord) {
         let result = match job.kind.as_str() {
             "rotate-kek" => rotate_kek(&state, &mut job).await,
             "delete" => delete(&state, &mut job).await,
+            "rotate-dek" => rotate_dek(&state, &mut job).await,
             other => Err(format!("unknown job kind {other}")),
         };
         match result {
@@ -156,6 +176,69 @@ async fn rotate_kek(state: &AppState, job: &mut JobRecord) -> Result<(), String>
         .await
         .map_err(|e| e.to_string())?;
     job.done += 1;
+    Ok(())
+}
+
+/// DEK rotation of one version: prepare the new generation's key record,
+/// re-encrypt and switch, then keep the old blobs for the grace period
+/// (downloads and presigned URLs in flight) and delete them. Each step is
+/// idempotent; a resumed job skips to where the store says it is.
+async fn rotate_dek(state: &AppState, job: &mut JobRecord) -> Result<(), String> {
+    let (ns, model, version) = job
+        .version
+        .as_deref()
+        .and_then(parse_version)
+        .ok_or("DEK rotation without a version")?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &model,
+        version: &version,
+    };
+    let target = job
+        .target_generation
+        .ok_or("DEK rotation without a target generation")?;
+    if job.switched_at.is_none() {
+        job.phase = Some("re-encrypting".into());
+        state
+            .store
+            .prepare_dek_rotation(&v, target)
+            .await
+            .map_err(|e| e.to_string())?;
+        failpoint("rotate-dek-after-prepare");
+        let (mut done, mut total) = (0, 0);
+        let manifest = state
+            .store
+            .reencrypt_and_switch(&v, target, |d, t| {
+                done = d;
+                total = t;
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = Utc::now();
+        let grace = chrono::Duration::seconds(
+            i64::try_from(state.config.keys.dek_rotation_grace_secs).unwrap_or(i64::MAX / 2),
+        );
+        job.done = done.max(manifest.files.len() as u64);
+        job.total = total.max(manifest.files.len() as u64);
+        job.switched_at = Some(now);
+        job.cleanup_after = Some(now + grace);
+        job.phase = Some("grace".into());
+        save(state, job).await.map_err(|e| e.to_string())?;
+        tracing::info!(version = %v, generation = target, "DEK rotation switched");
+        failpoint("rotate-dek-after-switch");
+    }
+    if let Some(after) = job.cleanup_after {
+        let wait = (after - Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+    }
+    job.phase = Some("cleanup".into());
+    let deleted = state
+        .store
+        .finish_dek_rotation(&v, target)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(version = %v, generation = target, blobs_deleted = deleted, "DEK rotation finished");
+    job.phase = Some("done".into());
     Ok(())
 }
 

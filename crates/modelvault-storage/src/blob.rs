@@ -65,27 +65,15 @@ impl Store {
             return Err(StorageError::Gone(v.to_string()));
         }
         let (dek, generation) = self.version_dek(v, true).await?;
-        let header = Header::new(generation, self.segment_size)?;
-        let identity = FileIdentity {
-            namespace: v.namespace,
-            model: v.model,
-            version: v.version,
-            path,
-            dek_generation: generation,
-        };
-        let key = FileKey::derive(&dek, &header, &identity)?;
-        let blob = layout::new_blob(v.namespace, v.model, v.version);
-        let upload = self.objects.put_multipart(&blob).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let result = encrypt_body(&key, header, &mut body, &mut writer).await;
-        let (size, ct_size, sha) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = writer.abort().await;
-                return Err(e);
-            }
-        };
-        writer.finish().await?;
+        let NewBlob {
+            blob,
+            size,
+            ciphertext_size: ct_size,
+            sha256: sha,
+            header,
+        } = self
+            .write_encrypted_blob(v, path, &dek, generation, &mut body)
+            .await?;
 
         let sealed = digest_seal_key(&dek, v, generation)?.seal(blob.as_ref().as_bytes(), &sha)?;
         let upload_id = uuid::Uuid::now_v7().to_string();
@@ -104,6 +92,50 @@ impl Store {
         let rec_path = layout::upload_record(v.namespace, v.model, v.version, &upload_id);
         self.create_record("upload", &rec_path, &record).await?;
         Ok(record)
+    }
+
+    /// Encrypts `body` under `dek` (generation `generation`) into a fresh
+    /// blob key of `v`; aborts the multipart upload on any error.
+    pub(crate) async fn write_encrypted_blob<S, E>(
+        &self,
+        v: &VersionRef<'_>,
+        path: &str,
+        dek: &modelvault_format::Dek,
+        generation: u32,
+        body: &mut S,
+    ) -> Result<NewBlob, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let header = Header::new(generation, self.segment_size)?;
+        let identity = FileIdentity {
+            namespace: v.namespace,
+            model: v.model,
+            version: v.version,
+            path,
+            dek_generation: generation,
+        };
+        let key = FileKey::derive(dek, &header, &identity)?;
+        let blob = layout::new_blob(v.namespace, v.model, v.version);
+        let upload = self.objects.put_multipart(&blob).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let result = encrypt_body(&key, header, body, &mut writer).await;
+        let (size, ciphertext_size, sha256) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        };
+        writer.finish().await?;
+        Ok(NewBlob {
+            blob,
+            size,
+            ciphertext_size,
+            sha256,
+            header,
+        })
     }
 
     /// The hex SHA-256 of an upload, unsealed (for the uploader's receipt).
@@ -162,13 +194,10 @@ impl Store {
             .iter()
             .find(|f| f.path == path)
             .ok_or_else(|| StorageError::NotFound(format!("file {path} in {v}")))?;
-        let (dek, generation) = self.existing_dek(v).await?;
-        if generation != manifest.dek_generation {
-            return Err(StorageError::Integrity(format!(
-                "manifest of {v} names DEK generation {} but the key record holds {generation}",
-                manifest.dek_generation
-            )));
-        }
+        // The manifest's generation, not the newest key record: during a DEK
+        // rotation the new generation's record exists before the switch.
+        let generation = manifest.dek_generation;
+        let (dek, _) = self.dek_for_generation(v, generation).await?;
         let sha256 = crate::unseal_digests(&dek, v, generation, manifest)?
             .remove(path)
             .ok_or_else(|| StorageError::Integrity(format!("no digest for {path} in {v}")))?;
@@ -290,6 +319,16 @@ impl std::fmt::Debug for FileReader {
             .field("plaintext_len", &self.plaintext_len)
             .finish_non_exhaustive()
     }
+}
+
+/// A blob just written by [`Store::write_encrypted_blob`].
+pub(crate) struct NewBlob {
+    pub(crate) blob: Path,
+    pub(crate) size: u64,
+    pub(crate) ciphertext_size: u64,
+    /// SHA-256 of the plaintext.
+    pub(crate) sha256: Vec<u8>,
+    pub(crate) header: Header,
 }
 
 impl FileReader {

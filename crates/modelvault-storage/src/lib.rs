@@ -17,6 +17,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod blob;
+mod dek_rotation;
 mod error;
 pub mod layout;
 mod metadata;
@@ -572,21 +573,6 @@ impl Store {
         self.dek_at(&dir, v, create).await
     }
 
-    /// The version's current DEK, its generation and the KEK version that
-    /// wraps it (for key release and audit).
-    pub async fn version_key(
-        &self,
-        v: &VersionRef<'_>,
-    ) -> Result<(Dek, u32, modelvault_keys::KekVersion), StorageError> {
-        let dir = layout::keys_dir(v.namespace, v.model, v.version);
-        let record = self
-            .checked_latest_key(&dir, v)
-            .await?
-            .ok_or_else(|| StorageError::NotFound(format!("key for {v}")))?;
-        let dek = self.unwrap_record(v, &record).await?;
-        Ok((dek, record.dek_generation, record.wrapped.kek_version))
-    }
-
     /// The newest key record in `dir`, checked to name `v` and its own
     /// sequence number.
     pub(crate) async fn checked_latest_key(
@@ -754,13 +740,8 @@ impl Store {
             None if self.is_deleted(v).await? => return Err(StorageError::Gone(v.to_string())),
             None => return Err(StorageError::NotFound(format!("version {v}"))),
         };
-        let (dek, generation) = self.existing_dek(v).await?;
-        if generation != manifest.dek_generation {
-            return Err(StorageError::Integrity(format!(
-                "manifest of {v} names DEK generation {} but the key record holds {generation}",
-                manifest.dek_generation
-            )));
-        }
+        let generation = manifest.dek_generation;
+        let (dek, _) = self.dek_for_generation(v, generation).await?;
         let digests = unseal_digests(&dek, v, generation, &manifest)?;
         let mut files = Vec::with_capacity(manifest.files.len());
         for f in &manifest.files {

@@ -101,6 +101,50 @@ pub async fn rotate_kek(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
+/// `POST /v1/models/{ns}/{name}/versions/{version}/rotate-dek`: a job
+/// gives the version a new DEK generation, re-encrypts its blobs under new
+/// object keys, switches with a conditional manifest write and deletes the
+/// old blobs after `keys.dek_rotation_grace_secs`. 202 with the job; 409
+/// `job_running` while another rotation of the version runs.
+pub async fn rotate_dek(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
+) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+    check_names(&ns, &name)?;
+    authorize(
+        &p,
+        Action::ManageKeys,
+        &Resource::model(&ns, &name).version(&version),
+    )?;
+    let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &name,
+        version: &version,
+    };
+    let label = v.to_string();
+    if let Some(j) = jobs::list(&state).await?.into_iter().find(|j| {
+        j.kind == "rotate-dek" && j.state == "running" && j.version.as_deref() == Some(&label)
+    }) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_running",
+            format!("a DEK rotation of {label} is running (job {})", j.id),
+        ));
+    }
+    let target = state.store.next_dek_generation(&v).await?;
+    crate::audit::note_version(&version);
+    let mut job = jobs::new_job("rotate-dek", &p.id);
+    job.version = Some(label);
+    job.target_generation = Some(target);
+    job.phase = Some("re-encrypting".into());
+    jobs::save(&state, &job).await?;
+    tracing::info!(job = %job.id, version = %v, generation = target, by = %p.id, "DEK rotation started");
+    jobs::spawn(state.clone(), job.clone());
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
 pub async fn job(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -157,6 +201,30 @@ pub async fn retire_kek(
         .map_err(internal)?
     {
         *usage.entry(v).or_insert(0) += 1;
+    }
+    // A DEK rotation in its grace period still serves the old generation,
+    // whose key record the newest-record count above does not see.
+    for j in jobs::list(&state).await? {
+        if j.kind != "rotate-dek" || j.state != "running" {
+            continue;
+        }
+        let Some((ns, model, version)) = j.version.as_deref().and_then(jobs::parse_version) else {
+            continue;
+        };
+        let used = state
+            .store
+            .kek_versions_in(&modelvault_storage::layout::keys_dir(&ns, &model, &version))
+            .await?;
+        if used.contains(&req.version) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "kek_in_use",
+                format!(
+                    "the DEK rotation of {ns}/{model}@{version} (job {}) still serves keys wrapped by KEK version {}; retry after it ends",
+                    j.id, req.version
+                ),
+            ));
+        }
     }
     if let Some(n) = usage.get(&req.version).filter(|n| **n > 0) {
         return Err(ApiError::new(

@@ -39,6 +39,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/keys/status", get(keys::status))
         .route("/v1/keys/rotate-kek", post(keys::rotate_kek))
+        .route(
+            "/v1/models/{ns}/{name}/versions/{version}/rotate-dek",
+            post(keys::rotate_dek),
+        )
         .route("/v1/keys/retire-kek", post(keys::retire_kek))
         .route("/v1/keys/jobs/{id}", get(keys::job))
         .route(

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::models::check_names;
 use crate::authn::{Action, Authenticated, Resource, authorize, request_id};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::{ApiError, AppState};
 
 /// `POST .../key-release`
@@ -135,16 +135,14 @@ pub async fn release(
     )
     .await?;
     crate::audit::note_version(&version);
-    let (dek, generation, kek) = state.store.version_key(&v).await?;
-    if generation != manifest.dek_generation {
-        return Err(ApiError::from(modelvault_storage::StorageError::Integrity(
-            format!(
-                "manifest of {v} names DEK generation {} but the key record holds {generation}",
-                manifest.dek_generation
-            ),
-        )));
-    }
+    drop(manifest);
+    // One manifest for the whole answer: the view's (a DEK rotation may
+    // have switched since the gate read it; the gate's facts do not change
+    // with the DEK), and the DEK of exactly its generation.
     let view = state.store.show_version(&v).await?;
+    let manifest = &view.manifest;
+    let generation = manifest.dek_generation;
+    let (dek, kek) = state.store.dek_for_generation(&v, generation).await?;
     // Durable intent before the sealed key leaves.
     let intent_seq = crate::audit::intent(
         &state,
@@ -203,7 +201,7 @@ pub async fn release(
                             .replace('+', "%20"))
                         .collect::<Vec<_>>()
                         .join("/")
-                ),
+                ) + &format!("?generation={generation}"),
                 false,
                 None,
             ),
@@ -235,6 +233,14 @@ pub async fn release(
     }))
 }
 
+/// Query of the ciphertext route.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CiphertextQuery {
+    /// The DEK generation the caller's release is for (default: current).
+    pub generation: Option<u32>,
+}
+
 /// `GET .../ciphertext/{path}`: the stored ciphertext of one file, as is
 /// (local stores; S3 stores hand out presigned URLs instead). Same gate as
 /// key release; worthless without a released DEK.
@@ -244,6 +250,7 @@ pub async fn ciphertext(
     ApiPath((ns, name, version, path)): ApiPath<(String, String, String, String)>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
+    ApiQuery(q): ApiQuery<CiphertextQuery>,
 ) -> Result<Response, ApiError> {
     check_names(&ns, &name)?;
     authorize(
@@ -267,6 +274,32 @@ pub async fn ciphertext(
         &request_id(&headers),
     )
     .await?;
+    // A release names its DEK generation: while a DEK rotation's grace
+    // period lasts, a release from before the switch still reads the blobs
+    // its DEK opens; afterwards they are gone (410).
+    let rotated_out = |g: u32| {
+        ApiError::new(
+            StatusCode::GONE,
+            "rotated",
+            format!("DEK generation {g} of {v} was rotated out; request a new key release"),
+        )
+    };
+    let current = manifest.dek_generation;
+    let manifest = match q.generation {
+        Some(g) if g != manifest.dek_generation => {
+            if g > manifest.dek_generation {
+                return Err(ApiError::not_found(format!(
+                    "{v} has no DEK generation {g}"
+                )));
+            }
+            state
+                .store
+                .manifest_of_generation(&v, g)
+                .await?
+                .ok_or_else(|| rotated_out(g))?
+        }
+        _ => manifest,
+    };
     let entry = manifest
         .files
         .iter()
@@ -274,12 +307,13 @@ pub async fn ciphertext(
         .ok_or_else(|| ApiError::not_found(format!("file {path} not found")))?;
     let blob = object_store::path::Path::parse(&entry.blob)
         .map_err(|_| ApiError::internal("bad blob key"))?;
-    let got = state
-        .store
-        .objects()
-        .get(&blob)
-        .await
-        .map_err(modelvault_storage::StorageError::from)?;
+    let got = match state.store.objects().get(&blob).await {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) if manifest.dek_generation != current => {
+            return Err(rotated_out(manifest.dek_generation));
+        }
+        Err(e) => return Err(modelvault_storage::StorageError::from(e).into()),
+    };
     let stream = got.into_stream().map(|r| r.map_err(std::io::Error::other));
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(

@@ -1,0 +1,326 @@
+//! DEK rotation of one committed version: a new DEK generation, every blob
+//! re-encrypted under it into new object keys, the switch made by writing
+//! the next manifest revision create-if-absent, and the old blobs deleted
+//! after a grace period the caller enforces.
+//!
+//! Invariants a reader must keep:
+//! - readers decrypt with the key record of the *manifest's* generation
+//!   ([`Store::dek_for_generation`]), never simply the newest record: the
+//!   new generation's record exists before the switch, the old one after;
+//! - the switch is the only commit point: before it the old manifest, key
+//!   record and blobs serve everything; after it the new ones; a reader
+//!   that opened a file before the switch keeps reading the old blob, which
+//!   stays until [`Store::finish_dek_rotation`] runs (no sooner than the
+//!   grace period after the switch);
+//! - every step is idempotent: prepare reuses a key record of the target
+//!   generation; re-encryption writes fresh blob keys (a crashed attempt's
+//!   blobs are orphans that the finish step deletes); a lost race on the
+//!   switch adopts the winner's manifest;
+//! - a re-encrypted file must hash to the digest sealed in the old
+//!   manifest, or nothing is switched;
+//! - old generations' key records stay (their blobs are gone), so the KEK
+//!   versions that ever wrapped a DEK of the version stay known to delete.
+
+use futures::TryStreamExt as _;
+use modelvault_format::Dek;
+use modelvault_keys::{DekBinding, KekVersion};
+
+use crate::blob::NewBlob;
+use crate::{
+    KeyRecord, Manifest, ManifestFile, StorageError, Store, VERSION_METADATA_SEAL, VersionRef,
+    b64_decode, b64_encode, layout, seal_digests, unseal_digests,
+};
+
+impl Store {
+    /// The DEK of generation `generation` of `v`, with the KEK version that
+    /// wraps it. The newest key record serves the common case; otherwise
+    /// the series is searched newest first. A deleted version is
+    /// [`StorageError::Gone`].
+    pub async fn dek_for_generation(
+        &self,
+        v: &VersionRef<'_>,
+        generation: u32,
+    ) -> Result<(Dek, KekVersion), StorageError> {
+        let dir = layout::keys_dir(v.namespace, v.model, v.version);
+        let record = match self.checked_latest_key(&dir, v).await? {
+            None if self.is_deleted(v).await? => return Err(StorageError::Gone(v.to_string())),
+            None => return Err(StorageError::NotFound(format!("key for {v}"))),
+            Some(r) if r.dek_generation == generation => r,
+            Some(_) => self
+                .read_series::<KeyRecord>("key", &dir)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|(_, r)| r.dek_generation == generation)
+                .map(|(seq, r)| {
+                    if r.namespace != v.namespace
+                        || r.model != v.model
+                        || r.version != v.version
+                        || r.seq != seq
+                    {
+                        Err(StorageError::Integrity(format!(
+                            "key record in {dir} names another version"
+                        )))
+                    } else {
+                        Ok(r)
+                    }
+                })
+                .transpose()?
+                .ok_or_else(|| {
+                    StorageError::Integrity(format!(
+                        "no key record of DEK generation {generation} for {v}"
+                    ))
+                })?,
+        };
+        let binding = DekBinding {
+            namespace: v.namespace,
+            model: v.model,
+            version: v.version,
+            dek_generation: generation,
+        };
+        let dek = self.keys.unwrap_dek(&record.wrapped, &binding).await?;
+        Ok((dek, record.wrapped.kek_version))
+    }
+
+    /// The newest manifest revision of `v` that uses DEK generation
+    /// `generation` (an older revision while a rotation's grace period
+    /// keeps its blobs), checked to name `v`.
+    pub async fn manifest_of_generation(
+        &self,
+        v: &VersionRef<'_>,
+        generation: u32,
+    ) -> Result<Option<Manifest>, StorageError> {
+        let dir = layout::manifest_dir(v.namespace, v.model, v.version);
+        let found = self
+            .read_series::<Manifest>("manifest", &dir)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|(_, m)| m.dek_generation == generation);
+        match found {
+            None => Ok(None),
+            Some((seq, m))
+                if m.namespace == v.namespace
+                    && m.model == v.model
+                    && m.version == v.version
+                    && m.revision == seq =>
+            {
+                Ok(Some(m))
+            }
+            Some(_) => Err(StorageError::Integrity(format!(
+                "manifest {dir} names another version"
+            ))),
+        }
+    }
+
+    /// The committed manifest of `v`, or NotFound / Gone.
+    async fn committed(&self, v: &VersionRef<'_>) -> Result<Manifest, StorageError> {
+        match self.get_manifest(v).await? {
+            Some(m) => Ok(m),
+            None if self.is_deleted(v).await? => Err(StorageError::Gone(v.to_string())),
+            None => Err(StorageError::NotFound(format!("version {v}"))),
+        }
+    }
+
+    /// The generation a rotation of `v` started now would create.
+    pub async fn next_dek_generation(&self, v: &VersionRef<'_>) -> Result<u32, StorageError> {
+        let m = self.committed(v).await?;
+        m.dek_generation
+            .checked_add(1)
+            .ok_or_else(|| StorageError::InvalidInput(format!("{v}: too many DEK generations")))
+    }
+
+    /// Step 1: makes sure a key record of generation `target` exists (a
+    /// fresh DEK, wrapped under the current KEK). Idempotent.
+    pub async fn prepare_dek_rotation(
+        &self,
+        v: &VersionRef<'_>,
+        target: u32,
+    ) -> Result<(), StorageError> {
+        let m = self.committed(v).await?;
+        if m.dek_generation >= target {
+            return Ok(());
+        }
+        if m.dek_generation + 1 != target {
+            return Err(StorageError::InvalidInput(format!(
+                "{v} is at DEK generation {}; cannot rotate to {target}",
+                m.dek_generation
+            )));
+        }
+        let dir = layout::keys_dir(v.namespace, v.model, v.version);
+        let series = self.read_series::<KeyRecord>("key", &dir).await?;
+        if series.iter().any(|(_, r)| r.dek_generation == target) {
+            return Ok(());
+        }
+        for _ in 0..8 {
+            let latest = self
+                .checked_latest_key(&dir, v)
+                .await?
+                .ok_or_else(|| StorageError::NotFound(format!("key for {v}")))?;
+            if latest.dek_generation == target {
+                return Ok(());
+            }
+            let dek = Dek::generate()?;
+            let binding = DekBinding {
+                namespace: v.namespace,
+                model: v.model,
+                version: v.version,
+                dek_generation: target,
+            };
+            let record = KeyRecord {
+                namespace: v.namespace.into(),
+                model: v.model.into(),
+                version: v.version.into(),
+                seq: latest.seq + 1,
+                dek_generation: target,
+                wrapped: self.keys.wrap_dek(&dek, &binding).await?,
+                created_at: crate::now(),
+            };
+            match self
+                .create_record("key", &layout::seq_record(&dir, record.seq), &record)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                // A rewrap or another rotation got that number: look again.
+                Err(StorageError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StorageError::AlreadyExists(format!(
+            "{dir}: too many concurrent writers"
+        )))
+    }
+
+    /// Step 2: re-encrypts every file of `v` under generation `target` into
+    /// new blobs, checks each against its sealed digest, and switches by
+    /// writing the next manifest revision create-if-absent. `progress` is
+    /// called with (files done, files in all). Returns the manifest now in
+    /// force. Idempotent: a version already at `target` returns at once.
+    pub async fn reencrypt_and_switch(
+        &self,
+        v: &VersionRef<'_>,
+        target: u32,
+        mut progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<Manifest, StorageError> {
+        let old = self.committed(v).await?;
+        if old.dek_generation >= target {
+            return Ok(old);
+        }
+        let (old_dek, _) = self.dek_for_generation(v, old.dek_generation).await?;
+        let (new_dek, _) = self.dek_for_generation(v, target).await?;
+        let digests = unseal_digests(&old_dek, v, old.dek_generation, &old)?;
+        let total = old.files.len() as u64;
+        let mut files = Vec::with_capacity(old.files.len());
+        for (i, f) in old.files.iter().enumerate() {
+            let reader = self.open_file_in(v, &old, &f.path).await?;
+            let mut body = reader.read_range(0..f.size);
+            let NewBlob {
+                blob,
+                size,
+                ciphertext_size,
+                sha256,
+                header,
+            } = self
+                .write_encrypted_blob(v, &f.path, &new_dek, target, &mut body)
+                .await?;
+            let expected = digests.get(&f.path).ok_or_else(|| {
+                StorageError::Integrity(format!("no digest for {} in {v}", f.path))
+            })?;
+            if size != f.size || !hex::encode(&sha256).eq_ignore_ascii_case(expected) {
+                let _ = self.delete_object(&blob).await;
+                return Err(StorageError::Integrity(format!(
+                    "{} in {v} did not re-encrypt to its committed digest; nothing switched",
+                    f.path
+                )));
+            }
+            files.push(ManifestFile {
+                path: f.path.clone(),
+                size,
+                blob: blob.to_string(),
+                ciphertext_size,
+                salt: hex::encode(header.salt),
+            });
+            progress(i as u64 + 1, total);
+        }
+        crate::failpoint("rotate-dek-before-switch");
+        let sealed_metadata = match &old.sealed_metadata {
+            None => None,
+            Some(sealed) => {
+                let open = old_dek.seal_key(
+                    VERSION_METADATA_SEAL,
+                    &[
+                        v.namespace,
+                        v.model,
+                        v.version,
+                        &old.dek_generation.to_string(),
+                    ],
+                )?;
+                let json = open.open(b"metadata", &b64_decode(sealed)?)?;
+                let seal = new_dek.seal_key(
+                    VERSION_METADATA_SEAL,
+                    &[v.namespace, v.model, v.version, &target.to_string()],
+                )?;
+                Some(b64_encode(&seal.seal(b"metadata", &json)?))
+            }
+        };
+        let next = Manifest {
+            revision: old.revision + 1,
+            dek_generation: target,
+            sealed_digests: seal_digests(&new_dek, v, target, &digests)?,
+            sealed_metadata,
+            files,
+            ..old.clone()
+        };
+        let path = layout::seq_record(
+            &layout::manifest_dir(v.namespace, v.model, v.version),
+            next.revision,
+        );
+        match self.create_record("manifest", &path, &next).await {
+            Ok(()) => Ok(next),
+            Err(StorageError::AlreadyExists(_)) => {
+                // Another server switched first; ours are orphans now.
+                let now = self.committed(v).await?;
+                if now.dek_generation >= target {
+                    Ok(now)
+                } else {
+                    Err(StorageError::Integrity(format!(
+                        "manifest of {v} changed during DEK rotation"
+                    )))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Step 3 (after the grace period): deletes every blob of `v` the
+    /// manifest in force does not list, i.e. the previous generation's
+    /// blobs and a crashed attempt's orphans. Returns how many it deleted.
+    pub async fn finish_dek_rotation(
+        &self,
+        v: &VersionRef<'_>,
+        target: u32,
+    ) -> Result<u64, StorageError> {
+        let m = self.committed(v).await?;
+        if m.dek_generation < target {
+            return Err(StorageError::InvalidInput(format!(
+                "{v} has not switched to DEK generation {target}"
+            )));
+        }
+        let keep: std::collections::HashSet<&str> =
+            m.files.iter().map(|f| f.blob.as_str()).collect();
+        let prefix = object_store::path::Path::from(format!(
+            "blobs/{}/{}/{}",
+            v.namespace, v.model, v.version
+        ));
+        let blobs: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
+        let mut deleted = 0;
+        for b in blobs {
+            if keep.contains(b.location.as_ref()) {
+                continue;
+            }
+            self.delete_object(&b.location).await?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+}
