@@ -280,6 +280,16 @@ impl TestApp {
         self.dir.path().join("data")
     }
 
+    /// The store URL from the server's config.
+    pub fn store_url(&self) -> String {
+        let cfg = std::fs::read_to_string(self.data_dir().join("modelvault.toml")).unwrap();
+        let line = cfg
+            .lines()
+            .find(|l| l.starts_with("url = "))
+            .expect("store url");
+        line["url = ".len()..].trim().trim_matches('"').to_string()
+    }
+
     pub fn store_dir(&self) -> PathBuf {
         self.data_dir().join("store")
     }

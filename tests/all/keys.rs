@@ -607,15 +607,25 @@ fn dek_opens(
     d.open_segment(0, &mut seg).is_ok()
 }
 
-/// The stored blobs of a version on the local store: (file name, bytes).
-fn version_blobs(app: &TestApp, ns: &str, model: &str, version: &str) -> Vec<Vec<u8>> {
-    let dir = app
-        .store_dir()
-        .join(format!("blobs/{ns}/{model}/{version}"));
-    walk(&dir)
-        .into_iter()
-        .map(|p| std::fs::read(p).unwrap())
-        .collect()
+/// The stored blobs of a version, on whatever store `url` names.
+fn version_blobs(url: &str, ns: &str, model: &str, version: &str) -> Vec<Vec<u8>> {
+    use futures::TryStreamExt as _;
+    use object_store::ObjectStoreExt as _;
+    let (store, _) = modelvault_storage::open_object_store(url).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let prefix = object_store::path::Path::from(format!("blobs/{ns}/{model}/{version}"));
+        let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
+        let mut out = Vec::new();
+        for m in metas {
+            let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+            out.push(bytes.to_vec());
+        }
+        out
+    })
 }
 
 fn wait_job_done(app: &TestApp, id: &str) -> Value {
@@ -633,18 +643,43 @@ fn wait_job_done(app: &TestApp, id: &str) -> Value {
     panic!("job {id} did not end");
 }
 
-fn short_grace(cfg: &mut String) {
-    for (key, value) in [("presign_secs", "1"), ("dek_rotation_grace_secs", "4")] {
+/// Sets `[keys]` lifetimes: presigned URLs and the DEK rotation grace.
+fn set_lifetimes(cfg: &mut String, presign: u64, grace: u64) {
+    for (key, value) in [
+        ("presign_secs", presign),
+        ("dek_rotation_grace_secs", grace),
+    ] {
         let start = cfg.find(&format!("\n{key} = ")).expect(key) + 1;
         let end = start + cfg[start..].find('\n').unwrap();
         cfg.replace_range(start..end, &format!("{key} = {value}"));
     }
 }
 
+fn short_grace(cfg: &mut String) {
+    set_lifetimes(cfg, 1, 4);
+}
+
 #[test]
 fn dek_rotation_switches_a_version_under_a_download_and_revokes_a_released_key() {
+    dek_rotation_round(None);
+}
+
+#[test]
+fn dek_rotation_on_s3_keeps_presigned_urls_working_through_the_grace_period() {
+    let Some(loc) = modelvault_test_utils::s3_location() else {
+        return;
+    };
+    dek_rotation_round(Some(&loc.url));
+}
+
+fn dek_rotation_round(s3: Option<&str>) {
     use std::io::Read as _;
-    let app = TestApp::start_configured(None, short_grace);
+    // Presigned URLs must still be valid when fetched after the switch.
+    let app = TestApp::start_configured(s3, |c| match s3 {
+        None => set_lifetimes(c, 1, 4),
+        Some(_) => set_lifetimes(c, 20, 22),
+    });
+    let store = app.store_url();
     let ds = app.token("dana", &["data-scientist"], &["nlp"]);
     let workload = app.token_in("serving", &["ml-engineer"], &["nlp"], "dev", "serving");
     ok(app.cli(Some(&ds), &["model", "create", "nlp/r"]));
@@ -668,7 +703,7 @@ fn dek_rotation_switches_a_version_under_a_download_and_revokes_a_released_key()
     // A workload got the generation-1 DEK; pretend it leaked.
     let (leaked, r) = released_dek(&app, &workload, "nlp", "r", "1");
     assert_eq!(r["dek_generation"], 1);
-    let old_blobs = version_blobs(&app, "nlp", "r", "1");
+    let old_blobs = version_blobs(&store, "nlp", "r", "1");
     assert_eq!(old_blobs.len(), 2);
 
     // A download starts before the rotation and is left half read.
@@ -705,8 +740,15 @@ fn dek_rotation_switches_a_version_under_a_download_and_revokes_a_released_key()
         .as_str()
         .unwrap()
         .to_string();
-    assert!(old_url.ends_with("?generation=1"), "{old_url}");
-    let resp = app.get(Some(&workload), &old_url);
+    let fetch_old = || match s3 {
+        // Presigned: no token, straight from the bucket.
+        Some(_) => reqwest::blocking::get(&old_url).unwrap(),
+        None => {
+            assert!(old_url.ends_with("?generation=1"), "{old_url}");
+            app.get(Some(&workload), &old_url)
+        }
+    };
+    let resp = fetch_old();
     assert_eq!(resp.status(), 200);
     assert!(dek_opens(&leaked, &resp.bytes().unwrap(), v, "w.bin"));
 
@@ -762,10 +804,16 @@ fn dek_rotation_switches_a_version_under_a_download_and_revokes_a_released_key()
         .clone();
     assert_eq!(job["target_generation"], 2);
     wait_job_done(&app, job["id"].as_str().unwrap());
-    let new_blobs = version_blobs(&app, "nlp", "r", "1");
+    let new_blobs = version_blobs(&store, "nlp", "r", "1");
     assert_eq!(new_blobs.len(), 2, "the old blobs are gone");
-    let (code, err, _) = error_code(app.get(Some(&workload), &old_url));
-    assert_eq!((code, err.as_str()), (410, "rotated"));
+    let resp = fetch_old();
+    match s3 {
+        Some(_) => assert!(!resp.status().is_success(), "{}", resp.status()),
+        None => {
+            let (code, err, _) = error_code(resp);
+            assert_eq!((code, err.as_str()), (410, "rotated"));
+        }
+    }
     for b in &new_blobs {
         assert!(!old_blobs.contains(b));
     }
@@ -818,7 +866,11 @@ fn a_dek_rotation_killed_midway_resumes_after_restart() {
         pull_all(&app.url, &ds, &pushed);
         // Only the blobs the manifest lists remain (a crashed attempt's
         // orphans are gone too).
-        assert_eq!(version_blobs(&app, "nlp", "a", "1").len(), 1, "{point}");
+        assert_eq!(
+            version_blobs(&app.store_url(), "nlp", "a", "1").len(),
+            1,
+            "{point}"
+        );
     }
     let shown: Value = serde_json::from_str(&ok(
         app.cli(Some(&ds), &["model", "show", "nlp/a@1", "--output", "json"])
