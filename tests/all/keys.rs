@@ -877,4 +877,25 @@ fn a_dek_rotation_killed_midway_resumes_after_restart() {
     ))
     .unwrap();
     assert_eq!(shown["dek_generation"], 4, "{shown}");
+
+    // A version deleted during its rotation's grace period: the job ends
+    // cleanly and the version stays gone.
+    let job = ok(app.cli(
+        Some(&app.admin),
+        &["keys", "rotate", "nlp/b@1", "--no-wait"],
+    ));
+    for _ in 0..100 {
+        let j: Value = app
+            .get(Some(&app.admin), &format!("/v1/keys/jobs/{}", job.trim()))
+            .json()
+            .unwrap();
+        if j["phase"] == "grace" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ok(app.cli(Some(&app.admin), &["delete", "nlp/b@1", "--yes"]));
+    wait_job_done(&app, job.trim());
+    let (code, _, _) = error_code(app.get(Some(&ds), "/v1/models/nlp/b/versions/1"));
+    assert_eq!(code, 410);
 }

@@ -187,11 +187,22 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                         );
                     }
                     for j in &s.jobs {
+                        let phase = match (j.state.as_str(), j.phase.as_deref()) {
+                            ("running", Some("grace")) => format!(
+                                " (switched; old blobs kept until {})",
+                                j.cleanup_after
+                                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                                    .unwrap_or_default()
+                            ),
+                            ("running", Some(p)) => format!(" ({p})"),
+                            _ => String::new(),
+                        };
                         println!(
-                            "job {}  {}  {}  {}/{}{}",
+                            "job {}  {}  {}{}  {}/{}{}",
                             j.id,
                             j.kind,
                             j.state,
+                            phase,
                             j.done,
                             j.total,
                             j.version

@@ -184,11 +184,25 @@ async fn rotate_kek(state: &AppState, job: &mut JobRecord) -> Result<(), String>
 /// (downloads and presigned URLs in flight) and delete them. Each step is
 /// idempotent; a resumed job skips to where the store says it is.
 async fn rotate_dek(state: &AppState, job: &mut JobRecord) -> Result<(), String> {
+    match rotate_dek_steps(state, job).await {
+        // Deleted meanwhile: its keys and blobs are destroyed, nothing is
+        // left to rotate or clean.
+        Err(StorageError::Gone(v)) => {
+            tracing::info!(version = %v, "version deleted during its DEK rotation");
+            job.phase = Some("done".into());
+            Ok(())
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+async fn rotate_dek_steps(state: &AppState, job: &mut JobRecord) -> Result<(), StorageError> {
+    let bad = |m: &str| StorageError::InvalidInput(m.to_string());
     let (ns, model, version) = job
         .version
         .as_deref()
         .and_then(parse_version)
-        .ok_or("DEK rotation without a version")?;
+        .ok_or_else(|| bad("DEK rotation without a version"))?;
     let v = VersionRef {
         namespace: &ns,
         model: &model,
@@ -196,14 +210,10 @@ async fn rotate_dek(state: &AppState, job: &mut JobRecord) -> Result<(), String>
     };
     let target = job
         .target_generation
-        .ok_or("DEK rotation without a target generation")?;
+        .ok_or_else(|| bad("DEK rotation without a target generation"))?;
     if job.switched_at.is_none() {
         job.phase = Some("re-encrypting".into());
-        state
-            .store
-            .prepare_dek_rotation(&v, target)
-            .await
-            .map_err(|e| e.to_string())?;
+        state.store.prepare_dek_rotation(&v, target).await?;
         failpoint("rotate-dek-after-prepare");
         let (mut done, mut total) = (0, 0);
         let manifest = state
@@ -212,8 +222,7 @@ async fn rotate_dek(state: &AppState, job: &mut JobRecord) -> Result<(), String>
                 done = d;
                 total = t;
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let now = Utc::now();
         let grace = chrono::Duration::seconds(
             i64::try_from(state.config.keys.dek_rotation_grace_secs).unwrap_or(i64::MAX / 2),
@@ -223,7 +232,7 @@ async fn rotate_dek(state: &AppState, job: &mut JobRecord) -> Result<(), String>
         job.switched_at = Some(now);
         job.cleanup_after = Some(now + grace);
         job.phase = Some("grace".into());
-        save(state, job).await.map_err(|e| e.to_string())?;
+        save(state, job).await?;
         tracing::info!(version = %v, generation = target, "DEK rotation switched");
         failpoint("rotate-dek-after-switch");
     }
@@ -232,11 +241,7 @@ async fn rotate_dek(state: &AppState, job: &mut JobRecord) -> Result<(), String>
         tokio::time::sleep(wait).await;
     }
     job.phase = Some("cleanup".into());
-    let deleted = state
-        .store
-        .finish_dek_rotation(&v, target)
-        .await
-        .map_err(|e| e.to_string())?;
+    let deleted = state.store.finish_dek_rotation(&v, target).await?;
     tracing::info!(version = %v, generation = target, blobs_deleted = deleted, "DEK rotation finished");
     job.phase = Some("done".into());
     Ok(())
