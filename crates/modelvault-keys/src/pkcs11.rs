@@ -82,6 +82,9 @@ struct Inner {
     /// when an application's last session closes).
     _anchor: Mutex<Session>,
     mac_handle: Mutex<Option<ObjectHandle>>,
+    /// Kept to log in again after the token lost its login state; a
+    /// secret string, wiped on drop and never printed.
+    pin: AuthPin,
 }
 
 impl std::fmt::Debug for Pkcs11Provider {
@@ -171,6 +174,7 @@ impl Pkcs11Provider {
                 idle: Mutex::new(Vec::new()),
                 _anchor: Mutex::new(anchor),
                 mac_handle: Mutex::new(None),
+                pin: settings.pin.clone(),
             }),
         })
     }
@@ -248,13 +252,29 @@ impl Inner {
             .pop();
         let session = match pooled {
             Some(s) => s,
-            None => self
-                .ctx
-                .open_rw_session(self.slot)
-                .map_err(|e| provider_err("C_OpenSession", e))?,
+            None => {
+                let s = self
+                    .ctx
+                    .open_rw_session(self.slot)
+                    .map_err(|e| provider_err("C_OpenSession", e))?;
+                // Logged in already unless the token lost its state (an HSM
+                // restart): log in again so the provider recovers by itself.
+                match s.login(UserType::User, Some(&self.pin)) {
+                    Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                    Err(e) => return Err(provider_err("C_Login", e)),
+                }
+                s
+            }
         };
         let out = f(&session);
-        if let Ok(mut idle) = self.idle.lock() {
+        // A session that failed at the provider level may be dead (token
+        // reset, network HSM dropped it): close it rather than reuse it.
+        // Refusals (a failed unwrap or MAC) leave the session healthy.
+        if matches!(out, Err(KeyError::Provider(_))) {
+            if let Ok(mut h) = self.mac_handle.lock() {
+                *h = None;
+            }
+        } else if let Ok(mut idle) = self.idle.lock() {
             idle.push(session);
         }
         out
