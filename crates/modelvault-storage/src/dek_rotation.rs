@@ -24,6 +24,7 @@
 use futures::TryStreamExt as _;
 use modelvault_format::Dek;
 use modelvault_keys::{DekBinding, KekVersion};
+use object_store::ObjectStoreExt as _;
 
 use crate::blob::NewBlob;
 use crate::{
@@ -241,6 +242,23 @@ impl Store {
                 salt: hex::encode(header.salt),
             });
             progress(i as u64 + 1, total);
+        }
+        // The new blobs are unreferenced until the switch: a garbage
+        // collector with a grace shorter than this re-encryption may have
+        // taken one. Never switch to a manifest that lists a missing blob.
+        for f in &files {
+            let blob = object_store::path::Path::parse(&f.blob)
+                .map_err(|_| StorageError::Integrity(format!("bad blob key for {}", f.path)))?;
+            match self.objects.head(&blob).await {
+                Ok(meta) if meta.size == f.ciphertext_size => {}
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {
+                    return Err(StorageError::Integrity(format!(
+                        "re-encrypted blob of {} in {v} vanished before the switch (is store.gc_grace_secs shorter than the rotation?); nothing switched, run the rotation again",
+                        f.path
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         crate::failpoint("rotate-dek-before-switch");
         let sealed_metadata = match &old.sealed_metadata {
