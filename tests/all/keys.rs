@@ -806,6 +806,13 @@ fn dek_rotation_round(s3: Option<&str>) {
     wait_job_done(&app, job["id"].as_str().unwrap());
     let new_blobs = version_blobs(&store, "nlp", "r", "1");
     assert_eq!(new_blobs.len(), 2, "the old blobs are gone");
+    if s3.is_none() {
+        // Nothing sealed under the old DEK is left: one manifest revision,
+        // no upload records.
+        let vdir = app.store_dir().join("models/nlp/r/versions/1");
+        assert_eq!(walk(&vdir.join("manifest")).len(), 1);
+        assert!(walk(&vdir.join("uploads")).is_empty());
+    }
     let resp = fetch_old();
     match s3 {
         Some(_) => assert!(!resp.status().is_success(), "{}", resp.status()),

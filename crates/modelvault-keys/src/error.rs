@@ -46,6 +46,10 @@ pub enum KeyError {
     /// The MAC names a key this provider does not hold.
     #[error("unknown MAC key {0}")]
     UnknownMacKey(String),
+    /// Another server changed the provider at the same time (e.g. both
+    /// created the same KEK version); nothing was changed by this call.
+    #[error("{0}")]
+    Conflict(String),
     /// The provider (a token or service) failed or refused; never a
     /// reason to treat anything as allowed.
     #[error("{0}")]

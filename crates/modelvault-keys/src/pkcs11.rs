@@ -17,7 +17,7 @@
 //! - the PIN is held as a secret string, wiped on drop, and never printed;
 //! - token calls block, so they run on tokio's blocking pool.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -82,6 +82,9 @@ struct Inner {
     /// when an application's last session closes).
     _anchor: Mutex<Session>,
     mac_handle: Mutex<Option<ObjectHandle>>,
+    /// KEK handles found and checked, by version. Cleared on any provider
+    /// error (a handle may be stale after another server destroyed a key).
+    keks: Mutex<BTreeMap<u32, ObjectHandle>>,
     /// Kept to log in again after the token lost its login state; a
     /// secret string, wiped on drop and never printed.
     pin: AuthPin,
@@ -174,6 +177,7 @@ impl Pkcs11Provider {
                 idle: Mutex::new(Vec::new()),
                 _anchor: Mutex::new(anchor),
                 mac_handle: Mutex::new(None),
+                keks: Mutex::new(BTreeMap::new()),
                 pin: settings.pin.clone(),
             }),
         })
@@ -274,6 +278,9 @@ impl Inner {
             if let Ok(mut h) = self.mac_handle.lock() {
                 *h = None;
             }
+            if let Ok(mut k) = self.keks.lock() {
+                k.clear();
+            }
         } else if let Ok(mut idle) = self.idle.lock() {
             idle.push(session);
         }
@@ -322,22 +329,76 @@ impl Inner {
         Ok(out)
     }
 
+    /// The handle of KEK `version`, found by its exact label and checked
+    /// once (then cached) to be a key generated in the token that never
+    /// left it; `None` if the token has no such key.
+    fn lookup(&self, s: &Session, version: u32) -> Result<Option<ObjectHandle>, KeyError> {
+        if let Some(h) = self.cache()?.get(&version) {
+            return Ok(Some(*h));
+        }
+        let found = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Label(self.kek_label(version).into_bytes()),
+            ])
+            .map_err(|e| provider_err("C_FindObjects", e))?;
+        let h = match found.as_slice() {
+            [] => return Ok(None),
+            [h] => *h,
+            _ => {
+                return Err(KeyError::Provider(format!(
+                    "token holds {} keys labelled {:?}; refusing an ambiguous KEK",
+                    found.len(),
+                    self.kek_label(version)
+                )));
+            }
+        };
+        check_born_in_token(s, h, &self.kek_label(version))?;
+        self.cache()?.insert(version, h);
+        Ok(Some(h))
+    }
+
+    fn cache(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<u32, ObjectHandle>>, KeyError> {
+        self.keks
+            .lock()
+            .map_err(|_| KeyError::Provider("pkcs11 lock poisoned".into()))
+    }
+
+    /// The current (highest) KEK version: from the highest one known,
+    /// probing the next labels, so another server's rotation is seen on
+    /// the next wrap without listing the token.
     fn current(&self, s: &Session) -> Result<(u32, ObjectHandle), KeyError> {
-        self.kek_versions(s)?.last().copied().ok_or_else(|| {
+        let known = self.cache()?.keys().next_back().copied();
+        let mut best = match known {
+            Some(v) => self.lookup(s, v)?.map(|h| (v, h)),
+            None => None,
+        };
+        if best.is_none() {
+            // First use, or the highest known was destroyed: list once.
+            if let Some((v, _)) = self.kek_versions(s)?.last() {
+                best = self.lookup(s, *v)?.map(|h| (*v, h));
+            }
+        }
+        let (mut v, mut h) = best.ok_or_else(|| {
             KeyError::Provider(format!("token holds no KEK under prefix {:?}", self.prefix))
-        })
+        })?;
+        while let Some(next) = self.lookup(s, v + 1)? {
+            v += 1;
+            h = next;
+        }
+        Ok((v, h))
     }
 
     fn kek(&self, s: &Session, version: u32) -> Result<ObjectHandle, KeyError> {
-        let all = self.kek_versions(s)?;
-        if let Some((_, h)) = all.iter().find(|(n, _)| *n == version) {
-            return Ok(*h);
+        if let Some(h) = self.lookup(s, version)? {
+            return Ok(h);
         }
-        match all.last() {
-            Some((max, _)) if version >= 1 && version < *max => {
-                Err(KeyError::KekDestroyed(version))
-            }
-            _ => Err(KeyError::UnknownKekVersion(version)),
+        let (current, _) = self.current(s)?;
+        if version >= 1 && version < current {
+            Err(KeyError::KekDestroyed(version))
+        } else {
+            Err(KeyError::UnknownKekVersion(version))
         }
     }
 
@@ -378,7 +439,7 @@ impl Inner {
             .map_err(|e| provider_err("C_FindObjects", e))?;
         if same.len() > 1 {
             let _ = s.destroy_object(h);
-            return Err(KeyError::Provider(format!(
+            return Err(KeyError::Conflict(format!(
                 "KEK version {version} was created concurrently by another server; retry"
             )));
         }
@@ -434,6 +495,7 @@ impl Inner {
         let h = self.find_mac(s)?.ok_or_else(|| {
             KeyError::Provider(format!("token holds no MAC key {:?}", self.mac_label()))
         })?;
+        check_born_in_token(s, h, &self.mac_label())?;
         if let Ok(mut c) = self.mac_handle.lock() {
             *c = Some(h);
         }
@@ -456,6 +518,36 @@ impl Inner {
                 .unwrap_or_default(),
             Err(_) => String::new(),
         }
+    }
+}
+
+/// Refuses a key that was imported or ever extractable: someone holding
+/// the user PIN could otherwise plant a key they know under the next KEK
+/// label and have new DEKs wrapped under it.
+fn check_born_in_token(s: &Session, h: ObjectHandle, label: &str) -> Result<(), KeyError> {
+    let attrs = s
+        .get_attributes(
+            h,
+            &[
+                AttributeType::Local,
+                AttributeType::NeverExtractable,
+                AttributeType::AlwaysSensitive,
+            ],
+        )
+        .map_err(|e| provider_err("C_GetAttributeValue", e))?;
+    let ok = [
+        Attribute::Local(true),
+        Attribute::NeverExtractable(true),
+        Attribute::AlwaysSensitive(true),
+    ]
+    .iter()
+    .all(|want| attrs.contains(want));
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::Provider(format!(
+            "token key {label:?} was not generated in the token as a never-extractable, always-sensitive key; refusing it"
+        )))
     }
 }
 
@@ -519,6 +611,7 @@ impl KeyProvider for Pkcs11Provider {
                 return Err(KeyError::KekIsCurrent(version.0));
             }
             let h = inner.kek(s, version.0)?;
+            inner.cache()?.remove(&version.0);
             s.destroy_object(h)
                 .map_err(|e| provider_err("C_DestroyObject", e))
         })
@@ -578,9 +671,17 @@ impl KeyProvider for Pkcs11Provider {
             // CKR_GENERAL_ERROR): any decrypt failure is a failed unwrap,
             // which the caller treats as deny.
             let plain = Zeroizing::new(s.decrypt(&Mechanism::AesGcm(params), h, body).map_err(
-                |e| {
-                    tracing::debug!(error = %e, "pkcs11 unwrap refused");
-                    KeyError::UnwrapFailed
+                |e| match e {
+                    // A stale handle (another server destroyed the key):
+                    // a provider error, which also clears the handle cache.
+                    CkError::Pkcs11(
+                        RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid,
+                        _,
+                    ) => provider_err("C_Decrypt", e),
+                    _ => {
+                        tracing::debug!(error = %e, "pkcs11 unwrap refused");
+                        KeyError::UnwrapFailed
+                    }
                 },
             )?);
             Dek::from_slice(&plain).map_err(|_| KeyError::UnwrapFailed)

@@ -106,3 +106,57 @@ async fn pkcs11_keys_are_not_extractable() {
     }
     assert_eq!(ours, 3, "two KEK versions and the MAC key");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_key_under_the_next_kek_label_is_refused() {
+    let Some(token) = modelvault_test_utils::pkcs11_token() else {
+        return;
+    };
+    let s = settings(&token);
+    let p = Pkcs11Provider::connect(&s).unwrap();
+    p.create_keys().unwrap();
+    let dek = modelvault_format::Dek::generate().unwrap();
+    let b = modelvault_keys::DekBinding {
+        namespace: "n",
+        model: "m",
+        version: "v",
+        dek_generation: 1,
+    };
+    let before = p.wrap_dek(&dek, &b).await.unwrap();
+
+    // Someone with the user PIN imports a key they know as KEK version 2.
+    let ctx = cryptoki::context::Pkcs11::new(&token.module).unwrap();
+    let _ = ctx.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    ));
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == token.token_label)
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    let _ = session.login(
+        cryptoki::session::UserType::User,
+        Some(&token.pin.clone().into()),
+    );
+    session
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(cryptoki::object::KeyType::AES),
+            Attribute::Value(vec![0x42; 32]),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Label(format!("{}-kek-2", token.prefix).into_bytes()),
+        ])
+        .unwrap();
+
+    // New wraps refuse it rather than use a key someone knows; what was
+    // wrapped before still unwraps.
+    let err = p.wrap_dek(&dek, &b).await.unwrap_err();
+    assert!(matches!(err, KeyError::Provider(_)), "{err:?}");
+    assert!(err.to_string().contains("refusing"), "{err}");
+    assert_eq!(p.unwrap_dek(&before, &b).await.unwrap(), dek);
+}

@@ -241,6 +241,7 @@ async fn rotate_dek_steps(state: &AppState, job: &mut JobRecord) -> Result<(), S
         tokio::time::sleep(wait).await;
     }
     job.phase = Some("cleanup".into());
+    save(state, job).await?;
     let deleted = state.store.finish_dek_rotation(&v, target).await?;
     tracing::info!(version = %v, generation = target, blobs_deleted = deleted, "DEK rotation finished");
     job.phase = Some("done".into());

@@ -19,7 +19,10 @@
 //! - a re-encrypted file must hash to the digest sealed in the old
 //!   manifest, or nothing is switched;
 //! - old generations' key records stay (their blobs are gone), so the KEK
-//!   versions that ever wrapped a DEK of the version stay known to delete.
+//!   versions that ever wrapped a DEK of the version stay known to delete;
+//!   everything else sealed under an old DEK (blobs, older manifest
+//!   revisions, upload records) goes at cleanup, so a leaked old DEK opens
+//!   nothing the store still holds.
 
 use futures::TryStreamExt as _;
 use modelvault_format::Dek;
@@ -311,8 +314,9 @@ impl Store {
     }
 
     /// Step 3 (after the grace period): deletes every blob of `v` the
-    /// manifest in force does not list, i.e. the previous generation's
-    /// blobs and a crashed attempt's orphans. Returns how many it deleted.
+    /// manifest in force does not list (the previous generation's blobs and
+    /// a crashed attempt's orphans), older manifest revisions and upload
+    /// records (sealed under old DEKs). Returns how many blobs it deleted.
     pub async fn finish_dek_rotation(
         &self,
         v: &VersionRef<'_>,
@@ -338,6 +342,24 @@ impl Store {
             }
             self.delete_object(&b.location).await?;
             deleted += 1;
+        }
+        // Older manifest revisions and the upload records hold file digests
+        // and sensitive metadata sealed under the old DEK: a leaked old DEK
+        // must not open them either. The revision in force stays.
+        let manifests = layout::manifest_dir(v.namespace, v.model, v.version);
+        let revisions: Vec<_> = self.objects.list(Some(&manifests)).try_collect().await?;
+        for r in revisions {
+            if layout::parse_seq(&r.location).is_some_and(|seq| seq < m.revision) {
+                self.delete_object(&r.location).await?;
+            }
+        }
+        let uploads: Vec<_> = self
+            .objects
+            .list(Some(&layout::uploads_dir(v.namespace, v.model, v.version)))
+            .try_collect()
+            .await?;
+        for u in uploads {
+            self.delete_object(&u.location).await?;
         }
         Ok(deleted)
     }

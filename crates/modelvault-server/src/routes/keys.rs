@@ -87,12 +87,17 @@ pub async fn rotate_kek(
     Authenticated(p): Authenticated,
 ) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     authorize(&p, Action::ManageKeys, &Resource::default())?;
-    let target = state
-        .store
-        .keys()
-        .create_kek_version()
-        .await
-        .map_err(internal)?;
+    let target = match state.store.keys().create_kek_version().await {
+        Ok(t) => t,
+        Err(e @ modelvault_keys::KeyError::Conflict(_)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                e.to_string(),
+            ));
+        }
+        Err(e) => return Err(internal(e)),
+    };
     let mut job = jobs::new_job("rotate-kek", &p.id);
     job.target_kek = Some(target.0);
     jobs::save(&state, &job).await?;
@@ -150,13 +155,22 @@ pub async fn job(
     Authenticated(p): Authenticated,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobRecord>, ApiError> {
-    authorize(&p, Action::ManageKeys, &Resource::default())?;
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(ApiError::bad_request("invalid job id"));
     }
-    jobs::load(&state, &id)
-        .await?
-        .map(Json)
+    // A job about one version is visible to whoever may manage keys in its
+    // namespace (who may start it); other jobs need manage-keys globally.
+    let job = jobs::load(&state, &id).await?;
+    let about = job
+        .as_ref()
+        .and_then(|j| j.version.as_deref())
+        .and_then(jobs::parse_version);
+    let scope = match &about {
+        Some((ns, model, version)) => Resource::model(ns, model).version(version),
+        None => Resource::default(),
+    };
+    authorize(&p, Action::ManageKeys, &scope)?;
+    job.map(Json)
         .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))
 }
 
