@@ -103,6 +103,18 @@ fn provider_err(what: &str, e: CkError) -> KeyError {
     KeyError::Provider(format!("pkcs11 {what}: {e}"))
 }
 
+/// Object creation and destruction, one at a time per process: SoftHSM2
+/// fails concurrent C_GenerateKey/C_CreateObject calls from several threads
+/// with CKR_GENERAL_ERROR (softhsm/SoftHSMv2#573). They are rare (init,
+/// rotation, retirement); cryptographic calls stay concurrent.
+static OBJECT_WRITES: Mutex<()> = Mutex::new(());
+
+fn object_writes() -> Result<std::sync::MutexGuard<'static, ()>, KeyError> {
+    OBJECT_WRITES
+        .lock()
+        .map_err(|_| KeyError::Provider("pkcs11 object lock poisoned".into()))
+}
+
 /// One context per module for the whole process: C_Initialize may run
 /// once, and two providers (two servers in one test) share it.
 fn context(module: &Path) -> Result<Pkcs11, KeyError> {
@@ -311,9 +323,13 @@ impl Inner {
         let stem = format!("{}-kek-", self.prefix);
         let mut out = Vec::new();
         for h in handles {
-            let attrs = s
-                .get_attributes(h, &[AttributeType::Label])
-                .map_err(|e| provider_err("C_GetAttributeValue", e))?;
+            let attrs = match s.get_attributes(h, &[AttributeType::Label]) {
+                Ok(a) => a,
+                // Destroyed between the search and now (another deployment
+                // sharing the token, or a retirement elsewhere): not listed.
+                Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => continue,
+                Err(e) => return Err(provider_err("C_GetAttributeValue", e)),
+            };
             for a in attrs {
                 if let Attribute::Label(l) = a
                     && let Some(n) = std::str::from_utf8(&l)
@@ -403,30 +419,21 @@ impl Inner {
     }
 
     fn generate_kek(&self, s: &Session, version: u32) -> Result<ObjectHandle, KeyError> {
+        let _one_at_a_time = object_writes()?;
         let label = self.kek_label(version);
         let h = s
             .generate_key(
                 &Mechanism::AesKeyGen,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::ValueLen(
-                        KEY_LEN
-                            .try_into()
-                            .map_err(|e| provider_err("key length", e))?,
-                    ),
-                    Attribute::Token(true),
-                    Attribute::Private(true),
-                    Attribute::Sensitive(true),
-                    Attribute::Extractable(false),
-                    Attribute::Encrypt(true),
-                    Attribute::Decrypt(true),
-                    Attribute::Wrap(false),
-                    Attribute::Unwrap(false),
-                    Attribute::Label(label.clone().into_bytes()),
-                    Attribute::Id(label.clone().into_bytes()),
-                    Attribute::StartDate(now_date()),
-                ],
+                &secret_key_template(
+                    KeyType::AES,
+                    &label,
+                    [
+                        Attribute::Encrypt(true),
+                        Attribute::Decrypt(true),
+                        Attribute::Wrap(false),
+                        Attribute::Unwrap(false),
+                    ],
+                )?,
             )
             .map_err(|e| provider_err("C_GenerateKey (AES)", e))?;
         // Two servers creating the same version at once: keep neither
@@ -458,27 +465,15 @@ impl Inner {
     }
 
     fn generate_mac(&self, s: &Session) -> Result<(), KeyError> {
+        let _one_at_a_time = object_writes()?;
         let label = self.mac_label();
         s.generate_key(
             &Mechanism::GenericSecretKeyGen,
-            &[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::GENERIC_SECRET),
-                Attribute::ValueLen(
-                    KEY_LEN
-                        .try_into()
-                        .map_err(|e| provider_err("key length", e))?,
-                ),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Sign(true),
-                Attribute::Verify(true),
-                Attribute::Label(label.clone().into_bytes()),
-                Attribute::Id(label.into_bytes()),
-                Attribute::StartDate(now_date()),
-            ],
+            &secret_key_template(
+                KeyType::GENERIC_SECRET,
+                &label,
+                [Attribute::Sign(true), Attribute::Verify(true)],
+            )?,
         )
         .map_err(|e| provider_err("C_GenerateKey (HMAC)", e))?;
         Ok(())
@@ -519,6 +514,33 @@ impl Inner {
             Err(_) => String::new(),
         }
     }
+}
+
+/// The template of every key Modelvault generates: a 256-bit token
+/// object, private, sensitive and never extractable, with `usage` on top.
+fn secret_key_template<const N: usize>(
+    key_type: KeyType,
+    label: &str,
+    usage: [Attribute; N],
+) -> Result<Vec<Attribute>, KeyError> {
+    let mut t = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(key_type),
+        Attribute::ValueLen(
+            KEY_LEN
+                .try_into()
+                .map_err(|e| provider_err("key length", e))?,
+        ),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(label.as_bytes().to_vec()),
+        Attribute::StartDate(now_date()),
+    ];
+    t.extend(usage);
+    Ok(t)
 }
 
 /// Refuses a key that was imported or ever extractable: someone holding
@@ -612,6 +634,7 @@ impl KeyProvider for Pkcs11Provider {
             }
             let h = inner.kek(s, version.0)?;
             inner.cache()?.remove(&version.0);
+            let _one_at_a_time = object_writes()?;
             s.destroy_object(h)
                 .map_err(|e| provider_err("C_DestroyObject", e))
         })

@@ -14,8 +14,35 @@ fn settings(t: &modelvault_test_utils::TestToken) -> Pkcs11Settings {
     }
 }
 
+/// The tests here create and destroy token objects behind the provider's
+/// back too (a raw session), which SoftHSM2 does not survive concurrently
+/// (softhsm/SoftHSMv2#573): one test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A logged-in session on the test token through the raw PKCS#11 API, to
+/// look at (or tamper with) the token behind the provider's back.
+fn raw_session(token: &modelvault_test_utils::TestToken) -> cryptoki::session::Session {
+    let ctx = cryptoki::context::Pkcs11::new(&token.module).unwrap();
+    let _ = ctx.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    ));
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == token.token_label)
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    let _ = session.login(
+        cryptoki::session::UserType::User,
+        Some(&token.pin.clone().into()),
+    );
+    session
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pkcs11_conformance() {
+    let _serial = SERIAL.lock().await;
     let Some(token) = modelvault_test_utils::pkcs11_token() else {
         return;
     };
@@ -52,6 +79,7 @@ async fn pkcs11_conformance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pkcs11_keys_are_not_extractable() {
+    let _serial = SERIAL.lock().await;
     let Some(token) = modelvault_test_utils::pkcs11_token() else {
         return;
     };
@@ -62,20 +90,20 @@ async fn pkcs11_keys_are_not_extractable() {
 
     // Look at the token with the raw PKCS#11 API: every Modelvault key is
     // sensitive and non-extractable, and its value cannot be read.
-    let ctx = cryptoki::context::Pkcs11::new(&token.module).unwrap();
-    let _ = ctx.initialize(cryptoki::context::CInitializeArgs::new(
-        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
-    ));
-    let slot = ctx
-        .get_slots_with_initialized_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == token.token_label)
-        .unwrap();
-    let session = ctx.open_ro_session(slot).unwrap();
-    let handles = session
-        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
-        .unwrap();
+    let session = raw_session(&token);
+    // By exact label: other tests create and destroy keys in the same
+    // token meanwhile.
+    let mut handles = Vec::new();
+    for label in ["kek-1", "kek-2", "mac"] {
+        handles.extend(
+            session
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Label(format!("{}-{label}", token.prefix).into_bytes()),
+                ])
+                .unwrap(),
+        );
+    }
     let mut ours = 0;
     for h in handles {
         let attrs = session
@@ -109,6 +137,7 @@ async fn pkcs11_keys_are_not_extractable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_key_under_the_next_kek_label_is_refused() {
+    let _serial = SERIAL.lock().await;
     let Some(token) = modelvault_test_utils::pkcs11_token() else {
         return;
     };
@@ -125,21 +154,7 @@ async fn a_planted_key_under_the_next_kek_label_is_refused() {
     let before = p.wrap_dek(&dek, &b).await.unwrap();
 
     // Someone with the user PIN imports a key they know as KEK version 2.
-    let ctx = cryptoki::context::Pkcs11::new(&token.module).unwrap();
-    let _ = ctx.initialize(cryptoki::context::CInitializeArgs::new(
-        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
-    ));
-    let slot = ctx
-        .get_slots_with_initialized_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == token.token_label)
-        .unwrap();
-    let session = ctx.open_rw_session(slot).unwrap();
-    let _ = session.login(
-        cryptoki::session::UserType::User,
-        Some(&token.pin.clone().into()),
-    );
+    let session = raw_session(&token);
     session
         .create_object(&[
             Attribute::Class(ObjectClass::SECRET_KEY),

@@ -39,6 +39,8 @@ pub struct ShredReport {
     pub blob_sha256: Vec<(String, String)>,
     /// Every KEK version that ever wrapped the version's DEK.
     pub kek_versions: Vec<u32>,
+    /// Every (KEK version, DEK generation) pair a key record held.
+    pub wraps: Vec<(u32, u32)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,9 +79,19 @@ impl Store {
 
     /// What a shred of `v` would report (call before [`Store::shred`]).
     pub async fn shred_plan(&self, v: &VersionRef<'_>) -> Result<ShredReport, StorageError> {
-        let kek_versions = self
-            .kek_versions_in(&layout::keys_dir(v.namespace, v.model, v.version))
-            .await?;
+        let mut wraps: Vec<(u32, u32)> = self
+            .read_series::<crate::KeyRecord>(
+                "key",
+                &layout::keys_dir(v.namespace, v.model, v.version),
+            )
+            .await?
+            .into_iter()
+            .map(|(_, r)| (r.wrapped.kek_version.0, r.dek_generation))
+            .collect();
+        wraps.sort_unstable();
+        wraps.dedup();
+        let mut kek_versions: Vec<u32> = wraps.iter().map(|(k, _)| *k).collect();
+        kek_versions.dedup();
         let mut blobs = Vec::new();
         let mut blob_sha256 = Vec::new();
         let prefix = object_store::path::Path::from(format!(
@@ -101,6 +113,7 @@ impl Store {
             blobs,
             blob_sha256,
             kek_versions,
+            wraps,
         })
     }
 

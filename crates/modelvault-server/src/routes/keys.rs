@@ -289,7 +289,7 @@ pub async fn delete_version(
         version: &version,
     };
     let rid = request_id(&headers);
-    let (_, manifest) = super::approvals::gate_version(
+    super::approvals::gate_version(
         &state,
         &p,
         &v,
@@ -311,11 +311,11 @@ pub async fn delete_version(
             ..Default::default()
         });
         rec.keys = plan
-            .kek_versions
+            .wraps
             .iter()
-            .map(|k| modelvault_audit::KeyRef {
+            .map(|(k, g)| modelvault_audit::KeyRef {
                 kek_version: Some(*k),
-                dek_generation: Some(manifest.dek_generation),
+                dek_generation: Some(*g),
             })
             .collect();
         rec.detail = serde_json::to_string(&plan.blob_sha256).ok();
