@@ -157,10 +157,9 @@ fn tokens_roles_and_namespaces() {
 
     // The token secret never appears in the server log or the store.
     let log = app.log.lock().unwrap().clone();
-    let secret = ds.rsplit('_').next().unwrap();
+    let secret = token_secret(&ds);
     assert!(!log.contains(secret));
-    for f in walk(&app.data_dir()) {
-        let bytes = std::fs::read(&f).unwrap();
+    for (f, bytes) in stored_files(&app.data_dir()) {
         assert!(
             !modelvault_test_utils::contains(&bytes, secret.as_bytes()),
             "{}",

@@ -379,3 +379,25 @@ pub fn error_code(resp: reqwest::blocking::Response) -> (u16, String, serde_json
     let code = body["error"]["code"].as_str().unwrap_or("").to_string();
     (status, code, body)
 }
+
+/// The secret part of an API token `mv_<id>_<secret>`: everything after
+/// the second `_` (base64url, which may itself contain `_`).
+pub fn token_secret(token: &str) -> &str {
+    let secret = token.splitn(3, '_').nth(2).expect("mv_<id>_<secret>");
+    assert!(secret.len() >= 40, "not a whole token secret: {token}");
+    secret
+}
+
+/// Every file under `dir` with its bytes. A file that vanishes between the
+/// listing and the read (a temporary file of a write in flight) is skipped:
+/// it is not data at rest.
+pub fn stored_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    walk(dir)
+        .into_iter()
+        .filter_map(|f| match std::fs::read(&f) {
+            Ok(bytes) => Some((f, bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("{}: {e}", f.display()),
+        })
+        .collect()
+}

@@ -488,9 +488,9 @@ fn the_pkcs11_provider_serves_rotates_and_retires_on_softhsm() {
         "{config}"
     );
     assert!(token.pin.len() >= 12, "use a distinctive test PIN");
-    for f in walk(&data) {
+    for (f, bytes) in stored_files(&data) {
         assert!(
-            !modelvault_test_utils::contains(&std::fs::read(&f).unwrap(), token.pin.as_bytes()),
+            !modelvault_test_utils::contains(&bytes, token.pin.as_bytes()),
             "the PIN is stored in {}",
             f.display()
         );

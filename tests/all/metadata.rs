@@ -46,8 +46,7 @@ fn sensitive_metadata_is_sealed_and_redacted() {
     ));
 
     // The bucket alone does not reveal sensitive values.
-    for f in walk(&app.store_dir()) {
-        let bytes = std::fs::read(&f).unwrap();
+    for (f, bytes) in stored_files(&app.store_dir()) {
         for secret in ["secret-lineage-XYZ", "secret-bucket-QQQ", "secret-eval-777"] {
             assert!(
                 !modelvault_test_utils::contains(&bytes, secret.as_bytes()),
@@ -195,11 +194,11 @@ fn sensitive_metadata_is_sealed_and_redacted() {
             .all(|r| r["metadata"]["lineage"] == "[redacted]")
     );
     assert!(revs.iter().all(|r| r["changed_at"].is_string()));
-    for f in walk(&app.store_dir()) {
-        let bytes = std::fs::read(&f).unwrap();
-        assert!(!modelvault_test_utils::contains(
-            &bytes,
-            b"secret-lineage-XYZ"
-        ));
+    for (f, bytes) in stored_files(&app.store_dir()) {
+        assert!(
+            !modelvault_test_utils::contains(&bytes, b"secret-lineage-XYZ"),
+            "{}",
+            f.display()
+        );
     }
 }

@@ -114,10 +114,9 @@ fn push_then_pull_a_multi_file_version() {
     // Nothing under the data directory holds plaintext: not the marker, not
     // a plaintext digest.
     let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, &files[1].1));
-    let stored = walk(&app.data_dir());
+    let stored = stored_files(&app.data_dir());
     assert!(stored.len() > 10);
-    for f in stored {
-        let bytes = std::fs::read(&f).unwrap();
+    for (f, bytes) in stored {
         assert!(
             !contains(&bytes, MARKER),
             "plaintext marker in {}",

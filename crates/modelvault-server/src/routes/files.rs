@@ -262,17 +262,18 @@ pub async fn download(
         &request_id(&headers),
     );
     enforce_policy(&state, policy_req).await?;
-    let reader = state.store.open_file_in(&v, &manifest, &path).await?;
-    let len = reader.len();
-    if len == 0 {
-        // An empty body is never polled: authenticate the empty file's one
-        // segment before answering.
-        let mut check = reader.read_range(0..0);
-        while let Some(chunk) = check.next().await {
-            chunk?;
+    // The size comes from the verified manifest, so the range (and the 416
+    // answer) is settled before the blob is opened.
+    let len = match manifest.files.iter().find(|f| f.path == path) {
+        Some(f) => f.size,
+        // Not in the version: the store's own "not found" answer.
+        None => {
+            return Err(match state.store.open_file_in(&v, &manifest, &path).await {
+                Err(e) => e.into(),
+                Ok(_) => ApiError::internal("file listing changed"),
+            });
         }
-    }
-    let etag = format!("\"{}\"", reader.sha256());
+    };
     let (status, start, end) = match parse_range(headers.get(header::RANGE), len) {
         RangeSpec::Full => (StatusCode::OK, 0, len),
         RangeSpec::Partial(a, b) => (StatusCode::PARTIAL_CONTENT, a, b),
@@ -296,28 +297,36 @@ pub async fn download(
         .to_string();
     crate::audit::note_version(&version);
     // Durable intent before the first byte; a failing audit store is a 503.
-    let intent_seq = crate::audit::intent(
-        &state,
-        crate::audit::Intent {
-            principal: &p,
-            action: "download",
-            resource: modelvault_audit::ResourceRef {
-                namespace: Some(ns.clone()),
-                model: Some(name.clone()),
-                version: Some(version.clone()),
-                file: Some(path.clone()),
-                range: Some(format!("{start}-{end}")),
-                name: None,
+    // The intent's group commit (an fsync) overlaps with opening the blob
+    // (key record, unwrap, header): no byte is read into the response
+    // until both are done.
+    let (intent_seq, reader) = tokio::join!(
+        crate::audit::intent(
+            &state,
+            crate::audit::Intent {
+                principal: &p,
+                action: "download",
+                resource: modelvault_audit::ResourceRef {
+                    namespace: Some(ns.clone()),
+                    model: Some(name.clone()),
+                    version: Some(version.clone()),
+                    file: Some(path.clone()),
+                    range: Some(format!("{start}-{end}")),
+                    name: None,
+                },
+                keys: vec![modelvault_audit::KeyRef {
+                    kek_version: None,
+                    dek_generation: Some(manifest.dek_generation),
+                }],
+                request_id: &request_id,
             },
-            keys: vec![modelvault_audit::KeyRef {
-                kek_version: None,
-                dek_generation: Some(manifest.dek_generation),
-            }],
-            request_id: &request_id,
-        },
-    )
-    .await?;
+        ),
+        state.store.open_file_in(&v, &manifest, &path)
+    );
+    let intent_seq = intent_seq?;
     let served = Arc::new(AtomicU64::new(0));
+    // From here on a completion is recorded whatever happens: a blob that
+    // fails to open is an aborted download of 0 bytes.
     let guard = CompletionGuard {
         state: state.clone(),
         intent_seq,
@@ -325,6 +334,16 @@ pub async fn download(
         served: served.clone(),
         expected: end - start,
     };
+    let reader = reader?;
+    if len == 0 {
+        // An empty body is never polled: authenticate the empty file's one
+        // segment before answering.
+        let mut check = reader.read_range(0..0);
+        while let Some(chunk) = check.next().await {
+            chunk?;
+        }
+    }
+    let etag = format!("\"{}\"", reader.sha256());
     let stream = reader.read_range(start..end).map(move |r| {
         let _ = &guard;
         if let Ok(chunk) = &r {
