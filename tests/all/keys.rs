@@ -803,7 +803,12 @@ fn dek_rotation_round(s3: Option<&str>) {
         .unwrap()
         .clone();
     assert_eq!(job["target_generation"], 2);
-    wait_job_done(&app, job["id"].as_str().unwrap());
+    let done = wait_job_done(&app, job["id"].as_str().unwrap());
+    assert_eq!(
+        (done["done"].as_u64(), done["total"].as_u64()),
+        (Some(2), Some(2)),
+        "{done}"
+    );
     let new_blobs = version_blobs(&store, "nlp", "r", "1");
     assert_eq!(new_blobs.len(), 2, "the old blobs are gone");
     if s3.is_none() {

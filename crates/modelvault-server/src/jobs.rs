@@ -215,14 +215,33 @@ async fn rotate_dek_steps(state: &AppState, job: &mut JobRecord) -> Result<(), S
         job.phase = Some("re-encrypting".into());
         state.store.prepare_dek_rotation(&v, target).await?;
         failpoint("rotate-dek-after-prepare");
-        let (mut done, mut total) = (0, 0);
-        let manifest = state
-            .store
-            .reencrypt_and_switch(&v, target, |d, t| {
-                done = d;
-                total = t;
-            })
-            .await?;
+        // Progress is recorded as files finish (at most twice a second), so
+        // `keys status` and a waiting CLI see a long re-encryption move.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+        let saver = {
+            let mut shown = job.clone();
+            async move {
+                let mut last: Option<std::time::Instant> = None;
+                while let Some((d, t)) = rx.recv().await {
+                    shown.done = d;
+                    shown.total = t;
+                    if last.is_none_or(|l| l.elapsed() >= std::time::Duration::from_millis(500)) {
+                        if let Err(e) = save(state, &shown).await {
+                            tracing::warn!(job = %shown.id, error = %e, "could not record progress");
+                        }
+                        last = Some(std::time::Instant::now());
+                    }
+                }
+                (shown.done, shown.total)
+            }
+        };
+        let (manifest, (done, total)) = tokio::join!(
+            state.store.reencrypt_and_switch(&v, target, move |d, t| {
+                let _ = tx.send((d, t));
+            }),
+            saver
+        );
+        let manifest = manifest?;
         let now = Utc::now();
         let grace = chrono::Duration::seconds(
             i64::try_from(state.config.keys.dek_rotation_grace_secs).unwrap_or(i64::MAX / 2),

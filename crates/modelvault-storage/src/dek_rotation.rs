@@ -214,6 +214,7 @@ impl Store {
         let (new_dek, _) = self.dek_for_generation(v, target).await?;
         let digests = unseal_digests(&old_dek, v, old.dek_generation, &old)?;
         let total = old.files.len() as u64;
+        progress(0, total);
         let mut files = Vec::with_capacity(old.files.len());
         for (i, f) in old.files.iter().enumerate() {
             let reader = self.open_file_in(v, &old, &f.path).await?;
