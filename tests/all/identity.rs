@@ -50,6 +50,7 @@ impl Idp {
 issuer = "{issuer}"
 audience = "urn:modelvault"
 groups_claim = "groups"
+attribute_claims = ["department", "cost_center"]
 allow_http_issuer = true
 cli_client_id = "modelvault-cli"
 cli_scope = "openid api"
@@ -175,6 +176,18 @@ fn workload_and_attack_tokens() {
     assert_eq!(w["roles"], json!(["ml-engineer"]));
     assert_eq!(w["authenticated_by"], "oidc");
     assert!(w["expires_at"].is_string());
+    // Verified attributes for policies: the configured claims, as text,
+    // beside the built-ins; an API token has only its own.
+    assert_eq!(
+        w["attributes"],
+        json!({"auth": "oidc", "cost_center": "4711", "department": "ml-platform",
+               "issuer": idp.issuer}),
+        "{w}"
+    );
+    assert_eq!(
+        whoami(&app, &app.admin)["attributes"],
+        json!({"auth": "api-token"})
+    );
 
     // It downloads only what the policy chain allows in production: not
     // before two distinct production approvals, then yes.

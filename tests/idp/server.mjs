@@ -34,6 +34,9 @@ const people = {
   carol: ['sensitive-readers', 'nlp-readers'],
 };
 const clientGroups = { deployer: ['prod-deployers'], trainer: ['trainers'] };
+// Further claims a workload's token carries (Modelvault copies the ones an
+// issuer's `attribute_claims` lists into principal.attributes).
+const clientClaims = { deployer: { department: 'ml-platform', cost_center: 4711 } };
 
 const provider = new Provider(issuer, {
   jwks: { keys: [jwk(rsaPath, 'rsa-1', 'RS256'), jwk(ecPath, 'ec-1', 'ES256')] },
@@ -90,7 +93,9 @@ const provider = new Provider(issuer, {
   },
   extraTokenClaims: async (ctx, token) => {
     if (token.accountId && people[token.accountId]) return { groups: people[token.accountId] };
-    if (!token.accountId && clientGroups[token.clientId]) return { groups: clientGroups[token.clientId] };
+    if (!token.accountId && clientGroups[token.clientId]) {
+      return { groups: clientGroups[token.clientId], ...(clientClaims[token.clientId] || {}) };
+    }
     return undefined;
   },
   findAccount: async (ctx, id) => (people[id]

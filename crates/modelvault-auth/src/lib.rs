@@ -294,6 +294,10 @@ pub struct Principal {
     pub issuer: Option<String>,
     /// When the credential expires.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Further verified attributes policies see: `auth` (`oidc` or
+    /// `api-token`), `issuer` for OIDC, and the issuer's configured
+    /// `attribute_claims`. Never chosen by the client.
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 impl Principal {

@@ -264,6 +264,9 @@ pub async fn whoami(output: Output) -> anyhow::Result<()> {
             }
             println!("environment: {}", w.environment);
             println!("groups:      {}", w.groups.join(", "));
+            for (k, v) in &w.attributes {
+                println!("attribute:   {k}={v}");
+            }
             println!(
                 "expires:     {}",
                 w.expires_at.map_or("never".into(), |t| t.to_rfc3339())

@@ -113,6 +113,12 @@ pub struct IssuerConfig {
     /// The claim that holds the caller's groups (a list of strings).
     #[serde(default = "default_groups_claim")]
     pub groups_claim: String,
+    /// Claims copied, verified, into the principal's attributes that
+    /// policies see (`principal.attributes`), e.g. `["department",
+    /// "clearance"]`. Strings, numbers and booleans are copied as text, a
+    /// list of strings joined with `,`; anything else is left out.
+    #[serde(default)]
+    pub attribute_claims: Vec<String>,
     /// Accept an `http://` issuer (tests on loopback only; never in
     /// production).
     #[serde(default)]
@@ -271,6 +277,8 @@ pub struct Identity {
     pub expires_at: i64,
     /// The client the token was issued to (`client_id` or `azp`).
     pub client_id: Option<String>,
+    /// The configured `attribute_claims` present in the token, as text.
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 struct KeyCache {
@@ -607,7 +615,26 @@ fn map_claims(
     {
         return Err(OidcError::UndeclaredEnvironment(env.clone()));
     }
+    let mut attributes = std::collections::BTreeMap::new();
+    for name in &c.attribute_claims {
+        let text = match claims.get(name) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                Some(v.to_string())
+            }
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.join(",")),
+            _ => None,
+        };
+        if let Some(t) = text.filter(|t| t.len() <= 1024 && !t.chars().any(char::is_control)) {
+            attributes.insert(name.clone(), t);
+        }
+    }
     Ok(Identity {
+        attributes,
         principal: format!("{}{sub}", c.principal_prefix),
         service,
         groups,
@@ -627,6 +654,7 @@ mod tests {
             r#"issuer = "http://127.0.0.1:1/"
 audience = "urn:modelvault"
 allow_http_issuer = true
+attribute_claims = ["department", "clearance", "projects", "nested"]
 [kind]
 service_clients = ["deployer"]
 [environment.clients]
@@ -662,14 +690,28 @@ deployer = "production"
         )
         .unwrap();
         assert!(id.service);
+        assert!(id.attributes.is_empty());
         assert_eq!(id.environment.as_deref(), Some("production"));
         assert_eq!(id.groups, vec!["a"]);
         let person = map_claims(
             &c,
-            &serde_json::json!({"sub": "alice", "client_id": "cli", "exp": 1}),
+            &serde_json::json!({"sub": "alice", "client_id": "cli", "exp": 1,
+                "department": "nlp", "clearance": 3, "projects": ["a", "b"],
+                "nested": {"x": 1}, "unlisted": "never copied"}),
             &declared,
         )
         .unwrap();
+        assert_eq!(
+            person.attributes,
+            [
+                ("clearance", "3"),
+                ("department", "nlp"),
+                ("projects", "a,b")
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        );
         assert!(!person.service && person.environment.is_none());
         assert!(
             map_claims(

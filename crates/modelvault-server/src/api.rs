@@ -354,6 +354,9 @@ pub struct WhoAmI {
     pub issuer: Option<String>,
     /// When the credential expires.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Verified attributes policies see (`principal.attributes`).
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// One API token as `GET /v1/tokens` shows it (never its secret).

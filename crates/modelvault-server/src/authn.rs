@@ -188,6 +188,7 @@ pub(crate) async fn token_principal(
         token_id: Some(record.id),
         issuer: None,
         expires_at: record.expires_at,
+        attributes: [("auth".to_string(), "api-token".to_string())].into(),
     })
 }
 
@@ -217,6 +218,13 @@ async fn authenticate_jwt(state: &AppState, bearer: &str) -> Result<Principal, S
             .environment
             .unwrap_or_else(|| state.config.environments.default.clone()),
         token_id: None,
+        attributes: {
+            // Built-ins last: a claim cannot pose as them.
+            let mut a = identity.attributes;
+            a.insert("auth".into(), "oidc".into());
+            a.insert("issuer".into(), identity.issuer.clone());
+            a
+        },
         issuer: Some(identity.issuer),
         expires_at: chrono::DateTime::from_timestamp(identity.expires_at, 0),
     })
@@ -401,7 +409,7 @@ pub fn policy_request(
             roles: principal.roles(),
             groups: principal.groups.clone(),
             namespaces: principal.namespaces().to_list(),
-            attributes: Default::default(),
+            attributes: principal.attributes.clone(),
         },
         action,
         resource: ResourceInfo {

@@ -156,6 +156,7 @@ pub async fn whoami(
         None => None,
     };
     Ok(Json(WhoAmI {
+        attributes: p.attributes.clone(),
         roles: p.roles(),
         grants: p
             .grants

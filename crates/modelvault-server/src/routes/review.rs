@@ -238,6 +238,9 @@ pub async fn review(
                     token_id: None,
                     issuer: None,
                     expires_at: None,
+                    // Not recorded in the audit trail: a policy keyed on
+                    // attributes sees none here.
+                    attributes: Default::default(),
                 },
                 via: via.into_iter().collect(),
             },
