@@ -31,8 +31,8 @@ use object_store::ObjectStoreExt as _;
 
 use crate::blob::NewBlob;
 use crate::{
-    KeyRecord, Manifest, ManifestFile, StorageError, Store, VERSION_METADATA_SEAL, VersionRef,
-    b64_decode, b64_encode, layout, seal_digests, unseal_digests,
+    KeyRecord, Manifest, ManifestFile, StorageError, Store, VersionRef, b64_decode, b64_encode,
+    layout, seal_digests, unseal_digests, version_metadata_key,
 };
 
 impl Store {
@@ -56,19 +56,7 @@ impl Store {
                 .into_iter()
                 .rev()
                 .find(|(_, r)| r.dek_generation == generation)
-                .map(|(seq, r)| {
-                    if r.namespace != v.namespace
-                        || r.model != v.model
-                        || r.version != v.version
-                        || r.seq != seq
-                    {
-                        Err(StorageError::Integrity(format!(
-                            "key record in {dir} names another version"
-                        )))
-                    } else {
-                        Ok(r)
-                    }
-                })
+                .map(|(seq, r)| r.checked(&dir, v, seq))
                 .transpose()?
                 .ok_or_else(|| {
                     StorageError::Integrity(format!(
@@ -101,20 +89,7 @@ impl Store {
             .into_iter()
             .rev()
             .find(|(_, m)| m.dek_generation == generation);
-        match found {
-            None => Ok(None),
-            Some((seq, m))
-                if m.namespace == v.namespace
-                    && m.model == v.model
-                    && m.version == v.version
-                    && m.revision == seq =>
-            {
-                Ok(Some(m))
-            }
-            Some(_) => Err(StorageError::Integrity(format!(
-                "manifest {dir} names another version"
-            ))),
-        }
+        found.map(|(seq, m)| m.checked(&dir, v, seq)).transpose()
     }
 
     /// The committed manifest of `v`, or NotFound / Gone.
@@ -268,20 +243,9 @@ impl Store {
         let sealed_metadata = match &old.sealed_metadata {
             None => None,
             Some(sealed) => {
-                let open = old_dek.seal_key(
-                    VERSION_METADATA_SEAL,
-                    &[
-                        v.namespace,
-                        v.model,
-                        v.version,
-                        &old.dek_generation.to_string(),
-                    ],
-                )?;
+                let open = version_metadata_key(&old_dek, v, old.dek_generation)?;
                 let json = open.open(b"metadata", &b64_decode(sealed)?)?;
-                let seal = new_dek.seal_key(
-                    VERSION_METADATA_SEAL,
-                    &[v.namespace, v.model, v.version, &target.to_string()],
-                )?;
+                let seal = version_metadata_key(&new_dek, v, target)?;
                 Some(b64_encode(&seal.seal(b"metadata", &json)?))
             }
         };

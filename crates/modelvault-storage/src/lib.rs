@@ -583,16 +583,7 @@ impl Store {
         let Some((seq, record)) = self.read_latest::<KeyRecord>("key", dir).await? else {
             return Ok(None);
         };
-        if record.namespace != v.namespace
-            || record.model != v.model
-            || record.version != v.version
-            || record.seq != seq
-        {
-            return Err(StorageError::Integrity(format!(
-                "key record in {dir} names another version"
-            )));
-        }
-        Ok(Some(record))
+        record.checked(dir, v, seq).map(Some)
     }
 
     /// Unwraps a key record's DEK, bound to `v` and the record's generation.
@@ -666,16 +657,7 @@ impl Store {
         let Some((seq, m)) = self.read_latest::<Manifest>("manifest", &dir).await? else {
             return Ok(None);
         };
-        if m.namespace != v.namespace
-            || m.model != v.model
-            || m.version != v.version
-            || m.revision != seq
-        {
-            return Err(StorageError::Integrity(format!(
-                "manifest {dir} names another version"
-            )));
-        }
-        Ok(Some(m))
+        m.checked(&dir, v, seq).map(Some)
     }
 
     /// Committed versions of a model, oldest commit first.
@@ -756,10 +738,7 @@ impl Store {
         }
         let mut metadata = manifest.metadata.clone();
         if let Some(sealed) = &manifest.sealed_metadata {
-            let key = dek.seal_key(
-                VERSION_METADATA_SEAL,
-                &[v.namespace, v.model, v.version, &generation.to_string()],
-            )?;
+            let key = version_metadata_key(&dek, v, generation)?;
             let json = key.open(b"metadata", &b64_decode(sealed)?)?;
             let secret: BTreeMap<String, String> = serde_json::from_slice(&json)
                 .map_err(|_| StorageError::Integrity(format!("metadata of {v} is malformed")))?;
@@ -914,10 +893,7 @@ impl Store {
                 serde_json::to_vec(&secret)
                     .map_err(|e| StorageError::InvalidInput(e.to_string()))?,
             );
-            let key = dek.seal_key(
-                VERSION_METADATA_SEAL,
-                &[v.namespace, v.model, v.version, &generation.to_string()],
-            )?;
+            let key = version_metadata_key(&dek, v, generation)?;
             Some(b64_encode(&key.seal(b"metadata", &json)?))
         };
         let manifest = Manifest {
@@ -1039,6 +1015,62 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+impl KeyRecord {
+    /// The record, if it names `v` and its own sequence number `seq` in
+    /// `dir` (a record copied elsewhere in the bucket is refused).
+    pub(crate) fn checked(
+        self,
+        dir: &Path,
+        v: &VersionRef<'_>,
+        seq: u64,
+    ) -> Result<Self, StorageError> {
+        if self.namespace != v.namespace
+            || self.model != v.model
+            || self.version != v.version
+            || self.seq != seq
+        {
+            return Err(StorageError::Integrity(format!(
+                "key record in {dir} names another version"
+            )));
+        }
+        Ok(self)
+    }
+}
+
+impl Manifest {
+    /// The manifest, if it names `v` and its own revision `seq` in `dir`.
+    pub(crate) fn checked(
+        self,
+        dir: &Path,
+        v: &VersionRef<'_>,
+        seq: u64,
+    ) -> Result<Self, StorageError> {
+        if self.namespace != v.namespace
+            || self.model != v.model
+            || self.version != v.version
+            || self.revision != seq
+        {
+            return Err(StorageError::Integrity(format!(
+                "manifest {dir} names another version"
+            )));
+        }
+        Ok(self)
+    }
+}
+
+/// The key that seals a version's sensitive metadata under generation
+/// `generation` of its DEK.
+fn version_metadata_key(
+    dek: &Dek,
+    v: &VersionRef<'_>,
+    generation: u32,
+) -> Result<modelvault_format::SealKey, StorageError> {
+    Ok(dek.seal_key(
+        VERSION_METADATA_SEAL,
+        &[v.namespace, v.model, v.version, &generation.to_string()],
+    )?)
 }
 
 fn digest_seal_key(
