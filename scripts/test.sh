@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole Modelvault test suite on a fresh machine: installs and
-# starts what the tests need (the pinned toolchain with wasm32-wasip2, a
+# starts what the tests need (the wasm32-wasip2 target for the plugins, a
 # moto S3 server on loopback with a test bucket), runs every test, builds the
 # benches (they are not run here), and stops what it started. Also starts
 # a throwaway OIDC provider (oidc-provider, Node) for the identity tests and
@@ -16,9 +16,11 @@ mkdir -p "$env_dir"
 
 log() { printf '[test.sh] %s\n' "$*" >&2; }
 
-# 1. Toolchain (rust-toolchain.toml pins it; rustup installs on first use).
+# 1. Toolchain (rust-toolchain.toml pins it), the wasm32-wasip2 target
+#    (added here when missing), and every component of plugins/ built from
+#    source; the committed bundled policies must equal a fresh build.
 log "toolchain: $(rustc --version)"
-rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+bash scripts/build-plugins.sh --check
 
 # 2. moto, the S3-compatible server, in a private virtualenv.
 if [ ! -x "$env_dir/venv/bin/moto_server" ] || [ ! -x "$env_dir/venv/bin/componentize-py" ]; then

@@ -1,5 +1,9 @@
-//! The bundled policies, built from `plugins/` by this crate's build script
-//! and carried inside the binary. `init` installs all three.
+//! The bundled policies, carried inside the binary. `init` installs all
+//! three. The components are committed, built, in `bundled/` so that
+//! building the server needs no wasm toolchain; `scripts/build-plugins.sh
+//! --check` (run by the test command) rebuilds them from `plugins/` with the
+//! pinned toolchain and fails unless the bytes are identical, and
+//! `--update` refreshes them after a change to a bundled policy.
 
 /// One bundled policy.
 #[derive(Debug, Clone, Copy)]
@@ -17,17 +21,17 @@ pub struct BundledPolicy {
 pub const BUNDLED: [BundledPolicy; 3] = [
     BundledPolicy {
         name: "sensitivity-environment",
-        component: include_bytes!(concat!(env!("OUT_DIR"), "/sensitivity_environment.wasm")),
+        component: include_bytes!("../bundled/sensitivity_environment.wasm"),
         cases: include_str!("../../../plugins/sensitivity-environment/cases.json"),
     },
     BundledPolicy {
         name: "approval-gate",
-        component: include_bytes!(concat!(env!("OUT_DIR"), "/approval_gate.wasm")),
+        component: include_bytes!("../bundled/approval_gate.wasm"),
         cases: include_str!("../../../plugins/approval-gate/cases.json"),
     },
     BundledPolicy {
         name: "separation-of-duties",
-        component: include_bytes!(concat!(env!("OUT_DIR"), "/separation_of_duties.wasm")),
+        component: include_bytes!("../bundled/separation_of_duties.wasm"),
         cases: include_str!("../../../plugins/separation-of-duties/cases.json"),
     },
 ];
