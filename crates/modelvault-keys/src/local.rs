@@ -1,12 +1,20 @@
 //! The local keyring: a JSON file, mode 0600, outside the store's root,
 //! holding versioned KEKs and the record MAC key. Updates are written to a
 //! temporary file, fsynced and renamed, so a crash leaves the old or the new
-//! keyring, never half of one. Several servers may share the file: the
-//! current version is re-read before every wrap and unknown versions are
-//! re-read before failing an unwrap.
+//! keyring, never half of one.
+//!
+//! Several servers may share the file. Invariants a reader must keep:
+//! - every mutation holds an exclusive advisory lock on `<keyring>.lock`
+//!   across re-read, modify, write, fsync and rename, so no update is lost
+//!   and a KEK version number is never handed out twice (destroyed versions
+//!   stay in the file, without their key, and count for "next version");
+//! - before every wrap and unwrap the file's identity (device, inode, size,
+//!   mtime) is compared with the one loaded; if another server replaced it,
+//!   it is re-read, so a KEK retired elsewhere is gone here too and a wrap
+//!   always uses the newest current version.
 
 use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -70,7 +78,29 @@ struct Kek {
     key: Option<Zeroizing<[u8; KEY_LEN]>>,
 }
 
+/// What identifies one written keyring file: a rename by another server
+/// changes the inode; an in-place edit changes size or mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
 struct State {
+    stamp: Option<FileStamp>,
     current: u32,
     keks: Vec<Kek>,
     mac_id: String,
@@ -154,6 +184,7 @@ impl State {
         let mac_raw = decode_key(&file.mac_key.key)?;
         let mac_key = hmac::Key::new(hmac::HMAC_SHA256, mac_raw.as_ref());
         Ok(Self {
+            stamp: None,
             current: file.current,
             keks,
             mac_id: file.mac_key.id.clone(),
@@ -204,6 +235,7 @@ impl LocalKeyring {
             let mac_raw = random_key()?;
             let mac_key = hmac::Key::new(hmac::HMAC_SHA256, mac_raw.as_ref());
             State {
+                stamp: None,
                 current: 1,
                 keks: vec![Kek {
                     version: 1,
@@ -238,6 +270,8 @@ impl LocalKeyring {
         f.write_all(&json).map_err(io_err(path))?;
         f.sync_all().map_err(io_err(path))?;
         sync_parent(path)?;
+        let mut state = state;
+        state.stamp = Some(FileStamp::of(&f.metadata().map_err(io_err(path))?));
         Ok(Self {
             path: path.to_path_buf(),
             state: RwLock::new(state),
@@ -270,7 +304,11 @@ impl LocalKeyring {
         let bytes = Zeroizing::new(std::fs::read(path).map_err(io_err(path))?);
         let file: KeyringFile =
             serde_json::from_slice(&bytes).map_err(|e| KeyError::Corrupt(e.to_string()))?;
-        State::from_file(&file)
+        let mut state = State::from_file(&file)?;
+        // Stat before read: a replacement in between makes the stamp stale,
+        // which only causes one more re-read later.
+        state.stamp = Some(FileStamp::of(&meta));
+        Ok(state)
     }
 
     fn reload(&self) -> Result<(), KeyError> {
@@ -280,6 +318,60 @@ impl LocalKeyring {
             .write()
             .map_err(|_| KeyError::Crypto("keyring lock poisoned"))? = fresh;
         Ok(())
+    }
+
+    /// Re-reads the file if another process replaced or edited it since it
+    /// was loaded (one `stat`).
+    fn refresh_if_changed(&self) -> Result<(), KeyError> {
+        let meta = std::fs::metadata(&self.path).map_err(io_err(&self.path))?;
+        let now = FileStamp::of(&meta);
+        if self.read()?.stamp == Some(now) {
+            return Ok(());
+        }
+        self.reload()
+    }
+
+    /// The lock file beside the keyring that serializes mutations across
+    /// processes.
+    fn lock_path(&self) -> PathBuf {
+        let mut name = self
+            .path
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        name.push(".lock");
+        self.path.with_file_name(name)
+    }
+
+    /// Runs one mutation under the cross-process lock: re-read the file,
+    /// apply `change`, write it (fsync, rename, fsync of the directory), and
+    /// only then make the result this process's state. An error anywhere
+    /// leaves the file and the in-memory state as they were.
+    fn mutate<T>(
+        &self,
+        change: impl FnOnce(&mut State) -> Result<T, KeyError>,
+    ) -> Result<T, KeyError> {
+        let lock_path = self.lock_path();
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.lock().map_err(io_err(&lock_path))?;
+        let mut fresh = Self::load(&self.path)?;
+        let out = change(&mut fresh)?;
+        self.persist(&fresh)?;
+        let meta = std::fs::metadata(&self.path).map_err(io_err(&self.path))?;
+        fresh.stamp = Some(FileStamp::of(&meta));
+        *self
+            .state
+            .write()
+            .map_err(|_| KeyError::Crypto("keyring lock poisoned"))? = fresh;
+        drop(lock); // Closing the file releases the lock.
+        Ok(out)
     }
 
     fn persist(&self, state: &State) -> Result<(), KeyError> {
@@ -331,13 +423,13 @@ impl KeyProvider for LocalKeyring {
     }
 
     async fn current_kek_version(&self) -> Result<KekVersion, KeyError> {
-        // Another server sharing the file may have rotated: re-read it.
-        self.reload()?;
+        // Another server sharing the file may have rotated.
+        self.refresh_if_changed()?;
         Ok(KekVersion(self.read()?.current))
     }
 
     async fn list_kek_versions(&self) -> Result<Vec<KekVersionInfo>, KeyError> {
-        self.reload()?;
+        self.refresh_if_changed()?;
         let s = self.read()?;
         Ok(s.keks
             .iter()
@@ -351,45 +443,34 @@ impl KeyProvider for LocalKeyring {
     }
 
     async fn create_kek_version(&self) -> Result<KekVersion, KeyError> {
-        self.reload()?;
-        let mut s = self
-            .state
-            .write()
-            .map_err(|_| KeyError::Crypto("keyring lock poisoned"))?;
-        let next = s.keks.iter().map(|k| k.version).max().unwrap_or(0) + 1;
-        s.keks.push(Kek {
-            version: next,
-            state: KekState::Active,
-            created_at: now(),
-            key: Some(random_key()?),
-        });
-        let previous = s.current;
-        s.current = next;
-        if let Err(e) = self.persist(&s) {
-            s.keks.pop();
-            s.current = previous;
-            return Err(e);
-        }
-        Ok(KekVersion(next))
+        self.mutate(|s| {
+            // Destroyed versions stay listed, so a number is never reused.
+            let next = s.keks.iter().map(|k| k.version).max().unwrap_or(0) + 1;
+            s.keks.push(Kek {
+                version: next,
+                state: KekState::Active,
+                created_at: now(),
+                key: Some(random_key()?),
+            });
+            s.current = next;
+            Ok(KekVersion(next))
+        })
     }
 
     async fn destroy_kek_version(&self, version: KekVersion) -> Result<(), KeyError> {
-        self.reload()?;
-        let mut s = self
-            .state
-            .write()
-            .map_err(|_| KeyError::Crypto("keyring lock poisoned"))?;
-        if s.current == version.0 {
-            return Err(KeyError::KekIsCurrent(version.0));
-        }
-        let kek = s
-            .keks
-            .iter_mut()
-            .find(|k| k.version == version.0)
-            .ok_or(KeyError::UnknownKekVersion(version.0))?;
-        kek.state = KekState::Destroyed;
-        kek.key = None; // Zeroizing wipes the bytes here.
-        self.persist(&s)
+        self.mutate(|s| {
+            if s.current == version.0 {
+                return Err(KeyError::KekIsCurrent(version.0));
+            }
+            let kek = s
+                .keks
+                .iter_mut()
+                .find(|k| k.version == version.0)
+                .ok_or(KeyError::UnknownKekVersion(version.0))?;
+            kek.state = KekState::Destroyed;
+            kek.key = None; // Zeroizing wipes the bytes here.
+            Ok(())
+        })
     }
 
     async fn wrap_dek(&self, dek: &Dek, binding: &DekBinding<'_>) -> Result<WrappedDek, KeyError> {
@@ -423,16 +504,9 @@ impl KeyProvider for LocalKeyring {
         binding: &DekBinding<'_>,
     ) -> Result<Dek, KeyError> {
         let version = wrapped.kek_version.0;
-        // Bind first: a read guard kept alive in the match scrutinee would
-        // deadlock with reload()'s write lock.
-        let found = self.read()?.kek(version);
-        let key = match found {
-            Err(KeyError::UnknownKekVersion(_)) => {
-                self.reload()?;
-                self.read()?.kek(version)?
-            }
-            other => other?,
-        };
+        // A KEK retired by another server must be gone here too.
+        self.refresh_if_changed()?;
+        let key = self.read()?.kek(version)?;
         if wrapped.ciphertext.len() != NONCE_LEN + KEY_LEN + 16 {
             return Err(KeyError::UnwrapFailed);
         }
