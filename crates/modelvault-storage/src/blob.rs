@@ -1,8 +1,16 @@
 //! Encrypted blobs: streaming upload into a draft, and streaming, ranged,
 //! authenticated reads. Memory stays bounded by a few segments and
-//! multipart parts whatever the file size. A reader never yields bytes of a
-//! segment that did not authenticate; on failure its stream ends in an
-//! error.
+//! multipart parts whatever the file size (plus the segment table, 32 bytes
+//! a segment). A reader never yields bytes of a segment that did not
+//! authenticate; on failure its stream ends in an error.
+//!
+//! Two checks guard every served segment, and both must hold:
+//! - its BLAKE3 digest equals the one in the blob's segment table, whose own
+//!   BLAKE3 is pinned by the MAC'd manifest (or upload record). This binds
+//!   the bytes to the record; it holds against anyone who can write the
+//!   bucket, including a holder of the released DEK;
+//! - it opens under the file key (AES-256-GCM), which binds it to its
+//!   position, file, version and DEK generation.
 
 use std::ops::Range;
 use std::os::unix::fs::FileExt as _;
@@ -51,7 +59,9 @@ impl Store {
         E: std::fmt::Display,
     {
         names::validate_version(v.version)?;
-        names::validate_file_path(path)?;
+        // Stored under its NFC form: two spellings are one file.
+        let path = names::normalize_file_path(path)?;
+        let path = path.as_str();
         if self.get_model(v.namespace, v.model).await?.is_none() {
             return Err(StorageError::NotFound(format!(
                 "model {}/{}",
@@ -65,16 +75,14 @@ impl Store {
             return Err(StorageError::Gone(v.to_string()));
         }
         let (dek, generation) = self.version_dek(v, true).await?;
-        let NewBlob {
-            blob,
-            size,
-            ciphertext_size: ct_size,
-            sha256: sha,
-            header,
-        } = self
+        let new = self
             .write_encrypted_blob(v, path, &dek, generation, &mut body)
             .await?;
+        let (blob, size, ct_size, header) =
+            (new.blob.clone(), new.size, new.ciphertext_size, new.header);
+        let sha = new.sha256;
 
+        let segments_blake3 = new.segments_blake3;
         let sealed = digest_seal_key(&dek, v, generation)?.seal(blob.as_ref().as_bytes(), &sha)?;
         let upload_id = uuid::Uuid::now_v7().to_string();
         let record = UploadRecord {
@@ -84,13 +92,19 @@ impl Store {
             blob: blob.to_string(),
             ciphertext_size: ct_size,
             salt: hex::encode(header.salt),
+            segments_blake3,
             dek_generation: generation,
             sealed_sha256: b64_encode(&sealed),
             uploaded_by: uploader.into(),
             created_at: Utc::now(),
         };
         let rec_path = layout::upload_record(v.namespace, v.model, v.version, &upload_id);
-        self.create_record("upload", &rec_path, &record).await?;
+        if let Err(e) = self.create_record("upload", &rec_path, &record).await {
+            // A blob no record points at is of no use: leave nothing
+            // half-written (a full disk fails here as well as mid-blob).
+            self.delete_blob(&blob).await;
+            return Err(e);
+        }
         Ok(record)
     }
 
@@ -121,7 +135,7 @@ impl Store {
         let upload = self.objects.put_multipart(&blob).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let result = encrypt_body(&key, header, body, &mut writer).await;
-        let (size, ciphertext_size, sha256) = match result {
+        let (size, ciphertext_size, sha256, table) = match result {
             Ok(r) => r,
             Err(e) => {
                 let _ = writer.abort().await;
@@ -129,13 +143,61 @@ impl Store {
             }
         };
         writer.finish().await?;
+        let segments_blake3 = blake3::hash(&table).to_hex().to_string();
+        let table_path = layout::segment_table(blob.as_ref());
+        if let Err(e) = self.objects.put(&table_path, table.into()).await {
+            self.delete_blob(&blob).await;
+            return Err(e.into());
+        }
         Ok(NewBlob {
             blob,
             size,
             ciphertext_size,
             sha256,
+            segments_blake3,
             header,
         })
+    }
+
+    /// Deletes a blob and its segment table, best effort (what is left is
+    /// unreferenced, and the garbage collector takes it).
+    pub(crate) async fn delete_blob(&self, blob: &Path) {
+        let _ = self.delete_object(blob).await;
+        let _ = self
+            .delete_object(&layout::segment_table(blob.as_ref()))
+            .await;
+    }
+
+    /// Reads a blob's segment table and checks it against the digest the
+    /// authenticated record pins, and its length against the segment count.
+    async fn verified_segment_table(
+        &self,
+        blob: &str,
+        expected_blake3: &str,
+        segments: u64,
+        what: &dyn std::fmt::Display,
+    ) -> Result<Arc<[u8]>, StorageError> {
+        let path = layout::segment_table(blob);
+        let table = match self.objects.get(&path).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StorageError::Integrity(format!(
+                    "the segment table of {what} is missing"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let digest = blake3::hash(&table);
+        let expected = blake3::Hash::from_hex(expected_blake3).map_err(|_| {
+            StorageError::Integrity(format!("bad segment table digest for {what}"))
+        })?;
+        // blake3::Hash compares in constant time.
+        if digest != expected || table.len() as u64 != segments.saturating_mul(SEGMENT_DIGEST_LEN) {
+            return Err(StorageError::Integrity(format!(
+                "the segment table of {what} is not the committed one"
+            )));
+        }
+        Ok(Arc::from(&table[..]))
     }
 
     /// The hex SHA-256 of an upload, unsealed (for the uploader's receipt).
@@ -157,7 +219,7 @@ impl Store {
         v: &VersionRef<'_>,
         path: &str,
     ) -> Result<FileReader, StorageError> {
-        names::validate_file_path(path)?;
+        names::lookup_file_path(path)?;
         if self.get_model(v.namespace, v.model).await?.is_none() {
             return Err(StorageError::NotFound(format!(
                 "model {}/{}",
@@ -180,7 +242,8 @@ impl Store {
         manifest: &Manifest,
         path: &str,
     ) -> Result<FileReader, StorageError> {
-        names::validate_file_path(path)?;
+        let path = names::lookup_file_path(path)?;
+        let path = path.as_str();
         if manifest.namespace != v.namespace
             || manifest.model != v.model
             || manifest.version != v.version
@@ -245,7 +308,16 @@ impl Store {
                 "blob of {path} in {v} has the wrong length"
             )));
         }
+        let segments = self
+            .verified_segment_table(
+                &entry.blob,
+                &entry.segments_blake3,
+                decryptor.segment_count(),
+                &format_args!("{path} in {v}"),
+            )
+            .await?;
         Ok(FileReader {
+            segments,
             objects: self.objects.clone(),
             blob,
             key: Arc::new(key),
@@ -257,12 +329,17 @@ impl Store {
     }
 }
 
+/// Bytes per entry of a segment table (a BLAKE3-256 digest).
+const SEGMENT_DIGEST_LEN: u64 = 32;
+
+/// Encrypts `body`; returns (plaintext size, blob size, plaintext SHA-256,
+/// segment table).
 async fn encrypt_body<S, E>(
     key: &FileKey,
     header: Header,
     body: &mut S,
     writer: &mut WriteMultipart,
-) -> Result<(u64, u64, Vec<u8>), StorageError>
+) -> Result<(u64, u64, Vec<u8>, Vec<u8>), StorageError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
     E: std::fmt::Display,
@@ -273,6 +350,7 @@ where
     let mut ct_size = HEADER_LEN as u64;
     let mut size = 0u64;
     let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut table = Vec::new();
     let mut seg: Vec<u8> = Vec::with_capacity(seg_len + TAG_LEN);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| StorageError::Body(e.to_string()))?;
@@ -283,6 +361,7 @@ where
             if seg.len() == seg_len {
                 // A full segment followed by more data is not the last one.
                 enc.seal_segment(&mut seg, false)?;
+                table.extend_from_slice(blake3::hash(&seg).as_bytes());
                 ct_size += seg.len() as u64;
                 let full = std::mem::replace(&mut seg, Vec::with_capacity(seg_len + TAG_LEN));
                 writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
@@ -294,16 +373,19 @@ where
         }
     }
     enc.seal_segment(&mut seg, true)?;
+    table.extend_from_slice(blake3::hash(&seg).as_bytes());
     ct_size += seg.len() as u64;
     writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
     writer.put(Bytes::from(seg));
-    Ok((size, ct_size, sha.finish().as_ref().to_vec()))
+    Ok((size, ct_size, sha.finish().as_ref().to_vec(), table))
 }
 
 /// An opened file of a committed version. Cheap to clone-by-Arc; each
 /// [`FileReader::read_range`] is an independent stream.
 pub struct FileReader {
     objects: Arc<dyn ObjectStore>,
+    /// The verified segment table.
+    segments: Arc<[u8]>,
     blob: Path,
     key: Arc<FileKey>,
     header: Header,
@@ -328,6 +410,8 @@ pub(crate) struct NewBlob {
     pub(crate) ciphertext_size: u64,
     /// SHA-256 of the plaintext.
     pub(crate) sha256: Vec<u8>,
+    /// Hex BLAKE3 of its segment table (written beside it).
+    pub(crate) segments_blake3: String,
     pub(crate) header: Header,
 }
 
@@ -355,11 +439,18 @@ impl FileReader {
         let objects = self.objects.clone();
         let blob = self.blob.clone();
         let key = self.key.clone();
+        let segments = self.segments.clone();
         let header = self.header;
         let ct_len = self.ciphertext_len;
         let range = range.start.min(self.plaintext_len)..range.end.min(self.plaintext_len);
         tokio::spawn(async move {
-            if let Err(e) = pump(objects, blob, key, header, ct_len, range, &tx).await {
+            let sealed = Sealed {
+                key,
+                header,
+                ct_len,
+                segments,
+            };
+            if let Err(e) = pump(objects, blob, sealed, range, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -381,17 +472,53 @@ fn clip(dec: &Decryptor<'_>, index: u64, range: &Range<u64>, plain: Bytes) -> By
     plain.slice(lo..hi)
 }
 
-async fn pump(
-    objects: Arc<dyn ObjectStore>,
-    blob: Path,
+/// What opens one blob's segments: its key, header, length and verified
+/// segment table.
+struct Sealed {
     key: Arc<FileKey>,
     header: Header,
     ct_len: u64,
+    segments: Arc<[u8]>,
+}
+
+impl Sealed {
+    fn decryptor(&self) -> Result<Decryptor<'_>, StorageError> {
+        Ok(Decryptor::new(&self.key, self.header, self.ct_len)?)
+    }
+}
+
+/// Checks sealed segment `index` against the segment table, then opens it
+/// in place; returns the plaintext length. Nothing of a segment that fails
+/// either check is ever yielded.
+fn check_and_open(
+    dec: &Decryptor<'_>,
+    table: &[u8],
+    index: u64,
+    buf: &mut [u8],
+) -> Result<usize, StorageError> {
+    let at = usize::try_from(index.saturating_mul(SEGMENT_DIGEST_LEN))
+        .map_err(|_| StorageError::Integrity("segment index out of range".into()))?;
+    let expected = table
+        .get(at..at + SEGMENT_DIGEST_LEN as usize)
+        .and_then(|d| <[u8; 32]>::try_from(d).ok())
+        .ok_or_else(|| StorageError::Integrity("segment table too short".into()))?;
+    if blake3::hash(buf) != blake3::Hash::from_bytes(expected) {
+        return Err(StorageError::Integrity(format!(
+            "segment {index} is not the committed one"
+        )));
+    }
+    Ok(dec.open_segment(index, buf)?.len())
+}
+
+async fn pump(
+    objects: Arc<dyn ObjectStore>,
+    blob: Path,
+    sealed: Sealed,
     range: Range<u64>,
     tx: &mpsc::Sender<Result<Bytes, StorageError>>,
 ) -> Result<(), StorageError> {
     let segments = {
-        let dec = Decryptor::new(&key, header, ct_len)?;
+        let dec = sealed.decryptor()?;
         if dec.plaintext_len() == 0 {
             // An empty file is one empty final segment: open it anyway, so
             // a tampered empty file is caught like any other.
@@ -404,7 +531,7 @@ async fn pump(
         return Ok(());
     }
     let (ct_start, ct_end) = {
-        let dec = Decryptor::new(&key, header, ct_len)?;
+        let dec = sealed.decryptor()?;
         (
             dec.segment_ciphertext_range(segments.start).start,
             dec.segment_ciphertext_range(segments.end - 1).end,
@@ -421,12 +548,12 @@ async fn pump(
             // into the buffer that is then decrypted in place.
             let tx = tx.clone();
             tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-                let dec = Decryptor::new(&key, header, ct_len)?;
+                let dec = sealed.decryptor()?;
                 for i in segments {
                     let r = dec.segment_ciphertext_range(i);
                     let mut buf = vec![0u8; (r.end - r.start) as usize];
                     file.read_exact_at(&mut buf, r.start)?;
-                    let n = dec.open_segment(i, &mut buf)?.len();
+                    let n = check_and_open(&dec, &sealed.segments, i, &mut buf)?;
                     buf.truncate(n);
                     let out = clip(&dec, i, &range, Bytes::from(buf));
                     if tx.blocking_send(Ok(out)).is_err() {
@@ -439,7 +566,7 @@ async fn pump(
             .map_err(|e| StorageError::Io(std::io::Error::other(e)))?
         }
         GetResultPayload::Stream(mut stream) => {
-            let dec = Decryptor::new(&key, header, ct_len)?;
+            let dec = sealed.decryptor()?;
             let mut acc = BytesMut::new();
             let mut index = segments.start;
             while index < segments.end {
@@ -452,7 +579,7 @@ async fn pump(
                     }
                 }
                 let mut seg = acc.split_to(need);
-                let n = dec.open_segment(index, &mut seg)?.len();
+                let n = check_and_open(&dec, &sealed.segments, index, &mut seg)?;
                 seg.truncate(n);
                 let out = clip(&dec, index, &range, seg.freeze());
                 if tx.send(Ok(out)).await.is_err() {

@@ -30,6 +30,19 @@ use modelvault_keys::{DekBinding, KekVersion};
 use object_store::ObjectStoreExt as _;
 
 use crate::blob::NewBlob;
+
+/// A switch record: `v` switched to DEK generation `dek_generation` with
+/// manifest revision `manifest_revision`. Its sequence number is the
+/// generation.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DekSwitch {
+    namespace: String,
+    model: String,
+    version: String,
+    dek_generation: u32,
+    manifest_revision: u64,
+    switched_at: chrono::DateTime<chrono::Utc>,
+}
 use crate::{
     KeyRecord, Manifest, ManifestFile, StorageError, Store, VersionRef, b64_decode, b64_encode,
     layout, seal_digests, unseal_digests, version_metadata_key,
@@ -50,19 +63,12 @@ impl Store {
             None if self.is_deleted(v).await? => return Err(StorageError::Gone(v.to_string())),
             None => return Err(StorageError::NotFound(format!("key for {v}"))),
             Some(r) if r.dek_generation == generation => r,
-            Some(_) => self
-                .read_series::<KeyRecord>("key", &dir)
-                .await?
-                .into_iter()
-                .rev()
-                .find(|(_, r)| r.dek_generation == generation)
-                .map(|(seq, r)| r.checked(&dir, v, seq))
-                .transpose()?
-                .ok_or_else(|| {
-                    StorageError::Integrity(format!(
-                        "no key record of DEK generation {generation} for {v}"
-                    ))
-                })?,
+            Some(newest) => {
+                if newest.dek_generation > generation {
+                    self.check_not_rolled_back(v, generation).await?;
+                }
+                self.generation_record(&dir, v, generation).await?
+            }
         };
         let binding = DekBinding {
             namespace: v.namespace,
@@ -74,6 +80,119 @@ impl Store {
         Ok((dek, record.wrapped.kek_version))
     }
 
+    /// The newest key record of generation `generation` in `dir`.
+    async fn generation_record(
+        &self,
+        dir: &object_store::path::Path,
+        v: &VersionRef<'_>,
+        generation: u32,
+    ) -> Result<KeyRecord, StorageError> {
+        self.read_series::<KeyRecord>("key", dir)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|(_, r)| r.dek_generation == generation)
+                .map(|(seq, r)| r.checked(dir, v, seq))
+                .transpose()?
+                .ok_or_else(|| {
+                    StorageError::Integrity(format!(
+                        "no key record of DEK generation {generation} for {v}"
+                    ))
+                })
+    }
+
+    /// Called when generation `generation` of `v` is read while a newer
+    /// generation's key record exists. That is normal before a DEK
+    /// rotation's switch (the new key record is written first) and, after
+    /// it, for readers of the old generation during the grace period. It
+    /// is a rollback when a switch record names a newer generation than
+    /// the manifest in force: the manifest a rotation wrote was deleted and
+    /// an older one put back (with its blobs, from a copy of the bucket).
+    /// That is an integrity error, never a silent downgrade to a DEK the
+    /// rotation revoked.
+    async fn check_not_rolled_back(
+        &self,
+        v: &VersionRef<'_>,
+        generation: u32,
+    ) -> Result<(), StorageError> {
+        let Some(switched) = self.latest_switch(v).await? else {
+            return Ok(());
+        };
+        if switched <= generation {
+            return Ok(());
+        }
+        let current = self.committed(v).await?;
+        if current.dek_generation < switched {
+            return Err(StorageError::Integrity(format!(
+                "{v}: its manifest uses DEK generation {} but the version was switched to generation {switched}; the manifest was rolled back, refusing to serve a revoked generation",
+                current.dek_generation
+            )));
+        }
+        Ok(())
+    }
+
+    /// The newest DEK generation a rotation switched `v` to, from its
+    /// switch records (checked to name `v` and their own generation).
+    async fn latest_switch(&self, v: &VersionRef<'_>) -> Result<Option<u32>, StorageError> {
+        let dir = layout::switches_dir(v.namespace, v.model, v.version);
+        let Some((seq, s)) = self.read_latest::<DekSwitch>("dek-switch", &dir).await? else {
+            return Ok(None);
+        };
+        if s.namespace != v.namespace
+            || s.model != v.model
+            || s.version != v.version
+            || u64::from(s.dek_generation) != seq
+        {
+            return Err(StorageError::Integrity(format!(
+                "switch record in {dir} names another version"
+            )));
+        }
+        Ok(Some(s.dek_generation))
+    }
+
+    /// Records that `v` switched to the generation of `manifest`
+    /// (create-if-absent, idempotent). Written right after the switch and
+    /// again, required, before a cleanup deletes anything, so a rolled-back
+    /// manifest is recognized once the old blobs could only come from a
+    /// copy.
+    async fn record_switch(
+        &self,
+        v: &VersionRef<'_>,
+        manifest: &Manifest,
+    ) -> Result<(), StorageError> {
+        let dir = layout::switches_dir(v.namespace, v.model, v.version);
+        let record = DekSwitch {
+            namespace: v.namespace.into(),
+            model: v.model.into(),
+            version: v.version.into(),
+            dek_generation: manifest.dek_generation,
+            manifest_revision: manifest.revision,
+            switched_at: crate::now(),
+        };
+        match self
+            .create_record(
+                "dek-switch",
+                &layout::seq_record(&dir, u64::from(manifest.dek_generation)),
+                &record,
+            )
+            .await
+        {
+            Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Store::record_switch`] right after a switch: a failure is logged,
+    /// not fatal (the cleanup writes the record before deleting anything).
+    async fn note_switch(&self, v: &VersionRef<'_>, manifest: &Manifest) {
+        if manifest.revision == 0 {
+            return;
+        }
+        if let Err(e) = self.record_switch(v, manifest).await {
+            tracing::warn!(version = %v, error = %e, "could not record the DEK switch yet; the cleanup will");
+        }
+    }
+
     /// The newest manifest revision of `v` that uses DEK generation
     /// `generation` (an older revision while a rotation's grace period
     /// keeps its blobs), checked to name `v`.
@@ -82,6 +201,9 @@ impl Store {
         v: &VersionRef<'_>,
         generation: u32,
     ) -> Result<Option<Manifest>, StorageError> {
+        if self.is_deleted(v).await? {
+            return Err(StorageError::Gone(v.to_string()));
+        }
         let dir = layout::manifest_dir(v.namespace, v.model, v.version);
         let found = self
             .read_series::<Manifest>("manifest", &dir)
@@ -183,6 +305,7 @@ impl Store {
     ) -> Result<Manifest, StorageError> {
         let old = self.committed(v).await?;
         if old.dek_generation >= target {
+            self.note_switch(v, &old).await;
             return Ok(old);
         }
         let (old_dek, _) = self.dek_for_generation(v, old.dek_generation).await?;
@@ -199,6 +322,7 @@ impl Store {
                 size,
                 ciphertext_size,
                 sha256,
+                segments_blake3,
                 header,
             } = self
                 .write_encrypted_blob(v, &f.path, &new_dek, target, &mut body)
@@ -207,7 +331,7 @@ impl Store {
                 StorageError::Integrity(format!("no digest for {} in {v}", f.path))
             })?;
             if size != f.size || !hex::encode(&sha256).eq_ignore_ascii_case(expected) {
-                let _ = self.delete_object(&blob).await;
+                self.delete_blob(&blob).await;
                 return Err(StorageError::Integrity(format!(
                     "{} in {v} did not re-encrypt to its committed digest; nothing switched",
                     f.path
@@ -219,6 +343,7 @@ impl Store {
                 blob: blob.to_string(),
                 ciphertext_size,
                 salt: hex::encode(header.salt),
+                segments_blake3,
             });
             progress(i as u64 + 1, total);
         }
@@ -262,11 +387,15 @@ impl Store {
             next.revision,
         );
         match self.create_record("manifest", &path, &next).await {
-            Ok(()) => Ok(next),
+            Ok(()) => {
+                self.note_switch(v, &next).await;
+                Ok(next)
+            }
             Err(StorageError::AlreadyExists(_)) => {
                 // Another server switched first; ours are orphans now.
                 let now = self.committed(v).await?;
                 if now.dek_generation >= target {
+                    self.note_switch(v, &now).await;
                     Ok(now)
                 } else {
                     Err(StorageError::Integrity(format!(
@@ -293,8 +422,21 @@ impl Store {
                 "{v} has not switched to DEK generation {target}"
             )));
         }
-        let keep: std::collections::HashSet<&str> =
-            m.files.iter().map(|f| f.blob.as_str()).collect();
+        // Before anything of the old generation goes: from here on only a
+        // copy of the bucket can bring it back, and the switch record is
+        // what tells such a rollback from a rotation that never switched.
+        self.record_switch(v, &m).await?;
+        let tables: Vec<String> = m
+            .files
+            .iter()
+            .map(|f| layout::segment_table(&f.blob).to_string())
+            .collect();
+        let keep: std::collections::HashSet<&str> = m
+            .files
+            .iter()
+            .map(|f| f.blob.as_str())
+            .chain(tables.iter().map(String::as_str))
+            .collect();
         let prefix = object_store::path::Path::from(format!(
             "blobs/{}/{}/{}",
             v.namespace, v.model, v.version

@@ -36,15 +36,63 @@ pub enum StorageError {
     /// The store is not initialized or was initialized differently.
     #[error("store: {0}")]
     NotInitialized(String),
+    /// The store has no space left (ENOSPC or a quota): the write was not
+    /// carried out.
+    #[error("the store is out of space: {0}")]
+    InsufficientStorage(String),
     /// The backend failed.
     #[error("object store: {0}")]
-    Backend(#[from] object_store::Error),
+    Backend(#[source] object_store::Error),
     /// The key provider failed.
     #[error("key provider: {0}")]
     Keys(KeyError),
     /// Local file system I/O (fsync, local reads) failed.
     #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
+    Io(#[source] std::io::Error),
+}
+
+impl From<object_store::Error> for StorageError {
+    fn from(e: object_store::Error) -> Self {
+        if is_storage_full(&e) {
+            StorageError::InsufficientStorage(e.to_string())
+        } else {
+            StorageError::Backend(e)
+        }
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        if is_storage_full(&e) {
+            StorageError::InsufficientStorage(e.to_string())
+        } else {
+            StorageError::Io(e)
+        }
+    }
+}
+
+/// ENOSPC, EDQUOT or EFBIG anywhere in an error's chain (the local store
+/// wraps the `io::Error` of the failed write in its own errors).
+pub(crate) fn is_storage_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            if matches!(
+                io.kind(),
+                ErrorKind::StorageFull | ErrorKind::QuotaExceeded | ErrorKind::FileTooLarge
+            ) {
+                return true;
+            }
+            if let Some(inner) = io.get_ref()
+                && is_storage_full(inner)
+            {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl From<KeyError> for StorageError {
@@ -66,5 +114,55 @@ impl From<FormatError> for StorageError {
             }
             other => StorageError::Integrity(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the local store answers when a write hits a full disk: its own
+    /// error around the `io::Error`, inside `object_store::Error::Generic`.
+    #[derive(Debug, thiserror::Error)]
+    #[error("Unable to copy data to file: {source}")]
+    struct LocalWriteError {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_full_disk_is_insufficient_storage() {
+        for errno in [28 /* ENOSPC */, 122 /* EDQUOT */] {
+            let e = object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(LocalWriteError {
+                    source: std::io::Error::from_raw_os_error(errno),
+                }),
+            };
+            assert!(
+                matches!(StorageError::from(e), StorageError::InsufficientStorage(_)),
+                "errno {errno}"
+            );
+            let io = std::io::Error::from_raw_os_error(errno);
+            assert!(matches!(
+                StorageError::from(io),
+                StorageError::InsufficientStorage(_)
+            ));
+            // Wrapped once more, as `io::Error::other` does.
+            let wrapped = std::io::Error::other(std::io::Error::from_raw_os_error(errno));
+            assert!(matches!(
+                StorageError::from(wrapped),
+                StorageError::InsufficientStorage(_)
+            ));
+        }
+        let other = object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(LocalWriteError {
+                source: std::io::Error::from_raw_os_error(13), // EACCES
+            }),
+        };
+        assert!(matches!(
+            StorageError::from(other),
+            StorageError::Backend(_)
+        ));
     }
 }

@@ -82,6 +82,15 @@ pub fn new_blob(ns: &str, model: &str, version: &str) -> Path {
     ))
 }
 
+/// The segment table of a blob (see `docs/FORMAT.md`): the BLAKE3 digest
+/// of each sealed segment, in order. Lives and dies with its blob.
+pub fn segment_table(blob: &str) -> Path {
+    Path::from(format!("{blob}{SEGMENT_TABLE_SUFFIX}"))
+}
+
+/// What a segment table's key adds to its blob's.
+pub const SEGMENT_TABLE_SUFFIX: &str = ".segments";
+
 /// An API token record, by token id.
 pub fn token(id: &str) -> Path {
     Path::from(format!("tokens/{id}.json"))
@@ -129,6 +138,13 @@ pub fn tombstone(ns: &str, model: &str, version: &str) -> Path {
     Path::from(format!(
         "models/{ns}/{model}/versions/{version}/deleted.json"
     ))
+}
+
+/// A version's DEK switch records: `{generation}.json` (zero-padded like a
+/// sequence number) once a DEK rotation switched the version to that
+/// generation (create-if-absent; never removed).
+pub fn switches_dir(ns: &str, model: &str, version: &str) -> Path {
+    Path::from(format!("models/{ns}/{model}/versions/{version}/switches"))
 }
 
 /// All key-management jobs.

@@ -81,6 +81,9 @@ pub struct GcReport {
     pub blobs_deleted: usize,
     /// Upload records deleted with them.
     pub upload_records_deleted: usize,
+    /// Staging files of writes that never completed (a server killed
+    /// mid-upload or mid-re-encryption) deleted from a local store.
+    pub staging_files_deleted: usize,
 }
 
 /// Opens the object store behind a URL: `file:///abs/path` or
@@ -100,6 +103,17 @@ pub fn open_object_store(
                 ))
             })?;
             std::fs::create_dir_all(&path)?;
+            // Only the owner may enter the store, whatever the modes of
+            // what lies below (a store written before the server narrowed
+            // its umask to 0o077 holds 0644 files in 0755 directories).
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                if let Err(e) =
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot make the store directory 0700");
+                }
+            }
             // fsync every written file and its directory before a write
             // returns: commits and blobs are durable once acknowledged.
             let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)?.with_fsync(true);
@@ -650,11 +664,23 @@ impl Store {
 
     // ----------------------------------------------------------- versions
 
-    /// The latest manifest of a committed version, or `None`.
+    /// The latest manifest of a committed version, or `None`. A version
+    /// with a tombstone is [`StorageError::Gone`] whatever else the bucket
+    /// holds for it (key records, manifests and blobs put back from a copy
+    /// do not bring a deleted version back). The tombstone check (one HEAD)
+    /// runs alongside the manifest read.
     pub async fn get_manifest(&self, v: &VersionRef<'_>) -> Result<Option<Manifest>, StorageError> {
         names::validate_version(v.version)?;
         let dir = layout::manifest_dir(v.namespace, v.model, v.version);
-        let Some((seq, m)) = self.read_latest::<Manifest>("manifest", &dir).await? else {
+        let (deleted, latest) = futures::future::join(
+            self.is_deleted(v),
+            self.read_latest::<Manifest>("manifest", &dir),
+        )
+        .await;
+        if deleted? {
+            return Err(StorageError::Gone(v.to_string()));
+        }
+        let Some((seq, m)) = latest? else {
             return Ok(None);
         };
         m.checked(&dir, v, seq).map(Some)
@@ -684,8 +710,12 @@ impl Store {
                 model,
                 version,
             };
-            if let Some(m) = self.get_manifest(&v).await? {
-                out.push(m);
+            match self.get_manifest(&v).await {
+                Ok(Some(m)) => out.push(m),
+                // Deleted (tombstoned) versions are not listed, so never
+                // `latest`, even if their records were put back.
+                Ok(None) | Err(StorageError::Gone(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         out.sort_by(|a, b| {
@@ -785,9 +815,18 @@ impl Store {
                 "a commit must list at least one file".into(),
             ));
         }
+        // Paths in their stored (NFC) form, as the uploads recorded them.
+        let files = files
+            .iter()
+            .map(|f| {
+                Ok(CommitFile {
+                    path: names::normalize_file_path(&f.path)?,
+                    ..f.clone()
+                })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
         let mut wanted: BTreeMap<&str, &CommitFile> = BTreeMap::new();
-        for f in files {
-            names::validate_file_path(&f.path)?;
+        for f in &files {
             if f.sha256.len() != 64 || hex::decode(&f.sha256).is_err() {
                 return Err(StorageError::InvalidInput(format!(
                     "sha256 of {:?} is not 64 hex digits",
@@ -801,12 +840,14 @@ impl Store {
                 )));
             }
         }
+        let marks: std::collections::BTreeSet<String> = sensitive.iter().cloned().collect();
         if self.get_manifest(v).await?.is_some() {
-            return Err(StorageError::VersionCommitted(v.to_string()));
+            return self.recommit(v, &wanted, &metadata, &marks).await;
         }
         if self.is_deleted(v).await? {
             return Err(StorageError::Gone(v.to_string()));
         }
+        let requested_metadata = metadata.clone();
         let (dek, generation) = match self.version_dek(v, false).await {
             Err(StorageError::NotFound(_)) => {
                 return Err(StorageError::CommitMismatch(format!(
@@ -880,10 +921,10 @@ impl Store {
                 blob: u.blob.clone(),
                 ciphertext_size: u.ciphertext_size,
                 salt: u.salt.clone(),
+                segments_blake3: u.segments_blake3.clone(),
             });
         }
         let sealed = seal_digests(&dek, v, generation, &digests)?;
-        let marks: std::collections::BTreeSet<String> = sensitive.iter().cloned().collect();
         let (secret, plain): (BTreeMap<_, _>, BTreeMap<_, _>) =
             metadata.into_iter().partition(|(k, _)| marks.contains(k));
         let sealed_metadata = if secret.is_empty() {
@@ -898,7 +939,7 @@ impl Store {
         };
         let manifest = Manifest {
             metadata: plain,
-            sensitive_fields: marks.into_iter().collect(),
+            sensitive_fields: marks.iter().cloned().collect(),
             sealed_metadata,
             namespace: v.namespace.into(),
             model: v.model.into(),
@@ -914,9 +955,43 @@ impl Store {
         match self.create_record("manifest", &path, &manifest).await {
             Ok(()) => Ok(manifest),
             Err(StorageError::AlreadyExists(_)) => {
-                Err(StorageError::VersionCommitted(v.to_string()))
+                self.recommit(v, &wanted, &requested_metadata, &marks)
+                    .await
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// A commit of a version that is committed already: a client retrying
+    /// a commit whose answer it lost (a crash after the commit landed, a
+    /// dropped connection) gets the committed manifest when it asks for
+    /// exactly what was committed (the same paths, sizes and SHA-256s, the
+    /// same metadata and sensitive fields); anything else is
+    /// [`StorageError::VersionCommitted`].
+    async fn recommit(
+        &self,
+        v: &VersionRef<'_>,
+        wanted: &BTreeMap<&str, &CommitFile>,
+        metadata: &BTreeMap<String, String>,
+        sensitive: &std::collections::BTreeSet<String>,
+    ) -> Result<Manifest, StorageError> {
+        let view = self.show_version(v).await?;
+        let same_files = view.files.len() == wanted.len()
+            && view.files.iter().all(|f| {
+                wanted.get(f.path.as_str()).is_some_and(|w| {
+                    w.size == f.size && w.sha256.eq_ignore_ascii_case(&f.sha256)
+                })
+            });
+        let same_sensitive = view.manifest.sensitive_fields.len() == sensitive.len()
+            && view
+                .manifest
+                .sensitive_fields
+                .iter()
+                .all(|k| sensitive.contains(k));
+        if same_files && view.metadata == *metadata && same_sensitive {
+            Ok(view.manifest)
+        } else {
+            Err(StorageError::VersionCommitted(v.to_string()))
         }
     }
 
@@ -960,7 +1035,13 @@ impl Store {
                     .read_record::<Manifest>("manifest", &o.location)
                     .await?
                 {
-                    Some(m) => referenced.extend(m.files.into_iter().map(|f| f.blob)),
+                    Some(m) => {
+                        for f in m.files {
+                            // A blob's segment table lives and dies with it.
+                            referenced.insert(layout::segment_table(&f.blob).to_string());
+                            referenced.insert(f.blob);
+                        }
+                    }
                     None => {
                         return Err(StorageError::Integrity(format!(
                             "manifest {} vanished during GC",
@@ -977,7 +1058,11 @@ impl Store {
             .await?;
         let mut deleted = std::collections::HashSet::new();
         for b in blobs {
-            report.blobs_seen += 1;
+            // Segment tables go with their blob and are not counted apart.
+            let is_table = b.location.as_ref().ends_with(layout::SEGMENT_TABLE_SUFFIX);
+            if !is_table {
+                report.blobs_seen += 1;
+            }
             if referenced.contains(b.location.as_ref()) || b.last_modified > cutoff {
                 continue;
             }
@@ -986,8 +1071,10 @@ impl Store {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            deleted.insert(b.location.to_string());
-            report.blobs_deleted += 1;
+            if !is_table {
+                deleted.insert(b.location.to_string());
+                report.blobs_deleted += 1;
+            }
         }
         if !deleted.is_empty() {
             let records: Vec<_> = self
@@ -1013,8 +1100,73 @@ impl Store {
                 }
             }
         }
+        if let Some(root) = self.local_root.clone() {
+            let cutoff = std::time::SystemTime::now()
+                .checked_sub(grace)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            report.staging_files_deleted =
+                tokio::task::spawn_blocking(move || remove_staging_files(&root, cutoff))
+                    .await
+                    .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        }
         Ok(report)
     }
+}
+
+/// A staging file of `object_store`'s local store: `{final name}#{digits}`,
+/// written before a blob or record is renamed into place and left behind
+/// when the process dies mid-write. Listings never show such names and no
+/// object may have one, so nothing else can match.
+fn is_staging_file(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.rsplit_once('#'))
+        .is_some_and(|(base, n)| {
+            !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+/// Deletes the staging files under `root` last modified before `cutoff`
+/// (a write in progress touches its file with every part); returns how
+/// many. Entries that vanish meanwhile (another collector) are skipped.
+fn remove_staging_files(
+    root: &std::path::Path,
+    cutoff: std::time::SystemTime,
+) -> Result<usize, StorageError> {
+    let mut removed = 0;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            if !kind.is_file() || !is_staging_file(&entry.file_name()) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if !old {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 impl KeyRecord {

@@ -62,6 +62,16 @@ impl Store {
                     .list_children(&layout::versions_dir(&ns, &model))
                     .await?
                 {
+                    // A deleted version's keys are destroyed: records put
+                    // back from a copy are neither rewrapped nor counted.
+                    let deleted = crate::VersionRef {
+                        namespace: &ns,
+                        model: &model,
+                        version: &v,
+                    };
+                    if self.is_deleted(&deleted).await? {
+                        continue;
+                    }
                     out.push(KeyDir {
                         namespace: ns.clone(),
                         model: model.clone(),

@@ -51,12 +51,20 @@ struct Tombstone {
 }
 
 impl Store {
-    /// Whether `v` was deleted.
+    /// Whether `v` was deleted (its tombstone exists: one HEAD). The
+    /// tombstone is never removed by the server, and a version that has one
+    /// is gone whatever else the bucket holds for it.
     pub async fn is_deleted(&self, v: &VersionRef<'_>) -> Result<bool, StorageError> {
-        Ok(self
-            .get_bytes(&layout::tombstone(v.namespace, v.model, v.version))
-            .await?
-            .is_some())
+        use object_store::ObjectStoreExt as _;
+        match self
+            .objects
+            .head(&layout::tombstone(v.namespace, v.model, v.version))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The version's DEK for reading; a deleted version (keys destroyed
@@ -100,6 +108,10 @@ impl Store {
         ));
         let metas: Vec<_> = self.objects.list(Some(&prefix)).try_collect().await?;
         for m in metas {
+            // Segment tables go with their blobs (deleted with the prefix).
+            if m.location.as_ref().ends_with(layout::SEGMENT_TABLE_SUFFIX) {
+                continue;
+            }
             if let Some(bytes) = self.get_bytes(&m.location).await? {
                 blob_sha256.push((
                     m.location.to_string(),

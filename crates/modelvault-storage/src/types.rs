@@ -135,6 +135,9 @@ pub struct UploadRecord {
     pub ciphertext_size: u64,
     /// Hex of the blob header's salt.
     pub salt: String,
+    /// Hex BLAKE3 of the blob's segment table: binds every sealed segment
+    /// to this record, so a holder of the DEK cannot substitute content.
+    pub segments_blake3: String,
     /// DEK generation used.
     pub dek_generation: u32,
     /// SHA-256 of the plaintext, sealed under the version DEK (base64).
@@ -159,6 +162,11 @@ pub struct ManifestFile {
     /// Hex of the blob header's random salt: pins this exact blob, so no
     /// other upload of the same path can be swapped in.
     pub salt: String,
+    /// Hex BLAKE3 of the blob's segment table (the BLAKE3 of each sealed
+    /// segment): every served segment is checked against it before it is
+    /// sent, so a holder of the released DEK who can write the bucket
+    /// cannot substitute content.
+    pub segments_blake3: String,
 }
 
 /// A committed version (one revision of its manifest).

@@ -263,8 +263,13 @@ async fn conflicts_and_mismatches(f: Fixture) {
     s.commit(&vref("1"), std::slice::from_ref(&ok), "alice")
         .await
         .unwrap();
+    // Committing other content to a committed version is refused.
+    let other = CommitFile {
+        sha256: sha(b"hellO"),
+        ..ok.clone()
+    };
     assert!(matches!(
-        s.commit(&vref("1"), &[ok], "alice").await,
+        s.commit(&vref("1"), &[other], "alice").await,
         Err(StorageError::VersionCommitted(_))
     ));
     assert!(matches!(
@@ -544,6 +549,223 @@ async fn garbage_collection(f: Fixture) {
     assert_eq!(read_all(s, "1", "a", 0..u64::MAX).await.unwrap(), b"kept");
 }
 
+async fn retried_commit_is_idempotent(f: Fixture) {
+    let s = &f.store;
+    s.create_model(
+        "nlp",
+        "bert",
+        Sensitivity::Internal,
+        BTreeMap::new(),
+        "alice",
+    )
+    .await
+    .unwrap();
+    let files = [("a.bin", b"alpha".to_vec()), ("b/c.json", b"{}".to_vec())];
+    let listed: Vec<CommitFile> = files
+        .iter()
+        .map(|(p, d)| CommitFile {
+            path: p.to_string(),
+            size: d.len() as u64,
+            sha256: sha(d),
+        })
+        .collect();
+    let meta = BTreeMap::from([
+        ("framework".to_string(), "torch".to_string()),
+        ("dataset".to_string(), "secret-set".to_string()),
+    ]);
+    let sensitive = ["dataset".to_string()];
+    for (p, d) in &files {
+        s.upload_file(&vref("1"), p, body(d.clone()), "alice")
+            .await
+            .unwrap();
+    }
+    let first = s
+        .commit_with(&vref("1"), &listed, "alice", meta.clone(), &sensitive)
+        .await
+        .unwrap();
+    // The client lost the answer (a crash after the commit landed) and
+    // commits the same content again, digests in upper case, files in
+    // another order: the committed manifest is the answer.
+    let mut again = listed.clone();
+    again.reverse();
+    again[0].sha256 = again[0].sha256.to_uppercase();
+    let second = s
+        .commit_with(&vref("1"), &again, "bob", meta.clone(), &sensitive)
+        .await
+        .unwrap();
+    assert_eq!(second.revision, first.revision);
+    assert_eq!(second.created_at, first.created_at);
+    assert_eq!(second.uploader, "alice");
+    assert_eq!(second.files, first.files);
+    // Anything else is still 409 version_committed.
+    let committed = |r: Result<Manifest, StorageError>| {
+        assert!(matches!(r, Err(StorageError::VersionCommitted(_))), "{r:?}")
+    };
+    let mut changed = listed.clone();
+    changed[0].sha256 = sha(b"alphA");
+    committed(
+        s.commit_with(&vref("1"), &changed, "alice", meta.clone(), &sensitive)
+            .await,
+    );
+    committed(
+        s.commit_with(&vref("1"), &listed[..1], "alice", meta.clone(), &sensitive)
+            .await,
+    );
+    let mut bigger = listed.clone();
+    bigger[1].size += 1;
+    committed(
+        s.commit_with(&vref("1"), &bigger, "alice", meta.clone(), &sensitive)
+            .await,
+    );
+    let mut other_meta = meta.clone();
+    other_meta.insert("framework".into(), "jax".into());
+    committed(
+        s.commit_with(&vref("1"), &listed, "alice", other_meta, &sensitive)
+            .await,
+    );
+    committed(
+        s.commit_with(&vref("1"), &listed, "alice", meta.clone(), &[])
+            .await,
+    );
+    // Two identical commits racing both succeed with one manifest.
+    for (p, d) in &files {
+        s.upload_file(&vref("2"), p, body(d.clone()), "alice")
+            .await
+            .unwrap();
+    }
+    let v2 = vref("2");
+    let (a, b) = tokio::join!(
+        s.commit(&v2, &listed, "alice"),
+        s.commit(&v2, &listed, "alice")
+    );
+    assert_eq!(a.unwrap().created_at, b.unwrap().created_at);
+}
+
+async fn two_spellings_are_one_file(f: Fixture) {
+    let s = &f.store;
+    s.create_model(
+        "nlp",
+        "bert",
+        Sensitivity::Internal,
+        BTreeMap::new(),
+        "alice",
+    )
+    .await
+    .unwrap();
+    let nfd = "mode\u{301}le.bin";
+    let nfc = "mod\u{e9}le.bin";
+    let rec = s
+        .upload_file(&vref("1"), nfd, body(b"one".to_vec()), "alice")
+        .await
+        .unwrap();
+    assert_eq!(rec.path, nfc, "stored under the NFC form");
+    s.upload_file(&vref("1"), nfc, body(b"two".to_vec()), "alice")
+        .await
+        .unwrap();
+    // Both spellings in one commit name the same file twice.
+    let listed = |p: &str, d: &[u8]| CommitFile {
+        path: p.into(),
+        size: d.len() as u64,
+        sha256: sha(d),
+    };
+    assert!(matches!(
+        s.commit(
+            &vref("1"),
+            &[listed(nfd, b"one"), listed(nfc, b"two")],
+            "alice"
+        )
+        .await,
+        Err(StorageError::InvalidInput(_))
+    ));
+    let m = s
+        .commit(&vref("1"), &[listed(nfd, b"two")], "alice")
+        .await
+        .unwrap();
+    assert_eq!(m.files.len(), 1);
+    assert_eq!(m.files[0].path, nfc);
+    for spelling in [nfd, nfc] {
+        assert_eq!(
+            read_all(s, "1", spelling, 0..u64::MAX).await.unwrap(),
+            b"two"
+        );
+    }
+    for bad in ["CON", "a\u{202e}b", "x/nul.txt", "trailing.", "a:b"] {
+        assert!(
+            matches!(
+                s.upload_file(&vref("2"), bad, body(b"x".to_vec()), "alice")
+                    .await,
+                Err(StorageError::InvalidInput(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+/// A holder of the released DEK who can write the bucket re-encrypts other
+/// content under the committed header (same salt, generation, identity) and
+/// swaps it in, with or without a matching segment table: no byte of it is
+/// ever yielded, for a whole read or a range.
+async fn dek_holder_cannot_forge_blobs(f: Fixture) {
+    let s = &f.store;
+    let o = s.objects().clone();
+    s.create_model("nlp", "bert", Sensitivity::Internal, BTreeMap::new(), "alice")
+        .await
+        .unwrap();
+    let data = pseudo_random(200_000, 3);
+    let m = push(s, "1", &[("w.bin", data.clone())]).await.unwrap();
+    let entry = &m.files[0];
+    let blob = Path::from(entry.blob.as_str());
+    let orig = o.get(&blob).await.unwrap().bytes().await.unwrap();
+    let header = modelvault_format::Header::parse(&orig).unwrap();
+    let (dek, generation) = s.version_dek(&vref("1"), false).await.unwrap();
+    let identity = modelvault_format::FileIdentity {
+        namespace: "nlp",
+        model: "bert",
+        version: "1",
+        path: "w.bin",
+        dek_generation: generation,
+    };
+    let key = modelvault_format::FileKey::derive(&dek, &header, &identity).unwrap();
+    let forged_plain = vec![b'F'; data.len()];
+    let mut enc = modelvault_format::Encryptor::new(&key, header);
+    let mut forged = enc.header_bytes().to_vec();
+    enc.update(&forged_plain, &mut forged).unwrap();
+    enc.finish(&mut forged).unwrap();
+    assert_eq!(forged.len(), orig.len());
+    o.put(&blob, PutPayload::from(forged.clone())).await.unwrap();
+    for range in [0..u64::MAX, 70_000..70_010, 0..1] {
+        let r = s.open_file(&vref("1"), "w.bin").await.unwrap();
+        let mut stream = r.read_range(range.clone());
+        match stream.next().await {
+            Some(Err(StorageError::Integrity(_))) => {}
+            other => panic!("forged blob served for {range:?}: {other:?}"),
+        }
+    }
+    // A segment table made for the forged blob is refused before any read.
+    let table = Path::from(format!("{}.segments", entry.blob));
+    let mut forged_table = Vec::new();
+    for seg in forged[modelvault_format::HEADER_LEN..].chunks(64 * 1024 + 16) {
+        forged_table.extend_from_slice(blake3::hash(seg).as_bytes());
+    }
+    let orig_table = o.get(&table).await.unwrap().bytes().await.unwrap();
+    assert_eq!(forged_table.len(), orig_table.len());
+    o.put(&table, PutPayload::from(forged_table)).await.unwrap();
+    assert!(matches!(
+        s.open_file(&vref("1"), "w.bin").await,
+        Err(StorageError::Integrity(_))
+    ));
+    // A deleted table also refuses the file.
+    o.delete(&table).await.unwrap();
+    assert!(matches!(
+        s.open_file(&vref("1"), "w.bin").await,
+        Err(StorageError::Integrity(_))
+    ));
+    // Put back, the original serves again.
+    o.put(&table, PutPayload::from(orig_table)).await.unwrap();
+    o.put(&blob, PutPayload::from(orig.to_vec())).await.unwrap();
+    assert_eq!(read_all(s, "1", "w.bin", 0..u64::MAX).await.unwrap(), data);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -567,8 +789,143 @@ suite!(
     conflicts_and_mismatches,
     concurrent_commit_race,
     tampering_is_detected,
-    garbage_collection
+    dek_holder_cannot_forge_blobs,
+    garbage_collection,
+    retried_commit_is_idempotent,
+    two_spellings_are_one_file
 );
+
+/// Backdates a file's modification time by `secs`.
+fn age(path: &std::path::Path, secs: u64) {
+    let t = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+/// A staging file as a process killed mid-upload leaves it: the multipart
+/// upload wrote a part and was never completed, aborted or dropped.
+async fn leave_staging_file(store: &Store, blob: &str) -> std::path::PathBuf {
+    use object_store::MultipartUpload as _;
+    let mut upload = store
+        .objects()
+        .put_multipart(&Path::from(blob))
+        .await
+        .unwrap();
+    upload
+        .put_part(PutPayload::from(vec![7u8; 4096]))
+        .await
+        .unwrap();
+    std::mem::forget(upload); // no Drop: the process "died"
+    let file = store.local_root().unwrap().join(format!("{blob}#1"));
+    assert!(file.exists(), "{} was not left", file.display());
+    file
+}
+
+#[tokio::test]
+async fn gc_removes_staging_leftovers() {
+    let f = fixture(local_location()).await;
+    let s = &f.store;
+    s.create_model(
+        "nlp",
+        "bert",
+        Sensitivity::Internal,
+        BTreeMap::new(),
+        "alice",
+    )
+    .await
+    .unwrap();
+    push(s, "1", &[("a", b"kept".to_vec())]).await.unwrap();
+    // A push killed mid-upload (a draft), a DEK rotation of the committed
+    // version killed mid-re-encryption, and a record write cut short.
+    let push_leftover = leave_staging_file(s, "blobs/nlp/bert/2/0001.mvf").await;
+    let rotation_leftover = leave_staging_file(s, "blobs/nlp/bert/1/0002.mvf").await;
+    let record_leftover = leave_staging_file(s, "models/nlp/bert/versions/2/uploads/x.json").await;
+    // One still being written (young) must stay.
+    let in_flight = leave_staging_file(s, "blobs/nlp/bert/3/0003.mvf").await;
+    for f in [&push_leftover, &rotation_leftover, &record_leftover] {
+        age(f, 7200);
+    }
+    let report = s
+        .collect_garbage(std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(report.staging_files_deleted, 3, "{report:?}");
+    for f in [&push_leftover, &rotation_leftover, &record_leftover] {
+        assert!(!f.exists(), "{} survived", f.display());
+    }
+    assert!(in_flight.exists(), "a write in progress was removed");
+    assert_eq!(read_all(s, "1", "a", 0..u64::MAX).await.unwrap(), b"kept");
+}
+
+#[tokio::test]
+async fn full_disk_is_insufficient_storage_and_leaves_nothing() {
+    let Some(disk) = modelvault_test_utils::Tmpfs::mount("1m") else {
+        return;
+    };
+    let root = disk.path.join("store");
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(LocalKeyring::create(&keys_dir.path().join("keyring.json")).unwrap());
+    let s = Store::open(&format!("file://{}", root.display()), keys)
+        .unwrap()
+        .with_segment_size(modelvault_format::SegmentSize::K64);
+    s.initialize().await.unwrap();
+    s.create_model(
+        "nlp",
+        "bert",
+        Sensitivity::Internal,
+        BTreeMap::new(),
+        "alice",
+    )
+    .await
+    .unwrap();
+    let before: Vec<_> = walk_files(&root);
+    let r = s
+        .upload_file(&vref("1"), "big.bin", body(vec![1u8; 3 << 20]), "alice")
+        .await;
+    assert!(
+        matches!(r, Err(StorageError::InsufficientStorage(_))),
+        "{r:?}"
+    );
+    // Nothing half-written: no blob, no staging file, no upload record
+    // (the version's first key record may stay; it is complete).
+    // (A dropped upload removes its staging file on a blocking thread:
+    // give it a moment.)
+    let mut after = Vec::new();
+    for _ in 0..50 {
+        after = walk_files(&root)
+            .into_iter()
+            .filter(|p| !before.contains(p) && !p.to_string_lossy().contains("/keys/"))
+            .collect();
+        if after.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(after.is_empty(), "left behind: {after:?}");
+    // The space came back: a small push goes through.
+    push(&s, "1", &[("small.bin", b"fits".to_vec())])
+        .await
+        .unwrap();
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
 
 #[tokio::test]
 async fn local_store_is_initialized_once() {
