@@ -113,3 +113,43 @@ pub fn pkcs11_token() -> Option<TestToken> {
         }
     }
 }
+
+/// A small tmpfs mounted on a fresh directory: a full disk on demand.
+/// Unmounted (and its directory removed) on drop.
+pub struct Tmpfs {
+    /// Where it is mounted.
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `"1m"`), or `None` with a loud note
+    /// where this process may not mount one (not root, or a container
+    /// without `CAP_SYS_ADMIN`); tests that need a full disk then skip.
+    pub fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("tmpfs");
+        std::fs::create_dir(&path).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("tmpfs")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("note: cannot mount a tmpfs (not root?): skipping the full-disk test");
+            return None;
+        }
+        Some(Self { path, _dir: dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
