@@ -175,7 +175,7 @@ impl Store {
         blob: &str,
         expected_blake3: &str,
         segments: u64,
-        what: &dyn std::fmt::Display,
+        what: &str,
     ) -> Result<Arc<[u8]>, StorageError> {
         let path = layout::segment_table(blob);
         let table = match self.objects.get(&path).await {
@@ -188,9 +188,8 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let digest = blake3::hash(&table);
-        let expected = blake3::Hash::from_hex(expected_blake3).map_err(|_| {
-            StorageError::Integrity(format!("bad segment table digest for {what}"))
-        })?;
+        let expected = blake3::Hash::from_hex(expected_blake3)
+            .map_err(|_| StorageError::Integrity(format!("bad segment table digest for {what}")))?;
         // blake3::Hash compares in constant time.
         if digest != expected || table.len() as u64 != segments.saturating_mul(SEGMENT_DIGEST_LEN) {
             return Err(StorageError::Integrity(format!(
@@ -313,7 +312,7 @@ impl Store {
                 &entry.blob,
                 &entry.segments_blake3,
                 decryptor.segment_count(),
-                &format_args!("{path} in {v}"),
+                &format!("{path} in {v}"),
             )
             .await?;
         Ok(FileReader {

@@ -88,17 +88,17 @@ impl Store {
         generation: u32,
     ) -> Result<KeyRecord, StorageError> {
         self.read_series::<KeyRecord>("key", dir)
-                .await?
-                .into_iter()
-                .rev()
-                .find(|(_, r)| r.dek_generation == generation)
-                .map(|(seq, r)| r.checked(dir, v, seq))
-                .transpose()?
-                .ok_or_else(|| {
-                    StorageError::Integrity(format!(
-                        "no key record of DEK generation {generation} for {v}"
-                    ))
-                })
+            .await?
+            .into_iter()
+            .rev()
+            .find(|(_, r)| r.dek_generation == generation)
+            .map(|(seq, r)| r.checked(dir, v, seq))
+            .transpose()?
+            .ok_or_else(|| {
+                StorageError::Integrity(format!(
+                    "no key record of DEK generation {generation} for {v}"
+                ))
+            })
     }
 
     /// Called when generation `generation` of `v` is read while a newer
@@ -281,7 +281,7 @@ impl Store {
                 .create_record("key", &layout::seq_record(&dir, record.seq), &record)
                 .await
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => return self.settle_wrap(&dir, v, &dek, target).await,
                 // A rewrap or another rotation got that number: look again.
                 Err(StorageError::AlreadyExists(_)) => continue,
                 Err(e) => return Err(e),

@@ -652,13 +652,68 @@ impl Store {
                 .create_record("key", &layout::seq_record(&dir, 0), &record)
                 .await
             {
-                Ok(()) => return Ok((dek, 1)),
+                Ok(()) => {
+                    self.settle_wrap(&dir, v, &dek, 1).await?;
+                    return Ok((dek, 1));
+                }
                 Err(StorageError::AlreadyExists(_)) => continue,
                 Err(e) => return Err(e),
             }
         }
         Err(StorageError::Integrity(format!(
             "key record for {v} could not be read back"
+        )))
+    }
+
+    /// Called after writing a key record for `dek` (generation
+    /// `generation`) into `dir`. A KEK rotation may have raced the write:
+    /// the wrap used the KEK that was current before it, and the record
+    /// landed after the rotation job listed the records to rewrap. A later
+    /// retirement of that KEK checks only the newest records, so it could
+    /// strand the DEK. If the newest record's KEK is no longer current,
+    /// wrap the DEK (still in memory) again under the current KEK in a newer
+    /// record. Retirement only ever destroys a KEK that is not current, so
+    /// once this returns the DEK survives any retirement.
+    pub(crate) async fn settle_wrap(
+        &self,
+        dir: &Path,
+        v: &VersionRef<'_>,
+        dek: &Dek,
+        generation: u32,
+    ) -> Result<(), StorageError> {
+        for _ in 0..8 {
+            let current = self.keys.current_kek_version().await?;
+            let latest = self
+                .checked_latest_key(dir, v)
+                .await?
+                .ok_or_else(|| StorageError::NotFound(format!("key for {v}")))?;
+            if latest.wrapped.kek_version.0 >= current.0 || latest.dek_generation != generation {
+                // Current, or superseded by a DEK rotation (not ours).
+                return Ok(());
+            }
+            let binding = DekBinding {
+                namespace: v.namespace,
+                model: v.model,
+                version: v.version,
+                dek_generation: generation,
+            };
+            let next = KeyRecord {
+                seq: latest.seq + 1,
+                wrapped: self.keys.wrap_dek(dek, &binding).await?,
+                created_at: now(),
+                ..latest
+            };
+            match self
+                .create_record("key", &layout::seq_record(dir, next.seq), &next)
+                .await
+            {
+                // Look again: the KEK may have rotated once more.
+                Ok(()) | Err(StorageError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StorageError::AlreadyExists(format!(
+            "{dir}: too many concurrent key writers"
         )))
     }
 
@@ -955,8 +1010,7 @@ impl Store {
         match self.create_record("manifest", &path, &manifest).await {
             Ok(()) => Ok(manifest),
             Err(StorageError::AlreadyExists(_)) => {
-                self.recommit(v, &wanted, &requested_metadata, &marks)
-                    .await
+                self.recommit(v, &wanted, &requested_metadata, &marks).await
             }
             Err(e) => Err(e),
         }
@@ -978,9 +1032,9 @@ impl Store {
         let view = self.show_version(v).await?;
         let same_files = view.files.len() == wanted.len()
             && view.files.iter().all(|f| {
-                wanted.get(f.path.as_str()).is_some_and(|w| {
-                    w.size == f.size && w.sha256.eq_ignore_ascii_case(&f.sha256)
-                })
+                wanted
+                    .get(f.path.as_str())
+                    .is_some_and(|w| w.size == f.size && w.sha256.eq_ignore_ascii_case(&f.sha256))
             });
         let same_sensitive = view.manifest.sensitive_fields.len() == sensitive.len()
             && view

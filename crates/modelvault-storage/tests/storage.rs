@@ -708,9 +708,15 @@ async fn two_spellings_are_one_file(f: Fixture) {
 async fn dek_holder_cannot_forge_blobs(f: Fixture) {
     let s = &f.store;
     let o = s.objects().clone();
-    s.create_model("nlp", "bert", Sensitivity::Internal, BTreeMap::new(), "alice")
-        .await
-        .unwrap();
+    s.create_model(
+        "nlp",
+        "bert",
+        Sensitivity::Internal,
+        BTreeMap::new(),
+        "alice",
+    )
+    .await
+    .unwrap();
     let data = pseudo_random(200_000, 3);
     let m = push(s, "1", &[("w.bin", data.clone())]).await.unwrap();
     let entry = &m.files[0];
@@ -732,7 +738,9 @@ async fn dek_holder_cannot_forge_blobs(f: Fixture) {
     enc.update(&forged_plain, &mut forged).unwrap();
     enc.finish(&mut forged).unwrap();
     assert_eq!(forged.len(), orig.len());
-    o.put(&blob, PutPayload::from(forged.clone())).await.unwrap();
+    o.put(&blob, PutPayload::from(forged.clone()))
+        .await
+        .unwrap();
     for range in [0..u64::MAX, 70_000..70_010, 0..1] {
         let r = s.open_file(&vref("1"), "w.bin").await.unwrap();
         let mut stream = r.read_range(range.clone());

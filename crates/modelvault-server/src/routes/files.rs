@@ -27,6 +27,23 @@ fn too_large(max: u64) -> ApiError {
     )
 }
 
+/// Upload one file into a draft version
+///
+/// The body is the file's bytes (streamed, any length up to
+/// `server.max_file_bytes`). Needs `write`.
+#[utoipa::path(
+    put,
+    path = "/v1/models/{ns}/{name}/versions/{version}/files/{path}",
+    tag = "files",
+    params(super::openapi::FilePath),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"),
+    responses(
+        (status = 201, description = "Stored, encrypted", body = UploadResponse),
+        (status = 403, description = "`forbidden`: no `write` here", body = crate::api::ErrorBody),
+        (status = 409, description = "`version_committed`: the version is committed and immutable", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn upload(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -40,7 +57,8 @@ pub async fn upload(
         &Resource::model(&ns, &name).version(&version).path(&path),
     )?;
     modelvault_storage::names::validate_version(&version)?;
-    modelvault_storage::names::validate_file_path(&path)?;
+    // The stored spelling (NFC), checked: two spellings are one file.
+    let path = modelvault_storage::names::normalize_file_path(&path)?;
     let max = state.config.server.max_file_bytes;
     let declared = req
         .headers()
@@ -93,6 +111,23 @@ pub async fn upload(
     ))
 }
 
+/// Commit a draft version
+///
+/// Lists every file with its size and SHA-256; the version becomes
+/// immutable. Needs `write`.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{ns}/{name}/versions/{version}/commit",
+    tag = "files",
+    params(super::openapi::VersionPath),
+    request_body = CommitRequest,
+    responses(
+        (status = 201, description = "The committed version", body = VersionDetail),
+        (status = 403, description = "`forbidden`: no `write` here", body = crate::api::ErrorBody),
+        (status = 409, description = "`version_committed`, `commit_mismatch` or `already_exists`", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn commit(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -210,6 +245,29 @@ fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeSpec {
     }
 }
 
+/// Download one file, decrypted
+///
+/// Supports a single `Range: bytes=...`. Needs `download` and an allow
+/// from the policy chain.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{ns}/{name}/versions/{version}/files/{path}",
+    tag = "files",
+    params(
+        super::openapi::FilePath,
+        ("Range" = Option<String>, Header, description = "One `bytes=` range; anything else is ignored (200)"),
+    ),
+    responses(
+        (status = 200, description = "The whole file", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("ETag" = String, description = "The file's SHA-256, quoted"))),
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("Content-Range" = String, description = "`bytes START-END/LENGTH`"))),
+        (status = 403, description = "`forbidden` (no `download`) or `policy_denied` (with `plugin` and `reason_code`)", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),
+        (status = 416, description = "`range_not_satisfiable`", body = crate::api::ErrorBody,
+            headers(("Content-Range" = String, description = "`bytes */LENGTH`"))),
+    ),
+)]
 pub async fn download(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -225,6 +283,8 @@ pub async fn download(
         Action::Download,
         &Resource::model(&ns, &name).version(&version).path(&path),
     )?;
+    // Any spelling of a name finds the file stored under its NFC form.
+    let path = modelvault_storage::names::lookup_file_path(&path)?;
     let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
     let v = VersionRef {
         namespace: &ns,
@@ -344,7 +404,19 @@ pub async fn download(
         }
     }
     let etag = format!("\"{}\"", reader.sha256());
-    let stream = reader.read_range(start..end).map(move |r| {
+    // The first segment is checked (segment table, then AEAD) before the
+    // status is sent: stored data that fails authentication at the start is
+    // a clean error answer, not a 200 that breaks off.
+    let mut rest = reader.read_range(start..end);
+    let first = if end > start {
+        match rest.next().await {
+            Some(chunk) => Some(chunk?),
+            None => None,
+        }
+    } else {
+        None
+    };
+    let stream = futures::stream::iter(first.map(Ok)).chain(rest).map(move |r| {
         let _ = &guard;
         if let Ok(chunk) = &r {
             served.fetch_add(chunk.len() as u64, Ordering::Relaxed);
