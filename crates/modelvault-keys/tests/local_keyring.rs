@@ -99,7 +99,9 @@ async fn two_handles_racing_lose_no_update() {
     for _ in 0..2 {
         let path = path.clone();
         creators.push(tokio::task::spawn_blocking(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
             let ring = LocalKeyring::open(&path).unwrap();
             let mut made = Vec::new();
             for _ in 0..ROUNDS {
@@ -113,7 +115,9 @@ async fn two_handles_racing_lose_no_update() {
     let retirer = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
             let ring = LocalKeyring::open(&path).unwrap();
             let mut retired = Vec::new();
             for _ in 0..ROUNDS {
