@@ -6,6 +6,32 @@ use modelvault_server::api::ErrorBody;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// An error answer of the API, kept typed so a caller can branch on its
+/// code; it prints as the one line the CLI shows.
+#[derive(Debug)]
+pub struct ApiFailure {
+    /// HTTP status.
+    pub status: u16,
+    /// The stable error code (`version_committed`, ...).
+    pub code: String,
+    /// The server's message.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.status)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// Whether `e` (or what it wraps) is an API answer with error code `code`.
+pub fn is_api_error(e: &anyhow::Error, code: &str) -> bool {
+    e.downcast_ref::<ApiFailure>()
+        .is_some_and(|f| f.code == code)
+}
+
 /// Default server URL.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8780";
 
@@ -118,12 +144,12 @@ impl Client {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => anyhow::bail!(
-                "{} ({}, HTTP {})",
-                b.error.message,
-                b.error.code,
-                status.as_u16()
-            ),
+            Ok(b) => Err(ApiFailure {
+                status: status.as_u16(),
+                code: b.error.code,
+                message: b.error.message,
+            }
+            .into()),
             Err(_) => anyhow::bail!("server answered HTTP {}", status.as_u16()),
         }
     }

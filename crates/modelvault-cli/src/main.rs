@@ -325,8 +325,27 @@ pub(crate) fn parse_target(s: &str, need_version: bool) -> anyhow::Result<Target
     })
 }
 
+/// The server's files are for its own user only: objects of a local store
+/// (0600 in 0700 directories), the keyring, audit trail and config. The
+/// local store is written by `object_store`, which gives no way to choose a
+/// mode (its staging files, renames and directories take the process
+/// default), so the server narrows the process umask to 0o077 before any
+/// thread starts: every file and directory it creates, by any code path,
+/// is then 0600/0700. Client commands keep the user's umask (a `pull`
+/// writes model files as the user expects).
+fn restrict_umask() {
+    // SAFETY: umask(2) only sets the process file-mode creation mask and
+    // cannot fail; it runs before the runtime starts any thread.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Init { .. } | Command::Serve { .. }) {
+        restrict_umask();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -171,10 +171,16 @@ pub async fn push(
             .header(reqwest::header::CONTENT_LENGTH, size)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(reqwest::Body::wrap_stream(stream));
-        let resp = client
-            .send(rb)
-            .await
-            .with_context(|| format!("uploading {rel}"))?;
+        let resp = match client.send(rb).await {
+            Ok(r) => r,
+            // Committed already: a retry of a push whose commit landed
+            // (the answer lost to a crash or a dropped connection).
+            Err(e) if crate::client::is_api_error(&e, "version_committed") => {
+                pb.finish_and_clear();
+                return recommit(client, t, &base, &files, meta).await;
+            }
+            Err(e) => return Err(e.context(format!("uploading {rel}"))),
+        };
         let receipt: UploadResponse = resp.json().await?;
         let (sent, sha256) = digest
             .await
@@ -211,6 +217,76 @@ pub async fn push(
         detail.files.len()
     );
     Ok(())
+}
+
+/// A push of a version that is committed already succeeds if the committed
+/// content is exactly this push's: the local files are hashed and listed
+/// in a commit, which the server accepts only when paths, sizes and
+/// SHA-256s (and metadata) all match what it holds; otherwise the push
+/// fails with 409 `version_committed`.
+async fn recommit(
+    client: &Client,
+    t: &Target,
+    base: &str,
+    files: &[(String, PathBuf)],
+    meta: VersionMeta,
+) -> anyhow::Result<()> {
+    let mut commit = Vec::with_capacity(files.len());
+    for (rel, abs) in files {
+        let (size, sha256) = file_digest(abs.clone())
+            .await
+            .with_context(|| format!("reading {}", abs.display()))?;
+        commit.push(CommitFile {
+            path: rel.clone(),
+            size,
+            sha256,
+        });
+    }
+    let version = t.version.as_deref().unwrap_or_default();
+    let request = CommitRequest {
+        files: commit,
+        metadata: meta.metadata,
+        sensitive_fields: meta.sensitive_fields,
+    };
+    let detail: VersionDetail = match client.post_json(&format!("{base}/commit"), &request).await {
+        Ok(d) => d,
+        Err(e) if crate::client::is_api_error(&e, "version_committed") => {
+            return Err(e.context(format!(
+                "{}/{}@{version} is committed with other content",
+                t.namespace, t.name
+            )));
+        }
+        Err(e) => return Err(e.context("committing")),
+    };
+    eprintln!(
+        "{}/{}@{} was already pushed with this content ({} files); nothing to do",
+        detail.namespace,
+        detail.model,
+        detail.version,
+        detail.files.len()
+    );
+    Ok(())
+}
+
+/// Size and hex SHA-256 of a local file, read on a blocking thread.
+async fn file_digest(path: PathBuf) -> anyhow::Result<(u64, String)> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+        let mut f = std::fs::File::open(&path)?;
+        let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = vec![0u8; CHUNK];
+        let mut total = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            total += n as u64;
+        }
+        Ok((total, hex::encode(sha.finish())))
+    })
+    .await?
+    .map_err(Into::into)
 }
 
 /// A server-supplied path must stay inside the output directory.

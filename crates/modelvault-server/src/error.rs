@@ -94,8 +94,20 @@ impl From<StorageError> for ApiError {
             StorageError::Integrity(m) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "integrity_error", m)
             }
+            StorageError::InsufficientStorage(m) => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage", m)
+            }
             other => Self::internal(other.to_string()),
         }
+    }
+}
+
+/// What a 5xx body says: the detail stays in the operator log, but a full
+/// store is said as such, so the client knows what to ask the operator.
+pub fn public_message(code: &str) -> &'static str {
+    match code {
+        "insufficient_storage" => "the server's store is out of space; nothing was stored",
+        _ => "internal error",
     }
 }
 
@@ -104,7 +116,7 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             let mut resp = (
                 self.status,
-                Json(json!({"error": {"code": self.code, "message": "internal error"}})),
+                Json(json!({"error": {"code": self.code, "message": public_message(self.code)}})),
             )
                 .into_response();
             resp.extensions_mut().insert(InternalDetail {

@@ -374,7 +374,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         tracing::error!(request_id = %id, %method, %path, status = status.as_u16(), code = detail.code, detail = %detail.detail, "request failed");
         let body = serde_json::json!({"error": {
             "code": detail.code,
-            "message": format!("internal error (request id {id})"),
+            "message": format!("{} (request id {id})", error::public_message(detail.code)),
             "request_id": id,
         }});
         let mut fresh = (status, axum::Json(body)).into_response();

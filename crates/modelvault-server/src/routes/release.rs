@@ -259,6 +259,8 @@ pub async fn ciphertext(
         &Resource::model(&ns, &name).version(&version).path(&path),
     )?;
     check_transport(&state, &headers, Some(peer.ip()))?;
+    // Any spelling of a name finds the file stored under its NFC form.
+    let path = modelvault_storage::names::lookup_file_path(&path)?;
     let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
     let v = VersionRef {
         namespace: &ns,
