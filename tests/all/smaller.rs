@@ -245,3 +245,75 @@ fn local_store_files_are_private() {
     );
     assert!(seen > 5, "only {seen} files under {}", data.display());
 }
+
+/// Runs `modelvault` with a backup passphrase; kills it after `secs`
+/// (`None` then): a KDF run with a hostile file's parameters never ends.
+fn run_keys(args: &[&str], pass: &str, secs: u64) -> Option<std::process::Output> {
+    let mut child = std::process::Command::new(BIN)
+        .args(args)
+        .env("MODELVAULT_BACKUP_PASSPHRASE", pass)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// The passphrase minimum counts characters, not bytes; a backup file's
+/// argon2 parameters are bounded before the KDF runs on them.
+#[test]
+fn keyring_backup_counts_characters_and_bounds_the_kdf() {
+    let app = TestApp::start();
+    let d = app.data_dir();
+    let d = d.to_str().unwrap();
+    let backup = app.dir.path().join("keyring.backup");
+    let b = backup.to_str().unwrap();
+    // Seven characters in fourteen bytes: too short.
+    let out = run_keys(&["keys", "backup", "--data-dir", d, "-o", b], "ééééééé", 60).unwrap();
+    fails(out, "at least 12 characters");
+    assert!(!backup.exists());
+    let pass = "éééééééééééé"; // twelve characters
+    ok(run_keys(&["keys", "backup", "--data-dir", d, "-o", b], pass, 120).unwrap());
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&backup).unwrap()).unwrap();
+    let hostile = app.dir.path().join("hostile.backup");
+    let h = hostile.to_str().unwrap();
+    let keyring = std::fs::read(app.data_dir().join("keyring.json")).unwrap();
+    for (field, value) in [
+        ("m_cost_kib", serde_json::json!(u32::MAX)),
+        ("t_cost", serde_json::json!(1_000_000)),
+        ("p_cost", serde_json::json!(255)),
+    ] {
+        let mut b = original.clone();
+        b[field] = value;
+        std::fs::write(&hostile, serde_json::to_vec(&b).unwrap()).unwrap();
+        let out = run_keys(
+            &["keys", "restore", "--data-dir", d, "-i", h, "--force"],
+            pass,
+            30,
+        )
+        .unwrap_or_else(|| panic!("restore ran the KDF with {field} = {}", b[field]));
+        fails(out, "maxima");
+    }
+    assert_eq!(
+        std::fs::read(app.data_dir().join("keyring.json")).unwrap(),
+        keyring,
+        "a refused restore left the keyring alone"
+    );
+    // The honest backup still restores.
+    ok(run_keys(
+        &["keys", "restore", "--data-dir", d, "-i", b, "--force"],
+        pass,
+        120,
+    )
+    .unwrap());
+}

@@ -146,7 +146,38 @@ fn passphrase() -> anyhow::Result<Zeroizing<String>> {
     Ok(line)
 }
 
+/// The shortest passphrase `keys backup` accepts, in characters.
+const MIN_PASSPHRASE_CHARS: usize = 12;
+
+/// The largest argon2id parameters `keys restore` runs. A backup file's
+/// parameters are read before anything in it is authenticated (the tag
+/// only checks once the KDF has run), so a damaged or hostile file must not
+/// make the KDF take unbounded memory or time: 1 GiB, 10 passes, 8 lanes
+/// (this version writes 64 MiB, 3 passes, 1 lane).
+const MAX_M_COST_KIB: u32 = 1 << 20;
+const MAX_T_COST: u32 = 10;
+const MAX_P_COST: u32 = 8;
+/// The longest salt accepted in a backup file (this version writes 16 bytes).
+const MAX_SALT_LEN: usize = 64;
+
+/// Checks a backup's KDF parameters against the maxima above.
+fn check_kdf_bounds(b: &Backup) -> anyhow::Result<()> {
+    if b.m_cost_kib > MAX_M_COST_KIB || b.t_cost > MAX_T_COST || b.p_cost > MAX_P_COST {
+        anyhow::bail!(
+            "the backup asks for argon2id m={} KiB, t={}, p={}: above this version's maxima (m={MAX_M_COST_KIB} KiB, t={MAX_T_COST}, p={MAX_P_COST}); damaged or not a backup of this tool",
+            b.m_cost_kib,
+            b.t_cost,
+            b.p_cost
+        );
+    }
+    Ok(())
+}
+
 fn derive(pass: &str, salt: &[u8], b: &Backup) -> anyhow::Result<Zeroizing<[u8; 32]>> {
+    check_kdf_bounds(b)?;
+    if salt.len() > MAX_SALT_LEN {
+        anyhow::bail!("the backup's salt is longer than {MAX_SALT_LEN} bytes; damaged?");
+    }
     let params = argon2::Params::new(b.m_cost_kib, b.t_cost, b.p_cost, Some(32))
         .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -282,8 +313,9 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
             );
             let pass = passphrase()?;
-            if pass.len() < 12 {
-                anyhow::bail!("the passphrase must be at least 12 characters");
+            // Characters, not bytes: "ééééééé" is 7 characters in 14 bytes.
+            if pass.chars().count() < MIN_PASSPHRASE_CHARS {
+                anyhow::bail!("the passphrase must be at least {MIN_PASSPHRASE_CHARS} characters");
             }
             let rng = ring::rand::SystemRandom::new();
             let mut salt = [0u8; 16];
