@@ -453,6 +453,10 @@ impl Inner {
         Ok(h)
     }
 
+    /// The MAC key, found by its exact label; `None` if the token has
+    /// none. Several keys under the label are refused, as for a KEK: which
+    /// one a token lists first is not defined, and one of them may be a
+    /// key someone planted.
     fn find_mac(&self, s: &Session) -> Result<Option<ObjectHandle>, KeyError> {
         let found = s
             .find_objects(&[
@@ -461,21 +465,45 @@ impl Inner {
                 Attribute::Label(self.mac_label().into_bytes()),
             ])
             .map_err(|e| provider_err("C_FindObjects", e))?;
-        Ok(found.first().copied())
+        match found.as_slice() {
+            [] => Ok(None),
+            [h] => Ok(Some(*h)),
+            _ => Err(KeyError::Provider(format!(
+                "token holds {} keys labelled {:?}; refusing an ambiguous MAC key",
+                found.len(),
+                self.mac_label()
+            ))),
+        }
     }
 
     fn generate_mac(&self, s: &Session) -> Result<(), KeyError> {
         let _one_at_a_time = object_writes()?;
         let label = self.mac_label();
-        s.generate_key(
-            &Mechanism::GenericSecretKeyGen,
-            &secret_key_template(
-                KeyType::GENERIC_SECRET,
-                &label,
-                [Attribute::Sign(true), Attribute::Verify(true)],
-            )?,
-        )
-        .map_err(|e| provider_err("C_GenerateKey (HMAC)", e))?;
+        let h = s
+            .generate_key(
+                &Mechanism::GenericSecretKeyGen,
+                &secret_key_template(
+                    KeyType::GENERIC_SECRET,
+                    &label,
+                    [Attribute::Sign(true), Attribute::Verify(true)],
+                )?,
+            )
+            .map_err(|e| provider_err("C_GenerateKey (HMAC)", e))?;
+        // Two servers creating the keys at once: leave one MAC key, not an
+        // ambiguous pair; the loser removes its own and reports a conflict.
+        let same = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Label(label.into_bytes()),
+            ])
+            .map_err(|e| provider_err("C_FindObjects", e))?;
+        if same.len() > 1 {
+            let _ = s.destroy_object(h);
+            return Err(KeyError::Conflict(
+                "the MAC key was created concurrently by another server; retry".into(),
+            ));
+        }
         Ok(())
     }
 

@@ -175,3 +175,48 @@ async fn a_planted_key_under_the_next_kek_label_is_refused() {
     assert!(err.to_string().contains("refusing"), "{err}");
     assert_eq!(p.unwrap_dek(&before, &b).await.unwrap(), dek);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_mac_key_under_the_label_is_refused() {
+    let _serial = SERIAL.lock().await;
+    let Some(token) = modelvault_test_utils::pkcs11_token() else {
+        return;
+    };
+    let s = settings(&token);
+    let p = Pkcs11Provider::connect(&s).unwrap();
+    p.create_keys().unwrap();
+    Pkcs11Provider::open(&s).unwrap();
+
+    // Someone with the user PIN generates a second MAC key under the same
+    // label, as good a key as ours (born in the token, never extractable):
+    // which of the two a token lists first is not defined.
+    let session = raw_session(&token);
+    session
+        .generate_key(
+            &cryptoki::mechanism::Mechanism::GenericSecretKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(cryptoki::object::KeyType::GENERIC_SECRET),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Sign(true),
+                Attribute::Verify(true),
+                Attribute::Label(format!("{}-mac", token.prefix).into_bytes()),
+            ],
+        )
+        .unwrap();
+
+    // A server opening the token refuses the ambiguous MAC key, as it
+    // refuses an ambiguous KEK; so does a fresh provider's first MAC.
+    let err = Pkcs11Provider::open(&s).err().expect("open must refuse");
+    assert!(matches!(err, KeyError::Provider(_)), "{err:?}");
+    assert!(err.to_string().contains("ambiguous MAC key"), "{err}");
+    let fresh = Pkcs11Provider::connect(&s).unwrap();
+    let err = fresh.mac(b"record").await.unwrap_err();
+    assert!(err.to_string().contains("ambiguous MAC key"), "{err}");
+    // Init never adopts or doubles keys either.
+    assert!(fresh.create_keys().is_err());
+}
