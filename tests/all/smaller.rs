@@ -317,3 +317,18 @@ fn keyring_backup_counts_characters_and_bounds_the_kdf() {
     )
     .unwrap());
 }
+
+/// `audit verify --public-key` takes a file (of hex or of the JSON of
+/// GET /v1/audit/public-key), and its help says so.
+#[test]
+fn audit_verify_public_key_help_names_a_file() {
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "verify", "--help"])
+        .output()
+        .unwrap();
+    let help = stdout(&out).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("--public-key <PUBLIC_KEY> A file holding the checkpoint public key"),
+        "{help}"
+    );
+}

@@ -41,8 +41,8 @@ pub enum AuditCommand {
         /// Store URL (file:///path or s3://bucket[/prefix]) to read directly.
         #[arg(long, requires = "public_key")]
         store: Option<String>,
-        /// The checkpoint public key (hex, or the JSON of
-        /// GET /v1/audit/public-key).
+        /// A file holding the checkpoint public key: its hex (as `audit
+        /// public-key` prints it), or the JSON of GET /v1/audit/public-key.
         #[arg(long, requires = "store")]
         public_key: Option<PathBuf>,
         /// Output format.
