@@ -244,4 +244,27 @@ mod tests {
         );
         assert!(format!("{client:?}").contains("redacted"));
     }
+
+    #[test]
+    fn low_order_public_keys_are_refused_at_sealing() {
+        // The server seals before it records a release's intent, so these
+        // must fail here (the DH output would be all zeros).
+        let dek = Dek::generate().unwrap();
+        let mut order_8 = [0u8; 32];
+        hex_to(
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+            &mut order_8,
+        );
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        for point in [[0u8; 32], one, order_8] {
+            assert!(seal(&point, &dek, &ctx()).is_err(), "{point:?}");
+        }
+    }
+
+    fn hex_to(hex: &str, out: &mut [u8]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+        }
+    }
 }

@@ -143,6 +143,22 @@ pub async fn release(
     let manifest = &view.manifest;
     let generation = manifest.dek_generation;
     let (dek, kek) = state.store.dek_for_generation(&v, generation).await?;
+    let ctx = modelvault_release::ReleaseContext {
+        request_id: &rid,
+        namespace: &ns,
+        model: &name,
+        version: &version,
+        dek_generation: generation,
+    };
+    // Seal (encapsulate to the client's key) before the intent: a key HPKE
+    // refuses (a low-order X25519 point) is a 400 that leaves no intent
+    // behind. Nothing leaves before the intent is stored.
+    let sealed = modelvault_release::seal(&public_key, &dek, &ctx).map_err(|e| {
+        ApiError::bad_request(format!(
+            "public_key is not a usable X25519 public key ({e})"
+        ))
+    })?;
+    drop(dek);
     // Durable intent before the sealed key leaves.
     let intent_seq = crate::audit::intent(
         &state,
@@ -163,16 +179,41 @@ pub async fn release(
         },
     )
     .await?;
-    let ctx = modelvault_release::ReleaseContext {
-        request_id: &rid,
-        namespace: &ns,
-        model: &name,
-        version: &version,
-        dek_generation: generation,
+    // From here on every outcome completes the intent: an error after it is
+    // an aborted completion, never an open intent.
+    let files = match released_files(&state, &view, &v, generation).await {
+        Ok(f) => f,
+        Err(e) => {
+            crate::audit::completion(&state, intent_seq, rid.clone(), "key-release", 0, false);
+            return Err(e);
+        }
     };
-    let sealed = modelvault_release::seal(&public_key, &dek, &ctx)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    drop(dek);
+    state.metrics.key_releases.inc();
+    crate::audit::completion(&state, intent_seq, rid.clone(), "key-release", 0, true);
+    Ok(Json(KeyReleaseResponse {
+        request_id: rid,
+        suite: modelvault_release::SUITE.into(),
+        namespace: ns.clone(),
+        model: name.clone(),
+        version: version.clone(),
+        dek_generation: generation,
+        kek_version: kek.0,
+        enc: B64.encode(&sealed.enc),
+        sealed_dek: B64.encode(&sealed.ciphertext),
+        files,
+    }))
+}
+
+/// Where each file of the released manifest is read (presigned on S3, the
+/// ciphertext route otherwise).
+async fn released_files(
+    state: &AppState,
+    view: &modelvault_storage::VersionView,
+    v: &VersionRef<'_>,
+    generation: u32,
+) -> Result<Vec<ReleasedFile>, ApiError> {
+    let (ns, name, version) = (v.namespace, v.model, v.version);
+    let manifest = &view.manifest;
     let presign = std::time::Duration::from_secs(state.config.keys.presign_secs);
     let mut files = Vec::with_capacity(manifest.files.len());
     for f in &manifest.files {
@@ -193,7 +234,7 @@ pub async fn release(
             None => (
                 format!(
                     "{}/ciphertext/{}",
-                    crate::routes::version_route(&ns, &name, &version),
+                    crate::routes::version_route(ns, name, version),
                     f.path
                         .split('/')
                         .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes())
@@ -217,20 +258,7 @@ pub async fn release(
             expires_at,
         });
     }
-    state.metrics.key_releases.inc();
-    crate::audit::completion(&state, intent_seq, rid.clone(), "key-release", 0, true);
-    Ok(Json(KeyReleaseResponse {
-        request_id: rid,
-        suite: modelvault_release::SUITE.into(),
-        namespace: ns.clone(),
-        model: name.clone(),
-        version: version.clone(),
-        dek_generation: generation,
-        kek_version: kek.0,
-        enc: B64.encode(&sealed.enc),
-        sealed_dek: B64.encode(&sealed.ciphertext),
-        files,
-    }))
+    Ok(files)
 }
 
 /// Query of the ciphertext route.
