@@ -3,6 +3,8 @@
 //! the audit signing key deleted; and a key release to a low-order client
 //! key. Each is refused or recorded; none serves a revoked state silently.
 
+use std::path::Path;
+
 use base64::Engine as _;
 use serde_json::Value;
 
@@ -12,6 +14,15 @@ fn push(app: &TestApp, token: &str, target: &str, data: &[u8]) {
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("w"), data).unwrap();
     ok(app.cli(Some(token), &["push", target, src.path().to_str().unwrap()]));
+}
+
+/// Copies every file under `src` to the same relative path under `dst`.
+fn copy_tree(src: &Path, dst: &Path) {
+    for f in walk(src) {
+        let to = dst.join(f.strip_prefix(src).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &to).unwrap();
+    }
 }
 
 fn release(app: &TestApp, token: &str, target: &str, public_key: &[u8]) -> (u16, Value) {
@@ -26,6 +37,86 @@ fn release(app: &TestApp, token: &str, target: &str, public_key: &[u8]) -> (u16,
         .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_deleted_version_put_back_from_a_copy_stays_gone() {
+    let app = TestApp::start();
+    let ds = app.token("dana", &["data-scientist"], &["nlp"]);
+    let workload = app.token_in("serving", &["ml-engineer"], &["nlp"], "dev", "serving");
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/m"]));
+    let one = modelvault_test_utils::pseudo_random(50_000, 1);
+    let two = modelvault_test_utils::pseudo_random(60_000, 2);
+    push(&app, &ds, "nlp/m@1", &one);
+    push(&app, &ds, "nlp/m@2", &two);
+
+    // A copy of version 2's records and blobs, made before the delete.
+    let store = app.store_dir();
+    let records = store.join("models/nlp/m/versions/2");
+    let blobs = store.join("blobs/nlp/m/2");
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(&records, &copy.path().join("records"));
+    copy_tree(&blobs, &copy.path().join("blobs"));
+    ok(app.cli(Some(&app.admin), &["delete", "nlp/m@2", "--yes"]));
+    assert!(records.join("deleted.json").exists());
+
+    // The bucket writer puts key records, manifest, uploads and blobs back;
+    // the tombstone stays.
+    copy_tree(&copy.path().join("records"), &records);
+    copy_tree(&copy.path().join("blobs"), &blobs);
+    assert!(!walk(&records.join("keys")).is_empty());
+
+    for path in [
+        "/v1/models/nlp/m/versions/2",
+        "/v1/models/nlp/m/versions/2/files/w",
+    ] {
+        let (status, code, _) = error_code(app.get(Some(&ds), path));
+        assert_eq!((status, code.as_str()), (410, "gone"), "{path}");
+    }
+    let (status, _) = release(
+        &app,
+        &workload,
+        "nlp/m/versions/2",
+        &modelvault_release::ClientKey::generate().public_bytes(),
+    );
+    assert_eq!(status, 410, "a deleted version's DEK is released again");
+    let out = tempfile::tempdir().unwrap();
+    let o = app.cli(
+        Some(&ds),
+        &["pull", "nlp/m@2", "-o", out.path().to_str().unwrap()],
+    );
+    assert!(!o.status.success(), "pulled a deleted version");
+
+    // `latest` is version 1: a deleted version is never listed.
+    let listed: Value = app
+        .get(Some(&ds), "/v1/models/nlp/m/versions")
+        .json()
+        .unwrap();
+    let names: Vec<&str> = listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["1"], "{listed}");
+    let latest: Value = app
+        .get(Some(&ds), "/v1/models/nlp/m/versions/latest")
+        .json()
+        .unwrap();
+    assert_eq!(latest["version"], "1", "{latest}");
+    ok(app.cli(
+        Some(&ds),
+        &["pull", "nlp/m@latest", "-o", out.path().to_str().unwrap()],
+    ));
+    assert!(std::fs::read(out.path().join("w")).unwrap() == one);
+    // Nor can it be rotated, pushed again or rewrapped into use.
+    fails(
+        app.cli(Some(&app.admin), &["keys", "rotate", "nlp/m@2"]),
+        "deleted",
+    );
+    ok(app.cli(Some(&app.admin), &["keys", "rotate-kek"]));
+    let restored_key = walk(&records.join("keys"));
+    assert_eq!(restored_key.len(), 1, "{restored_key:?}");
 }
 
 #[test]
