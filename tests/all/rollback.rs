@@ -3,7 +3,9 @@
 //! the audit signing key deleted; and a key release to a low-order client
 //! key. Each is refused or recorded; none serves a revoked state silently.
 
+use std::io::{BufRead as _, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -22,6 +24,14 @@ fn copy_tree(src: &Path, dst: &Path) {
         let to = dst.join(f.strip_prefix(src).unwrap());
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(&f, &to).unwrap();
+    }
+}
+
+fn remove(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("{}: {e}", dir.display()),
     }
 }
 
@@ -117,6 +127,152 @@ fn a_deleted_version_put_back_from_a_copy_stays_gone() {
     ok(app.cli(Some(&app.admin), &["keys", "rotate-kek"]));
     let restored_key = walk(&records.join("keys"));
     assert_eq!(restored_key.len(), 1, "{restored_key:?}");
+}
+
+/// A server process started by a test; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `modelvault serve` over `data` with `args`: the running server,
+/// or everything it wrote to stderr if it exited instead.
+fn try_serve(data: &Path, args: &[&str]) -> Result<Server, String> {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env("MODELVAULT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("listening on ").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
+            }
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(url) => Ok(Server { child, url, log }),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(log.lock().unwrap().clone())
+        }
+    }
+}
+
+fn set_pin(data: &Path, pin: Option<&str>) {
+    let path = data.join("modelvault.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("public_key = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if let Some(pin) = pin {
+        text = text.replace("[audit]\n", &format!("[audit]\npublic_key = \"{pin}\"\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+}
+
+#[test]
+fn a_lost_audit_signing_key_is_not_reminted_silently() {
+    let app = TestApp::start();
+    let auditor = app.token("audrey", &["auditor"], &["*"]);
+    let original = ok(app.cli(Some(&auditor), &["audit", "public-key"]))
+        .trim()
+        .to_string();
+    assert_eq!(original.len(), 64);
+    // A signed checkpoint exists.
+    ok(app.cli(Some(&auditor), &["audit", "verify"]));
+    let store = app.store_dir();
+    let keys = store.join("audit/signing-keys");
+    assert!(!walk(&keys).is_empty());
+    assert!(!walk(&store.join("audit/checkpoints")).is_empty());
+    let saved = tempfile::tempdir().unwrap();
+    copy_tree(&keys, saved.path());
+
+    // The bucket writer deletes the signing key and the checkpoints.
+    remove(&keys);
+    remove(&store.join("audit/checkpoints"));
+    let data = app.data_dir();
+    let log = try_serve(&data, &[])
+        .err()
+        .expect("started without its signing key");
+    assert!(log.contains("--allow-new-audit-signing-key"), "{log}");
+    assert!(walk(&keys).is_empty(), "a key was created anyway");
+
+    // With the public key pinned, not even the override mints a new one.
+    set_pin(&data, Some(&original));
+    let log = try_serve(&data, &["--allow-new-audit-signing-key"])
+        .err()
+        .expect("started with a key other than the pinned one");
+    assert!(log.contains("audit.public_key"), "{log}");
+    assert!(walk(&keys).is_empty(), "a key was created anyway");
+
+    // The key restored from a backup: the pinned server starts, and
+    // verification through it uses the pinned key.
+    copy_tree(saved.path(), &keys);
+    let server = try_serve(&data, &[]).expect("the restored key matches the pin");
+    let report: Value = serde_json::from_str(&ok(cli(
+        &server.url,
+        Some(&auditor),
+        &["audit", "verify", "--output", "json"],
+    )))
+    .unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    drop(server);
+
+    // A pin that is not a key is refused at start.
+    set_pin(&data, Some("not-a-key"));
+    let log = try_serve(&data, &[]).err().expect("started with a bad pin");
+    assert!(log.contains("audit.public_key"), "{log}");
+
+    // Without a pin, the operator may accept a new key explicitly; the
+    // server says so.
+    set_pin(&data, None);
+    remove(&keys);
+    let server = try_serve(&data, &["--allow-new-audit-signing-key"])
+        .expect("the override starts the server");
+    let minted = ok(cli(&server.url, Some(&auditor), &["audit", "public-key"]))
+        .trim()
+        .to_string();
+    assert_ne!(minted, original);
+    assert!(
+        server
+            .log
+            .lock()
+            .unwrap()
+            .contains("a new key was created as allowed"),
+        "{}",
+        server.log.lock().unwrap()
+    );
 }
 
 #[test]

@@ -26,7 +26,8 @@ pub use checkpoint::Checkpoint;
 pub use record::{AuditRecord, DecisionRef, GENESIS, KeyRef, PrincipalRef, ResourceRef, line_hash};
 pub use verify::{ChainReport, Problem, VerifyReport, read_all, verify_store};
 pub use writer::{
-    AuditLog, AuditOptions, SegmentHook, load_signing_key, rewrap_signing_key, signing_key_kek,
+    AuditLog, AuditOptions, SegmentHook, load_signing_key, read_signing_key, rewrap_signing_key,
+    signing_key_kek, start_signing_key,
 };
 
 /// Errors of the audit trail.
@@ -45,6 +46,10 @@ pub enum AuditError {
     /// Keys failed.
     #[error("audit signing key: {0}")]
     Key(String),
+    /// The signing key is missing while the trail exists, or is not the
+    /// pinned one: the server refuses to start.
+    #[error("{0}")]
+    SigningKeyMissing(String),
     /// Invalid input.
     #[error("{0}")]
     Invalid(String),

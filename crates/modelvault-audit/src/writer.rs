@@ -32,29 +32,109 @@ fn binding() -> DekBinding<'static> {
     }
 }
 
+/// The stored checkpoint-signing key, if there is one (never creates it).
+pub async fn read_signing_key(
+    store: &Store,
+) -> Result<Option<ring::signature::Ed25519KeyPair>, AuditError> {
+    use ring::signature::KeyPair as _;
+    let Some((_, r)) = store
+        .read_latest::<SigningKeyRecord>("audit-signing-key", &layout::signing_keys())
+        .await?
+    else {
+        return Ok(None);
+    };
+    let seed = store
+        .keys()
+        .unwrap_dek(&r.wrapped, &binding())
+        .await
+        .map_err(|e| AuditError::Key(e.to_string()))?;
+    let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed.expose_secret())
+        .map_err(|_| AuditError::Key("bad seed".into()))?;
+    if hex::encode(pair.public_key().as_ref()) != r.public_key {
+        return Err(AuditError::Key("public key does not match the seed".into()));
+    }
+    Ok(Some(pair))
+}
+
+/// Whether the store holds any audit chain or checkpoint.
+async fn trail_exists(store: &Store) -> Result<bool, AuditError> {
+    for dir in [layout::chains(), layout::root().join("checkpoints")] {
+        let listing = store.objects().list_with_delimiter(Some(&dir)).await?;
+        if !listing.common_prefixes.is_empty() || !listing.objects.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The signing key for a server starting a chain. On a store with no audit
+/// trail yet it is created on first use ([`load_signing_key`]). When chains
+/// or checkpoints exist but the key does not, it was lost or deleted: a new
+/// key would sign checkpoints that verify while the proof for everything
+/// before is gone, so this refuses ([`AuditError::SigningKeyMissing`])
+/// unless `options.allow_new_signing_key` says the operator accepts a new
+/// key (logged as a warning). With `options.expected_public_key` the key
+/// must be that one (a new key never is).
+pub async fn start_signing_key(
+    store: &Store,
+    options: &AuditOptions,
+) -> Result<ring::signature::Ed25519KeyPair, AuditError> {
+    use ring::signature::KeyPair as _;
+    let key = match read_signing_key(store).await? {
+        Some(k) => k,
+        None => {
+            let trail = trail_exists(store).await?;
+            // A server that just created the key may have started its chain
+            // since the read above: read again before concluding.
+            match read_signing_key(store).await? {
+                Some(k) => k,
+                None if trail && options.expected_public_key.is_some() => {
+                    return Err(AuditError::SigningKeyMissing(
+                        "audit chains exist but the checkpoint-signing key (audit/signing-keys/) is missing, and audit.public_key pins a key a new one cannot match: restore audit/signing-keys/ from a backup of the bucket".into(),
+                    ));
+                }
+                None if trail && !options.allow_new_signing_key => {
+                    return Err(AuditError::SigningKeyMissing(
+                        "audit chains exist but the checkpoint-signing key (audit/signing-keys/) is missing: restore it from a backup of the bucket, or start once with --allow-new-audit-signing-key to sign with a new key (docs/AUDIT.md)".into(),
+                    ));
+                }
+                None => {
+                    let key = load_signing_key(store).await?;
+                    if trail {
+                        tracing::warn!(
+                            public_key = %hex::encode(key.public_key().as_ref()),
+                            "audit chains exist but the checkpoint-signing key was missing; a new key was created as allowed (checkpoints signed before do not verify with it)"
+                        );
+                    }
+                    key
+                }
+            }
+        }
+    };
+    if let Some(expected) = &options.expected_public_key
+        && key.public_key().as_ref() != expected.as_slice()
+    {
+        return Err(AuditError::SigningKeyMissing(format!(
+            "the store's checkpoint-signing key {} is not the one audit.public_key pins ({}): refusing to sign with it",
+            hex::encode(key.public_key().as_ref()),
+            hex::encode(expected)
+        )));
+    }
+    Ok(key)
+}
+
 /// Loads the checkpoint-signing key, creating it (create-if-absent, so all
 /// servers over one bucket share one key) on first use. Its seed is wrapped
-/// by the KEK; KEK rotation rewraps it ([`rewrap_signing_key`]).
+/// by the KEK; KEK rotation rewraps it ([`rewrap_signing_key`]). A server
+/// starting a chain uses [`start_signing_key`], which refuses to create a
+/// key for a store whose trail already exists.
 pub async fn load_signing_key(
     store: &Store,
 ) -> Result<ring::signature::Ed25519KeyPair, AuditError> {
     use ring::signature::KeyPair as _;
     let dir = layout::signing_keys();
     for _ in 0..3 {
-        if let Some((_, r)) = store
-            .read_latest::<SigningKeyRecord>("audit-signing-key", &dir)
-            .await?
-        {
-            let seed = store
-                .keys()
-                .unwrap_dek(&r.wrapped, &binding())
-                .await
-                .map_err(|e| AuditError::Key(e.to_string()))?;
-            let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed.expose_secret())
-                .map_err(|_| AuditError::Key("bad seed".into()))?;
-            if hex::encode(pair.public_key().as_ref()) != r.public_key {
-                return Err(AuditError::Key("public key does not match the seed".into()));
-            }
+        if let Some(pair) = read_signing_key(store).await? {
             return Ok(pair);
         }
         let seed = Dek::generate().map_err(|e| AuditError::Key(e.to_string()))?;
@@ -159,6 +239,12 @@ pub struct AuditOptions {
     pub checkpoint_file: Option<std::path::PathBuf>,
     /// Most records in one segment.
     pub max_batch: usize,
+    /// Create a new signing key even though audit chains exist and the key
+    /// is missing (the operator says so explicitly; see
+    /// [`start_signing_key`]).
+    pub allow_new_signing_key: bool,
+    /// The Ed25519 public key (raw 32 bytes) the signing key must have.
+    pub expected_public_key: Option<Vec<u8>>,
 }
 
 impl Default for AuditOptions {
@@ -168,6 +254,8 @@ impl Default for AuditOptions {
             checkpoint_file: None,
             max_batch: 4096,
             on_segment: None,
+            allow_new_signing_key: false,
+            expected_public_key: None,
         }
     }
 }
@@ -204,7 +292,7 @@ impl AuditLog {
     /// is written before this returns) and its writer task.
     pub async fn start(store: Store, options: AuditOptions) -> Result<Self, AuditError> {
         use ring::signature::KeyPair as _;
-        let key = load_signing_key(&store).await?;
+        let key = start_signing_key(&store, &options).await?;
         let chain: Arc<str> = uuid::Uuid::now_v7().to_string().into();
         let (tx, rx) = mpsc::channel(65_536);
         let (cp_tx, _) = tokio::sync::broadcast::channel(64);

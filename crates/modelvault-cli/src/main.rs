@@ -77,6 +77,11 @@ enum Command {
         /// PEM private key for --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Start even though audit chains exist and the checkpoint-signing
+        /// key is missing, creating a new key (docs/AUDIT.md). Without it
+        /// such a start is refused.
+        #[arg(long)]
+        allow_new_audit_signing_key: bool,
     },
     /// Sign in at the identity provider (device flow) and store the token.
     Login(login::LoginArgs),
@@ -423,9 +428,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             insecure_http,
             tls_cert,
             tls_key,
+            allow_new_audit_signing_key,
         } => {
             let tls = tls_cert.zip(tls_key);
-            serve::run(serve::data_dir(data_dir)?, listen, insecure_http, tls).await
+            serve::run(
+                serve::data_dir(data_dir)?,
+                listen,
+                insecure_http,
+                tls,
+                allow_new_audit_signing_key,
+            )
+            .await
         }
         Command::Token(TokenCommand::Create(t)) => {
             let client = Client::from_env()?;

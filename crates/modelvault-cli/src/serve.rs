@@ -28,6 +28,7 @@ pub async fn run(
     listen: Option<String>,
     insecure_http: bool,
     tls: Option<(PathBuf, PathBuf)>,
+    allow_new_audit_signing_key: bool,
 ) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MODELVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -53,7 +54,8 @@ pub async fn run(
             token_path.display()
         );
     }
-    let config = Config::load(&cfg_path)?;
+    let mut config = Config::load(&cfg_path)?;
+    config.audit.allow_new_signing_key |= allow_new_audit_signing_key;
     let listen = listen.unwrap_or_else(|| config.server.listen.clone());
     let insecure = insecure_http || config.server.insecure_http;
     // Flags win over the config file; with TLS there is no plain listener.

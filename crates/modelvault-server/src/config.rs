@@ -143,6 +143,16 @@ pub struct AuditConfig {
     /// routes other than downloads). Everything else gets 503 regardless.
     #[serde(default)]
     pub allow_reads_when_unavailable: bool,
+    /// The checkpoint public key (hex Ed25519) this store's trail must be
+    /// signed with: the server refuses to start with any other signing key,
+    /// and `audit verify` checks against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Start even though audit chains exist and the signing key is missing,
+    /// creating a new key (`serve --allow-new-audit-signing-key` sets it
+    /// for one start). Remove it once the server has started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_new_signing_key: bool,
 }
 
 impl Default for AuditConfig {
@@ -151,7 +161,20 @@ impl Default for AuditConfig {
             checkpoint_interval_secs: default_checkpoint_interval(),
             checkpoint_file: None,
             allow_reads_when_unavailable: false,
+            public_key: None,
+            allow_new_signing_key: false,
         }
+    }
+}
+
+impl AuditConfig {
+    /// The pinned checkpoint public key, raw (`None` when not pinned or not
+    /// 32 bytes of hex; [`Config::validate`] refuses the latter).
+    pub fn pinned_public_key(&self) -> Option<Vec<u8>> {
+        self.public_key
+            .as_deref()
+            .and_then(|k| hex::decode(k.trim()).ok())
+            .filter(|k| k.len() == 32)
     }
 }
 
@@ -680,6 +703,12 @@ impl Config {
         if self.audit.checkpoint_interval_secs == 0 {
             return Err("audit.checkpoint_interval_secs must be positive".into());
         }
+        if self.audit.public_key.is_some() && self.audit.pinned_public_key().is_none() {
+            return Err(
+                "audit.public_key must be the 64 hex digits of an Ed25519 public key (modelvault audit public-key)"
+                    .into(),
+            );
+        }
         if self.access.failure_window_secs == 0 {
             return Err("access.failure_window_secs must be positive".into());
         }
@@ -800,6 +829,10 @@ checkpoint_interval_secs = {checkpoint_interval}
 allow_reads_when_unavailable = {allow_reads}
 # A file outside the store every checkpoint is appended to, e.g.
 # checkpoint_file = "/var/lib/modelvault-checkpoints.jsonl"
+# The checkpoint public key the trail must be signed with (the output of
+# `modelvault audit public-key`); the server refuses to start with another
+# signing key, and audit verify checks against it, e.g.
+# public_key = "<64 hex digits>"
 
 # GET /metrics is open to loopback peers; with a bearer token file it needs
 # that token from everyone (docs/CONFIG.md), e.g.

@@ -137,6 +137,8 @@ impl AppState {
                         state.config.audit.checkpoint_interval_secs,
                     ),
                     checkpoint_file: state.config.audit.checkpoint_file.clone(),
+                    allow_new_signing_key: state.config.audit.allow_new_signing_key,
+                    expected_public_key: state.config.audit.pinned_public_key(),
                     on_segment: Some({
                         let m = state.metrics.clone();
                         modelvault_audit::SegmentHook(Arc::new(move |d| {

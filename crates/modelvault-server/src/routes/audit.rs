@@ -136,9 +136,10 @@ pub async fn public_key(
         Some(a) => hex::encode(a.public_key()),
         None => {
             use ring::signature::KeyPair as _;
-            let k = modelvault_audit::load_signing_key(&state.store)
+            let k = modelvault_audit::read_signing_key(&state.store)
                 .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .ok_or_else(|| ApiError::not_found("no audit signing key yet"))?;
             hex::encode(k.public_key().as_ref())
         }
     };
@@ -164,7 +165,14 @@ pub async fn verify(
     };
     // Checkpoint first, so the report covers everything recorded so far.
     let _ = audit.checkpoint().await;
-    let report = modelvault_audit::verify_store(state.store.objects(), audit.public_key())
+    // Against the pinned key when the config has one (the server refuses
+    // to start with another signing key), else the running one.
+    let key = state
+        .config
+        .audit
+        .pinned_public_key()
+        .unwrap_or_else(|| audit.public_key().to_vec());
+    let report = modelvault_audit::verify_store(state.store.objects(), &key)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(report))
