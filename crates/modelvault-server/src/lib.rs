@@ -266,6 +266,7 @@ pub fn spawn_garbage_collector(state: &AppState) {
                 Ok(r) => tracing::info!(
                     blobs_seen = r.blobs_seen,
                     blobs_deleted = r.blobs_deleted,
+                    staging_files_deleted = r.staging_files_deleted,
                     "garbage collection"
                 ),
                 Err(e) => tracing::warn!(error = %e, "garbage collection failed"),

@@ -952,3 +952,77 @@ async fn local_store_is_initialized_once() {
         Err(StorageError::NotInitialized(_))
     ));
 }
+
+/// docs/FORMAT.md ("DEK wrap", "The local keyring file") is enough to
+/// unwrap a DEK without this code: follow it with plain JSON and AES-GCM.
+#[tokio::test]
+async fn a_dek_unwraps_as_format_md_documents() {
+    use base64::Engine as _;
+    let f = fixture(local_location()).await;
+    let s = &f.store;
+    s.create_model(
+        "nlp",
+        "bert",
+        Sensitivity::Internal,
+        BTreeMap::new(),
+        "alice",
+    )
+    .await
+    .unwrap();
+    push(s, "1", &[("a", b"x".to_vec())]).await.unwrap();
+    let (dek, generation) = s.version_dek(&vref("1"), false).await.unwrap();
+
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            s.local_root()
+                .unwrap()
+                .join("models/nlp/bert/versions/1/keys/000000000000.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["record"], "key");
+    let body = &record["body"];
+    let keyring: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f._keys.path().join("keyring.json")).unwrap())
+            .unwrap();
+    assert_eq!(keyring["format"], "modelvault-keyring-v1");
+    assert_eq!(record["mac"]["key_id"], keyring["mac_key"]["id"]);
+    let kek_version = body["wrapped"]["kek_version"].as_u64().unwrap() as u32;
+    let entry = keyring["keks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["version"].as_u64() == Some(u64::from(kek_version)))
+        .unwrap();
+    assert_eq!(entry["state"], "active");
+    let kek = b64(&entry["key"]);
+    let wrapped = b64(&body["wrapped"]["ciphertext"]);
+    assert_eq!((kek.len(), wrapped.len()), (32, 60));
+    let mut aad = Vec::new();
+    for field in ["modelvault/v1/dek-wrap", "nlp", "bert", "1"] {
+        aad.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        aad.extend_from_slice(field.as_bytes());
+    }
+    let dek_generation = body["dek_generation"].as_u64().unwrap() as u32;
+    assert_eq!(dek_generation, generation);
+    aad.extend_from_slice(&dek_generation.to_be_bytes());
+    aad.extend_from_slice(&kek_version.to_be_bytes());
+    let key = ring::aead::LessSafeKey::new(
+        ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &kek).unwrap(),
+    );
+    let mut buf = wrapped[12..].to_vec();
+    let plain = key
+        .open_in_place(
+            ring::aead::Nonce::try_assume_unique_for_key(&wrapped[..12]).unwrap(),
+            ring::aead::Aad::from(aad),
+            &mut buf,
+        )
+        .unwrap();
+    assert_eq!(plain, &dek.expose_secret()[..]);
+}
