@@ -35,6 +35,18 @@ fn remove(dir: &Path) {
     }
 }
 
+/// Sets `[keys]` presign_secs and dek_rotation_grace_secs.
+fn set_lifetimes(cfg: &mut String, presign: u64, grace: u64) {
+    for (key, value) in [
+        ("presign_secs", presign),
+        ("dek_rotation_grace_secs", grace),
+    ] {
+        let start = cfg.find(&format!("\n{key} = ")).expect(key) + 1;
+        let end = start + cfg[start..].find('\n').unwrap();
+        cfg.replace_range(start..end, &format!("{key} = {value}"));
+    }
+}
+
 fn release(app: &TestApp, token: &str, target: &str, public_key: &[u8]) -> (u16, Value) {
     let resp = app
         .http()
@@ -47,6 +59,32 @@ fn release(app: &TestApp, token: &str, target: &str, public_key: &[u8]) -> (u16,
         .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().unwrap_or(Value::Null))
+}
+
+fn keys_status(app: &TestApp) -> Value {
+    serde_json::from_str(&ok(
+        app.cli(Some(&app.admin), &["keys", "status", "--output", "json"])
+    ))
+    .unwrap()
+}
+
+fn wait_rotation_done(app: &TestApp, version: &str) -> Value {
+    for _ in 0..300 {
+        let s = keys_status(app);
+        let job = s["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["kind"] == "rotate-dek" && j["version"] == version)
+            .cloned()
+            .expect("rotation job");
+        if job["state"] != "running" {
+            assert_eq!(job["state"], "done", "{job}");
+            return job;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the rotation of {version} did not end");
 }
 
 #[test]
@@ -127,6 +165,155 @@ fn a_deleted_version_put_back_from_a_copy_stays_gone() {
     ok(app.cli(Some(&app.admin), &["keys", "rotate-kek"]));
     let restored_key = walk(&records.join("keys"));
     assert_eq!(restored_key.len(), 1, "{restored_key:?}");
+}
+
+#[test]
+fn a_dek_rotation_undone_from_a_copy_is_refused_and_complete_retires_the_old_keks() {
+    let app = TestApp::start_configured(None, |c| set_lifetimes(c, 1, 2));
+    let ds = app.token("dana", &["data-scientist"], &["nlp"]);
+    let workload = app.token_in("serving", &["ml-engineer"], &["nlp"], "dev", "serving");
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/r"]));
+    let one = modelvault_test_utils::pseudo_random(70_000, 3);
+    let two = modelvault_test_utils::pseudo_random(80_000, 4);
+    push(&app, &ds, "nlp/r@1", &one);
+    push(&app, &ds, "nlp/r@2", &two);
+    let store = app.store_dir();
+    let before = tempfile::tempdir().unwrap();
+    for v in ["1", "2"] {
+        copy_tree(
+            &store.join(format!("models/nlp/r/versions/{v}")),
+            &before.path().join(format!("records/{v}")),
+        );
+        copy_tree(
+            &store.join(format!("blobs/nlp/r/{v}")),
+            &before.path().join(format!("blobs/{v}")),
+        );
+    }
+
+    // 1. A plain rotation of version 1, then the bucket writer undoes it:
+    //    the new manifest deleted, the old one and the old blobs put back.
+    ok(app.cli(Some(&app.admin), &["keys", "rotate", "nlp/r@1"]));
+    let job = wait_rotation_done(&app, "nlp/r@1");
+    assert_eq!(job["phase"], "done", "{job}");
+    let manifests = store.join("models/nlp/r/versions/1/manifest");
+    let rotated = tempfile::tempdir().unwrap();
+    copy_tree(&manifests, rotated.path());
+    remove(&manifests);
+    copy_tree(&before.path().join("records/1/manifest"), &manifests);
+    copy_tree(&before.path().join("blobs/1"), &store.join("blobs/nlp/r/1"));
+
+    // Generation 1 is never served again: an integrity error, not a
+    // silent downgrade.
+    let (status, code, _) = error_code(app.get(Some(&ds), "/v1/models/nlp/r/versions/1/files/w"));
+    assert_eq!((status, code.as_str()), (500, "integrity_error"));
+    let (status, code, _) = error_code(app.get(Some(&ds), "/v1/models/nlp/r/versions/1"));
+    assert_eq!((status, code.as_str()), (500, "integrity_error"));
+    let (status, answer) = release(
+        &app,
+        &workload,
+        "nlp/r/versions/1",
+        &modelvault_release::ClientKey::generate().public_bytes(),
+    );
+    assert_eq!(status, 500, "the revoked DEK was released again: {answer}");
+    let out = tempfile::tempdir().unwrap();
+    let o = app.cli(
+        Some(&ds),
+        &["pull", "nlp/r@1", "-o", out.path().to_str().unwrap()],
+    );
+    assert!(!o.status.success(), "pulled a rolled-back version");
+    // Put right again (the rotated manifest back, the old blobs gone), it
+    // serves generation 2.
+    remove(&manifests);
+    copy_tree(rotated.path(), &manifests);
+    for f in walk(&before.path().join("blobs/1")) {
+        let name = f.strip_prefix(before.path().join("blobs/1")).unwrap();
+        std::fs::remove_file(store.join("blobs/nlp/r/1").join(name)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    ok(app.cli(
+        Some(&ds),
+        &["pull", "nlp/r@1", "-o", dir.path().to_str().unwrap()],
+    ));
+    assert!(std::fs::read(dir.path().join("w")).unwrap() == one);
+
+    // 2. A complete rotation of version 2: the DEK rotation, then a KEK
+    //    rotation and the retirement of every older KEK version.
+    let out = app.cli(
+        Some(&app.admin),
+        &["keys", "rotate", "nlp/r@2", "--complete"],
+    );
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("retired KEK version(s) [1]"), "{said}");
+    let s = keys_status(&app);
+    assert_eq!(s["current_kek_version"], 2, "{s}");
+    let kek1 = s["kek_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["version"] == 1)
+        .cloned()
+        .unwrap();
+    assert_eq!(kek1["state"], "destroyed", "{s}");
+    let job = wait_rotation_done(&app, "nlp/r@2");
+    assert_eq!(job["retired_keks"], serde_json::json!([1]), "{job}");
+    let dir = tempfile::tempdir().unwrap();
+    ok(app.cli(
+        Some(&ds),
+        &["pull", "nlp/r@2", "-o", dir.path().to_str().unwrap()],
+    ));
+    assert!(std::fs::read(dir.path().join("w")).unwrap() == two);
+
+    // Even a rollback that removes every trace of the rotation (the switch
+    // record and the new generation's key records deleted, the old
+    // manifest and blobs put back) fails closed: the old generation's
+    // wrapped DEK no longer unwraps.
+    let v2 = store.join("models/nlp/r/versions/2");
+    remove(&v2.join("manifest"));
+    remove(&v2.join("switches"));
+    for f in walk(&v2.join("keys")) {
+        let record: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+        if record["body"]["dek_generation"] != 1 {
+            std::fs::remove_file(&f).unwrap();
+        }
+    }
+    copy_tree(
+        &before.path().join("records/2/manifest"),
+        &v2.join("manifest"),
+    );
+    remove(&store.join("blobs/nlp/r/2"));
+    copy_tree(&before.path().join("blobs/2"), &store.join("blobs/nlp/r/2"));
+    let resp = app.get(Some(&ds), "/v1/models/nlp/r/versions/2/files/w");
+    assert_eq!(resp.status(), 500);
+    let (status, _) = release(
+        &app,
+        &workload,
+        "nlp/r/versions/2",
+        &modelvault_release::ClientKey::generate().public_bytes(),
+    );
+    assert_eq!(status, 500);
+    // Nothing the provider holds unwraps the copied generation-1 records.
+    let keyring =
+        modelvault_keys::LocalKeyring::open(&app.data_dir().join("keyring.json")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let copied = walk(&before.path().join("records/2/keys"));
+    assert!(!copied.is_empty());
+    for f in copied {
+        let env: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+        let record: modelvault_storage::KeyRecord =
+            serde_json::from_value(env["body"].clone()).unwrap();
+        let binding = modelvault_keys::DekBinding {
+            namespace: "nlp",
+            model: "r",
+            version: "2",
+            dek_generation: record.dek_generation,
+        };
+        use modelvault_keys::KeyProvider as _;
+        assert!(
+            rt.block_on(keyring.unwrap_dek(&record.wrapped, &binding))
+                .is_err()
+        );
+    }
 }
 
 /// A server process started by a test; killed on drop.

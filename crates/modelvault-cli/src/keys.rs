@@ -34,14 +34,20 @@ pub enum KeysCommand {
     /// Give one version a new DEK: its blobs are re-encrypted under new
     /// object keys and the version switches to them at once; the old blobs
     /// are deleted after keys.dek_rotation_grace_secs (downloads in flight
-    /// finish on them). Revokes a released DEK. Waits for the switch unless
-    /// --no-wait.
+    /// finish on them). Revokes a released DEK in the live bucket. Waits for
+    /// the switch unless --no-wait (with --complete, for the whole job).
     Rotate {
         /// NS/NAME@VERSION
         target: String,
         /// Start the job and return (prints the job id).
         #[arg(long)]
         no_wait: bool,
+        /// After the cleanup, also rotate the KEK and retire every older KEK
+        /// version that wrapped a key of the version, so its revoked DEKs
+        /// cannot be unwrapped from a copy of the bucket or put back into
+        /// it (as `delete --complete` does).
+        #[arg(long)]
+        complete: bool,
     },
     /// Destroy a KEK version in the key provider (refused while any live key
     /// record uses it).
@@ -266,7 +272,11 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        KeysCommand::Rotate { target, no_wait } => {
+        KeysCommand::Rotate {
+            target,
+            no_wait,
+            complete,
+        } => {
             let t = crate::parse_target(&target, true)?;
             let version = t.version.as_deref().unwrap_or_default();
             let client = Client::from_env()?;
@@ -276,7 +286,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                         "{}/rotate-dek",
                         version_path(&t.namespace, &t.name, version)
                     ),
-                    &serde_json::json!({}),
+                    &serde_json::json!({ "complete": complete }),
                 )
                 .await?;
             if no_wait {
@@ -285,6 +295,21 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                     "started DEK rotation job {} (generation {})",
                     job.id,
                     job.target_generation.unwrap_or_default()
+                );
+            } else if complete {
+                eprintln!(
+                    "rotating {}; the job waits keys.dek_rotation_grace_secs after the switch, then cleans up, rotates the KEK and retires the old KEK versions (job {})",
+                    job.version.clone().unwrap_or_default(),
+                    job.id
+                );
+                let job = wait(&client, job).await?;
+                eprintln!(
+                    "{} now uses DEK generation {} and its old blobs are deleted; KEK version {} is current; retired KEK version(s) {:?}: rotation complete (job {})",
+                    job.version.clone().unwrap_or_default(),
+                    job.target_generation.unwrap_or_default(),
+                    job.target_kek.unwrap_or_default(),
+                    job.retired_keks,
+                    job.id
                 );
             } else {
                 let job = wait_until(&client, job, |j| j.switched_at.is_some()).await?;

@@ -211,7 +211,9 @@ async fn a_second_mac_key_under_the_label_is_refused() {
 
     // A server opening the token refuses the ambiguous MAC key, as it
     // refuses an ambiguous KEK; so does a fresh provider's first MAC.
-    let err = Pkcs11Provider::open(&s).err().expect("open must refuse");
+    let Err(err) = Pkcs11Provider::open(&s) else {
+        panic!("open must refuse an ambiguous MAC key");
+    };
     assert!(matches!(err, KeyError::Provider(_)), "{err:?}");
     assert!(err.to_string().contains("ambiguous MAC key"), "{err}");
     let fresh = Pkcs11Provider::connect(&s).unwrap();

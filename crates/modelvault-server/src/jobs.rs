@@ -60,6 +60,14 @@ pub struct JobRecord {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A DEK rotation that, after its cleanup, also rotates the KEK
+    /// (`target_kek`) and retires every older KEK version that wrapped a
+    /// key record of the version (`keys rotate --complete`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub complete: bool,
+    /// KEK versions a complete DEK rotation retired (destroyed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_keks: Vec<u32>,
 }
 
 /// Appends the job's next record.
@@ -114,6 +122,8 @@ pub fn new_job(kind: &str, by: &str) -> JobRecord {
         started_at: now,
         updated_at: now,
         error: None,
+        complete: false,
+        retired_keks: Vec::new(),
     }
 }
 
@@ -192,8 +202,92 @@ async fn rotate_dek(state: &AppState, job: &mut JobRecord) -> Result<(), String>
             job.phase = Some("done".into());
             Ok(())
         }
-        other => other.map_err(|e| e.to_string()),
+        Ok(()) if job.complete => {
+            complete_dek_rotation(state, job).await?;
+            job.phase = Some("done".into());
+            Ok(())
+        }
+        Ok(()) => {
+            job.phase = Some("done".into());
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
     }
+}
+
+/// The `--complete` part of a DEK rotation, after its cleanup: a new KEK
+/// version (recorded in the job before use, so a resumed job reuses it)
+/// rewraps every live key record, then every older KEK version that
+/// wrapped a key record of the version is retired, as `delete --complete`
+/// does for a deleted version. The revoked generations' key records stay
+/// in the bucket (and in copies of it) but nothing can unwrap them any
+/// more, so a rollback of the version to one of them fails closed.
+async fn complete_dek_rotation(state: &AppState, job: &mut JobRecord) -> Result<(), String> {
+    let (ns, model, version) = job
+        .version
+        .as_deref()
+        .and_then(parse_version)
+        .ok_or("DEK rotation without a version")?;
+    let target = match job.target_kek {
+        Some(t) => t,
+        None => {
+            let t = state
+                .store
+                .keys()
+                .create_kek_version()
+                .await
+                .map_err(|e| format!("rotating the KEK: {e}"))?;
+            job.target_kek = Some(t.0);
+            t.0
+        }
+    };
+    job.phase = Some("rotating-kek".into());
+    save(state, job).await.map_err(|e| e.to_string())?;
+    tracing::info!(job = %job.id, kek_version = target, "complete DEK rotation: rotating the KEK");
+    for k in &state.store.key_dirs().await.map_err(|e| e.to_string())? {
+        state
+            .store
+            .rewrap(k, modelvault_keys::KekVersion(target))
+            .await
+            .map_err(|e| format!("{}: {e}", k.dir))?;
+    }
+    modelvault_audit::rewrap_signing_key(&state.store, target)
+        .await
+        .map_err(|e| e.to_string())?;
+    failpoint("rotate-dek-complete-after-rewrap");
+    job.phase = Some("retiring".into());
+    save(state, job).await.map_err(|e| e.to_string())?;
+    let destroyed: Vec<u32> = state
+        .store
+        .keys()
+        .list_kek_versions()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|k| k.state == modelvault_keys::KekState::Destroyed)
+        .map(|k| k.version.0)
+        .collect();
+    let used = state
+        .store
+        .kek_versions_in(&layout::keys_dir(&ns, &model, &version))
+        .await
+        .map_err(|e| e.to_string())?;
+    for kek in used.into_iter().filter(|k| *k < target) {
+        if destroyed.contains(&kek) {
+            continue;
+        }
+        crate::routes::retire_checked(state, kek, Some(&job.id))
+            .await
+            .map_err(|e| {
+                format!(
+                    "the DEK rotation switched and cleaned up, but KEK version {kek} could not be retired ({}); retire it with `keys retire-kek {kek}` once that is resolved",
+                    e.message
+                )
+            })?;
+        tracing::info!(job = %job.id, kek_version = kek, "KEK version retired by a complete DEK rotation");
+        job.retired_keks.push(kek);
+    }
+    Ok(())
 }
 
 async fn rotate_dek_steps(state: &AppState, job: &mut JobRecord) -> Result<(), StorageError> {

@@ -18,6 +18,11 @@
 //!   switch adopts the winner's manifest;
 //! - a re-encrypted file must hash to the digest sealed in the old
 //!   manifest, or nothing is switched;
+//! - a switch record (`switches/{generation}`) is written after the switch
+//!   and, required, before the cleanup deletes anything; a read of an older
+//!   generation while a newer key record exists checks it, so a manifest
+//!   rolled back below it (old manifest and blobs put back from a copy) is
+//!   an integrity error, never a silent downgrade;
 //! - old generations' key records stay (their blobs are gone), so the KEK
 //!   versions that ever wrapped a DEK of the version stay known to delete;
 //!   everything else sealed under an old DEK (blobs, older manifest

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::models::check_names;
 use crate::authn::{Action, Authenticated, Resource, authorize, request_id};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiOptionalJson, ApiPath};
 use crate::jobs::{self, JobRecord};
 use crate::{ApiError, AppState};
 
@@ -115,6 +115,7 @@ pub async fn rotate_dek(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
     ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
+    ApiOptionalJson(req): ApiOptionalJson<RotateDekRequest>,
 ) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     check_names(&ns, &name)?;
     authorize(
@@ -144,10 +145,23 @@ pub async fn rotate_dek(
     job.version = Some(label);
     job.target_generation = Some(target);
     job.phase = Some("re-encrypting".into());
+    job.complete = req.complete;
     jobs::save(&state, &job).await?;
-    tracing::info!(job = %job.id, version = %v, generation = target, by = %p.id, "DEK rotation started");
+    tracing::info!(job = %job.id, version = %v, generation = target, complete = req.complete, by = %p.id, "DEK rotation started");
     jobs::spawn(state.clone(), job.clone());
     Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// `POST .../rotate-dek` (the body is optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateDekRequest {
+    /// After the cleanup, also rotate the KEK and retire (destroy) every
+    /// older KEK version that wrapped a key record of the version, so the
+    /// revoked generations' wrapped DEKs, wherever copies of them survive,
+    /// can no longer be unwrapped.
+    #[serde(default)]
+    pub complete: bool,
 }
 
 pub async fn job(
@@ -190,23 +204,34 @@ pub async fn retire_kek(
     ApiJson(req): ApiJson<RetireRequest>,
 ) -> Result<Json<KeysStatus>, ApiError> {
     authorize(&p, Action::ManageKeys, &Resource::default())?;
+    retire_checked(&state, req.version, None).await?;
+    tracing::info!(kek_version = req.version, by = %p.id, "KEK version retired");
+    status(State(state), Authenticated(p)).await
+}
+
+/// Destroys KEK version `version` in the provider unless it is current,
+/// unknown, used by a live (newest) key record or the audit signing key,
+/// or wraps a key record of a version whose DEK rotation is running (other
+/// than `own_job`, a complete DEK rotation retiring the versions that
+/// wrapped its own old generations).
+pub(crate) async fn retire_checked(
+    state: &AppState,
+    version: u32,
+    own_job: Option<&str>,
+) -> Result<(), ApiError> {
     let keys = state.store.keys();
     let current = keys.current_kek_version().await.map_err(internal)?;
-    if current.0 == req.version {
+    if current.0 == version {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "kek_in_use",
-            format!(
-                "KEK version {} is current; run rotate-kek first",
-                req.version
-            ),
+            format!("KEK version {version} is current; run rotate-kek first"),
         ));
     }
     let known = keys.list_kek_versions().await.map_err(internal)?;
-    if !known.iter().any(|k| k.version.0 == req.version) {
+    if !known.iter().any(|k| k.version.0 == version) {
         return Err(ApiError::not_found(format!(
-            "KEK version {} not found",
-            req.version
+            "KEK version {version} not found"
         )));
     }
     let mut usage = state.store.kek_usage().await?;
@@ -218,43 +243,42 @@ pub async fn retire_kek(
     }
     // A DEK rotation in its grace period still serves the old generation,
     // whose key record the newest-record count above does not see.
-    for j in jobs::list(&state).await? {
-        if j.kind != "rotate-dek" || j.state != "running" {
+    for j in jobs::list(state).await? {
+        if j.kind != "rotate-dek" || j.state != "running" || Some(j.id.as_str()) == own_job {
             continue;
         }
-        let Some((ns, model, version)) = j.version.as_deref().and_then(jobs::parse_version) else {
+        let Some((ns, model, label)) = j.version.as_deref().and_then(jobs::parse_version) else {
             continue;
         };
         let used = state
             .store
-            .kek_versions_in(&modelvault_storage::layout::keys_dir(&ns, &model, &version))
+            .kek_versions_in(&modelvault_storage::layout::keys_dir(&ns, &model, &label))
             .await?;
-        if used.contains(&req.version) {
+        if used.contains(&version) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "kek_in_use",
                 format!(
-                    "the DEK rotation of {ns}/{model}@{version} (job {}) still serves keys wrapped by KEK version {}; retry after it ends",
-                    j.id, req.version
+                    "the DEK rotation of {ns}/{model}@{label} (job {}) still serves keys wrapped by KEK version {}; retry after it ends",
+                    j.id, version
                 ),
             ));
         }
     }
-    if let Some(n) = usage.get(&req.version).filter(|n| **n > 0) {
+    if let Some(n) = usage.get(&version).filter(|n| **n > 0) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "kek_in_use",
             format!(
                 "{n} live key record(s) still use KEK version {}; run rotate-kek first",
-                req.version
+                version
             ),
         ));
     }
-    keys.destroy_kek_version(KekVersion(req.version))
+    keys.destroy_kek_version(KekVersion(version))
         .await
         .map_err(internal)?;
-    tracing::info!(kek_version = req.version, by = %p.id, "KEK version retired");
-    status(State(state), Authenticated(p)).await
+    Ok(())
 }
 
 /// The answer to a delete.

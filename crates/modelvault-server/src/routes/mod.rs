@@ -12,6 +12,7 @@ mod review;
 mod tokens;
 
 pub use approvals::{ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest};
+pub(crate) use keys::retire_checked;
 pub use keys::{DeleteResponse, KekStatus, KeysStatus, RetireRequest};
 pub use release::{KeyReleaseRequest, KeyReleaseResponse, ReleasedFile};
 pub use review::AccessReview;
