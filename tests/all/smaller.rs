@@ -326,7 +326,10 @@ fn audit_verify_public_key_help_names_a_file() {
         .args(["audit", "verify", "--help"])
         .output()
         .unwrap();
-    let help = stdout(&out).split_whitespace().collect::<Vec<_>>().join(" ");
+    let help = stdout(&out)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     assert!(
         help.contains("--public-key <PUBLIC_KEY> A file holding the checkpoint public key"),
         "{help}"

@@ -357,7 +357,6 @@ async fn rotate_dek_steps(state: &AppState, job: &mut JobRecord) -> Result<(), S
     save(state, job).await?;
     let deleted = state.store.finish_dek_rotation(&v, target).await?;
     tracing::info!(version = %v, generation = target, blobs_deleted = deleted, "DEK rotation finished");
-    job.phase = Some("done".into());
     Ok(())
 }
 
