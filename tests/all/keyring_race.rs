@@ -30,7 +30,8 @@ fn two_servers_racing_rotate_retire_and_backup_lose_no_key() {
     ok(app.cli(Some(&ds), &["model", "create", "nlp/race"]));
     let urls = [app.url.clone(), peer.url.clone()];
     let stop = Arc::new(AtomicBool::new(false));
-    let pushed: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    type Pushed = Vec<(String, Vec<u8>)>;
+    let pushed: Arc<Mutex<Pushed>> = Arc::default();
 
     std::thread::scope(|s| {
         // Pushes on both servers, all along.

@@ -607,7 +607,8 @@ fn dek_opens(
     d.open_segment(0, &mut seg).is_ok()
 }
 
-/// The stored blobs of a version, on whatever store `url` names.
+/// The stored blobs of a version (not their segment tables), on whatever
+/// store `url` names.
 fn version_blobs(url: &str, ns: &str, model: &str, version: &str) -> Vec<Vec<u8>> {
     use futures::TryStreamExt as _;
     use object_store::ObjectStoreExt as _;
@@ -621,6 +622,9 @@ fn version_blobs(url: &str, ns: &str, model: &str, version: &str) -> Vec<Vec<u8>
         let metas: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();
         let mut out = Vec::new();
         for m in metas {
+            if m.location.as_ref().ends_with(".segments") {
+                continue;
+            }
             let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
             out.push(bytes.to_vec());
         }

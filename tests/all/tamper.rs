@@ -21,7 +21,10 @@ fn find(dir: &Path, needle: &str) -> Vec<PathBuf> {
 /// The blob of the only file of `version` (local store layout).
 fn blob_of(app: &TestApp, model: &str, version: &str) -> PathBuf {
     let dir = app.store_dir().join(format!("blobs/nlp/{model}/{version}"));
-    let blobs = find(&dir, ".mvf");
+    let blobs: Vec<_> = find(&dir, ".mvf")
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "mvf"))
+        .collect();
     assert_eq!(blobs.len(), 1, "{blobs:?}");
     blobs[0].clone()
 }
