@@ -127,6 +127,10 @@ extra=()
 if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi
 cargo test --workspace --locked -- "${extra[@]}"
 
+# 3b. The API fuzzed against its own OpenAPI document (schemathesis, pinned,
+#     installed into .test-env/venv) on the binary `cargo test` just built.
+MODELVAULT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/modelvault" bash scripts/fuzz-openapi.sh
+
 # 4. Benches are built, not run (run them with `cargo bench`).
 cargo build --benches --locked -p modelvault-cli
 log "all tests passed"

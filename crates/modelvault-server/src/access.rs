@@ -136,7 +136,7 @@ impl Bindings {
 }
 
 /// One failed authentication, for the audit trail and alerts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuthFailure {
     /// When.
     pub time: DateTime<Utc>,
@@ -170,7 +170,7 @@ const RECENT: usize = 1000;
 const MAX_COUNTERS: usize = 100_000;
 
 /// A window's count for one source.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FailureCount {
     /// Source address.
     pub source: String,
@@ -181,7 +181,7 @@ pub struct FailureCount {
 }
 
 /// What `GET /v1/admin/auth-failures` returns.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FailureReport {
     /// Window length in seconds.
     pub window_secs: u64,

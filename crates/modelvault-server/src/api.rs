@@ -6,24 +6,29 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use modelvault_storage::{CommitFile, FileEntry};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub use crate::jobs::JobRecord;
 pub use crate::policies::{PolicyInfo, PolicyMode};
+pub use crate::routes::openapi::AuditPublicKey;
 pub use crate::routes::{
     AccessReview, ApprovalView, DeleteResponse, DeploymentList, DeploymentView, EnvironmentRequest,
     KekStatus, KeyReleaseRequest, KeyReleaseResponse, KeysStatus, ReleasedFile, RetireRequest,
 };
 
 /// `POST /v1/models`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateModelRequest {
     /// Namespace.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
     pub namespace: String,
     /// Model name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
     pub name: String,
     /// `public`, `internal` (default), `confidential` or `restricted`.
     #[serde(default)]
+    #[schema(pattern = "^(public|internal|confidential|restricted)$")]
     pub sensitivity: Option<String>,
     /// Tags.
     #[serde(default)]
@@ -39,11 +44,12 @@ pub struct CreateModelRequest {
 
 /// `PATCH /v1/models/{ns}/{name}`: every field optional; a `null` tag or
 /// metadata value removes the key.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchModelRequest {
     /// New sensitivity (raising needs `edit-metadata`, lowering `approve`).
     #[serde(default)]
+    #[schema(pattern = "^(public|internal|confidential|restricted)$")]
     pub sensitivity: Option<String>,
     /// Tags to set or (with `null`) remove.
     #[serde(default)]
@@ -57,7 +63,7 @@ pub struct PatchModelRequest {
 }
 
 /// One revision of a model's metadata (`GET .../history`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ModelRevision {
     /// Revision number (0 at creation).
     pub revision: u64,
@@ -77,14 +83,14 @@ pub struct ModelRevision {
 }
 
 /// `GET /v1/models/{ns}/{name}/history`, oldest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ModelHistory {
     /// Every revision.
     pub revisions: Vec<ModelRevision>,
 }
 
 /// A model as shown by the API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ModelView {
     /// Namespace.
     pub namespace: String,
@@ -114,14 +120,14 @@ pub struct ModelView {
 }
 
 /// `GET /v1/models`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ModelList {
     /// Models visible to the caller.
     pub models: Vec<ModelView>,
 }
 
 /// One line of a version list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VersionSummary {
     /// Version name.
     pub version: String,
@@ -136,14 +142,14 @@ pub struct VersionSummary {
 }
 
 /// `GET .../versions`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VersionList {
     /// Committed versions, oldest first.
     pub versions: Vec<VersionSummary>,
 }
 
 /// `GET .../versions/{version}` and the commit response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct VersionDetail {
     /// Namespace.
     pub namespace: String,
@@ -171,6 +177,7 @@ pub struct VersionDetail {
     /// DEK generation of the blobs.
     pub dek_generation: u32,
     /// Files with size and SHA-256.
+    #[schema(value_type = Vec<crate::routes::openapi::FileEntry>)]
     pub files: Vec<FileEntry>,
     /// Effective approvals.
     #[serde(default)]
@@ -181,7 +188,7 @@ pub struct VersionDetail {
 }
 
 /// `PUT .../files/{path}` response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UploadResponse {
     /// File path.
     pub path: String,
@@ -194,10 +201,11 @@ pub struct UploadResponse {
 }
 
 /// `POST .../commit`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitRequest {
     /// Every file of the version.
+    #[schema(value_type = Vec<crate::routes::openapi::CommitFile>)]
     pub files: Vec<CommitFile>,
     /// Version metadata (metrics, lineage, training-data references).
     #[serde(default)]
@@ -208,19 +216,22 @@ pub struct CommitRequest {
 }
 
 /// `POST /v1/tokens`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
     /// Unique token name (default `token-<id>`).
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
     pub name: Option<String>,
     /// Principal id (default: the name).
     #[serde(default)]
     pub principal: Option<String>,
     /// `person` (default) or `service`.
     #[serde(default)]
+    #[schema(pattern = "^(person|service)$")]
     pub kind: Option<String>,
     /// Roles (at least one).
+    #[schema(min_items = 1)]
     pub roles: Vec<String>,
     /// Namespaces (`*` = all; default: the creator's).
     #[serde(default)]
@@ -228,13 +239,15 @@ pub struct CreateTokenRequest {
     /// Environment (default from config).
     #[serde(default)]
     pub environment: Option<String>,
-    /// Lifetime in seconds (default: no expiry).
+    /// Lifetime in seconds (default `tokens.default_ttl`, at most
+    /// `tokens.max_ttl`).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub ttl_seconds: Option<u64>,
 }
 
 /// `POST /v1/tokens` response. `token` is shown once and never stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateTokenResponse {
     /// The secret token text `mv_<id>_<secret>`.
     pub token: String,
@@ -255,14 +268,14 @@ pub struct CreateTokenResponse {
 }
 
 /// The error body of every non-2xx answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// Inside [`ErrorBody`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code.
     pub code: String,
@@ -271,11 +284,18 @@ pub struct ErrorDetail {
     /// Request id (on 5xx), also in the server log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// On `policy_denied`: the policy that decided (`null` when none
+    /// allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// On `policy_denied`: the deciding policy's reason code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<String>,
 }
 
 /// `POST /v1/access/grant` and `POST /v1/access/revoke`: exactly one of
 /// `principal`, `group`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindingRequest {
     /// A principal id.
@@ -292,7 +312,7 @@ pub struct BindingRequest {
 }
 
 /// One binding as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BindingView {
     /// `principal` or `group`.
     pub subject_type: String,
@@ -309,7 +329,7 @@ pub struct BindingView {
 }
 
 /// `GET /v1/access/bindings`, and the answer to grant and revoke.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct BindingList {
     /// Whether the request changed anything (grant and revoke only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -319,7 +339,7 @@ pub struct BindingList {
 }
 
 /// One role a principal holds, where, and from what.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GrantView {
     /// Role name.
     pub role: String,
@@ -332,7 +352,7 @@ pub struct GrantView {
 }
 
 /// `GET /v1/whoami`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WhoAmI {
     /// Principal id.
     pub id: String,
@@ -360,7 +380,7 @@ pub struct WhoAmI {
 }
 
 /// One API token as `GET /v1/tokens` shows it (never its secret).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenView {
     /// Public id.
     pub id: String,
@@ -387,14 +407,14 @@ pub struct TokenView {
 }
 
 /// `GET /v1/tokens`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenList {
     /// Live tokens (revoked ones are gone).
     pub tokens: Vec<TokenView>,
 }
 
 /// One issuer `modelvault login` may use (from `GET /v1/auth/config`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LoginIssuer {
     /// Issuer URL.
     pub issuer: String,
@@ -407,8 +427,14 @@ pub struct LoginIssuer {
 }
 
 /// `GET /v1/auth/config` (no token needed): how to log in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuthConfig {
     /// Issuers that offer CLI login.
     pub issuers: Vec<LoginIssuer>,
+}
+
+/// The OpenAPI 3.1 document of the `/v1` API, as `GET /v1/openapi.json`
+/// serves it (generated from the handlers and these types).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    crate::routes::openapi::document()
 }

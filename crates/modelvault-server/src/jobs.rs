@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 
 /// One job, as stored and shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobRecord {
     /// Job id.
     pub id: String,

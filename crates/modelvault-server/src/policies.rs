@@ -23,7 +23,7 @@ use crate::ApiError;
 use crate::config::PolicyConfig;
 
 /// Enforcing or shadow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
     /// Decides.
@@ -55,7 +55,7 @@ pub struct PolicyRecord {
 }
 
 /// What `GET /v1/admin/policies` and `policy list --output json` show.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyInfo {
     /// Name.
     pub name: String,

@@ -88,6 +88,16 @@ fn check(
     Ok((subject, namespaces))
 }
 
+/// Every role binding
+#[utoipa::path(
+    get,
+    path = "/v1/access/bindings",
+    tag = "access",
+    responses(
+        (status = 200, description = "Every binding", body = BindingList),
+        (status = 403, description = "`forbidden`: no `manage-access`", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -100,6 +110,18 @@ pub async fn list(
     }))
 }
 
+/// Bind a role to a principal or group in namespaces
+#[utoipa::path(
+    post,
+    path = "/v1/access/grant",
+    tag = "access",
+    request_body = BindingRequest,
+    responses(
+        (status = 200, description = "Every binding after the change", body = BindingList),
+        (status = 403, description = "`forbidden`: no `manage-access` in a named namespace", body = crate::api::ErrorBody),
+        (status = 409, description = "`conflict`: a concurrent change won; retry", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn grant(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -120,6 +142,18 @@ pub async fn grant(
     }))
 }
 
+/// Remove a role binding (or some of its namespaces)
+#[utoipa::path(
+    post,
+    path = "/v1/access/revoke",
+    tag = "access",
+    request_body = BindingRequest,
+    responses(
+        (status = 200, description = "Every binding after the change", body = BindingList),
+        (status = 403, description = "`forbidden`: no `manage-access` in a named namespace", body = crate::api::ErrorBody),
+        (status = 409, description = "`conflict`: a concurrent change won; retry", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -140,6 +174,13 @@ pub async fn revoke(
     }))
 }
 
+/// Who the caller is and what they hold
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "access",
+    responses((status = 200, description = "The caller", body = WhoAmI)),
+)]
 pub async fn whoami(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -186,6 +227,18 @@ pub async fn whoami(
     }))
 }
 
+/// Failed authentications by source and window
+///
+/// Needs `audit-read`.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/auth-failures",
+    tag = "admin",
+    responses(
+        (status = 200, description = "The report", body = crate::access::FailureReport),
+        (status = 403, description = "`forbidden`: no `audit-read`", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn auth_failures(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -200,6 +253,13 @@ pub async fn auth_failures(
 }
 
 /// How to log in; public (it names only issuers and client ids).
+#[utoipa::path(
+    get,
+    path = "/v1/auth/config",
+    tag = "access",
+    security(()),
+    responses((status = 200, description = "Issuers that offer CLI login", body = crate::api::AuthConfig)),
+)]
 pub async fn auth_config(State(state): State<AppState>) -> Json<crate::api::AuthConfig> {
     Json(crate::api::AuthConfig {
         issuers: state

@@ -12,13 +12,34 @@ use crate::extract::{ApiPath, ApiQuery};
 use crate::policies::{PolicyInfo, PolicyMode};
 use crate::{ApiError, AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct InstallQuery {
+    /// `enforce` (default) or `shadow`.
     #[serde(default)]
     mode: Option<PolicyMode>,
 }
 
+/// Install (or replace) a policy plugin
+///
+/// The body is the WebAssembly component. Needs `manage-policies`.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/policies/{name}",
+    tag = "admin",
+    params(
+        ("name" = String, Path, description = "Policy name", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"),
+        InstallQuery,
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The component (`wasm32-wasip2`, world `modelvault:policy/policy@0.1.0`)"),
+    responses(
+        (status = 201, description = "Installed", body = PolicyInfo),
+        (status = 403, description = "`forbidden`: no `manage-policies`", body = crate::api::ErrorBody),
+        (status = 409, description = "`policy_required` (the config requires it to enforce) or `conflict`", body = crate::api::ErrorBody),
+        (status = 422, description = "`invalid_policy`: not a policy component, or it fails validation", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn install(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -59,6 +80,16 @@ pub async fn install(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
+/// Installed policy plugins, in chain order
+#[utoipa::path(
+    get,
+    path = "/v1/admin/policies",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Installed policies", body = Vec<PolicyInfo>),
+        (status = 403, description = "`forbidden`: no `manage-policies`", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -67,6 +98,18 @@ pub async fn list(
     Ok(Json(state.policies.list()?))
 }
 
+/// Remove a policy plugin
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/policies/{name}",
+    tag = "admin",
+    params(("name" = String, Path, description = "Policy name", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 403, description = "`forbidden`: no `manage-policies`", body = crate::api::ErrorBody),
+        (status = 409, description = "`policy_required` (the config requires it) or `conflict`", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,

@@ -52,7 +52,7 @@ pub struct DeploymentRecord {
 }
 
 /// `{"environment": ENV}`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentRequest {
     /// Target environment.
@@ -60,7 +60,7 @@ pub struct EnvironmentRequest {
 }
 
 /// An approval as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApprovalView {
     /// Approver.
     pub approver: String,
@@ -71,7 +71,7 @@ pub struct ApprovalView {
 }
 
 /// A deployment as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeploymentView {
     /// Version (in model-wide listings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +85,7 @@ pub struct DeploymentView {
 }
 
 /// `GET /v1/models/{ns}/{name}/deployments`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeploymentList {
     /// Latest deployment per environment.
     pub deployments: Vec<DeploymentView>,
@@ -327,6 +327,24 @@ async fn gate(
     Ok((model, version))
 }
 
+/// Approve a version for the caller's environment
+///
+/// Needs `approve`; the environment must be the caller's own. 201 when a
+/// new approval was recorded, 200 when the caller had already approved.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{ns}/{name}/versions/{version}/approvals",
+    tag = "approvals",
+    params(super::openapi::VersionPath),
+    request_body = EnvironmentRequest,
+    responses(
+        (status = 200, description = "Already approved; the effective approvals", body = Vec<ApprovalView>),
+        (status = 201, description = "Approved; the effective approvals", body = Vec<ApprovalView>),
+        (status = 403, description = "`forbidden` (no `approve`, or another environment) or `policy_denied`", body = crate::api::ErrorBody),
+        (status = 409, description = "`conflict`: a concurrent approval won; retry", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn approve(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -390,6 +408,22 @@ fn approval_views(list: Vec<ApprovalRecord>) -> Vec<ApprovalView> {
         .collect()
 }
 
+/// Revoke the caller's approval for an environment
+#[utoipa::path(
+    delete,
+    path = "/v1/models/{ns}/{name}/versions/{version}/approvals/{environment}",
+    tag = "approvals",
+    params(
+        super::openapi::VersionPath,
+        ("environment" = String, Path, description = "The environment of the approval"),
+    ),
+    responses(
+        (status = 200, description = "The effective approvals", body = Vec<ApprovalView>),
+        (status = 403, description = "`forbidden`: no `approve` here", body = crate::api::ErrorBody),
+        (status = 409, description = "`conflict`: a concurrent change won; retry", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -436,6 +470,20 @@ pub async fn revoke(
     Ok(Json(approval_views(approvals(&state, &v).await?)))
 }
 
+/// Record a deployment of a version to the caller's environment
+#[utoipa::path(
+    post,
+    path = "/v1/models/{ns}/{name}/versions/{version}/deployments",
+    tag = "approvals",
+    params(super::openapi::VersionPath),
+    request_body = EnvironmentRequest,
+    responses(
+        (status = 201, description = "The deployment", body = DeploymentView),
+        (status = 403, description = "`forbidden` (no `deploy`, or another environment) or `policy_denied`", body = crate::api::ErrorBody),
+        (status = 409, description = "`conflict`: a concurrent deployment won; retry", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn deploy(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -482,6 +530,17 @@ pub async fn deploy(
     ))
 }
 
+/// The latest deployment of the model per environment
+#[utoipa::path(
+    get,
+    path = "/v1/models/{ns}/{name}/deployments",
+    tag = "approvals",
+    params(super::openapi::ModelPath),
+    responses(
+        (status = 200, description = "Latest deployment per environment", body = DeploymentList),
+        (status = 403, description = "`forbidden`: no `read` here", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn list_deployments(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,

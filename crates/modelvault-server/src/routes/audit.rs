@@ -11,28 +11,40 @@ use crate::authn::Authenticated;
 use crate::extract::ApiQuery;
 use crate::{ApiError, AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    /// Records at or after this time (RFC 3339).
     since: Option<DateTime<Utc>>,
+    /// Records before this time (RFC 3339).
     until: Option<DateTime<Utc>>,
+    /// Only this principal.
     principal: Option<String>,
+    /// Only this namespace.
     namespace: Option<String>,
     /// `NS/NAME` or `NAME`.
     model: Option<String>,
+    /// Only this action (`download`, `create-model`, ...).
     action: Option<String>,
+    /// Only this outcome (`allowed`, `denied`, ...).
     outcome: Option<String>,
+    /// Only this record type (`request`, `intent`, ...).
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     kind: Option<String>,
+    /// Page size (1-10000, default 100).
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// `GET /v1/audit`: records oldest first, each exactly as stored.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditPage {
     /// Records, each exactly as stored (so exported lines still hash to
     /// the next record's `prev`).
+    #[schema(value_type = Vec<Object>)]
     pub records: Vec<Box<serde_json::value::RawValue>>,
     /// Pass as `cursor` for the next page; absent on the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,6 +62,20 @@ fn scope(p: &modelvault_auth::Principal) -> Result<NamespaceScope, ApiError> {
     Ok(s)
 }
 
+/// Audit records, oldest first, filtered and paged
+///
+/// Needs `audit-read`; records outside the caller's namespaces are left
+/// out.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "One page of records", body = AuditPage),
+        (status = 403, description = "`forbidden`: no `audit-read`", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -129,9 +155,16 @@ pub async fn list(
 }
 
 /// `GET /v1/audit/public-key`: needs no token (it is public).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/public-key",
+    tag = "audit",
+    security(()),
+    responses((status = 200, description = "The checkpoint signing key", body = super::openapi::AuditPublicKey)),
+)]
 pub async fn public_key(
     State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<super::openapi::AuditPublicKey>, ApiError> {
     let key = match &state.audit {
         Some(a) => hex::encode(a.public_key()),
         None => {
@@ -143,13 +176,23 @@ pub async fn public_key(
             hex::encode(k.public_key().as_ref())
         }
     };
-    Ok(Json(
-        serde_json::json!({"algorithm": "Ed25519", "public_key": key}),
-    ))
+    Ok(Json(super::openapi::AuditPublicKey {
+        algorithm: "Ed25519".into(),
+        public_key: key,
+    }))
 }
 
 /// `GET /v1/audit/verify`: verifies every chain in the store (global
 /// `audit-read`).
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    tag = "audit",
+    responses(
+        (status = 200, description = "The verdict on every chain", body = super::openapi::VerifyReport),
+        (status = 403, description = "`forbidden`: no global `audit-read`", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn verify(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,

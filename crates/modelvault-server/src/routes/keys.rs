@@ -15,7 +15,7 @@ use crate::jobs::{self, JobRecord};
 use crate::{ApiError, AppState};
 
 /// One KEK version in the status.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KekStatus {
     /// Version.
     pub version: u32,
@@ -27,7 +27,7 @@ pub struct KekStatus {
 }
 
 /// `GET /v1/keys/status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeysStatus {
     /// The key provider (`local-keyring`, `pkcs11`).
     #[serde(default)]
@@ -44,6 +44,18 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e.to_string())
 }
 
+/// KEK versions, what each wraps, and key jobs
+///
+/// Needs `manage-keys`.
+#[utoipa::path(
+    get,
+    path = "/v1/keys/status",
+    tag = "keys",
+    responses(
+        (status = 200, description = "The key status", body = KeysStatus),
+        (status = 403, description = "`forbidden`: no `manage-keys`", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn status(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -82,6 +94,16 @@ pub async fn status(
 
 /// `POST /v1/keys/rotate-kek`: a new KEK version becomes current; a job
 /// rewraps every live key record under it. 202 with the job.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/rotate-kek",
+    tag = "keys",
+    responses(
+        (status = 202, description = "The rotation job", body = JobRecord),
+        (status = 403, description = "`forbidden`: no `manage-keys`", body = crate::api::ErrorBody),
+        (status = 409, description = "`conflict`: another server is creating a KEK version", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn rotate_kek(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -111,6 +133,19 @@ pub async fn rotate_kek(
 /// object keys, switches with a conditional manifest write and deletes the
 /// old blobs after `keys.dek_rotation_grace_secs`. 202 with the job; 409
 /// `job_running` while another rotation of the version runs.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{ns}/{name}/versions/{version}/rotate-dek",
+    tag = "keys",
+    params(super::openapi::VersionPath),
+    request_body(content = Option<RotateDekRequest>, content_type = "application/json", description = "Optional; none or `{}` is a plain rotation"),
+    responses(
+        (status = 202, description = "The rotation job", body = JobRecord),
+        (status = 403, description = "`forbidden`: no `manage-keys` here", body = crate::api::ErrorBody),
+        (status = 409, description = "`job_running`: a DEK rotation of the version is running", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn rotate_dek(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -153,7 +188,7 @@ pub async fn rotate_dek(
 }
 
 /// `POST .../rotate-dek` (the body is optional).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateDekRequest {
     /// After the cleanup, also rotate the KEK and retire (destroy) every
@@ -164,6 +199,17 @@ pub struct RotateDekRequest {
     pub complete: bool,
 }
 
+/// One key job
+#[utoipa::path(
+    get,
+    path = "/v1/keys/jobs/{id}",
+    tag = "keys",
+    params(("id" = String, Path, format = Uuid, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobRecord),
+        (status = 403, description = "`forbidden`: no `manage-keys` for the job's scope", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn job(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -189,7 +235,7 @@ pub async fn job(
 }
 
 /// `POST /v1/keys/retire-kek`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetireRequest {
     /// The KEK version to destroy.
@@ -198,6 +244,18 @@ pub struct RetireRequest {
 
 /// Destroys a KEK version in the provider, refused while it is current or
 /// any live key record still uses it.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/retire-kek",
+    tag = "keys",
+    request_body = RetireRequest,
+    responses(
+        (status = 200, description = "The key status after the retirement", body = KeysStatus),
+        (status = 403, description = "`forbidden`: no `manage-keys`", body = crate::api::ErrorBody),
+        (status = 404, description = "`not_found`: no such KEK version", body = crate::api::ErrorBody),
+        (status = 409, description = "`kek_in_use`: the version is current or still wraps live keys", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn retire_kek(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -282,7 +340,7 @@ pub(crate) async fn retire_checked(
 }
 
 /// The answer to a delete.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeleteResponse {
     /// `ns/model@version`.
     pub deleted: String,
@@ -294,6 +352,22 @@ pub struct DeleteResponse {
     pub kek_versions_outstanding: Vec<u32>,
 }
 
+/// Delete a version (crypto-shred)
+///
+/// Destroys its key records and blobs; needs `delete` and an allow from
+/// the policy chain.
+#[utoipa::path(
+    delete,
+    path = "/v1/models/{ns}/{name}/versions/{version}",
+    tag = "keys",
+    params(super::openapi::VersionPath),
+    responses(
+        (status = 200, description = "What was destroyed", body = DeleteResponse),
+        (status = 403, description = "`forbidden` or `policy_denied`", body = crate::api::ErrorBody),
+        (status = 409, description = "`conflict`: the version is being changed", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: already deleted", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn delete_version(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,

@@ -7,6 +7,7 @@ mod audit;
 mod files;
 mod keys;
 mod models;
+pub(crate) mod openapi;
 mod release;
 mod review;
 mod tokens;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/public-key", get(audit::public_key))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/openapi.json", get(openapi::serve))
         .layer(DefaultBodyLimit::max(json_limit));
     // Uploads stream and enforce `max_file_bytes` themselves.
     let uploads = Router::new()

@@ -101,6 +101,21 @@ pub(crate) fn check_names(ns: &str, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Create a model
+///
+/// Needs `write` in the namespace.
+#[utoipa::path(
+    post,
+    path = "/v1/models",
+    tag = "models",
+    request_body = CreateModelRequest,
+    responses(
+        (status = 201, description = "The new model", body = ModelView),
+        (status = 403, description = "`forbidden`: the caller lacks `write` here", body = crate::api::ErrorBody),
+        (status = 404, description = "`not_found`: the namespace is outside the caller's", body = crate::api::ErrorBody),
+        (status = 409, description = "`already_exists`: the model exists", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -134,15 +149,31 @@ pub async fn create(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this namespace.
     namespace: Option<String>,
     /// Case-insensitive text matched against the name, tags and the
     /// metadata the caller may see.
     q: Option<String>,
 }
 
+/// List (and search) models
+///
+/// Every model in the namespaces where the caller holds `read`.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "models",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Models visible to the caller", body = ModelList),
+        (status = 403, description = "`forbidden`: no `read` in the namespace", body = crate::api::ErrorBody),
+        (status = 404, description = "`not_found`: the namespace is outside the caller's", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -196,6 +227,17 @@ pub async fn list(
     Ok(Json(ModelList { models }))
 }
 
+/// Show a model with its versions
+#[utoipa::path(
+    get,
+    path = "/v1/models/{ns}/{name}",
+    tag = "models",
+    params(super::openapi::ModelPath),
+    responses(
+        (status = 200, description = "The model", body = ModelView),
+        (status = 403, description = "`forbidden`: no `read` here", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -217,6 +259,18 @@ pub async fn show(
 /// `PATCH /v1/models/{ns}/{name}`: tags and metadata need `edit-metadata`;
 /// raising sensitivity needs `edit-metadata`, lowering it needs `approve`.
 /// Each change is a new revision (who, when, before/after in the history).
+#[utoipa::path(
+    patch,
+    path = "/v1/models/{ns}/{name}",
+    tag = "models",
+    params(super::openapi::ModelPath),
+    request_body = crate::api::PatchModelRequest,
+    responses(
+        (status = 200, description = "The model after the change", body = ModelView),
+        (status = 403, description = "`forbidden`: lacks `edit-metadata` (or `approve` to lower sensitivity)", body = crate::api::ErrorBody),
+        (status = 409, description = "`conflict`: a concurrent edit won; retry", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn patch(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -266,6 +320,16 @@ pub async fn patch(
 }
 
 /// `GET /v1/models/{ns}/{name}/history`: every revision, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{ns}/{name}/history",
+    tag = "models",
+    params(super::openapi::ModelPath),
+    responses(
+        (status = 200, description = "Every metadata revision, oldest first", body = crate::api::ModelHistory),
+        (status = 403, description = "`forbidden`: no `read` here", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn history(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -301,6 +365,17 @@ pub async fn history(
     Ok(Json(crate::api::ModelHistory { revisions: out }))
 }
 
+/// List a model's committed versions
+#[utoipa::path(
+    get,
+    path = "/v1/models/{ns}/{name}/versions",
+    tag = "models",
+    params(super::openapi::ModelPath),
+    responses(
+        (status = 200, description = "Committed versions, oldest first", body = VersionList),
+        (status = 403, description = "`forbidden`: no `read` here", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn versions(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -314,6 +389,19 @@ pub async fn versions(
     }))
 }
 
+/// Show a version: files with size and SHA-256, metadata, approvals,
+/// deployments
+#[utoipa::path(
+    get,
+    path = "/v1/models/{ns}/{name}/versions/{version}",
+    tag = "models",
+    params(super::openapi::VersionPath),
+    responses(
+        (status = 200, description = "The version", body = VersionDetail),
+        (status = 403, description = "`forbidden`: no `read` here", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn show_version(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,

@@ -25,7 +25,7 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::{ApiError, AppState};
 
 /// `POST .../key-release`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyReleaseRequest {
     /// The client's ephemeral X25519 public key, 32 bytes, base64.
@@ -33,7 +33,7 @@ pub struct KeyReleaseRequest {
 }
 
 /// Where to read one file's ciphertext.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReleasedFile {
     /// File path in the version.
     pub path: String,
@@ -55,7 +55,7 @@ pub struct ReleasedFile {
 }
 
 /// The answer: a DEK sealed to the client's key, and where the ciphertext is.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyReleaseResponse {
     /// The request id (part of the HPKE info).
     pub request_id: String,
@@ -98,6 +98,22 @@ fn check_transport(
     }
 }
 
+/// Release a version's DEK sealed to the client's key (HPKE)
+///
+/// Needs `key-release`, an allow from the policy chain, and TLS off
+/// loopback.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{ns}/{name}/versions/{version}/key-release",
+    tag = "release",
+    params(super::openapi::VersionPath),
+    request_body = KeyReleaseRequest,
+    responses(
+        (status = 200, description = "The sealed DEK and where each file's ciphertext is", body = KeyReleaseResponse),
+        (status = 403, description = "`forbidden`, `policy_denied` or `tls_required`", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn release(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -262,8 +278,9 @@ async fn released_files(
 }
 
 /// Query of the ciphertext route.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CiphertextQuery {
     /// The DEK generation the caller's release is for (default: current).
     pub generation: Option<u32>,
@@ -272,6 +289,17 @@ pub struct CiphertextQuery {
 /// `GET .../ciphertext/{path}`: the stored ciphertext of one file, as is
 /// (local stores; S3 stores hand out presigned URLs instead). Same gate as
 /// key release; worthless without a released DEK.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{ns}/{name}/versions/{version}/ciphertext/{path}",
+    tag = "release",
+    params(super::openapi::FilePath, CiphertextQuery),
+    responses(
+        (status = 200, description = "The stored ciphertext, as is", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 403, description = "`forbidden`, `policy_denied` or `tls_required`", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone` (version deleted) or `rotated` (that DEK generation's blobs are gone)", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn ciphertext(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,

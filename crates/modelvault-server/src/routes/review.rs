@@ -19,14 +19,16 @@ use crate::authn::{Authenticated, binding_grants, policy_request, token_principa
 use crate::extract::ApiQuery;
 use crate::{ApiError, AppState};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReviewQuery {
+    /// Start of the period (RFC 3339; default 90 days ago).
     since: Option<DateTime<Utc>>,
 }
 
 /// One principal's access to one version.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Access {
     /// Principal id.
     pub principal: String,
@@ -51,7 +53,7 @@ pub struct Access {
 }
 
 /// One version's review.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VersionReview {
     /// Namespace.
     pub namespace: String,
@@ -68,7 +70,7 @@ pub struct VersionReview {
 }
 
 /// A token that expires soon or has expired.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExpiringToken {
     /// Token name.
     pub name: String,
@@ -81,7 +83,7 @@ pub struct ExpiringToken {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccessReview {
     /// When made.
     pub generated_at: DateTime<Utc>,
@@ -109,6 +111,19 @@ struct Candidate {
     via: Vec<String>,
 }
 
+/// The access review: who can download each version vs who did
+///
+/// Needs `audit-read` for all namespaces.
+#[utoipa::path(
+    get,
+    path = "/v1/access/review",
+    tag = "audit",
+    params(ReviewQuery),
+    responses(
+        (status = 200, description = "The review", body = AccessReview),
+        (status = 403, description = "`forbidden`: no global `audit-read`", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn review(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,

@@ -11,6 +11,21 @@ use crate::authn::{Action, Authenticated, Resource, authorize};
 use crate::extract::{ApiJson, ApiPath};
 use crate::{ApiError, AppState};
 
+/// Create an API token; its secret is shown once
+///
+/// Needs `manage-access`; the token reaches no further than the
+/// caller's own `manage-access` scope.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "access",
+    request_body = CreateTokenRequest,
+    responses(
+        (status = 201, description = "The token, with its secret", body = CreateTokenResponse),
+        (status = 403, description = "`forbidden`: no `manage-access`, or namespaces beyond the caller's", body = crate::api::ErrorBody),
+        (status = 409, description = "`already_exists`: a token of that name exists", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -169,6 +184,16 @@ struct Revocation {
     revoked_at: chrono::DateTime<Utc>,
 }
 
+/// List API tokens (never their secrets)
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    tag = "access",
+    responses(
+        (status = 200, description = "Live tokens", body = TokenList),
+        (status = 403, description = "`forbidden`: no `manage-access`", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
@@ -217,6 +242,16 @@ pub async fn list(
 /// token record goes, so the next request with it gets 401 on every server
 /// (each request reads the token record from the store; nothing caches it).
 /// Names are never reused.
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{name}",
+    tag = "access",
+    params(("name" = String, Path, description = "Token name", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 403, description = "`forbidden`: no `manage-access`", body = crate::api::ErrorBody),
+    ),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
