@@ -32,7 +32,7 @@ pub struct InstallQuery {
         ("name" = String, Path, description = "Policy name", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"),
         InstallQuery,
     ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The component (`wasm32-wasip2`, world `modelvault:policy/policy@0.1.0`)"),
+    request_body(content = inline(super::openapi::RawBytes), content_type = "application/octet-stream", description = "The component (`wasm32-wasip2`, world `modelvault:policy/policy@0.1.0`)"),
     responses(
         (status = 201, description = "Installed", body = PolicyInfo),
         (status = 403, description = "`forbidden`: no `manage-policies`", body = crate::api::ErrorBody),

@@ -36,7 +36,7 @@ fn too_large(max: u64) -> ApiError {
     path = "/v1/models/{ns}/{name}/versions/{version}/files/{path}",
     tag = "files",
     params(super::openapi::FilePath),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"),
+    request_body(content = inline(super::openapi::RawBytes), content_type = "application/octet-stream", description = "The file's bytes"),
     responses(
         (status = 201, description = "Stored, encrypted", body = UploadResponse),
         (status = 403, description = "`forbidden`: no `write` here", body = crate::api::ErrorBody),
@@ -258,9 +258,9 @@ fn parse_range(value: Option<&HeaderValue>, len: u64) -> RangeSpec {
         ("Range" = Option<String>, Header, description = "One `bytes=` range; anything else is ignored (200)"),
     ),
     responses(
-        (status = 200, description = "The whole file", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 200, description = "The whole file", content_type = "application/octet-stream", body = inline(super::openapi::RawBytes),
             headers(("ETag" = String, description = "The file's SHA-256, quoted"))),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 206, description = "The requested range", content_type = "application/octet-stream", body = inline(super::openapi::RawBytes),
             headers(("Content-Range" = String, description = "`bytes START-END/LENGTH`"))),
         (status = 403, description = "`forbidden` (no `download`) or `policy_denied` (with `plugin` and `reason_code`)", body = crate::api::ErrorBody),
         (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),

@@ -93,6 +93,12 @@ pub(crate) struct VerifyReport {
     ok: bool,
 }
 
+/// Raw bytes: a file's content, a ciphertext, a policy component.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+pub(crate) struct RawBytes(Vec<u8>);
+
 /// Path of a model.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -295,7 +295,7 @@ pub struct CiphertextQuery {
     tag = "release",
     params(super::openapi::FilePath, CiphertextQuery),
     responses(
-        (status = 200, description = "The stored ciphertext, as is", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The stored ciphertext, as is", content_type = "application/octet-stream", body = inline(super::openapi::RawBytes)),
         (status = 403, description = "`forbidden`, `policy_denied` or `tls_required`", body = crate::api::ErrorBody),
         (status = 410, description = "`gone` (version deleted) or `rotated` (that DEK generation's blobs are gone)", body = crate::api::ErrorBody),
     ),
