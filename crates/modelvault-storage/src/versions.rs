@@ -1,0 +1,145 @@
+//! Committed versions: the manifest in force (checked against its
+//! tombstone and its own path), listings, `latest` resolution and the
+//! unsealed view of a version.
+
+use super::*;
+
+impl Store {
+    /// The latest manifest of a committed version, or `None`. A version
+    /// with a tombstone is [`StorageError::Gone`] whatever else the bucket
+    /// holds for it (key records, manifests and blobs put back from a copy
+    /// do not bring a deleted version back). The tombstone check (one HEAD)
+    /// runs alongside the manifest read.
+    pub async fn get_manifest(&self, v: &VersionRef<'_>) -> Result<Option<Manifest>, StorageError> {
+        names::validate_version(v.version)?;
+        let dir = layout::manifest_dir(v.namespace, v.model, v.version);
+        let (deleted, latest) = futures::future::join(
+            self.is_deleted(v),
+            self.read_latest::<Manifest>("manifest", &dir),
+        )
+        .await;
+        if deleted? {
+            return Err(StorageError::Gone(v.to_string()));
+        }
+        let Some((seq, m)) = latest? else {
+            return Ok(None);
+        };
+        m.checked(&dir, v, seq).map(Some)
+    }
+
+    /// Committed versions of a model, oldest commit first.
+    pub async fn list_versions(
+        &self,
+        namespace: &str,
+        model: &str,
+    ) -> Result<Vec<Manifest>, StorageError> {
+        self.require_model(namespace, model).await?;
+        let listing = self
+            .objects
+            .list_with_delimiter(Some(&layout::versions_dir(namespace, model)))
+            .await?;
+        let mut out = Vec::new();
+        for prefix in listing.common_prefixes {
+            let Some(version) = prefix.filename() else {
+                continue;
+            };
+            if names::validate_version(version).is_err() {
+                continue;
+            }
+            let v = VersionRef {
+                namespace,
+                model,
+                version,
+            };
+            match self.get_manifest(&v).await {
+                Ok(Some(m)) => out.push(m),
+                // Deleted (tombstoned) versions are not listed, so never
+                // `latest`, even if their records were put back.
+                Ok(None) | Err(StorageError::Gone(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.version.cmp(&b.version))
+        });
+        Ok(out)
+    }
+
+    /// Resolves `latest` to the newest committed version; other names pass
+    /// through after validation.
+    pub async fn resolve_version(
+        &self,
+        namespace: &str,
+        model: &str,
+        version: &str,
+    ) -> Result<String, StorageError> {
+        if version == "latest" {
+            let versions = self.list_versions(namespace, model).await?;
+            return versions.last().map(|m| m.version.clone()).ok_or_else(|| {
+                StorageError::NotFound(format!("committed version of {namespace}/{model}"))
+            });
+        }
+        names::validate_version(version)?;
+        Ok(version.to_string())
+    }
+
+    /// A committed version with its digests unsealed.
+    pub async fn show_version(&self, v: &VersionRef<'_>) -> Result<VersionView, StorageError> {
+        self.require_model(v.namespace, v.model).await?;
+        let manifest = match self.get_manifest(v).await? {
+            Some(m) => m,
+            None if self.is_deleted(v).await? => return Err(StorageError::Gone(v.to_string())),
+            None => return Err(StorageError::NotFound(format!("version {v}"))),
+        };
+        let generation = manifest.dek_generation;
+        let (dek, _) = self.dek_for_generation(v, generation).await?;
+        let digests = unseal_digests(&dek, v, generation, &manifest)?;
+        let mut files = Vec::with_capacity(manifest.files.len());
+        for f in &manifest.files {
+            let sha256 = digests.get(&f.path).ok_or_else(|| {
+                StorageError::Integrity(format!("no digest for {} in {v}", f.path))
+            })?;
+            files.push(FileEntry {
+                path: f.path.clone(),
+                size: f.size,
+                sha256: sha256.clone(),
+            });
+        }
+        let mut metadata = manifest.metadata.clone();
+        if let Some(sealed) = &manifest.sealed_metadata {
+            let key = version_metadata_key(&dek, v, generation)?;
+            let json = key.open(b"metadata", &b64_decode(sealed)?)?;
+            let secret: BTreeMap<String, String> = serde_json::from_slice(&json)
+                .map_err(|_| StorageError::Integrity(format!("metadata of {v} is malformed")))?;
+            metadata.extend(secret);
+        }
+        Ok(VersionView {
+            manifest,
+            files,
+            metadata,
+        })
+    }
+}
+
+impl Manifest {
+    /// The manifest, if it names `v` and its own revision `seq` in `dir`.
+    pub(crate) fn checked(
+        self,
+        dir: &Path,
+        v: &VersionRef<'_>,
+        seq: u64,
+    ) -> Result<Self, StorageError> {
+        if self.namespace != v.namespace
+            || self.model != v.model
+            || self.version != v.version
+            || self.revision != seq
+        {
+            return Err(StorageError::Integrity(format!(
+                "manifest {dir} names another version"
+            )));
+        }
+        Ok(self)
+    }
+}
