@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use crate::common::*;
 
 /// Builds every component of plugins/ (test plugins included) once.
-fn plugins_dir() -> PathBuf {
+pub fn plugins_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {

@@ -4,6 +4,7 @@
 
 mod access;
 mod audit;
+mod circuit;
 mod common;
 mod connections;
 mod examples;

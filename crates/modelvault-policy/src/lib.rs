@@ -14,8 +14,10 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod breaker;
 pub mod bundled;
 pub mod cases;
+pub mod pool;
 mod types;
 mod v0_1_0;
 
@@ -36,6 +38,8 @@ use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
 
+pub use breaker::{BreakerConfig, Breakers, CIRCUIT_OPEN, GuardedChain};
+pub use pool::{EvaluationPool, PoolError};
 pub use types::*;
 
 /// Default memory cap per plugin instance (fits a componentize-py policy).

@@ -235,6 +235,41 @@ impl Alerts {
     }
 }
 
+impl Alerts {
+    /// A policy plugin's circuit opened: it timed out or trapped `failures`
+    /// times within `window_secs` and is short-circuited (an enforcing one
+    /// denies, a shadow one is skipped) until a probe after the cool-down
+    /// succeeds.
+    pub fn policy_circuit_open(
+        &self,
+        name: &str,
+        shadow: bool,
+        failures: u32,
+        breaker: &modelvault_policy::BreakerConfig,
+    ) {
+        if self.cfg.policy_circuit_open {
+            let effect = if shadow {
+                "shadow plugin skipped"
+            } else {
+                "enforcing plugin denies (plugin.circuit-open)"
+            };
+            self.fire(
+                "policy-circuit-open",
+                format!(
+                    "policy {name} short-circuited after {failures} timeouts or traps within {} s: {effect}; probed again after {} s",
+                    breaker.window_secs, breaker.cooldown_secs
+                ),
+                None,
+                None,
+                Some(ResourceRef {
+                    name: Some(name.into()),
+                    ..Default::default()
+                }),
+            );
+        }
+    }
+}
+
 async fn send_loop(
     url: String,
     secret: Option<zeroize::Zeroizing<Vec<u8>>>,

@@ -106,6 +106,10 @@ pub struct AlertsConfig {
     /// Alert on every policy install or removal.
     #[serde(default = "yes")]
     pub policy_changes: bool,
+    /// Alert when a policy plugin's circuit opens (it keeps timing out or
+    /// trapping and is short-circuited).
+    #[serde(default = "yes")]
+    pub policy_circuit_open: bool,
 }
 
 impl Default for AlertsConfig {
@@ -118,6 +122,7 @@ impl Default for AlertsConfig {
             window_secs: default_alert_window(),
             restricted_outside_approved: true,
             policy_changes: true,
+            policy_circuit_open: true,
         }
     }
 }
@@ -294,9 +299,20 @@ pub struct PolicyConfig {
     /// Where compiled components are cached (content hash + engine build).
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// Policy evaluations run at once, each on a thread of its own apart
+    /// from the ones serving requests (0: one per core the process may use).
+    #[serde(default)]
+    pub evaluation_threads: usize,
+    /// How far below normal priority the evaluation threads run (Linux
+    /// nice, 0..=19; 0 keeps them at normal priority).
+    #[serde(default = "default_evaluation_nice")]
+    pub evaluation_nice: i32,
     /// Bounds every plugin runs under.
     #[serde(default)]
     pub limits: modelvault_policy::Limits,
+    /// When a plugin that keeps timing out or trapping is short-circuited.
+    #[serde(default)]
+    pub circuit_breaker: modelvault_policy::BreakerConfig,
     /// Per-plugin configuration: plugin name → key → value.
     #[serde(default)]
     pub config: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
@@ -331,10 +347,17 @@ impl Default for PolicyConfig {
             refresh_secs: default_refresh_secs(),
             required: Vec::new(),
             cache_dir: None,
+            evaluation_threads: 0,
+            evaluation_nice: default_evaluation_nice(),
             limits: modelvault_policy::Limits::default(),
+            circuit_breaker: modelvault_policy::BreakerConfig::default(),
             config,
         }
     }
+}
+
+fn default_evaluation_nice() -> i32 {
+    0
 }
 
 fn default_refresh_secs() -> u64 {
@@ -663,6 +686,15 @@ impl Config {
         if self.policy.limits.timeout_ms == 0 || self.policy.limits.memory_bytes < (1 << 20) {
             return Err(
                 "policy.limits: timeout_ms must be positive and memory_bytes at least 1 MiB".into(),
+            );
+        }
+        if !(0..=19).contains(&self.policy.evaluation_nice) {
+            return Err("policy.evaluation_nice must be between 0 and 19".into());
+        }
+        let breaker = &self.policy.circuit_breaker;
+        if breaker.failures > 0 && (breaker.window_secs == 0 || breaker.cooldown_secs == 0) {
+            return Err(
+                "policy.circuit_breaker: window_secs and cooldown_secs must be positive".into(),
             );
         }
         if self.roles.0.is_empty() {

@@ -186,7 +186,16 @@ impl AppState {
             config: Arc::new(config),
             policies: Arc::new(registry),
             policy_chain: true,
-        })
+        }
+        .with_policy_monitoring())
+    }
+
+    /// Connects the policy registry's circuit breakers to the metrics and
+    /// alerts.
+    fn with_policy_monitoring(self) -> Self {
+        self.policies
+            .attach_monitoring(self.metrics.clone(), self.alerts.clone());
+        self
     }
 
     /// The same state without the audit trail: the benchmark's baseline for

@@ -36,6 +36,31 @@ pub struct PolicyLabels {
     pub outcome: String,
 }
 
+/// `plugin`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    /// Plugin name.
+    pub plugin: String,
+}
+
+/// `plugin`, `state`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CircuitLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// The state entered: closed, half-open, open.
+    pub state: String,
+}
+
+/// `plugin`, `mode`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginModeLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// enforce or shadow.
+    pub mode: String,
+}
+
 /// `rule`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabels {
@@ -64,6 +89,17 @@ pub struct Metrics {
     pub audit_backlog: Gauge,
     /// Alerts fired, by rule.
     pub alerts: Family<RuleLabels, Counter>,
+    /// Seconds a decision waited for an evaluation thread.
+    pub policy_evaluation_wait: Histogram,
+    /// Decisions waiting for an evaluation thread.
+    pub policy_evaluations_waiting: Gauge,
+    /// Each plugin's circuit: 0 closed, 1 half-open, 2 open.
+    pub policy_circuit_state: Family<PluginLabels, Gauge>,
+    /// Circuit state changes by plugin and state entered.
+    pub policy_circuit_transitions: Family<CircuitLabels, Counter>,
+    /// Evaluations a plugin's open circuit short-circuited, by plugin and
+    /// mode (an enforcing plugin denied, a shadow one skipped).
+    pub policy_short_circuits: Family<PluginModeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -119,6 +155,36 @@ impl Default for Metrics {
         );
         let alerts = Family::<RuleLabels, Counter>::default();
         registry.register("alerts", "Alerts fired by rule", alerts.clone());
+        let policy_evaluation_wait = Histogram::new(exponential_buckets(0.000_005, 2.0, 20));
+        registry.register(
+            "policy_evaluation_wait_seconds",
+            "Time a policy decision waited for an evaluation thread",
+            policy_evaluation_wait.clone(),
+        );
+        let policy_evaluations_waiting = Gauge::default();
+        registry.register(
+            "policy_evaluations_waiting",
+            "Policy decisions waiting for an evaluation thread",
+            policy_evaluations_waiting.clone(),
+        );
+        let policy_circuit_state = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "policy_circuit_state",
+            "Circuit of each policy plugin: 0 closed, 1 half-open, 2 open",
+            policy_circuit_state.clone(),
+        );
+        let policy_circuit_transitions = Family::<CircuitLabels, Counter>::default();
+        registry.register(
+            "policy_circuit_transitions",
+            "Policy plugin circuit state changes by plugin and state entered",
+            policy_circuit_transitions.clone(),
+        );
+        let policy_short_circuits = Family::<PluginModeLabels, Counter>::default();
+        registry.register(
+            "policy_short_circuits",
+            "Evaluations skipped by an open circuit, by plugin and mode (enforce: denied, shadow: skipped)",
+            policy_short_circuits.clone(),
+        );
         Self {
             registry,
             requests,
@@ -130,6 +196,11 @@ impl Default for Metrics {
             audit_write_latency,
             audit_backlog,
             alerts,
+            policy_evaluation_wait,
+            policy_evaluations_waiting,
+            policy_circuit_state,
+            policy_circuit_transitions,
+            policy_short_circuits,
         }
     }
 }

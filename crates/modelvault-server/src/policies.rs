@@ -101,6 +101,23 @@ pub struct PolicyRegistry {
     /// Bounds concurrent evaluations to what the instance pool holds, so
     /// load queues instead of failing instantiation.
     slots: tokio::sync::Semaphore,
+    /// The threads chain evaluations run on (`Err`: they could not start;
+    /// every decision denies).
+    pool: Result<modelvault_policy::EvaluationPool, String>,
+    /// One permit per evaluation thread: decisions beyond that wait here,
+    /// asynchronously, and never hold a thread that serves requests.
+    evaluation_slots: Arc<tokio::sync::Semaphore>,
+    /// Each plugin's circuit.
+    breakers: Arc<modelvault_policy::Breakers>,
+    /// Where circuit changes go (set by [`Self::attach_monitoring`]).
+    monitoring: std::sync::OnceLock<Monitoring>,
+}
+
+/// Metrics and alerts, for the evaluation threads.
+#[derive(Clone)]
+struct Monitoring {
+    metrics: Arc<crate::metrics::Metrics>,
+    alerts: Arc<crate::alerts::Alerts>,
 }
 
 impl std::fmt::Debug for PolicyRegistry {
@@ -127,8 +144,34 @@ impl PolicyRegistry {
             compiled: Mutex::new(HashMap::new()),
             reload: tokio::sync::Mutex::new(()),
             slots: tokio::sync::Semaphore::new(config.limits.pool_instances.max(1) as usize),
+            pool: evaluation_pool(&config),
+            evaluation_slots: Arc::new(tokio::sync::Semaphore::new(
+                evaluation_threads(&config).max(1),
+            )),
+            breakers: Arc::new(modelvault_policy::Breakers::new(
+                config.circuit_breaker.clone(),
+            )),
+            monitoring: std::sync::OnceLock::new(),
             config,
         }
+    }
+
+    /// Sends circuit changes to `metrics` and `alerts` (once, at start).
+    pub fn attach_monitoring(
+        &self,
+        metrics: Arc<crate::metrics::Metrics>,
+        alerts: Arc<crate::alerts::Alerts>,
+    ) {
+        let _ = self.monitoring.set(Monitoring { metrics, alerts });
+    }
+
+    /// The state of a plugin revision's circuit.
+    pub fn circuit_state(
+        &self,
+        plugin: &str,
+        sha256: &str,
+    ) -> modelvault_policy::breaker::CircuitState {
+        self.breakers.state(plugin, sha256)
     }
 
     /// The policy host.
@@ -365,17 +408,142 @@ impl PolicyRegistry {
             Ok(c) => c,
             Err(e) => return broken(e),
         };
+        let pool = match &self.pool {
+            Ok(p) => p,
+            Err(e) => return broken(e.clone()),
+        };
+        let monitoring = self.monitoring.get().cloned();
+        // At most one evaluation per evaluation thread: the rest wait here,
+        // without a thread, so a plugin that burns its whole time limit on
+        // every call holds those threads only, never the ones serving
+        // requests that need no policy (metadata reads, health checks).
+        let waited = std::time::Instant::now();
+        let permit = {
+            let _waiting = monitoring
+                .as_ref()
+                .map(|m| Waiting::new(&m.metrics.policy_evaluations_waiting));
+            self.evaluation_slots.clone().acquire_owned().await
+        };
+        if let Some(m) = &monitoring {
+            m.metrics
+                .policy_evaluation_wait
+                .observe(waited.elapsed().as_secs_f64());
+        }
+        let Ok(permit) = permit else {
+            return broken("evaluation slots closed".into());
+        };
         let Ok(_slot) = self.slots.acquire().await else {
             return broken("evaluation slots closed".into());
         };
-        // Evaluation is synchronous wasm: on the blocking pool, so a slow
-        // plugin (a Python runtime: ~1 ms a decision) never stalls a worker.
-        // (Measured: running Rust-only chains inline or with
-        // `block_in_place` was not cheaper under load.)
+        // Evaluation is synchronous wasm, on the evaluation threads. The
+        // permit goes with the job: a caller that goes away does not free
+        // its thread before the evaluation ends.
         let host = self.host.clone();
-        match tokio::task::spawn_blocking(move || host.evaluate_chain(&chain, &request)).await {
+        let breakers = self.breakers.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Box::new(move || {
+            let _permit = permit;
+            let run = host.evaluate_chain_guarded(&chain, &request, &breakers);
+            if let Some(m) = &monitoring {
+                report_circuits(m, breakers.config(), &run);
+            }
+            let _ = tx.send(run.decision);
+        });
+        if let Err(e) = pool.submit(job) {
+            return broken(e.to_string());
+        }
+        match rx.await {
             Ok(d) => d,
-            Err(e) => broken(e.to_string()),
+            Err(_) => broken("a policy evaluation ended without a decision".into()),
+        }
+    }
+}
+
+/// Evaluation threads for `config` (never more than the instance pool).
+fn evaluation_threads(config: &PolicyConfig) -> usize {
+    modelvault_policy::pool::evaluation_threads(config.evaluation_threads)
+        .min(config.limits.pool_instances.max(1) as usize)
+}
+
+fn evaluation_pool(config: &PolicyConfig) -> Result<modelvault_policy::EvaluationPool, String> {
+    let threads = evaluation_threads(config);
+    match modelvault_policy::EvaluationPool::new(threads, config.evaluation_nice) {
+        Ok(p) => {
+            tracing::debug!(threads, nice = config.evaluation_nice, "policy evaluation threads");
+            Ok(p)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the policy evaluation threads; denying every policy-checked request");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Counts a decision waiting for an evaluation thread while it lives.
+struct Waiting<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Waiting<'a> {
+    fn new(g: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
+        g.inc();
+        Self(g)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Metrics, log lines and the alert for circuits that changed or
+/// short-circuited in one evaluation.
+fn report_circuits(
+    m: &Monitoring,
+    cfg: &modelvault_policy::BreakerConfig,
+    run: &modelvault_policy::GuardedChain,
+) {
+    use crate::metrics::{CircuitLabels, PluginLabels, PluginModeLabels};
+    use modelvault_policy::breaker::Transition;
+    let mode = |shadow: bool| if shadow { "shadow" } else { "enforce" };
+    for (plugin, shadow) in &run.short_circuited {
+        m.metrics
+            .policy_short_circuits
+            .get_or_create(&PluginModeLabels {
+                plugin: plugin.clone(),
+                mode: mode(*shadow).into(),
+            })
+            .inc();
+    }
+    for e in &run.events {
+        let to = e.transition.to();
+        m.metrics
+            .policy_circuit_state
+            .get_or_create(&PluginLabels {
+                plugin: e.plugin.clone(),
+            })
+            .set(to.as_gauge());
+        m.metrics
+            .policy_circuit_transitions
+            .get_or_create(&CircuitLabels {
+                plugin: e.plugin.clone(),
+                state: to.as_str().into(),
+            })
+            .inc();
+        match e.transition {
+            Transition::Opened { failures } => {
+                tracing::warn!(plugin = %e.plugin, sha256 = %e.sha256, mode = mode(e.shadow), failures, window_secs = cfg.window_secs, cooldown_secs = cfg.cooldown_secs, "policy plugin circuit open: short-circuited");
+                m.alerts
+                    .policy_circuit_open(&e.plugin, e.shadow, failures, cfg);
+            }
+            Transition::HalfOpened => {
+                tracing::info!(plugin = %e.plugin, mode = mode(e.shadow), "policy plugin circuit half-open: probing");
+            }
+            Transition::Reopened => {
+                tracing::warn!(plugin = %e.plugin, mode = mode(e.shadow), cooldown_secs = cfg.cooldown_secs, "policy plugin probe failed: circuit open again");
+            }
+            Transition::Closed => {
+                tracing::info!(plugin = %e.plugin, mode = mode(e.shadow), "policy plugin probe succeeded: circuit closed");
+            }
         }
     }
 }
