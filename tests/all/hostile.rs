@@ -41,7 +41,13 @@ pub fn plugins_dir() -> PathBuf {
 #[test]
 fn hostile_plugins_are_denied_and_the_server_survives() {
     let dir = plugins_dir();
-    let app = TestApp::start();
+    // Every kind is tried once in a row: the circuit breaker (circuit::
+    // tests it) would short-circuit the plugin after the fifth failure.
+    let app = TestApp::start_configured(None, |cfg| {
+        let section = "[policy.circuit_breaker]\nfailures = 5\n";
+        assert!(cfg.contains(section), "{cfg}");
+        *cfg = cfg.replace(section, "[policy.circuit_breaker]\nfailures = 0\n");
+    });
     let alice = app.token("alice", &["data-scientist"], &["nlp"]);
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("w"), b"w").unwrap();
@@ -110,6 +116,13 @@ fn hostile_plugins_are_denied_and_the_server_survives() {
                 "{body}"
             );
         }
+        // A deep recursion is named for what it is, not as the stray
+        // memory access the exhausted stack in linear memory ends in.
+        if k == "stack" {
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("stack exhausted"), "{body}");
+            assert!(!message.contains("trapped: out of bounds"), "{body}");
+        }
         // Other requests keep being served.
         assert_eq!(
             app.get(Some(&alice), "/v1/models/nlp/benign/versions/1/files/w")
@@ -153,4 +166,177 @@ fn hostile_plugins_are_denied_and_the_server_survives() {
         "invalid_policy",
     );
     assert!(err.contains("capability"), "{err}");
+}
+
+/// Whether `s` holds a character that could start a line or drive a
+/// terminal (control characters, line separators, bidi overrides).
+fn has_controls(s: &str) -> bool {
+    s.chars().any(is_control_like)
+}
+
+fn is_control_like(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The same, newlines allowed (multi-line output).
+fn has_controls_but_newlines(s: &str) -> bool {
+    s.chars().any(|c| c != '\n' && is_control_like(c))
+}
+
+#[test]
+fn plugin_text_cannot_forge_log_lines_or_terminal_output() {
+    let dir = plugins_dir();
+    let app = TestApp::start();
+    let alice = app.token("alice", &["data-scientist"], &["nlp"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("w"), b"w").unwrap();
+    for k in ["forge", "forge-code"] {
+        let tag = format!("hostile={k}");
+        ok(app.cli(
+            Some(&alice),
+            &["model", "create", &format!("nlp/h-{k}"), "--tag", &tag],
+        ));
+        ok(app.cli(
+            Some(&alice),
+            &[
+                "push",
+                &format!("nlp/h-{k}@1"),
+                src.path().to_str().unwrap(),
+            ],
+        ));
+    }
+    ok(app.cli(
+        Some(&app.admin),
+        &[
+            "policy",
+            "install",
+            "hostile",
+            dir.join("hostile.wasm").to_str().unwrap(),
+        ],
+    ));
+
+    // The reason keeps its text, with every control character escaped.
+    let (s, c, body) =
+        error_code(app.get(Some(&alice), "/v1/models/nlp/h-forge/versions/1/files/w"));
+    assert_eq!((s, c.as_str()), (403, "policy_denied"), "{body}");
+    assert_eq!(body["error"]["reason_code"], "hostile.forged", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!has_controls(message), "{message:?}");
+    assert!(
+        message.contains("denied\\nFORGED-REASON") && message.contains("\\u{001b}]0;pwned"),
+        "{message:?}"
+    );
+    // A reason code is an identifier: one with a newline is refused.
+    let (s, _, body) = error_code(app.get(
+        Some(&alice),
+        "/v1/models/nlp/h-forge-code/versions/1/files/w",
+    ));
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(
+        body["error"]["reason_code"], "plugin.malformed-result",
+        "{body}"
+    );
+    assert!(
+        !has_controls(body["error"]["message"].as_str().unwrap()),
+        "{body}"
+    );
+
+    // The CLI user sees one line and no escape sequence.
+    let out = tempfile::tempdir().unwrap();
+    let err = fails(
+        app.cli(
+            Some(&alice),
+            &[
+                "pull",
+                "nlp/h-forge@1",
+                "-o",
+                out.path().join("o").to_str().unwrap(),
+            ],
+        ),
+        "policy_denied",
+    );
+    assert!(!has_controls(err.trim_end()), "{err:?}");
+
+    // The operator log: the plugin's output and reason are there, escaped,
+    // and no forged line starts anywhere.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = app.log.lock().unwrap().clone();
+        if log.contains("FORGED-STDOUT") || std::time::Instant::now() > deadline {
+            break;
+        }
+        drop(log);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = app.log.lock().unwrap().clone();
+    assert!(log.contains("out\\nFORGED-STDOUT"), "{log}");
+    for line in log.lines() {
+        assert!(!line.starts_with("FORGED"), "forged log line: {line:?}");
+        assert!(
+            !line.contains("\u{1b}]0;pwned"),
+            "escape sequence logged: {line:?}"
+        );
+        assert!(!line.contains('\r'), "carriage return logged: {line:?}");
+    }
+}
+
+/// A server that answers every request with `status` and `body`, for what
+/// the CLI prints of a hostile server's answers.
+fn fake_server(status: &str, body: &'static str) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let status = status.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 8192];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn the_cli_never_prints_a_servers_control_characters() {
+    let url = fake_server(
+        "403 Forbidden",
+        r#"{"error":{"code":"policy_denied\u001b[2J","message":"denied\nFORGED \u001b]0;pwned\u0007\u001b[31mred\u009b1m\u202e"}}"#,
+    );
+    let err = fails(
+        cli(&url, Some("mv_x_y"), &["model", "show", "nlp/m"]),
+        "FORGED",
+    );
+    assert!(!has_controls(err.trim_end()), "{err:?}");
+    assert!(err.contains("denied\\nFORGED"), "{err:?}");
+
+    // Text output of a successful answer too.
+    let url = fake_server(
+        "200 OK",
+        r#"[{"name":"evil\u001b[31m","sha256":"00","size":1,"mode":"enforce","installed_by":"x\u0007\u009b","installed_at":"2026-01-01T00:00:00Z"}]"#,
+    );
+    let out = ok(cli(&url, Some("mv_x_y"), &["policy", "list"]));
+    assert!(!has_controls_but_newlines(&out), "{out:?}");
+    assert!(out.contains("evil\\u001b[31m"), "{out:?}");
+    let out = ok(cli(
+        &url,
+        Some("mv_x_y"),
+        &["policy", "list", "--output", "json"],
+    ));
+    assert!(!has_controls_but_newlines(&out), "{out:?}");
+    // Still JSON, with the same strings.
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["installed_by"], "x\u{7}\u{9b}");
 }

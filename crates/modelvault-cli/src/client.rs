@@ -20,7 +20,15 @@ pub struct ApiFailure {
 
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.status)
+        // The server's text, never its control characters (a deny reason is
+        // a policy plugin's).
+        write!(
+            f,
+            "{} ({}, HTTP {})",
+            crate::term::clean_line(&self.message),
+            crate::term::clean_line(&self.code),
+            self.status
+        )
     }
 }
 

@@ -3,6 +3,24 @@
 //! `MODELVAULT_TOKEN`. Errors print one line on stderr and exit non-zero;
 //! commands that print a secret print it as the only stdout line.
 
+// Everything this crate prints goes through `term::clean_output`, so no
+// server-provided text reaches the terminal with control characters (these
+// shadow std's macros in every module declared below).
+macro_rules! println {
+    () => { ::std::println!() };
+    ($($arg:tt)*) => { ::std::println!("{}", $crate::term::clean_output(&::std::format!($($arg)*))) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { ::std::print!("{}", $crate::term::clean_output(&::std::format!($($arg)*))) };
+}
+macro_rules! eprintln {
+    () => { ::std::eprintln!() };
+    ($($arg:tt)*) => { ::std::eprintln!("{}", $crate::term::clean_output(&::std::format!($($arg)*))) };
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => { ::std::eprint!("{}", $crate::term::clean_output(&::std::format!($($arg)*))) };
+}
+
 mod audit;
 mod client;
 mod identity;
@@ -10,6 +28,7 @@ mod keys;
 mod login;
 mod policy;
 mod serve;
+mod term;
 mod transfer;
 
 use std::collections::BTreeMap;
@@ -366,6 +385,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // One clear line on stderr.
             let msg = format!("{e:#}").replace('\n', " ");
+            let msg = term::clean_line(&msg);
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }

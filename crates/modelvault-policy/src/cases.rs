@@ -30,7 +30,8 @@ pub struct CasesFile {
 pub struct Case {
     /// Name shown in the table.
     pub name: String,
-    /// Merge patch onto `defaults`.
+    /// Merge patch onto `defaults`; absent (or `null`), the case is the
+    /// defaults as they are.
     #[serde(default)]
     pub request: Value,
     /// Plugin configuration for this case.
@@ -107,7 +108,11 @@ pub fn parse(text: &str) -> Result<CasesFile, CasesError> {
 /// The merged request of one case.
 pub fn request_of(file: &CasesFile, case: &Case) -> Result<PolicyRequest, CasesError> {
     let mut req = file.defaults.clone();
-    merge_patch(&mut req, &case.request);
+    // A case without `request` runs the defaults. (A top-level `null` patch
+    // would, by RFC 7386, replace the whole document with null.)
+    if !case.request.is_null() {
+        merge_patch(&mut req, &case.request);
+    }
     serde_json::from_value(req).map_err(|e| CasesError::Request {
         name: case.name.clone(),
         message: e.to_string(),
@@ -145,4 +150,34 @@ pub fn run(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_case_without_request_runs_the_defaults() {
+        let file = parse(
+            r#"{"defaults": {
+                  "principal": {"id": "erin", "kind": "service"},
+                  "action": "download",
+                  "resource": {"namespace": "nlp", "model": "bert",
+                               "sensitivity": "internal", "owner": "alice"},
+                  "context": {"environment": "dev", "time": "2026-11-23T12:00:00Z",
+                              "request_id": "case"}},
+                "cases": [
+                  {"name": "no request", "expect": "deny"},
+                  {"name": "null request", "request": null, "expect": "deny"},
+                  {"name": "patched", "request": {"action": "read"}, "expect": "abstain"}
+                ]}"#,
+        )
+        .unwrap();
+        let defaults: PolicyRequest = serde_json::from_value(file.defaults.clone()).unwrap();
+        assert_eq!(request_of(&file, &file.cases[0]).unwrap(), defaults);
+        assert_eq!(request_of(&file, &file.cases[1]).unwrap(), defaults);
+        let patched = request_of(&file, &file.cases[2]).unwrap();
+        assert_eq!(patched.action, crate::PolicyAction::Read);
+        assert_eq!(patched.resource, defaults.resource);
+    }
 }

@@ -18,6 +18,8 @@ pub mod breaker;
 pub mod bundled;
 pub mod cases;
 pub mod pool;
+pub mod text;
+mod trap;
 mod types;
 mod v0_1_0;
 
@@ -530,11 +532,11 @@ impl PolicyHost {
         let micros = started.elapsed().as_micros() as u64;
         let output = stdio.contents();
         if !output.is_empty() {
-            tracing::info!(plugin = %policy.name, output = %String::from_utf8_lossy(&output), "plugin output");
+            tracing::info!(plugin = %policy.name, output = %text::escape_unsafe(&String::from_utf8_lossy(&output)), "plugin output");
         }
         let (decision, error) = match outcome {
             Ok(d) => {
-                let d = PolicyDecision::from(d);
+                let mut d = PolicyDecision::from(d);
                 if d.reason.len() > self.limits.max_reason_bytes
                     || d.reason_code.len() > MAX_REASON_CODE_BYTES
                 {
@@ -553,7 +555,15 @@ impl PolicyHost {
                         deny_for(&policy.name, "plugin.malformed-result", why.clone()),
                         Some(why),
                     )
+                } else if text::has_unsafe_chars(&d.reason_code) {
+                    let why = "malformed result: reason code with control characters".to_string();
+                    (
+                        deny_for(&policy.name, "plugin.malformed-result", why.clone()),
+                        Some(why),
+                    )
                 } else {
+                    // Logs and terminals get the reason, never its controls.
+                    d.reason = text::escape_unsafe(&d.reason).into_owned();
                     (d, None)
                 }
             }
@@ -563,10 +573,7 @@ impl PolicyHost {
                         "plugin.timeout",
                         format!("exceeded its time limit of {} ms", self.limits.timeout_ms),
                     ),
-                    Some(wasmtime::Trap::StackOverflow) => {
-                        ("plugin.trap", "stack overflow".to_string())
-                    }
-                    Some(t) => ("plugin.trap", format!("trapped: {t}")),
+                    Some(t) => ("plugin.trap", trap::describe(&e, *t)),
                     None => {
                         // Only the root cause goes to the caller; the full
                         // chain (with the wasm backtrace) goes to the log.
@@ -582,11 +589,14 @@ impl PolicyHost {
                                 ),
                             )
                         } else {
-                            ("plugin.error", format!("failed: {root}"))
+                            (
+                                "plugin.error",
+                                format!("failed: {}", text::escape_unsafe(&root)),
+                            )
                         }
                     }
                 };
-                tracing::warn!(plugin = %policy.name, error = %format!("{e:#}"), "plugin failed; denying");
+                tracing::warn!(plugin = %policy.name, error = %text::escape_unsafe(&format!("{e:#}")), "plugin failed; denying");
                 (deny_for(&policy.name, code, why.clone()), Some(why))
             }
         };

@@ -16,13 +16,16 @@ fn recurse(depth: u64, buf: &mut [u8; 256]) -> u64 {
 }
 
 impl Guest for Hostile {
-    fn evaluate(req: Request, _config: Config) -> Decision {
+    fn evaluate(req: Request, config: Config) -> Decision {
+        // The tag picks the misbehaviour for one request; the config key
+        // `hostile` for every request (the install's smoke call included).
         let kind = req
             .resource
             .tags
             .iter()
             .find(|(k, _)| k == "hostile")
             .map(|(_, v)| v.clone())
+            .or_else(|| config_value(&config, "hostile").map(str::to_string))
             .unwrap_or_default();
         match kind.as_str() {
             "loop" => {
@@ -56,6 +59,22 @@ impl Guest for Hostile {
                 allow("hostile.escaped", format!("recursion ended at {n}"))
             }
             "big-reason" => allow("hostile.big", "x".repeat(10 << 20)),
+            // Text meant to forge operator log lines and drive the terminal
+            // of whoever reads the deny: newlines, an OSC title change, a
+            // colour, a bell, a bidi override.
+            "forge" => {
+                use std::io::Write as _;
+                let _ = write!(
+                    std::io::stdout(),
+                    "out\nFORGED-STDOUT INFO modelvault: admin token rotated\r\n"
+                );
+                let _ = std::io::stdout().flush();
+                deny(
+                    "hostile.forged",
+                    "denied\nFORGED-REASON INFO modelvault: all good\u{1b}]0;pwned\u{7}\u{1b}[31mred\u{202e}",
+                )
+            }
+            "forge-code" => deny("hostile.forged\nFORGED-CODE INFO", "code with a newline"),
             "fs" => match std::fs::read("/etc/passwd") {
                 Ok(_) => allow("hostile.escaped", "read a host file"),
                 Err(e) => deny("hostile.sandbox-held", format!("no filesystem: {e}")),
