@@ -37,6 +37,18 @@ pub async fn run(
         .with_writer(std::io::stderr)
         .init();
 
+    // Before anything opens files: a server with many clients needs more
+    // descriptors than the usual default soft limit (1,024).
+    match modelvault_server::conn::raise_open_file_limit() {
+        Ok(l) if l.soft > l.before => tracing::info!(
+            from = l.before,
+            to = l.soft,
+            "raised the open-file limit to the hard limit"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+
     let cfg_path = init::config_path(&dir);
     if !cfg_path.exists() {
         let (_, token) = init::initialize(&dir, None).await?;
@@ -80,6 +92,22 @@ pub async fn run(
     modelvault_server::audit::spawn_failure_flusher(&state);
     // Key jobs a crash interrupted finish now.
     modelvault_server::jobs::resume_all(&state).await;
+    let limits = modelvault_server::connection_limits(&state);
+    if limits.max_connections < state.config.server.max_connections {
+        tracing::warn!(
+            "server.max_connections {} lowered to {}: the open-file limit is {:?} and a connection may need two descriptors",
+            state.config.server.max_connections,
+            limits.max_connections,
+            modelvault_server::conn::open_file_limit()
+        );
+    }
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+        idle_timeout_secs = limits.idle_timeout.as_secs(),
+        send_timeout_secs = limits.send_timeout.as_secs(),
+        "connection limits"
+    );
     let closing = state.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(

@@ -204,8 +204,8 @@ pub struct UploadResponse {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommitRequest {
-    /// Every file of the version.
-    #[schema(value_type = Vec<crate::routes::openapi::CommitFile>)]
+    /// Every file of the version (at least one).
+    #[schema(value_type = Vec<crate::routes::openapi::CommitFile>, min_items = 1)]
     pub files: Vec<CommitFile>,
     /// Version metadata (metrics, lineage, training-data references).
     #[serde(default)]
@@ -300,9 +300,11 @@ pub struct ErrorDetail {
 pub struct BindingRequest {
     /// A principal id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub principal: Option<String>,
     /// A group name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub group: Option<String>,
     /// Role name.
     pub role: String,

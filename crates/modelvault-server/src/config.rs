@@ -397,6 +397,23 @@ pub struct StoreConfig {
     /// Plaintext bytes per segment of new files: 65536, 262144, 1048576
     /// or 4194304.
     #[serde(default = "default_segment_size")]
+    /// Most connections served at once; the server lowers it at start to
+    /// half of (open-file limit - 64) when that is smaller.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a complete request head (and, with TLS,
+    /// to finish the handshake); it also bounds an HTTP/1.1 keep-alive
+    /// connection waiting for its next request.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may move no byte before it is closed (once no
+    /// request is in progress on it).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a response write may make no progress (the client reads
+    /// nothing) before the connection is closed.
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout_secs: u64,
     pub segment_size: usize,
     /// Seconds between garbage collections of abandoned uploads (0 = off).
     #[serde(default = "default_gc_interval")]
@@ -556,6 +573,18 @@ fn default_gc_grace() -> u64 {
 }
 fn default_provider() -> String {
     "local".into()
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_read_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_send_timeout() -> u64 {
+    60
+}
 }
 
 /// Config errors.
@@ -601,6 +630,10 @@ impl Config {
                 provider: default_provider(),
                 keyring: data_dir.join("keyring.json"),
                 pkcs11: None,
+                max_connections: default_max_connections(),
+                header_read_timeout_secs: default_header_read_timeout(),
+                idle_timeout_secs: default_idle_timeout(),
+                send_timeout_secs: default_send_timeout(),
                 presign_secs: default_presign_secs(),
                 dek_rotation_grace_secs: default_dek_grace_secs(),
             },
@@ -720,6 +753,18 @@ impl Config {
                     return Err(format!(
                         "oidc.issuers {}: environment {env:?} is not declared",
                         i.issuer
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            return Err("server.max_connections must be between 1 and 1000000".into());
+        }
+        if self.server.header_read_timeout_secs == 0
+            || self.server.idle_timeout_secs == 0
+            || self.server.send_timeout_secs == 0
+        {
+            return Err(
+                "server.header_read_timeout_secs, idle_timeout_secs and send_timeout_secs must be positive"
+                    .into(),
+            );
+        }
                     ));
                 }
             }
@@ -799,6 +844,18 @@ gc_grace_secs = {gc_grace}
 
 [keys]
 # Key provider holding the KEKs and the record MAC key: "local" (the
+# Most connections served at once (lowered at start to half of the
+# open-file limit minus 64 when that is smaller); at the limit idle
+# connections are closed and new ones wait. docs/OPERATIONS.md.
+max_connections = {max_conns}
+# Seconds to receive a whole request head (and the TLS handshake); also how
+# long an HTTP/1.1 keep-alive connection may wait for its next request.
+header_read_timeout_secs = {header_timeout}
+# Seconds a connection may move no byte before it is closed (when idle).
+idle_timeout_secs = {idle_timeout}
+# Seconds a response write may make no progress (a client that stopped
+# reading) before the connection is closed.
+send_timeout_secs = {send_timeout}
 # keyring file below) or "pkcs11" (a token, [keys.pkcs11]).
 provider = {provider}
 # The local keyring file (mode 0600, outside the store). Servers sharing a
@@ -909,6 +966,10 @@ allow_reads_when_unavailable = {allow_reads}
                 ),
             },
             names = self
+            max_conns = self.server.max_connections,
+            header_timeout = self.server.header_read_timeout_secs,
+            idle_timeout = self.server.idle_timeout_secs,
+            send_timeout = self.server.send_timeout_secs,
                 .environments
                 .names
                 .iter()

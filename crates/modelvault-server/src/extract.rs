@@ -23,8 +23,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// A JSON body that may be left out: no body (or only whitespace) is
-/// `T::default()`; anything else must be the JSON of `T` (400 otherwise).
+/// A JSON body that may be left out: no body (or only whitespace, or JSON
+/// `null`) is `T::default()`; anything else must be the JSON of `T` (400
+/// otherwise).
 pub struct ApiOptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiOptionalJson<T> {
@@ -44,8 +45,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiOption
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
-        serde_json::from_slice(&bytes)
-            .map(Self)
+        serde_json::from_slice::<Option<T>>(&bytes)
+            .map(|v| Self(v.unwrap_or_default()))
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
 }
@@ -96,4 +97,44 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
 
 fn path_rejection(r: PathRejection) -> ApiError {
     ApiError::bad_request(r.body_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, PartialEq, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Opts {
+        #[serde(default)]
+        flag: bool,
+    }
+
+    async fn parse(body: &'static str) -> Result<Opts, ApiError> {
+        let req = Request::new(axum::body::Body::from(body));
+        ApiOptionalJson::<Opts>::from_request(req, &())
+            .await
+            .map(|j| j.0)
+    }
+
+    /// No body, whitespace and `null` are the defaults (the OpenAPI
+    /// document calls such a body optional and nullable); other JSON must
+    /// be the type.
+    #[tokio::test]
+    async fn optional_json_bodies() {
+        for empty in ["", "  \n", "null", " null "] {
+            assert_eq!(parse(empty).await.unwrap(), Opts::default(), "{empty:?}");
+        }
+        assert_eq!(
+            parse(r#"{"flag": true}"#).await.unwrap(),
+            Opts { flag: true }
+        );
+        for bad in ["1", "\"x\"", r#"{"other": 1}"#, "{"] {
+            assert_eq!(
+                parse(bad).await.unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+    }
 }

@@ -17,6 +17,7 @@ pub mod api;
 pub mod audit;
 pub mod authn;
 pub mod config;
+pub mod conn;
 mod error;
 mod extract;
 pub mod init;
@@ -293,26 +294,22 @@ pub fn spawn_policy_reloader(state: &AppState) {
     );
 }
 
-/// Serves plain HTTP until `shutdown` resolves.
+/// The connection limits of `state`'s config, `max_connections` lowered
+/// below the process's open-file limit ([`conn::ConnLimits::capped`]).
+pub fn connection_limits(state: &AppState) -> conn::ConnLimits {
+    conn::ConnLimits::from_config(&state.config.server).capped(conn::open_file_limit())
+}
+
+/// Serves plain HTTP/1.1 until `shutdown` resolves, within the connection
+/// limits of the config ([`conn`]); connections in flight then get ten
+/// seconds to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    // Small responses (JSON, short ranges) must not wait on Nagle's
-    // algorithm and the peer's delayed ACK (~40 ms a request).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let limits = connection_limits(&state);
+    conn::serve(listener, None, router(state), limits, shutdown).await
 }
 
 /// The TLS settings the server uses: rustls with the ring provider, TLS 1.3
@@ -345,30 +342,21 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
-/// Serves HTTPS only (no plaintext listener) until `shutdown` resolves;
-/// connections in flight get ten seconds to finish.
+/// Serves HTTPS only (no plaintext listener) until `shutdown` resolves,
+/// within the same connection limits as [`serve`] (the TLS handshake is
+/// bounded by the header read timeout); connections in flight then get ten
+/// seconds to finish.
 pub async fn serve_tls(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.into_std()?;
+    let limits = connection_limits(&state);
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(
         axum_server::tls_rustls::RustlsConfig::from_config(tls),
-    )
-    .acceptor(axum_server::accept::NoDelayAcceptor::new());
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-    });
-    axum_server::from_tcp(listener)?
-        .acceptor(acceptor)
-        .handle(handle)
-        .serve(router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .await
+    );
+    conn::serve(listener, Some(acceptor), router(state), limits, shutdown).await
 }
 
 /// Gives every request an id (`x-request-id`), logs every answer, and turns

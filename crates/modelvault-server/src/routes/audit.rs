@@ -36,6 +36,7 @@ pub struct AuditQuery {
     /// Page size (1-10000, default 100).
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]+$")]
     cursor: Option<String>,
 }
 

@@ -154,6 +154,7 @@ pub async fn create(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this namespace.
+    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
     namespace: Option<String>,
     /// Case-insensitive text matched against the name, tags and the
     /// metadata the caller may see.

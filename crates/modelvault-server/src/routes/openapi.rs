@@ -39,9 +39,8 @@ pub(crate) struct FileEntry {
 }
 
 /// What a commit lists for each file (mirror of
-/// `modelvault_storage::CommitFile`).
+/// `modelvault_storage::CommitFile`, which ignores unknown fields).
 #[derive(Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct CommitFile {
     /// File path inside the version.
     #[schema(min_length = 1, max_length = 1024)]
