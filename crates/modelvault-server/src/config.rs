@@ -386,17 +386,6 @@ pub struct ServerConfig {
     /// PEM private key of `tls_cert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
-}
-
-/// `[store]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// `file:///path` or `s3://bucket[/prefix]`.
-    pub url: String,
-    /// Plaintext bytes per segment of new files: 65536, 262144, 1048576
-    /// or 4194304.
-    #[serde(default = "default_segment_size")]
     /// Most connections served at once; the server lowers it at start to
     /// half of (open-file limit - 64) when that is smaller.
     #[serde(default = "default_max_connections")]
@@ -414,6 +403,17 @@ pub struct StoreConfig {
     /// nothing) before the connection is closed.
     #[serde(default = "default_send_timeout")]
     pub send_timeout_secs: u64,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `file:///path` or `s3://bucket[/prefix]`.
+    pub url: String,
+    /// Plaintext bytes per segment of new files: 65536, 262144, 1048576
+    /// or 4194304.
+    #[serde(default = "default_segment_size")]
     pub segment_size: usize,
     /// Seconds between garbage collections of abandoned uploads (0 = off).
     #[serde(default = "default_gc_interval")]
@@ -562,17 +562,6 @@ fn default_max_file_bytes() -> u64 {
 fn default_max_json_bytes() -> usize {
     1 << 20
 }
-fn default_segment_size() -> usize {
-    1 << 20
-}
-fn default_gc_interval() -> u64 {
-    3600
-}
-fn default_gc_grace() -> u64 {
-    86_400
-}
-fn default_provider() -> String {
-    "local".into()
 fn default_max_connections() -> usize {
     1024
 }
@@ -585,6 +574,17 @@ fn default_idle_timeout() -> u64 {
 fn default_send_timeout() -> u64 {
     60
 }
+fn default_segment_size() -> usize {
+    1 << 20
+}
+fn default_gc_interval() -> u64 {
+    3600
+}
+fn default_gc_grace() -> u64 {
+    86_400
+}
+fn default_provider() -> String {
+    "local".into()
 }
 
 /// Config errors.
@@ -619,6 +619,10 @@ impl Config {
                 max_json_bytes: default_max_json_bytes(),
                 tls_cert: None,
                 tls_key: None,
+                max_connections: default_max_connections(),
+                header_read_timeout_secs: default_header_read_timeout(),
+                idle_timeout_secs: default_idle_timeout(),
+                send_timeout_secs: default_send_timeout(),
             },
             store: StoreConfig {
                 url: store_url,
@@ -630,10 +634,6 @@ impl Config {
                 provider: default_provider(),
                 keyring: data_dir.join("keyring.json"),
                 pkcs11: None,
-                max_connections: default_max_connections(),
-                header_read_timeout_secs: default_header_read_timeout(),
-                idle_timeout_secs: default_idle_timeout(),
-                send_timeout_secs: default_send_timeout(),
                 presign_secs: default_presign_secs(),
                 dek_rotation_grace_secs: default_dek_grace_secs(),
             },
@@ -736,6 +736,18 @@ impl Config {
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err("server.tls_cert and server.tls_key go together".into());
         }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            return Err("server.max_connections must be between 1 and 1000000".into());
+        }
+        if self.server.header_read_timeout_secs == 0
+            || self.server.idle_timeout_secs == 0
+            || self.server.send_timeout_secs == 0
+        {
+            return Err(
+                "server.header_read_timeout_secs, idle_timeout_secs and send_timeout_secs must be positive"
+                    .into(),
+            );
+        }
         let (default_ttl, max_ttl) = self.token_ttls()?;
         if default_ttl > max_ttl {
             return Err("tokens.default_ttl is longer than tokens.max_ttl".into());
@@ -753,18 +765,6 @@ impl Config {
                     return Err(format!(
                         "oidc.issuers {}: environment {env:?} is not declared",
                         i.issuer
-        if !(1..=1_000_000).contains(&self.server.max_connections) {
-            return Err("server.max_connections must be between 1 and 1000000".into());
-        }
-        if self.server.header_read_timeout_secs == 0
-            || self.server.idle_timeout_secs == 0
-            || self.server.send_timeout_secs == 0
-        {
-            return Err(
-                "server.header_read_timeout_secs, idle_timeout_secs and send_timeout_secs must be positive"
-                    .into(),
-            );
-        }
                     ));
                 }
             }
@@ -827,6 +827,18 @@ insecure_http = {insecure}
 max_file_bytes = {max_file}
 # Largest JSON request body, in bytes (413 above it).
 max_json_bytes = {max_json}
+# Most connections served at once (lowered at start to half of the
+# open-file limit minus 64 when that is smaller); at the limit idle
+# connections are closed and new ones wait. docs/OPERATIONS.md.
+max_connections = {max_conns}
+# Seconds to receive a whole request head (and the TLS handshake); also how
+# long an HTTP/1.1 keep-alive connection may wait for its next request.
+header_read_timeout_secs = {header_timeout}
+# Seconds a connection may move no byte before it is closed (when idle).
+idle_timeout_secs = {idle_timeout}
+# Seconds a response write may make no progress (a client that stopped
+# reading) before the connection is closed.
+send_timeout_secs = {send_timeout}
 
 [store]
 # Where models live: file:///absolute/path or s3://bucket[/prefix]
@@ -844,18 +856,6 @@ gc_grace_secs = {gc_grace}
 
 [keys]
 # Key provider holding the KEKs and the record MAC key: "local" (the
-# Most connections served at once (lowered at start to half of the
-# open-file limit minus 64 when that is smaller); at the limit idle
-# connections are closed and new ones wait. docs/OPERATIONS.md.
-max_connections = {max_conns}
-# Seconds to receive a whole request head (and the TLS handshake); also how
-# long an HTTP/1.1 keep-alive connection may wait for its next request.
-header_read_timeout_secs = {header_timeout}
-# Seconds a connection may move no byte before it is closed (when idle).
-idle_timeout_secs = {idle_timeout}
-# Seconds a response write may make no progress (a client that stopped
-# reading) before the connection is closed.
-send_timeout_secs = {send_timeout}
 # keyring file below) or "pkcs11" (a token, [keys.pkcs11]).
 provider = {provider}
 # The local keyring file (mode 0600, outside the store). Servers sharing a
@@ -947,6 +947,10 @@ allow_reads_when_unavailable = {allow_reads}
             insecure = self.server.insecure_http,
             max_file = self.server.max_file_bytes,
             max_json = self.server.max_json_bytes,
+            max_conns = self.server.max_connections,
+            header_timeout = self.server.header_read_timeout_secs,
+            idle_timeout = self.server.idle_timeout_secs,
+            send_timeout = self.server.send_timeout_secs,
             url = q(&self.store.url),
             seg = self.store.segment_size,
             gc_interval = self.store.gc_interval_secs,
@@ -966,10 +970,6 @@ allow_reads_when_unavailable = {allow_reads}
                 ),
             },
             names = self
-            max_conns = self.server.max_connections,
-            header_timeout = self.server.header_read_timeout_secs,
-            idle_timeout = self.server.idle_timeout_secs,
-            send_timeout = self.server.send_timeout_secs,
                 .environments
                 .names
                 .iter()
