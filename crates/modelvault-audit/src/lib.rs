@@ -15,6 +15,7 @@
 //!   stored in clear; the public key suffices to verify offline;
 //! - no record holds a token, key or other secret.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod checkpoint;

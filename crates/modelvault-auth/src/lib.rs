@@ -8,6 +8,7 @@
 //! - a principal's roles, namespaces and environment come from a verified
 //!   record, never from the request.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod bindings;

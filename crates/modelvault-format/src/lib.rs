@@ -15,6 +15,7 @@
 //! - nonces are derived, never random, and never reused under one file key
 //!   (the salt is fresh per file, so the file key is).
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod error;

@@ -8,6 +8,7 @@
 //!   another version, or relabelled with another KEK version, fails;
 //! - every failure is an error the caller must treat as deny.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod conformance;

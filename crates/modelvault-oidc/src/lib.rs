@@ -15,6 +15,7 @@
 //! - the caller's kind, groups and environment come from claims the issuer
 //!   signed, through rules in config: a client never picks them.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::collections::{BTreeMap, HashMap};

@@ -12,6 +12,7 @@
 //!   drop by the underlying crate, never printed); an opened DEK is a
 //!   [`Dek`], which zeroizes on drop.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use hpke::aead::AesGcm256;

@@ -4,6 +4,8 @@
 //! variables); when `MODELVAULT_REQUIRE_S3=1` (set by the test script and
 //! CI) a missing server is a failure, never a skip.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 /// A store location for one test; the temporary directory lives as long as
