@@ -35,9 +35,10 @@ pub use writer::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditError {
-    /// The store failed.
+    /// The store failed. Shared: one failed segment write fails every
+    /// record that was waiting on it, each with the same cause.
     #[error("audit store: {0}")]
-    Store(String),
+    Store(#[source] std::sync::Arc<modelvault_storage::StorageError>),
     /// The writer is gone (server shutting down).
     #[error("audit writer stopped")]
     Stopped,
@@ -58,13 +59,13 @@ pub enum AuditError {
 
 impl From<object_store::Error> for AuditError {
     fn from(e: object_store::Error) -> Self {
-        Self::Store(e.to_string())
+        Self::Store(std::sync::Arc::new(e.into()))
     }
 }
 
 impl From<modelvault_storage::StorageError> for AuditError {
     fn from(e: modelvault_storage::StorageError) -> Self {
-        Self::Store(e.to_string())
+        Self::Store(std::sync::Arc::new(e))
     }
 }
 

@@ -571,11 +571,12 @@ impl Writer {
             Err(e) => {
                 self.healthy.store(false, Ordering::Relaxed);
                 tracing::error!(error = %e, records = n, "audit segment write failed");
+                let failure = std::sync::Arc::new(modelvault_storage::StorageError::from(e));
                 for (r, w) in batch {
                     match w {
                         // The durable writer is refused: it releases nothing.
                         Some(w) => {
-                            let _ = w.send(Err(AuditError::Store(e.to_string())));
+                            let _ = w.send(Err(AuditError::Store(failure.clone())));
                         }
                         None if self.retry.len() < 100_000 => {
                             self.backlog.fetch_add(1, Ordering::Relaxed);

@@ -45,7 +45,7 @@ pub enum StorageError {
     Backend(#[source] object_store::Error),
     /// The key provider failed.
     #[error("key provider: {0}")]
-    Keys(KeyError),
+    Keys(#[source] KeyError),
     /// Local file system I/O (fsync, local reads) failed.
     #[error("i/o: {0}")]
     Io(#[source] std::io::Error),
