@@ -340,3 +340,130 @@ fn the_cli_never_prints_a_servers_control_characters() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[0]["installed_by"], "x\u{7}\u{9b}");
 }
+
+#[test]
+fn install_smoke_runs_with_the_configured_config_and_every_action() {
+    let dir = plugins_dir();
+    let app = TestApp::start_configured(None, |cfg| {
+        cfg.push_str(concat!(
+            "\n[policy.config.hostile]\nhostile = \"trap\"\n",
+            "\n[policy.config.hostile-dl]\nhostile = \"trap\"\nhostile_action = \"download\"\n",
+            "\n[policy.config.hostile-ok]\nhostile = \"trap\"\nhostile_action = \"none\"\n",
+        ));
+    });
+    let wasm = dir.join("hostile.wasm");
+    let wasm = wasm.to_str().unwrap();
+    // Benign with an empty config, trapping with the one it would run with.
+    let err = fails(
+        app.cli(Some(&app.admin), &["policy", "install", "hostile", wasm]),
+        "invalid_policy",
+    );
+    assert!(err.contains("smoke evaluation"), "{err}");
+    // Trapping only on downloads: the sample read request alone missed it.
+    let err = fails(
+        app.cli(Some(&app.admin), &["policy", "install", "hostile-dl", wasm]),
+        "invalid_policy",
+    );
+    assert!(err.contains("sample download request"), "{err}");
+    ok(app.cli(Some(&app.admin), &["policy", "install", "hostile-ok", wasm]));
+    let list = ok(app.cli(Some(&app.admin), &["policy", "list"]));
+    assert!(!list.contains("hostile-dl"), "{list}");
+}
+
+/// Waits until the server log has a line with `needle` after `from` bytes.
+fn wait_for_log(app: &TestApp, from: usize, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let log = app.log.lock().unwrap()[from..].to_string();
+        if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+            return line.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line with {needle:?}: {log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn sighup(app: &TestApp) -> usize {
+    let from = app.log.lock().unwrap().len();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &app.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    from
+}
+
+#[test]
+fn policy_config_reloads_on_sighup_once_it_passes_the_smoke_check() {
+    let dir = plugins_dir();
+    let app = TestApp::start();
+    let alice = app.token("alice", &["data-scientist"], &["nlp"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("w"), b"w").unwrap();
+    ok(app.cli(
+        Some(&alice),
+        &["model", "create", "nlp/c", "--sensitivity", "confidential"],
+    ));
+    ok(app.cli(
+        Some(&alice),
+        &["push", "nlp/c@1", src.path().to_str().unwrap()],
+    ));
+    let file = "/v1/models/nlp/c/versions/1/files/w";
+    let (s, _, body) = error_code(app.get(Some(&alice), file));
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(
+        body["error"]["reason_code"],
+        "sensitivity-environment.denied"
+    );
+    ok(app.cli(
+        Some(&app.admin),
+        &[
+            "policy",
+            "install",
+            "hostile",
+            dir.join("hostile.wasm").to_str().unwrap(),
+        ],
+    ));
+
+    // Confidential models allowed in dev, by editing the file: SIGHUP
+    // applies it, no restart.
+    let path = app.data_dir().join("modelvault.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let line = "\"matrix.confidential\" = \"staging,production\"";
+    assert!(original.contains(line), "{original}");
+    let opened = original.replace(line, "\"matrix.confidential\" = \"dev,staging,production\"");
+    std::fs::write(&path, &opened).unwrap();
+    let from = sighup(&app);
+    let logged = wait_for_log(&app, from, "policy configuration reloaded");
+    assert!(logged.contains("sensitivity-environment"), "{logged}");
+    assert_eq!(app.get(Some(&alice), file).status(), 200);
+
+    // A configuration the installed hostile plugin traps with is refused
+    // as a whole: the previous one stays, and the log says why.
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[policy.config.hostile]\nhostile = \"trap\"\n",
+            opened.replace("dev,staging,production", "production")
+        ),
+    )
+    .unwrap();
+    let from = sighup(&app);
+    let logged = wait_for_log(&app, from, "policy configuration not reloaded");
+    assert!(logged.contains("policy hostile"), "{logged}");
+    assert_eq!(app.get(Some(&alice), file).status(), 200, "old config kept");
+
+    // A file that does not parse changes nothing either.
+    std::fs::write(&path, "[policy\n").unwrap();
+    let from = sighup(&app);
+    wait_for_log(&app, from, "cannot read the config file");
+    assert_eq!(app.get(Some(&alice), file).status(), 200);
+    assert_eq!(
+        app.get(None, "/healthz").status(),
+        200,
+        "SIGHUP ends nothing"
+    );
+}

@@ -89,6 +89,8 @@ pub async fn run(
     let addr = listener.local_addr()?;
     modelvault_server::spawn_garbage_collector(&state);
     modelvault_server::spawn_policy_reloader(&state);
+    // SIGHUP re-reads [policy.config.*] (checked before it is applied).
+    modelvault_server::policies::spawn_config_reloader(&state, cfg_path.clone());
     modelvault_server::audit::spawn_failure_flusher(&state);
     // Key jobs a crash interrupted finish now.
     modelvault_server::jobs::resume_all(&state).await;

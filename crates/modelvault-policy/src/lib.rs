@@ -467,15 +467,44 @@ impl PolicyHost {
         })
     }
 
-    /// Compiles, then runs one evaluation of a sample request: what install
-    /// validation does.
+    /// Compiles, then runs the smoke evaluations ([`Self::smoke`]) with an
+    /// empty config.
     pub fn validate(&self, name: &str, bytes: &[u8]) -> Result<CompiledPolicy, PolicyError> {
+        self.validate_with_config(name, bytes, &[])
+    }
+
+    /// Compiles, then runs the smoke evaluations with `config`, the
+    /// configuration the plugin will run with: what install validation does.
+    pub fn validate_with_config(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        config: &[(String, String)],
+    ) -> Result<CompiledPolicy, PolicyError> {
         let compiled = self.compile(name, bytes)?;
-        let r = self.evaluate(&compiled, &PolicyRequest::sample(), &[]);
-        if let Some(e) = r.error {
-            return Err(PolicyError::Smoke(e));
-        }
+        self.smoke(&compiled, config)?;
         Ok(compiled)
+    }
+
+    /// Evaluates a sample request for every action ([`PolicyRequest::sample_for`])
+    /// with `config`; any failure (a trap, a timeout, a result the host
+    /// cannot take, e.g. a value of the wrong type from a dynamically typed
+    /// guest) refuses the plugin, naming the action. Any outcome is fine.
+    pub fn smoke(
+        &self,
+        policy: &CompiledPolicy,
+        config: &[(String, String)],
+    ) -> Result<(), PolicyError> {
+        for action in PolicyAction::ALL {
+            let r = self.evaluate(policy, &PolicyRequest::sample_for(action), config);
+            if let Some(e) = r.error {
+                return Err(PolicyError::Smoke(format!(
+                    "on the sample {} request: {e}",
+                    action.as_str()
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn wasi_for(&self, req: &PolicyRequest, stdout: &MemoryOutputPipe) -> WasiCtx {

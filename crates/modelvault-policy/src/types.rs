@@ -62,6 +62,18 @@ pub enum PolicyAction {
 }
 
 impl PolicyAction {
+    /// Every action, in WIT order.
+    pub const ALL: [PolicyAction; 8] = [
+        Self::Read,
+        Self::Write,
+        Self::Download,
+        Self::KeyRelease,
+        Self::Approve,
+        Self::Deploy,
+        Self::Delete,
+        Self::EditMetadata,
+    ];
+
     /// The kebab-case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -201,6 +213,22 @@ pub struct PolicyDecision {
 }
 
 impl PolicyRequest {
+    /// The sample request of `action`, shaped as the server sends it: a
+    /// download carries a file path, an approve or deploy its target
+    /// environment (the caller's own).
+    pub fn sample_for(action: PolicyAction) -> Self {
+        let mut r = Self::sample();
+        r.action = action;
+        match action {
+            PolicyAction::Download => r.resource.file_path = Some("sample.bin".into()),
+            PolicyAction::Approve | PolicyAction::Deploy => {
+                r.resource.target_environment = Some(r.context.environment.clone())
+            }
+            _ => {}
+        }
+        r
+    }
+
     /// A sample request used to smoke-test a component at install.
     pub fn sample() -> Self {
         Self {

@@ -22,6 +22,12 @@ use serde::{Deserialize, Serialize};
 use crate::ApiError;
 use crate::config::PolicyConfig;
 
+mod reconfigure;
+pub use reconfigure::spawn_config_reloader;
+
+/// Each plugin's `[policy.config.NAME]`, by installed name.
+type PluginConfigs = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
 /// Enforcing or shadow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -95,6 +101,9 @@ pub struct PolicyRegistry {
     config: PolicyConfig,
     /// `Err` holds why the installed set could not be loaded (deny all).
     state: RwLock<Result<Loaded, String>>,
+    /// `[policy.config.*]`: from the config at start, replaced by
+    /// [`Self::reconfigure`] (SIGHUP) without a restart.
+    plugin_configs: RwLock<PluginConfigs>,
     compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
     /// Serializes reloads.
     reload: tokio::sync::Mutex<()>,
@@ -141,6 +150,7 @@ impl PolicyRegistry {
         Self {
             host,
             state: RwLock::new(Err("policies not loaded yet".into())),
+            plugin_configs: RwLock::new(config.config.clone()),
             compiled: Mutex::new(HashMap::new()),
             reload: tokio::sync::Mutex::new(()),
             slots: tokio::sync::Semaphore::new(config.limits.pool_instances.max(1) as usize),
@@ -180,11 +190,11 @@ impl PolicyRegistry {
     }
 
     fn plugin_config(&self, name: &str) -> Vec<(String, String)> {
-        self.config
-            .config
-            .get(name)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+        match self.plugin_configs.read() {
+            Ok(c) => pairs(c.get(name)),
+            // Poisoned (a panic while replacing it): the start-up config.
+            Err(p) => pairs(p.get_ref().get(name)),
+        }
     }
 
     async fn compile(
@@ -318,6 +328,8 @@ impl PolicyRegistry {
         }
         let host = self.host.clone();
         let n = name.to_string();
+        // Smoke-evaluated with the configuration it will run with.
+        let config = self.plugin_config(name);
         // The smoke evaluation takes an instance from the pool too.
         let _slot = self
             .slots
@@ -325,7 +337,7 @@ impl PolicyRegistry {
             .await
             .map_err(|_| ApiError::internal("evaluation slots closed"))?;
         let (bytes, validated) = tokio::task::spawn_blocking(move || {
-            let r = host.validate(&n, &bytes);
+            let r = host.validate_with_config(&n, &bytes, &config);
             (bytes, r)
         })
         .await
@@ -546,6 +558,13 @@ fn report_circuits(
             }
         }
     }
+}
+
+/// A plugin's config as the pairs the WIT takes.
+fn pairs(config: Option<&std::collections::BTreeMap<String, String>>) -> Vec<(String, String)> {
+    config
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
 }
 
 fn broken(why: String) -> ChainDecision {

@@ -18,14 +18,27 @@ fn recurse(depth: u64, buf: &mut [u8; 256]) -> u64 {
 impl Guest for Hostile {
     fn evaluate(req: Request, config: Config) -> Decision {
         // The tag picks the misbehaviour for one request; the config key
-        // `hostile` for every request (the install's smoke call included).
+        // `hostile` for every request (the install's smoke call included),
+        // or with `hostile_action` only for requests of that action.
+        let action = match req.action {
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Download => "download",
+            Action::KeyRelease => "key-release",
+            Action::Approve => "approve",
+            Action::Deploy => "deploy",
+            Action::Delete => "delete",
+            Action::EditMetadata => "edit-metadata",
+        };
+        let configured = config_value(&config, "hostile")
+            .filter(|_| config_value(&config, "hostile_action").is_none_or(|a| a == action));
         let kind = req
             .resource
             .tags
             .iter()
             .find(|(k, _)| k == "hostile")
             .map(|(_, v)| v.clone())
-            .or_else(|| config_value(&config, "hostile").map(str::to_string))
+            .or_else(|| configured.map(str::to_string))
             .unwrap_or_default();
         match kind.as_str() {
             "loop" => {
