@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use modelvault_policy::{Limits, PolicyHost, PolicyRequest, cases};
-use modelvault_server::api::{PolicyInfo, PolicyMode};
+use modelvault_policy::{Limits, PolicyHost, PolicyRequest, cases, metadata, signing};
+use modelvault_server::api::{EmbeddedMetadata, PolicyInfo, PolicyMode};
 
 use crate::Output;
 use crate::client::{Client, enc};
@@ -23,6 +23,12 @@ pub enum PolicyCommand {
         /// Evaluate and record it on every request without letting it decide.
         #[arg(long)]
         shadow: bool,
+        /// Detached Ed25519 signature of the component by a key the server
+        /// trusts (policy.trusted_keys): a file of the 64 raw bytes (what
+        /// `openssl pkeyutl -sign -rawin` writes) or of their hex or base64.
+        /// The signed message is `modelvault-policy-v1:sha256:<hex digest>`.
+        #[arg(long, value_name = "FILE")]
+        signature: Option<PathBuf>,
     },
     /// List installed policies.
     List {
@@ -34,6 +40,16 @@ pub enum PolicyCommand {
     Remove {
         /// Policy name.
         name: String,
+    },
+    /// Show or set the metadata a component carries (its
+    /// `modelvault:metadata` section), offline.
+    #[command(subcommand)]
+    Metadata(MetadataCommand),
+    /// Print the key id of a policy-signing public key (PEM or 64 hex
+    /// digits), as `policy list` shows the signer.
+    KeyId {
+        /// The public key file.
+        file: PathBuf,
     },
     /// Evaluate a component on one request (JSON), offline; prints the
     /// decision as JSON.
@@ -60,6 +76,37 @@ pub enum PolicyCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum MetadataCommand {
+    /// Print a component's metadata as JSON (`null` if it carries none).
+    Show {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// Write a copy of a component whose top-level `modelvault:metadata`
+    /// section holds the given fields (any such section it had is
+    /// replaced). Sign the result, not the input.
+    Set {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Where to write the copy.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// The policy's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Its version.
+        #[arg(long)]
+        version: Option<String>,
+        /// Its author.
+        #[arg(long)]
+        author: Option<String>,
+        /// What it does.
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
 fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
@@ -72,29 +119,61 @@ fn local_host() -> anyhow::Result<PolicyHost> {
     Ok(PolicyHost::new(Limits::default(), cache)?)
 }
 
+/// `name version (author): description` of a component's metadata, `-`
+/// for what it lacks.
+fn describe(m: Option<&EmbeddedMetadata>) -> String {
+    let Some(m) = m else {
+        return "-".into();
+    };
+    let mut s = format!(
+        "{} {}",
+        m.name.as_deref().unwrap_or("-"),
+        m.version.as_deref().unwrap_or("-")
+    );
+    if let Some(a) = &m.author {
+        s.push_str(&format!(" ({a})"));
+    }
+    if let Some(d) = &m.description {
+        s.push_str(&format!(": {d}"));
+    }
+    s
+}
+
 pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
     match cmd {
-        PolicyCommand::Install { name, file, shadow } => {
+        PolicyCommand::Install {
+            name,
+            file,
+            shadow,
+            signature,
+        } => {
             let client = Client::from_env()?;
             let bytes = read(&file)?;
             let mode = if shadow { "shadow" } else { "enforce" };
+            let mut path = format!("/v1/admin/policies/{}?mode={mode}", enc(&name));
+            if let Some(sig) = signature {
+                let sig = signing::decode_signature_file(&read(&sig)?)
+                    .with_context(|| format!("reading the signature {}", sig.display()))?;
+                path.push_str(&format!("&signature={}", hex::encode(sig)));
+            }
             let rb = client
-                .request(
-                    reqwest::Method::PUT,
-                    &format!("/v1/admin/policies/{}?mode={mode}", enc(&name)),
-                )
+                .request(reqwest::Method::PUT, &path)
                 .header(reqwest::header::CONTENT_TYPE, "application/wasm")
                 .body(bytes);
             let info: PolicyInfo = client.send(rb).await?.json().await?;
             eprintln!(
-                "installed policy {} ({} mode, sha256 {})",
+                "installed policy {} ({} mode, sha256 {}, {})",
                 info.name,
                 if info.mode == PolicyMode::Shadow {
                     "shadow"
                 } else {
                     "enforce"
                 },
-                info.sha256
+                info.sha256,
+                match &info.signed_by {
+                    Some(k) => format!("signed by {k}"),
+                    None => "unsigned".into(),
+                }
             );
         }
         PolicyCommand::List { output } => {
@@ -105,7 +184,7 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 Output::Text => {
                     for p in &list {
                         println!(
-                            "{:<28} {:<7} {:>10}  {}  {} {}",
+                            "{:<28} {:<7} {:>10}  {}  {:<16}  {} {}  {}",
                             p.name,
                             if p.mode == PolicyMode::Shadow {
                                 "shadow"
@@ -114,8 +193,10 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                             },
                             p.size,
                             &p.sha256[..16.min(p.sha256.len())],
+                            p.signed_by.as_deref().unwrap_or("unsigned"),
                             p.installed_by,
-                            p.installed_at.to_rfc3339()
+                            p.installed_at.to_rfc3339(),
+                            describe(p.metadata.as_ref()),
                         );
                     }
                 }
@@ -130,6 +211,38 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
                 ))
                 .await?;
             eprintln!("removed policy {name}");
+        }
+        PolicyCommand::Metadata(MetadataCommand::Show { file }) => {
+            let meta = metadata::read(&read(&file)?)
+                .with_context(|| format!("reading the metadata of {}", file.display()))?;
+            println!("{}", serde_json::to_string_pretty(&meta)?);
+        }
+        PolicyCommand::Metadata(MetadataCommand::Set {
+            file,
+            output,
+            name,
+            version,
+            author,
+            description,
+        }) => {
+            let meta = metadata::PolicyMetadata {
+                name,
+                version,
+                author,
+                description,
+            };
+            let out = metadata::embed(&read(&file)?, &meta)
+                .with_context(|| format!("embedding metadata into {}", file.display()))?;
+            std::fs::write(&output, out)
+                .with_context(|| format!("writing {}", output.display()))?;
+            eprintln!("wrote {}", output.display());
+        }
+        PolicyCommand::KeyId { file } => {
+            let text = String::from_utf8(read(&file)?)
+                .with_context(|| format!("{} is not a text key file", file.display()))?;
+            let key = signing::TrustedKey::parse(&text)
+                .with_context(|| format!("reading {}", file.display()))?;
+            println!("{}", key.id());
         }
         PolicyCommand::Eval {
             file,

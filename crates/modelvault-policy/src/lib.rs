@@ -17,7 +17,9 @@
 pub mod breaker;
 pub mod bundled;
 pub mod cases;
+pub mod metadata;
 pub mod pool;
+pub mod signing;
 pub mod text;
 mod trap;
 mod types;

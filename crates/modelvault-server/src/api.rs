@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub use crate::jobs::JobRecord;
-pub use crate::policies::{PolicyInfo, PolicyMode};
+pub use crate::policies::{EmbeddedMetadata, PolicyInfo, PolicyMode};
 pub use crate::routes::openapi::AuditPublicKey;
 pub use crate::routes::{
     AccessReview, ApprovalView, DeleteResponse, DeploymentList, DeploymentView, EnvironmentRequest,

@@ -35,6 +35,8 @@ pub struct Slot {
     decisions: Vec<DecisionRef>,
     keys: Vec<KeyRef>,
     version: Option<String>,
+    /// Free detail for the record (a policy install's digest and signer).
+    detail: Option<String>,
     /// The handler wrote its own record (a download's intent).
     handled: bool,
     /// Authentication failed: recorded by the failure counter instead.
@@ -99,6 +101,11 @@ pub fn note_decisions(results: &[modelvault_policy::PluginResult]) {
 pub fn note_version(v: &str) {
     let v = v.to_string();
     with_slot(|s| s.version = Some(v));
+}
+
+/// Notes the record's detail (a policy install's digest and signer).
+pub fn note_detail(detail: String) {
+    with_slot(|s| s.detail = Some(detail));
 }
 
 /// The action a route performs, by method and route template.
@@ -241,15 +248,16 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     let slot = Arc::new(Mutex::new(Slot::default()));
     let resp = SLOT.scope(slot.clone(), next.run(req)).await;
     let status = resp.status();
-    let (principal, decisions, keys, version, skip) = match slot.lock() {
+    let (principal, decisions, keys, version, detail, skip) = match slot.lock() {
         Ok(mut s) => (
             s.principal.take(),
             std::mem::take(&mut s.decisions),
             std::mem::take(&mut s.keys),
             s.version.take(),
+            s.detail.take(),
             s.handled || s.auth_failed,
         ),
-        Err(_) => (None, Vec::new(), Vec::new(), None, false),
+        Err(_) => (None, Vec::new(), Vec::new(), None, None, false),
     };
     if status == StatusCode::FORBIDDEN
         && let Some(p) = &principal
@@ -272,6 +280,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     rec.status = Some(status.as_u16());
     rec.decisions = decisions;
     rec.keys = keys;
+    rec.detail = detail;
     audit.record(rec).await;
     resp
 }

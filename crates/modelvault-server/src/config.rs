@@ -299,6 +299,15 @@ pub struct PolicyConfig {
     /// Where compiled components are cached (content hash + engine build).
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// Refuse to install a component without a signature by a trusted key
+    /// (bundled components excepted), and to load an installed one whose
+    /// recorded signature no longer verifies.
+    #[serde(default)]
+    pub require_signed: bool,
+    /// Trusted policy-signing keys (Ed25519): each a PEM public key, 64 hex
+    /// digits of the raw key, or the path of a file holding either.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
     /// Policy evaluations run at once, each on a thread of its own apart
     /// from the ones serving requests (0: one per core the process may use).
     #[serde(default)]
@@ -347,6 +356,8 @@ impl Default for PolicyConfig {
             refresh_secs: default_refresh_secs(),
             required: Vec::new(),
             cache_dir: None,
+            require_signed: false,
+            trusted_keys: Vec::new(),
             evaluation_threads: 0,
             evaluation_nice: default_evaluation_nice(),
             limits: modelvault_policy::Limits::default(),
@@ -730,6 +741,12 @@ impl Config {
                 "policy.circuit_breaker: window_secs and cooldown_secs must be positive".into(),
             );
         }
+        let trusted = crate::policies::signing::load_trusted_keys(&self.policy.trusted_keys)?;
+        if self.policy.require_signed && trusted.is_empty() {
+            return Err(
+                "policy.require_signed needs at least one key in policy.trusted_keys".into(),
+            );
+        }
         if self.roles.0.is_empty() {
             return Err("roles is empty".into());
         }
@@ -882,7 +899,9 @@ default = {default}
 {roles}
 # Policy plugins (docs/POLICY-AUTHORING.md). refresh_secs: how often this
 # server reloads installed policies from the store; required: policies that
-# must be installed in enforce mode (removal refused; missing = deny all); cache_dir: compiled components; [policy.limits]: the
+# must be installed in enforce mode (removal refused; missing = deny all); cache_dir: compiled components;
+# require_signed: install only components signed by one of trusted_keys
+# (Ed25519 PEM public keys, hex keys, or files holding one); [policy.limits]: the
 # bounds every plugin runs under (memory_bytes, timeout_ms, max_reason_bytes,
 # max_stdio_bytes, max_component_bytes, max_wasm_stack, pool_instances);
 # [policy.config.NAME]: configuration pairs handed to plugin NAME.

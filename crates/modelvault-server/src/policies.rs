@@ -28,6 +28,9 @@ pub use reconfigure::spawn_config_reloader;
 /// Each plugin's `[policy.config.NAME]`, by installed name.
 type PluginConfigs = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
 
+pub mod signing;
+pub use signing::EmbeddedMetadata;
+
 /// Enforcing or shadow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -58,6 +61,17 @@ pub struct PolicyRecord {
     /// Set when this record removes the policy.
     #[serde(default)]
     pub removed: bool,
+    /// Who vouched for the component: the id of the trusted key whose
+    /// signature verified, `bundled`, or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+    /// The verified signature (hex), checked again at every load under
+    /// `policy.require_signed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The component's embedded metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<EmbeddedMetadata>,
 }
 
 /// What `GET /v1/admin/policies` and `policy list --output json` show.
@@ -75,6 +89,15 @@ pub struct PolicyInfo {
     pub installed_by: String,
     /// Install time.
     pub installed_at: DateTime<Utc>,
+    /// The id of the trusted policy-signing key whose signature verified
+    /// at install, `bundled` for a component bundled in a Modelvault
+    /// build, null when unsigned.
+    #[serde(default)]
+    pub signed_by: Option<String>,
+    /// What the component says about itself (its `modelvault:metadata`
+    /// section), null when it carries none.
+    #[serde(default)]
+    pub metadata: Option<EmbeddedMetadata>,
 }
 
 impl From<&PolicyRecord> for PolicyInfo {
@@ -86,6 +109,8 @@ impl From<&PolicyRecord> for PolicyInfo {
             mode: r.mode,
             installed_by: r.installed_by.clone(),
             installed_at: r.installed_at,
+            signed_by: r.signed_by.clone(),
+            metadata: r.metadata.clone(),
         }
     }
 }
@@ -99,6 +124,8 @@ struct Loaded {
 pub struct PolicyRegistry {
     host: Arc<PolicyHost>,
     config: PolicyConfig,
+    /// Signatures and metadata of components.
+    supply: Arc<signing::SupplyChain>,
     /// `Err` holds why the installed set could not be loaded (deny all).
     state: RwLock<Result<Loaded, String>>,
     /// `[policy.config.*]`: from the config at start, replaced by
@@ -149,6 +176,7 @@ impl PolicyRegistry {
     pub fn new(host: Arc<PolicyHost>, config: PolicyConfig) -> Self {
         Self {
             host,
+            supply: Arc::new(signing::SupplyChain::new(&config)),
             state: RwLock::new(Err("policies not loaded yet".into())),
             plugin_configs: RwLock::new(config.config.clone()),
             compiled: Mutex::new(HashMap::new()),
@@ -271,6 +299,7 @@ impl PolicyRegistry {
             if record.removed {
                 continue;
             }
+            self.supply.check_installed(&record)?;
             let compiled = self.compile(store, &record).await?;
             chain.push(ChainEntry {
                 policy: compiled,
@@ -317,6 +346,7 @@ impl PolicyRegistry {
         bytes: Vec<u8>,
         mode: PolicyMode,
         by: &str,
+        signature: Option<[u8; modelvault_policy::signing::SIGNATURE_BYTES]>,
     ) -> Result<PolicyInfo, ApiError> {
         validate_policy_name(name)?;
         if mode == PolicyMode::Shadow && self.config.required.iter().any(|r| r == name) {
@@ -326,6 +356,9 @@ impl PolicyRegistry {
                 format!("policy {name} is required by the server config and must enforce"),
             ));
         }
+        // Signature and metadata first: under policy.require_signed an
+        // unsigned component is never compiled.
+        let (bytes, provenance) = signing::inspect(&self.supply, bytes, signature).await?;
         let host = self.host.clone();
         let n = name.to_string();
         // Smoke-evaluated with the configuration it will run with.
@@ -368,9 +401,12 @@ impl PolicyRegistry {
                 installed_by: by.into(),
                 installed_at: now,
                 removed: false,
+                signed_by: provenance.signed_by.clone(),
+                signature: provenance.signature.clone(),
+                metadata: provenance.metadata.clone(),
             })
             .await?;
-        tracing::info!(policy = name, sha256 = %sha256, mode = ?mode, by, "policy installed");
+        tracing::info!(policy = name, sha256 = %sha256, mode = ?mode, by, signed_by = provenance.signed_by.as_deref().unwrap_or("-"), "policy installed");
         self.reload(store).await;
         Ok(PolicyInfo::from(&record))
     }
@@ -481,7 +517,11 @@ fn evaluation_pool(config: &PolicyConfig) -> Result<modelvault_policy::Evaluatio
     let threads = evaluation_threads(config);
     match modelvault_policy::EvaluationPool::new(threads, config.evaluation_nice) {
         Ok(p) => {
-            tracing::debug!(threads, nice = config.evaluation_nice, "policy evaluation threads");
+            tracing::debug!(
+                threads,
+                nice = config.evaluation_nice,
+                "policy evaluation threads"
+            );
             Ok(p)
         }
         Err(e) => {
@@ -604,6 +644,7 @@ pub async fn install_bundled(registry: &PolicyRegistry, store: &Store) -> Result
                 b.component.to_vec(),
                 PolicyMode::Enforce,
                 "init",
+                None,
             )
             .await?;
     }

@@ -32,3 +32,6 @@ impl Guest for ApprovalGate {
 }
 
 export_policy!(ApprovalGate with_types_in modelvault_policy_sdk::bindings);
+
+// Name, version, authors and description from Cargo.toml, for `policy list`.
+policy_metadata!();

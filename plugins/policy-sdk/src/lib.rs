@@ -9,6 +9,9 @@
 //!     }
 //! }
 //! export_policy!(MyPolicy with_types_in modelvault_policy_sdk::bindings);
+//! // Name, version, authors and description from Cargo.toml, shown by
+//! // `modelvault policy list`.
+//! policy_metadata!();
 //! ```
 
 /// The generated bindings (re-exported at the crate root).
@@ -93,6 +96,199 @@ pub fn approvers_for(req: &Request, environment: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Embeds metadata about the policy in the component, in the custom
+/// section `modelvault:metadata` (one JSON object of optional strings
+/// `name`, `version`, `author`, `description`), which the server reads at
+/// install and `modelvault policy list` shows. Use it once per crate.
+///
+/// ```ignore
+/// // From Cargo.toml: the package's name, version, authors (Cargo joins
+/// // several with ':') and description; empty ones are left out.
+/// policy_metadata!();
+/// // Or any of the four fields, as string constants:
+/// policy_metadata!(
+///     name: "frozen-models",
+///     version: env!("CARGO_PKG_VERSION"),
+///     author: "ML platform team <mlp@example.com>",
+///     description: "Denies frozen models outside exempt environments",
+/// );
+/// ```
+///
+/// A field not listed above, a control character in a value, or a value
+/// over its bound (128 bytes for name and version, 256 for author, 1024
+/// for description) fails the build.
+#[macro_export]
+macro_rules! policy_metadata {
+    () => {
+        $crate::policy_metadata!(
+            name: env!("CARGO_PKG_NAME"),
+            version: env!("CARGO_PKG_VERSION"),
+            author: env!("CARGO_PKG_AUTHORS"),
+            description: env!("CARGO_PKG_DESCRIPTION"),
+        );
+    };
+    ($($field:ident : $value:expr),* $(,)?) => {
+        const _: () = {
+            const FIELDS: &[(&str, &str)] = &[$((stringify!($field), $value)),*];
+            const LEN: usize = $crate::metadata::json_len(FIELDS);
+            #[used]
+            #[unsafe(link_section = "modelvault:metadata")]
+            static MODELVAULT_METADATA: [u8; LEN] = $crate::metadata::json::<LEN>(FIELDS);
+        };
+    };
+}
+
+/// Compile-time JSON for [`policy_metadata!`] (not for direct use).
+#[doc(hidden)]
+pub mod metadata {
+    const FIELDS: [(&str, usize); 4] =
+        [("name", 128), ("version", 128), ("author", 256), ("description", 1024)];
+
+    const fn eq(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// Checks a field and returns the length of its escaped value.
+    const fn checked_len(key: &str, value: &str) -> usize {
+        let mut known = false;
+        let mut max = 0;
+        let mut f = 0;
+        while f < FIELDS.len() {
+            if eq(FIELDS[f].0, key) {
+                known = true;
+                max = FIELDS[f].1;
+            }
+            f += 1;
+        }
+        if !known {
+            panic!("policy_metadata!: fields are name, version, author and description");
+        }
+        let v = value.as_bytes();
+        if v.len() > max {
+            panic!("policy_metadata!: a value is too long");
+        }
+        let mut n = 0;
+        let mut i = 0;
+        while i < v.len() {
+            let b = v[i];
+            // C0 controls, DEL, C1 controls (U+0080..U+009F: C2 80..9F), the
+            // line and paragraph separators and the bidirectional controls
+            // (U+200E, U+200F, U+2028..U+202E: E2 80 xx; U+2066..U+2069:
+            // E2 81 A6..A9), which the server refuses.
+            let c1 = b == 0xc2 && i + 1 < v.len() && v[i + 1] < 0xa0;
+            let e2 = b == 0xe2 && i + 2 < v.len() && {
+                let (b1, b2) = (v[i + 1], v[i + 2]);
+                (b1 == 0x80 && (b2 == 0x8e || b2 == 0x8f || (b2 >= 0xa8 && b2 <= 0xae)))
+                    || (b1 == 0x81 && b2 >= 0xa6 && b2 <= 0xa9)
+            };
+            if b < 0x20 || b == 0x7f || c1 || e2 {
+                panic!("policy_metadata!: a value contains a control character");
+            }
+            n += if b == b'"' || b == b'\\' { 2 } else { 1 };
+            i += 1;
+        }
+        n
+    }
+
+    /// Length of the JSON object of `fields` (empty values left out).
+    pub const fn json_len(fields: &[(&str, &str)]) -> usize {
+        let mut n = 2;
+        let mut first = true;
+        let mut i = 0;
+        while i < fields.len() {
+            let (k, v) = fields[i];
+            let len = checked_len(k, v);
+            if !v.is_empty() {
+                if !first {
+                    n += 1;
+                }
+                first = false;
+                n += k.len() + 3 + len + 2;
+            }
+            let mut j = 0;
+            while j < i {
+                if eq(fields[j].0, k) {
+                    panic!("policy_metadata!: a field is given twice");
+                }
+                j += 1;
+            }
+            i += 1;
+        }
+        n
+    }
+
+    const fn put(out: &mut [u8], mut at: usize, bytes: &[u8], escape: bool) -> usize {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if escape && (b == b'"' || b == b'\\') {
+                out[at] = b'\\';
+                at += 1;
+            }
+            out[at] = b;
+            at += 1;
+            i += 1;
+        }
+        at
+    }
+
+    /// The JSON object of `fields`; `N` is [`json_len`] of them.
+    pub const fn json<const N: usize>(fields: &[(&str, &str)]) -> [u8; N] {
+        let mut out = [0u8; N];
+        out[0] = b'{';
+        let mut at = 1;
+        let mut first = true;
+        let mut i = 0;
+        while i < fields.len() {
+            let (k, v) = fields[i];
+            if !v.is_empty() {
+                if !first {
+                    out[at] = b',';
+                    at += 1;
+                }
+                first = false;
+                out[at] = b'"';
+                at = put(&mut out, at + 1, k.as_bytes(), false);
+                out[at] = b'"';
+                out[at + 1] = b':';
+                out[at + 2] = b'"';
+                at = put(&mut out, at + 3, v.as_bytes(), true);
+                out[at] = b'"';
+                at += 1;
+            }
+            i += 1;
+        }
+        out[at] = b'}';
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn builds_json() {
+            const F: &[(&str, &str)] =
+                &[("name", "a\"b"), ("version", ""), ("author", "x\\y"), ("description", "d")];
+            const N: usize = super::json_len(F);
+            const J: [u8; N] = super::json::<N>(F);
+            assert_eq!(
+                std::str::from_utf8(&J).unwrap(),
+                r#"{"name":"a\"b","author":"x\\y","description":"d"}"#
+            );
+        }
+    }
 }
 
 /// A bump allocator over a static arena, used as the global allocator of

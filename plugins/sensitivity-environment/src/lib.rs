@@ -54,3 +54,6 @@ impl Guest for SensitivityEnvironment {
 }
 
 export_policy!(SensitivityEnvironment with_types_in modelvault_policy_sdk::bindings);
+
+// Name, version, authors and description from Cargo.toml, for `policy list`.
+policy_metadata!();

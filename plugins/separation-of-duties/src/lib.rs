@@ -66,3 +66,6 @@ impl Guest for SeparationOfDuties {
 }
 
 export_policy!(SeparationOfDuties with_types_in modelvault_policy_sdk::bindings);
+
+// Name, version, authors and description from Cargo.toml, for `policy list`.
+policy_metadata!();

@@ -19,6 +19,12 @@ pub struct InstallQuery {
     /// `enforce` (default) or `shadow`.
     #[serde(default)]
     mode: Option<PolicyMode>,
+    /// Detached Ed25519 signature, by a key in `policy.trusted_keys`, of
+    /// `modelvault-policy-v1:sha256:<hex SHA-256 of the body>`: 128 hex
+    /// digits or base64 (standard or URL-safe) of the 64 bytes. Required
+    /// when `policy.require_signed` is set.
+    #[serde(default)]
+    signature: Option<String>,
 }
 
 /// Install (or replace) a policy plugin
@@ -37,7 +43,7 @@ pub struct InstallQuery {
         (status = 201, description = "Installed", body = PolicyInfo),
         (status = 403, description = "`forbidden`: no `manage-policies`", body = crate::api::ErrorBody),
         (status = 409, description = "`policy_required` (the config requires it to enforce) or `conflict`", body = crate::api::ErrorBody),
-        (status = 422, description = "`invalid_policy`: not a policy component, or it fails validation", body = crate::api::ErrorBody),
+        (status = 422, description = "`invalid_policy`: not a policy component, it fails validation, or its `modelvault:metadata` section is invalid; `signature_required`: `policy.require_signed` is set and no signature was given; `invalid_signature`: the signature does not verify against any trusted key", body = crate::api::ErrorBody),
     ),
 )]
 pub async fn install(
@@ -64,6 +70,12 @@ pub async fn install(
             "empty body: send the component bytes",
         ));
     }
+    let signature = q
+        .signature
+        .as_deref()
+        .map(modelvault_policy::signing::decode_signature)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("signature: {e}")))?;
     let info = state
         .policies
         .install(
@@ -72,6 +84,7 @@ pub async fn install(
             body.to_vec(),
             q.mode.unwrap_or(PolicyMode::Enforce),
             &p.id,
+            signature,
         )
         .await?;
     state
