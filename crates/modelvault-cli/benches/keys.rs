@@ -37,13 +37,13 @@ async fn measure(n: usize) -> (Duration, Duration) {
     let s = store(dir.path()).await;
     for i in 0..n {
         let v = format!("v{i}");
-        s.version_dek(
+        s.version_key(
             &VersionRef {
                 namespace: "bench",
                 model: "m",
                 version: &v,
             },
-            true,
+            modelvault_storage::KeyWant::NewestOrCreate,
         )
         .await
         .unwrap();

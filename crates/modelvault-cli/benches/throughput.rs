@@ -356,7 +356,14 @@ fn direct_decrypt(server: &Server, version: &str, path: &str) -> Duration {
         version,
     };
     let manifest = rt.block_on(state.store.get_manifest(&v)).unwrap().unwrap();
-    let (dek, generation) = rt.block_on(state.store.version_dek(&v, false)).unwrap();
+    let vk = rt
+        .block_on(
+            state
+                .store
+                .version_key(&v, modelvault_storage::KeyWant::Newest),
+        )
+        .unwrap();
+    let (dek, generation) = (vk.dek(), vk.generation());
     let blob = server.data.join("store").join(&manifest.files[0].blob);
     let t = Instant::now();
     let file = std::fs::File::open(&blob).unwrap();

@@ -27,8 +27,8 @@ use object_store::{
 use tokio::sync::mpsc;
 
 use crate::{
-    Manifest, StorageError, Store, UploadRecord, VersionRef, b64_encode, digest_seal_key, layout,
-    names,
+    KeyWant, Manifest, StorageError, Store, UploadRecord, VersionRef, b64_encode, digest_seal_key,
+    layout, names,
 };
 
 /// Multipart part size: S3's minimum is 5 MiB.
@@ -38,6 +38,16 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// Decrypted chunks buffered ahead of a slow reader.
 const READ_AHEAD: usize = 2;
 
+/// What an upload returns: its record and the hex SHA-256 of the plaintext
+/// (for the uploader's receipt; the record holds it only sealed).
+#[derive(Debug, Clone)]
+pub struct UploadReceipt {
+    /// The upload record as stored.
+    pub record: UploadRecord,
+    /// Hex SHA-256 of the plaintext received.
+    pub sha256: String,
+}
+
 /// A stream of authenticated plaintext chunks.
 pub type PlaintextStream =
     std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, StorageError>> + Send>>;
@@ -45,15 +55,15 @@ pub type PlaintextStream =
 impl Store {
     /// Encrypts `body` into a fresh blob of the draft version `v` and
     /// records the upload. Fails if the model is unknown or the version is
-    /// committed. The SHA-256 of the plaintext is computed on the way and
-    /// stored sealed.
+    /// committed or deleted. The SHA-256 of the plaintext is computed on the
+    /// way, stored sealed, and returned in the receipt.
     pub async fn upload_file<S, E>(
         &self,
         v: &VersionRef<'_>,
         path: &str,
         mut body: S,
         uploader: &str,
-    ) -> Result<UploadRecord, StorageError>
+    ) -> Result<UploadReceipt, StorageError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
         E: std::fmt::Display,
@@ -68,22 +78,22 @@ impl Store {
                 v.namespace, v.model
             )));
         }
+        // A deleted version is Gone here (the manifest read checks the
+        // tombstone).
         if self.get_manifest(v).await?.is_some() {
             return Err(StorageError::VersionCommitted(v.to_string()));
         }
-        if self.is_deleted(v).await? {
-            return Err(StorageError::Gone(v.to_string()));
-        }
-        let (dek, generation) = self.version_dek(v, true).await?;
+        let key = self.version_key(v, KeyWant::NewestOrCreate).await?;
+        let (dek, generation) = (key.dek(), key.generation());
         let new = self
-            .write_encrypted_blob(v, path, &dek, generation, &mut body)
+            .write_encrypted_blob(v, path, dek, generation, &mut body)
             .await?;
         let (blob, size, ct_size, header) =
             (new.blob.clone(), new.size, new.ciphertext_size, new.header);
         let sha = new.sha256;
 
         let segments_blake3 = new.segments_blake3;
-        let sealed = digest_seal_key(&dek, v, generation)?.seal(blob.as_ref().as_bytes(), &sha)?;
+        let sealed = digest_seal_key(dek, v, generation)?.seal(blob.as_ref().as_bytes(), &sha)?;
         let upload_id = uuid::Uuid::now_v7().to_string();
         let record = UploadRecord {
             upload_id: upload_id.clone(),
@@ -105,7 +115,10 @@ impl Store {
             self.delete_blob(&blob).await;
             return Err(e);
         }
-        Ok(record)
+        Ok(UploadReceipt {
+            record,
+            sha256: hex::encode(&sha),
+        })
     }
 
     /// Encrypts `body` under `dek` (generation `generation`) into a fresh
@@ -199,18 +212,6 @@ impl Store {
         Ok(Arc::from(&table[..]))
     }
 
-    /// The hex SHA-256 of an upload, unsealed (for the uploader's receipt).
-    pub async fn upload_digest(
-        &self,
-        v: &VersionRef<'_>,
-        record: &UploadRecord,
-    ) -> Result<String, StorageError> {
-        let (dek, generation) = self.existing_dek(v).await?;
-        let sealed = crate::b64_decode(&record.sealed_sha256)?;
-        let sha = digest_seal_key(&dek, v, generation)?.open(record.blob.as_bytes(), &sealed)?;
-        Ok(hex::encode(&*sha))
-    }
-
     /// Opens a file of a committed version for reading: checks the manifest,
     /// key record, blob size and header before any byte is read.
     pub async fn open_file(
@@ -259,7 +260,8 @@ impl Store {
         // The manifest's generation, not the newest key record: during a DEK
         // rotation the new generation's record exists before the switch.
         let generation = manifest.dek_generation;
-        let (dek, _) = self.dek_for_generation(v, generation).await?;
+        let key = self.version_key(v, KeyWant::Generation(generation)).await?;
+        let dek = key.dek();
         let sha256 = crate::unseal_digests(&dek, v, generation, manifest)?
             .remove(path)
             .ok_or_else(|| StorageError::Integrity(format!("no digest for {path} in {v}")))?;

@@ -74,7 +74,7 @@ impl Store {
             return Err(StorageError::Gone(v.to_string()));
         }
         let requested_metadata = metadata.clone();
-        let (dek, generation) = match self.version_dek(v, false).await {
+        let key = match self.version_key(v, KeyWant::Newest).await {
             Err(StorageError::NotFound(_)) => {
                 return Err(StorageError::CommitMismatch(format!(
                     "nothing was uploaded to {v}"
@@ -82,6 +82,7 @@ impl Store {
             }
             other => other?,
         };
+        let (dek, generation) = (key.dek(), key.generation());
         // The newest matching upload of each path wins.
         let uploads = self.list_uploads(v).await?;
         let seal = digest_seal_key(&dek, v, generation)?;

@@ -5,7 +5,7 @@
 //!
 //! Invariants a reader must keep:
 //! - readers decrypt with the key record of the *manifest's* generation
-//!   ([`Store::dek_for_generation`]), never simply the newest record: the
+//!   ([`Store::version_key`] with [`crate::KeyWant::Generation`]), never simply the newest record: the
 //!   new generation's record exists before the switch, the old one after;
 //! - the switch is the only commit point: before it the old manifest, key
 //!   record and blobs serve everything; after it the new ones; a reader
@@ -31,7 +31,7 @@
 
 use futures::TryStreamExt as _;
 use modelvault_format::Dek;
-use modelvault_keys::{DekBinding, KekVersion};
+use modelvault_keys::DekBinding;
 use object_store::ObjectStoreExt as _;
 
 use crate::blob::NewBlob;
@@ -54,39 +54,8 @@ use crate::{
 };
 
 impl Store {
-    /// The DEK of generation `generation` of `v`, with the KEK version that
-    /// wraps it. The newest key record serves the common case; otherwise
-    /// the series is searched newest first. A deleted version is
-    /// [`StorageError::Gone`].
-    pub async fn dek_for_generation(
-        &self,
-        v: &VersionRef<'_>,
-        generation: u32,
-    ) -> Result<(Dek, KekVersion), StorageError> {
-        let dir = layout::keys_dir(v.namespace, v.model, v.version);
-        let record = match self.checked_latest_key(&dir, v).await? {
-            None if self.is_deleted(v).await? => return Err(StorageError::Gone(v.to_string())),
-            None => return Err(StorageError::NotFound(format!("key for {v}"))),
-            Some(r) if r.dek_generation == generation => r,
-            Some(newest) => {
-                if newest.dek_generation > generation {
-                    self.check_not_rolled_back(v, generation).await?;
-                }
-                self.generation_record(&dir, v, generation).await?
-            }
-        };
-        let binding = DekBinding {
-            namespace: v.namespace,
-            model: v.model,
-            version: v.version,
-            dek_generation: generation,
-        };
-        let dek = self.keys.unwrap_dek(&record.wrapped, &binding).await?;
-        Ok((dek, record.wrapped.kek_version))
-    }
-
     /// The newest key record of generation `generation` in `dir`.
-    async fn generation_record(
+    pub(crate) async fn generation_record(
         &self,
         dir: &object_store::path::Path,
         v: &VersionRef<'_>,
@@ -115,7 +84,7 @@ impl Store {
     /// an older one put back (with its blobs, from a copy of the bucket).
     /// That is an integrity error, never a silent downgrade to a DEK the
     /// rotation revoked.
-    async fn check_not_rolled_back(
+    pub(crate) async fn check_not_rolled_back(
         &self,
         v: &VersionRef<'_>,
         generation: u32,
@@ -313,8 +282,13 @@ impl Store {
             self.note_switch(v, &old).await;
             return Ok(old);
         }
-        let (old_dek, _) = self.dek_for_generation(v, old.dek_generation).await?;
-        let (new_dek, _) = self.dek_for_generation(v, target).await?;
+        let old_key = self
+            .version_key(v, crate::KeyWant::Generation(old.dek_generation))
+            .await?;
+        let new_key = self
+            .version_key(v, crate::KeyWant::Generation(target))
+            .await?;
+        let (old_dek, new_dek) = (old_key.dek(), new_key.dek());
         let digests = unseal_digests(&old_dek, v, old.dek_generation, &old)?;
         let total = old.files.len() as u64;
         progress(0, total);

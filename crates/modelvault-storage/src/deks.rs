@@ -11,17 +11,100 @@ const DIGEST_SEAL: &str = "file-digests";
 /// Purpose label of the seal key for sensitive version metadata.
 const VERSION_METADATA_SEAL: &str = "version-metadata";
 
+/// A version's DEK as one read of its key records gives it: the key, its
+/// generation, and the KEK version that wraps it in the store. Obtained
+/// once per request and passed along, never unwrapped again.
+pub struct VersionKey {
+    dek: Dek,
+    generation: u32,
+    kek_version: KekVersion,
+}
+
+impl VersionKey {
+    /// The DEK.
+    pub fn dek(&self) -> &Dek {
+        &self.dek
+    }
+
+    /// Its generation (1, then +1 per DEK rotation).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// The KEK version of the key record it came from.
+    pub fn kek_version(&self) -> KekVersion {
+        self.kek_version
+    }
+
+    /// The DEK alone.
+    pub(crate) fn into_dek(self) -> Dek {
+        self.dek
+    }
+}
+
+impl std::fmt::Debug for VersionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionKey")
+            .field("generation", &self.generation)
+            .field("kek_version", &self.kek_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which DEK of a version a caller needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyWant {
+    /// The newest generation; a version without key records is
+    /// [`StorageError::NotFound`], a deleted one [`StorageError::Gone`].
+    Newest,
+    /// The newest generation, creating generation 1 if the version has no
+    /// key yet (the first upload). Racing creators agree: the key record is
+    /// create-if-absent, the loser reads the winner.
+    NewestOrCreate,
+    /// Exactly this generation (what a manifest names): the newest key
+    /// record serves the common case, otherwise the series is searched
+    /// newest first; an older generation is refused once the version's
+    /// switch records say the manifest in force was rolled back.
+    Generation(u32),
+}
+
 impl Store {
-    /// The version's current DEK and its generation, creating the first one
-    /// (generation 1) when `create` is set and none exists. Racing creators
-    /// agree: the key record is create-if-absent, the loser reads the winner.
-    pub async fn version_dek(
+    /// The one way to a version's DEK.
+    pub async fn version_key(
         &self,
         v: &VersionRef<'_>,
-        create: bool,
-    ) -> Result<(Dek, u32), StorageError> {
+        want: KeyWant,
+    ) -> Result<VersionKey, StorageError> {
         let dir = layout::keys_dir(v.namespace, v.model, v.version);
-        self.dek_at(&dir, v, create).await
+        match want {
+            KeyWant::NewestOrCreate => self.dek_at(&dir, v, true).await,
+            KeyWant::Newest => match self.dek_at(&dir, v, false).await {
+                Err(StorageError::NotFound(_)) if self.is_deleted(v).await? => {
+                    Err(StorageError::Gone(v.to_string()))
+                }
+                other => other,
+            },
+            KeyWant::Generation(generation) => {
+                let record = match self.checked_latest_key(&dir, v).await? {
+                    None if self.is_deleted(v).await? => {
+                        return Err(StorageError::Gone(v.to_string()));
+                    }
+                    None => return Err(StorageError::NotFound(format!("key for {v}"))),
+                    Some(r) if r.dek_generation == generation => r,
+                    Some(newest) => {
+                        if newest.dek_generation > generation {
+                            self.check_not_rolled_back(v, generation).await?;
+                        }
+                        self.generation_record(&dir, v, generation).await?
+                    }
+                };
+                Ok(VersionKey {
+                    dek: self.unwrap_record(v, &record).await?,
+                    generation,
+                    kek_version: record.wrapped.kek_version,
+                })
+            }
+        }
     }
 
     /// The newest key record in `dir`, checked to name `v` and its own
@@ -52,19 +135,23 @@ impl Store {
         Ok(self.keys.unwrap_dek(&record.wrapped, &binding).await?)
     }
 
-    /// The DEK whose key records live in `dir`, bound to `v` (a version, or
-    /// a model's metadata label); see [`Store::version_dek`].
+    /// The newest DEK whose key records live in `dir`, bound to `v` (a
+    /// version, or a model's metadata label), created if `create` and none
+    /// exists; see [`KeyWant`].
     pub(crate) async fn dek_at(
         &self,
         dir: &Path,
         v: &VersionRef<'_>,
         create: bool,
-    ) -> Result<(Dek, u32), StorageError> {
+    ) -> Result<VersionKey, StorageError> {
         let dir = dir.clone();
         for _ in 0..3 {
             if let Some(record) = self.checked_latest_key(&dir, v).await? {
-                let dek = self.unwrap_record(v, &record).await?;
-                return Ok((dek, record.dek_generation));
+                return Ok(VersionKey {
+                    dek: self.unwrap_record(v, &record).await?,
+                    generation: record.dek_generation,
+                    kek_version: record.wrapped.kek_version,
+                });
             }
             if !create {
                 return Err(StorageError::NotFound(format!("key for {v}")));
@@ -91,7 +178,11 @@ impl Store {
             {
                 Ok(()) => {
                     self.settle_wrap(&dir, v, &dek, 1).await?;
-                    return Ok((dek, 1));
+                    return Ok(VersionKey {
+                        dek,
+                        generation: 1,
+                        kek_version: record.wrapped.kek_version,
+                    });
                 }
                 Err(StorageError::AlreadyExists(_)) => continue,
                 Err(e) => return Err(e),

@@ -50,13 +50,14 @@ use std::sync::Arc;
 use chrono::Utc;
 use futures::TryStreamExt as _;
 use modelvault_format::{Dek, SegmentSize};
-use modelvault_keys::{DekBinding, KeyProvider};
+use modelvault_keys::{DekBinding, KekVersion, KeyProvider};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use blob::{FileReader, PlaintextStream};
+pub use blob::{FileReader, PlaintextStream, UploadReceipt};
+pub use deks::{KeyWant, VersionKey};
 pub(crate) use deks::{digest_seal_key, seal_digests, unseal_digests, version_metadata_key};
 pub use error::StorageError;
 pub use gc::GcReport;

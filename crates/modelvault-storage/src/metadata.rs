@@ -45,10 +45,10 @@ impl Store {
             model,
             version: MODEL_KEY_LABEL,
         };
-        let (dek, _) = self
+        let key = self
             .dek_at(&layout::model_keys_dir(ns, model), &v, create)
             .await?;
-        Ok(dek)
+        Ok(key.into_dek())
     }
 
     /// Every metadata value of `m`, sensitive ones unsealed. Call only for

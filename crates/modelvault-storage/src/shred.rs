@@ -67,24 +67,6 @@ impl Store {
         }
     }
 
-    /// The version's DEK for reading; a deleted version (keys destroyed
-    /// first) answers [`StorageError::Gone`].
-    pub(crate) async fn existing_dek(
-        &self,
-        v: &VersionRef<'_>,
-    ) -> Result<(modelvault_format::Dek, u32), StorageError> {
-        match self.version_dek(v, false).await {
-            Err(StorageError::NotFound(m)) => {
-                if self.is_deleted(v).await? {
-                    Err(StorageError::Gone(v.to_string()))
-                } else {
-                    Err(StorageError::NotFound(m))
-                }
-            }
-            other => other,
-        }
-    }
-
     /// What a shred of `v` would report (call before [`Store::shred`]).
     pub async fn shred_plan(&self, v: &VersionRef<'_>) -> Result<ShredReport, StorageError> {
         let mut wraps: Vec<(u32, u32)> = self

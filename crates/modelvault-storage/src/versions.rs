@@ -93,8 +93,29 @@ impl Store {
             None if self.is_deleted(v).await? => return Err(StorageError::Gone(v.to_string())),
             None => return Err(StorageError::NotFound(format!("version {v}"))),
         };
-        let generation = manifest.dek_generation;
-        let (dek, _) = self.dek_for_generation(v, generation).await?;
+        Ok(self.version_view_of(v, manifest).await?.0)
+    }
+
+    /// The view of `manifest` (already read and verified by the caller),
+    /// with the version key of its generation: one unwrap serves both the
+    /// view and whatever the caller does with the key next (a key release).
+    pub async fn version_view_of(
+        &self,
+        v: &VersionRef<'_>,
+        manifest: Manifest,
+    ) -> Result<(VersionView, VersionKey), StorageError> {
+        if manifest.namespace != v.namespace
+            || manifest.model != v.model
+            || manifest.version != v.version
+        {
+            return Err(StorageError::Integrity(format!(
+                "manifest passed for {v} names another version"
+            )));
+        }
+        let key = self
+            .version_key(v, KeyWant::Generation(manifest.dek_generation))
+            .await?;
+        let (dek, generation) = (key.dek(), key.generation());
         let digests = unseal_digests(&dek, v, generation, &manifest)?;
         let mut files = Vec::with_capacity(manifest.files.len());
         for f in &manifest.files {
@@ -115,11 +136,12 @@ impl Store {
                 .map_err(|_| StorageError::Integrity(format!("metadata of {v} is malformed")))?;
             metadata.extend(secret);
         }
-        Ok(VersionView {
+        let view = VersionView {
             manifest,
             files,
             metadata,
-        })
+        };
+        Ok((view, key))
     }
 }
 

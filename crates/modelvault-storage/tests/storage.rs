@@ -189,7 +189,8 @@ async fn round_trip_and_ranges(f: Fixture) {
             "hex digest in {path}"
         );
     }
-    let (dek, _) = s.version_dek(&vref("1"), false).await.unwrap();
+    let vk = s.version_key(&vref("1"), KeyWant::Newest).await.unwrap();
+    let dek = vk.dek();
     for (path, bytes) in all_objects(s).await {
         assert!(!contains(&bytes, dek.expose_secret()), "DEK in {path}");
     }
@@ -658,7 +659,7 @@ async fn two_spellings_are_one_file(f: Fixture) {
         .upload_file(&vref("1"), nfd, body(b"one".to_vec()), "alice")
         .await
         .unwrap();
-    assert_eq!(rec.path, nfc, "stored under the NFC form");
+    assert_eq!(rec.record.path, nfc, "stored under the NFC form");
     s.upload_file(&vref("1"), nfc, body(b"two".to_vec()), "alice")
         .await
         .unwrap();
@@ -723,7 +724,8 @@ async fn dek_holder_cannot_forge_blobs(f: Fixture) {
     let blob = Path::from(entry.blob.as_str());
     let orig = o.get(&blob).await.unwrap().bytes().await.unwrap();
     let header = modelvault_format::Header::parse(&orig).unwrap();
-    let (dek, generation) = s.version_dek(&vref("1"), false).await.unwrap();
+    let vk = s.version_key(&vref("1"), KeyWant::Newest).await.unwrap();
+    let (dek, generation) = (vk.dek(), vk.generation());
     let identity = modelvault_format::FileIdentity {
         namespace: "nlp",
         model: "bert",
@@ -970,7 +972,8 @@ async fn a_dek_unwraps_as_format_md_documents() {
     .await
     .unwrap();
     push(s, "1", &[("a", b"x".to_vec())]).await.unwrap();
-    let (dek, generation) = s.version_dek(&vref("1"), false).await.unwrap();
+    let vk = s.version_key(&vref("1"), KeyWant::Newest).await.unwrap();
+    let (dek, generation) = (vk.dek(), vk.generation());
 
     let b64 = |v: &serde_json::Value| {
         base64::engine::general_purpose::STANDARD

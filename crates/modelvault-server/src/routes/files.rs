@@ -86,7 +86,7 @@ pub async fn upload(
         model: &name,
         version: &version,
     };
-    let record = match state
+    let modelvault_storage::UploadReceipt { record, sha256 } = match state
         .store
         .upload_file(&v, &path, Box::pin(body), &p.id)
         .await
@@ -95,11 +95,6 @@ pub async fn upload(
         Err(_) if exceeded.load(Ordering::Relaxed) => return Err(too_large(max)),
         Err(e) => return Err(e.into()),
     };
-    let sha256 = state
-        .store
-        .upload_digest(&v, &record)
-        .await
-        .map_err(ApiError::from)?;
     Ok((
         StatusCode::CREATED,
         Json(UploadResponse {

@@ -151,14 +151,14 @@ pub async fn release(
     )
     .await?;
     crate::audit::note_version(&version);
-    drop(manifest);
-    // One manifest for the whole answer: the view's (a DEK rotation may
-    // have switched since the gate read it; the gate's facts do not change
-    // with the DEK), and the DEK of exactly its generation.
-    let view = state.store.show_version(&v).await?;
-    let manifest = &view.manifest;
-    let generation = manifest.dek_generation;
-    let (dek, kek) = state.store.dek_for_generation(&v, generation).await?;
+    // One manifest for the whole answer, the one the gate decided on, and
+    // one unwrap of the DEK of exactly its generation (a DEK rotation that
+    // switched meanwhile keeps the old generation's blobs through its
+    // grace period).
+    let (view, key) = state.store.version_view_of(&v, manifest).await?;
+    let generation = key.generation();
+    let kek = key.kek_version();
+    let dek = key.dek();
     let ctx = modelvault_release::ReleaseContext {
         request_id: &rid,
         namespace: &ns,
@@ -169,12 +169,12 @@ pub async fn release(
     // Seal (encapsulate to the client's key) before the intent: a key HPKE
     // refuses (a low-order X25519 point) is a 400 that leaves no intent
     // behind. Nothing leaves before the intent is stored.
-    let sealed = modelvault_release::seal(&public_key, &dek, &ctx).map_err(|e| {
+    let sealed = modelvault_release::seal(&public_key, dek, &ctx).map_err(|e| {
         ApiError::bad_request(format!(
             "public_key is not a usable X25519 public key ({e})"
         ))
     })?;
-    drop(dek);
+    drop(key); // The DEK is wiped here.
     // Durable intent before the sealed key leaves.
     let intent_seq = crate::audit::intent(
         &state,
