@@ -378,7 +378,7 @@ fn direct_decrypt(server: &Server, version: &str, path: &str) -> Duration {
         path,
         dek_generation: generation,
     };
-    let key = FileKey::derive(&dek, &header, &identity).unwrap();
+    let key = FileKey::derive(dek, &header, &identity).unwrap();
     let dec = Decryptor::new(&key, header, len).unwrap();
     let mut buf = vec![0u8; dec.segment_len() as usize + TAG_LEN];
     for i in 0..dec.segment_count() {

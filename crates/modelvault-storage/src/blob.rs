@@ -262,7 +262,7 @@ impl Store {
         let generation = manifest.dek_generation;
         let key = self.version_key(v, KeyWant::Generation(generation)).await?;
         let dek = key.dek();
-        let sha256 = crate::unseal_digests(&dek, v, generation, manifest)?
+        let sha256 = crate::unseal_digests(dek, v, generation, manifest)?
             .remove(path)
             .ok_or_else(|| StorageError::Integrity(format!("no digest for {path} in {v}")))?;
         let blob = Path::parse(&entry.blob)
@@ -302,7 +302,7 @@ impl Store {
             path,
             dek_generation: generation,
         };
-        let key = FileKey::derive(&dek, &header, &identity)?;
+        let key = FileKey::derive(dek, &header, &identity)?;
         let decryptor = Decryptor::new(&key, header, meta.size)?;
         if decryptor.plaintext_len() != entry.size {
             return Err(StorageError::Integrity(format!(

@@ -85,7 +85,7 @@ impl Store {
         let (dek, generation) = (key.dek(), key.generation());
         // The newest matching upload of each path wins.
         let uploads = self.list_uploads(v).await?;
-        let seal = digest_seal_key(&dek, v, generation)?;
+        let seal = digest_seal_key(dek, v, generation)?;
         let mut chosen: BTreeMap<&str, (&UploadRecord, String)> = BTreeMap::new();
         for u in &uploads {
             let Some(want) = wanted.get(u.path.as_str()) else {
@@ -151,7 +151,7 @@ impl Store {
                 segments_blake3: u.segments_blake3.clone(),
             });
         }
-        let sealed = seal_digests(&dek, v, generation, &digests)?;
+        let sealed = seal_digests(dek, v, generation, &digests)?;
         let (secret, plain): (BTreeMap<_, _>, BTreeMap<_, _>) =
             metadata.into_iter().partition(|(k, _)| marks.contains(k));
         let sealed_metadata = if secret.is_empty() {
@@ -161,7 +161,7 @@ impl Store {
                 serde_json::to_vec(&secret)
                     .map_err(|e| StorageError::InvalidInput(e.to_string()))?,
             );
-            let key = version_metadata_key(&dek, v, generation)?;
+            let key = version_metadata_key(dek, v, generation)?;
             Some(b64_encode(&key.seal(b"metadata", &json)?))
         };
         let manifest = Manifest {

@@ -289,7 +289,7 @@ impl Store {
             .version_key(v, crate::KeyWant::Generation(target))
             .await?;
         let (old_dek, new_dek) = (old_key.dek(), new_key.dek());
-        let digests = unseal_digests(&old_dek, v, old.dek_generation, &old)?;
+        let digests = unseal_digests(old_dek, v, old.dek_generation, &old)?;
         let total = old.files.len() as u64;
         progress(0, total);
         let mut files = Vec::with_capacity(old.files.len());
@@ -304,7 +304,7 @@ impl Store {
                 segments_blake3,
                 header,
             } = self
-                .write_encrypted_blob(v, &f.path, &new_dek, target, &mut body)
+                .write_encrypted_blob(v, &f.path, new_dek, target, &mut body)
                 .await?;
             let expected = digests.get(&f.path).ok_or_else(|| {
                 StorageError::Integrity(format!("no digest for {} in {v}", f.path))
@@ -347,16 +347,16 @@ impl Store {
         let sealed_metadata = match &old.sealed_metadata {
             None => None,
             Some(sealed) => {
-                let open = version_metadata_key(&old_dek, v, old.dek_generation)?;
+                let open = version_metadata_key(old_dek, v, old.dek_generation)?;
                 let json = open.open(b"metadata", &b64_decode(sealed)?)?;
-                let seal = version_metadata_key(&new_dek, v, target)?;
+                let seal = version_metadata_key(new_dek, v, target)?;
                 Some(b64_encode(&seal.seal(b"metadata", &json)?))
             }
         };
         let next = Manifest {
             revision: old.revision + 1,
             dek_generation: target,
-            sealed_digests: seal_digests(&new_dek, v, target, &digests)?,
+            sealed_digests: seal_digests(new_dek, v, target, &digests)?,
             sealed_metadata,
             files,
             ..old.clone()

@@ -116,7 +116,7 @@ impl Store {
             .version_key(v, KeyWant::Generation(manifest.dek_generation))
             .await?;
         let (dek, generation) = (key.dek(), key.generation());
-        let digests = unseal_digests(&dek, v, generation, &manifest)?;
+        let digests = unseal_digests(dek, v, generation, &manifest)?;
         let mut files = Vec::with_capacity(manifest.files.len());
         for f in &manifest.files {
             let sha256 = digests.get(&f.path).ok_or_else(|| {
@@ -130,7 +130,7 @@ impl Store {
         }
         let mut metadata = manifest.metadata.clone();
         if let Some(sealed) = &manifest.sealed_metadata {
-            let key = version_metadata_key(&dek, v, generation)?;
+            let key = version_metadata_key(dek, v, generation)?;
             let json = key.open(b"metadata", &b64_decode(sealed)?)?;
             let secret: BTreeMap<String, String> = serde_json::from_slice(&json)
                 .map_err(|_| StorageError::Integrity(format!("metadata of {v} is malformed")))?;

@@ -733,7 +733,7 @@ async fn dek_holder_cannot_forge_blobs(f: Fixture) {
         path: "w.bin",
         dek_generation: generation,
     };
-    let key = modelvault_format::FileKey::derive(&dek, &header, &identity).unwrap();
+    let key = modelvault_format::FileKey::derive(dek, &header, &identity).unwrap();
     let forged_plain = vec![b'F'; data.len()];
     let mut enc = modelvault_format::Encryptor::new(&key, header);
     let mut forged = enc.header_bytes().to_vec();
