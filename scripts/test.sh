@@ -47,6 +47,26 @@ log "building plugins/examples/javascript-business-hours (jco componentize)"
   --wit wit/since_v0.1.0 --world-name policy --disable all \
   -o "$examples_out/javascript-business-hours.wasm" >/dev/null
 export MODELVAULT_TEST_JS_POLICY="$examples_out/javascript-business-hours.wasm"
+# The C example: clang and wasi-libc from Debian (with compiler-rt's wasm32
+# builtins), wit-bindgen's C generator (cargo install, once, C only), and
+# wasm-component-ld from the Rust toolchain.
+if ! command -v clang >/dev/null 2>&1 || [ ! -e /usr/lib/wasm32-wasi/libc.a ] ||
+  ! compgen -G '/usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a' >/dev/null; then
+  log "installing clang, wasi-libc and libclang-rt-dev-wasm32 (Debian packages)"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  c_pkgs=(clang wasi-libc libclang-rt-dev-wasm32)
+  $sudo_cmd apt-get install -y -q "${c_pkgs[@]}" >/dev/null 2>&1 ||
+    { $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q "${c_pkgs[@]}" >/dev/null; }
+fi
+if [ "$("$env_dir/tools/bin/wit-bindgen" --version 2>/dev/null)" != "wit-bindgen-cli 0.46.0" ]; then
+  log "installing wit-bindgen-cli 0.46.0 (C generator only) into $env_dir/tools"
+  cargo install --quiet --locked wit-bindgen-cli --version 0.46.0 --no-default-features --features c \
+    --root "$env_dir/tools"
+fi
+log "building plugins/examples/c-no-pickles (wit-bindgen c, clang, wasi-libc)"
+WIT_BINDGEN="$env_dir/tools/bin/wit-bindgen" bash plugins/examples/c-no-pickles/build.sh \
+  "$examples_out/c-no-pickles.wasm"
+export MODELVAULT_TEST_C_POLICY="$examples_out/c-no-pickles.wasm"
 export MODELVAULT_REQUIRE_EXAMPLES=1   # a missing example is a failure, not a skip
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$env_dir/venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$env_dir/moto.log" 2>&1 &

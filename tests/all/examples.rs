@@ -215,3 +215,93 @@ fn the_rust_walkthrough_in_the_docs_builds_and_passes_its_cases() {
     );
     assert!(text.contains("4 passed, 0 failed"), "{text}");
 }
+
+#[test]
+fn c_policy_decides_in_a_running_server() {
+    let Some(wasm) = example("MODELVAULT_TEST_C_POLICY") else {
+        return;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/examples/c-no-pickles");
+    let out = ok(cli(
+        "http://127.0.0.1:9",
+        None,
+        &[
+            "policy",
+            "test",
+            wasm.to_str().unwrap(),
+            dir.join("cases.json").to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains(" 0 failed"), "{out}");
+
+    let app = TestApp::start_configured(None, |cfg| {
+        cfg.push_str("\n[policy.config.no-pickles]\nexempt = \"staging\"\n");
+    });
+    let dev = app.token_in("dana", &["data-scientist"], &["nlp"], "dev", "dana");
+    let staging = app.token_in("sam", &["data-scientist"], &["nlp"], "staging", "sam");
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("model.pkl"), b"pickle").unwrap();
+    std::fs::write(src.path().join("model.safetensors"), b"tensors").unwrap();
+    ok(app.cli(Some(&dev), &["model", "create", "nlp/m"]));
+    ok(app.cli(
+        Some(&dev),
+        &["push", "nlp/m@1", src.path().to_str().unwrap()],
+    ));
+    ok(app.cli(
+        Some(&app.admin),
+        &["policy", "install", "no-pickles", wasm.to_str().unwrap()],
+    ));
+    let pkl = "/v1/models/nlp/m/versions/1/files/model.pkl";
+    let (s, _, body) = error_code(app.get(Some(&dev), pkl));
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(body["error"]["plugin"], "no-pickles", "{body}");
+    assert_eq!(body["error"]["reason_code"], "pickles.blocked");
+    assert_eq!(
+        body["error"]["message"],
+        "model.pkl: pickled files run code when loaded"
+    );
+    assert_eq!(
+        app.get(
+            Some(&dev),
+            "/v1/models/nlp/m/versions/1/files/model.safetensors"
+        )
+        .status(),
+        200,
+        "not a pickle: the C policy abstains"
+    );
+    assert_eq!(
+        app.get(Some(&staging), pkl).status(),
+        200,
+        "staging is exempt by the server's config"
+    );
+}
+
+/// The C walk-through in docs/POLICY-AUTHORING.md shows the example's
+/// `policy.c` as it is built and tested above, and the build command
+/// `build.sh` runs.
+#[test]
+fn the_c_walkthrough_in_the_docs_is_the_tested_example() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let doc = std::fs::read_to_string(root.join("docs/POLICY-AUTHORING.md")).unwrap();
+    let start = doc.find("\n### C, step by step\n").expect("the C section");
+    let section = &doc[start + 1..];
+    let section = &section[..section[4..].find("\n### ").map_or(section.len(), |i| i + 4)];
+    let code =
+        std::fs::read_to_string(root.join("plugins/examples/c-no-pickles/policy.c")).unwrap();
+    assert_eq!(
+        doc_block(section, "c", "exports_modelvault_policy_evaluator_evaluate"),
+        code
+    );
+    let script =
+        std::fs::read_to_string(root.join("plugins/examples/c-no-pickles/build.sh")).unwrap();
+    for flag in [
+        "--target=wasm32-wasi",
+        "-mexec-model=reactor",
+        "-Wl,--wasm-ld-path=",
+        "-Wl,--stack-first",
+        "wit-bindgen",
+    ] {
+        assert!(section.contains(flag) && script.contains(flag), "{flag}");
+    }
+}
