@@ -77,6 +77,12 @@ fn a_looping_enforcing_plugin_trips_its_circuit_and_recovers() {
             body["error"]["message"].as_str().unwrap().to_string(),
         )
     };
+    // Closed at the first evaluation.
+    assert_eq!(app.get(Some(&alice), BENIGN_FILE).status(), 200);
+    assert_eq!(
+        metric(&app, "modelvault_policy_circuit_state{plugin=\"hostile\"}"),
+        Some(0.0)
+    );
     // Three timeouts open the circuit.
     for _ in 0..3 {
         assert_eq!(denied(LOOP_FILE).0, "plugin.timeout");

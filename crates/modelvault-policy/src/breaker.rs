@@ -289,6 +289,9 @@ pub struct GuardedChain {
     pub events: Vec<BreakerEvent>,
     /// Plugins short-circuited in this evaluation: (name, shadow).
     pub short_circuited: Vec<(String, bool)>,
+    /// Plugins whose circuit this evaluation created, closed: the first
+    /// evaluation of a revision since the server started.
+    pub new_circuits: Vec<String>,
 }
 
 /// The circuits of every plugin a server runs, by name and component hash
@@ -325,15 +328,23 @@ impl Breakers {
             .unwrap_or(CircuitState::Closed)
     }
 
-    fn admit(&self, key: &(String, String), now: Instant) -> (Admission, Option<Transition>) {
+    /// Admits a request to the plugin `key`; also whether its circuit was
+    /// created by this call.
+    fn admit(&self, key: &(String, String), now: Instant) -> (Admission, Option<Transition>, bool) {
         let Ok(mut m) = self.circuits.lock() else {
             // A poisoned map cannot tell: run the plugin (its own limits
             // still hold; the chain stays fail-closed).
-            return (Admission::Evaluate, None);
+            return (Admission::Evaluate, None, false);
         };
-        m.entry(key.clone())
-            .or_insert_with(|| CircuitBreaker::new(self.cfg.clone()))
-            .admit(now)
+        let mut created = false;
+        let (admission, t) = m
+            .entry(key.clone())
+            .or_insert_with(|| {
+                created = true;
+                CircuitBreaker::new(self.cfg.clone())
+            })
+            .admit(now);
+        (admission, t, created)
     }
 
     fn record(
@@ -404,6 +415,7 @@ impl PolicyHost {
         let mut results = Vec::with_capacity(chain.len());
         let mut events = Vec::new();
         let mut short_circuited = Vec::new();
+        let mut new_circuits = Vec::new();
         let event = |entry: &ChainEntry, transition| BreakerEvent {
             plugin: entry.policy.name.clone(),
             sha256: entry.policy.sha256.clone(),
@@ -412,7 +424,10 @@ impl PolicyHost {
         };
         for entry in chain {
             let key = (entry.policy.name.clone(), entry.policy.sha256.clone());
-            let (admission, t) = breakers.admit(&key, Instant::now());
+            let (admission, t, created) = breakers.admit(&key, Instant::now());
+            if created {
+                new_circuits.push(entry.policy.name.clone());
+            }
             if let Some(t) = t {
                 events.push(event(entry, t));
             }
@@ -434,6 +449,7 @@ impl PolicyHost {
             decision: combine(results),
             events,
             short_circuited,
+            new_circuits,
         }
     }
 }

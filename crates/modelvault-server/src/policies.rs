@@ -555,8 +555,16 @@ fn report_circuits(
     run: &modelvault_policy::GuardedChain,
 ) {
     use crate::metrics::{CircuitLabels, PluginLabels, PluginModeLabels};
-    use modelvault_policy::breaker::Transition;
+    use modelvault_policy::breaker::{CircuitState, Transition};
     let mode = |shadow: bool| if shadow { "shadow" } else { "enforce" };
+    for plugin in &run.new_circuits {
+        m.metrics
+            .policy_circuit_state
+            .get_or_create(&PluginLabels {
+                plugin: plugin.clone(),
+            })
+            .set(CircuitState::Closed.as_gauge());
+    }
     for (plugin, shadow) in &run.short_circuited {
         m.metrics
             .policy_short_circuits
