@@ -18,7 +18,6 @@ mod monitoring;
 mod openapi;
 mod policy;
 mod rollback;
-mod rollback;
 mod roundtrip;
 mod s3;
 mod smaller;
