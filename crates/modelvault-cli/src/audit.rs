@@ -4,9 +4,10 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use modelvault_api::{AuditPage, AuditPublicKey, paths};
 
 use crate::Output;
-use crate::client::{Client, enc};
+use crate::client::Client;
 
 #[derive(clap::Subcommand)]
 pub enum AuditCommand {
@@ -86,7 +87,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 ("outcome", outcome),
             ] {
                 if let Some(v) = v {
-                    query.push(format!("{k}={}", enc(&v)));
+                    query.push(format!("{k}={}", paths::segment(&v)));
                 }
             }
             let mut out: Box<dyn std::io::Write> = match &output {
@@ -101,14 +102,9 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             loop {
                 let mut q = query.clone();
                 if let Some(c) = &cursor {
-                    q.push(format!("cursor={}", enc(c)));
+                    q.push(format!("cursor={}", paths::segment(c)));
                 }
-                #[derive(serde::Deserialize)]
-                struct Page {
-                    records: Vec<Box<serde_json::value::RawValue>>,
-                    next_cursor: Option<String>,
-                }
-                let page: Page = client
+                let page: AuditPage = client
                     .get_json(&format!("/v1/audit?{}", q.join("&")))
                     .await?;
                 for r in &page.records {
@@ -131,8 +127,8 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::PublicKey => {
             let client = Client::anonymous()?;
-            let v: serde_json::Value = client.get_json("/v1/audit/public-key").await?;
-            println!("{}", v["public_key"].as_str().unwrap_or_default());
+            let k: AuditPublicKey = client.get_json("/v1/audit/public-key").await?;
+            println!("{}", k.public_key);
             Ok(())
         }
         AuditCommand::Verify {

@@ -2,7 +2,7 @@
 //! helpers, and API errors turned into one readable line.
 
 use anyhow::Context as _;
-use modelvault_server::api::ErrorBody;
+use modelvault_api::ErrorBody;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -48,28 +48,6 @@ pub struct Client {
     pub http: reqwest::Client,
     pub base: String,
     token: Option<zeroize::Zeroizing<String>>,
-}
-
-/// Percent-encodes one path segment.
-pub fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
-
-/// The API path of a version, each name percent-encoded.
-pub fn version_path(namespace: &str, model: &str, version: &str) -> String {
-    format!(
-        "/v1/models/{}/{}/versions/{}",
-        enc(namespace),
-        enc(model),
-        enc(version)
-    )
-}
-
-/// Percent-encodes a `/`-separated file path, keeping the slashes.
-pub fn enc_path(p: &str) -> String {
-    p.split('/').map(enc).collect::<Vec<_>>().join("/")
 }
 
 /// The CA certificate file from `--ca-cert` / `MODELVAULT_CA_CERT`.

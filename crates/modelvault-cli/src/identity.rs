@@ -1,10 +1,10 @@
 //! Client commands about who may do what: `whoami`, `access
 //! grant|revoke|list`, `token list|revoke`.
 
-use modelvault_server::api::{BindingList, BindingRequest, TokenList, WhoAmI};
+use modelvault_api::{BindingList, BindingRequest, TokenList, WhoAmI, paths};
 
 use crate::Output;
-use crate::client::{Client, enc};
+use crate::client::Client;
 
 /// `(--principal ID | --group NAME) --role ROLE [--namespace NS]...`
 #[derive(clap::Args)]
@@ -69,7 +69,7 @@ pub enum ReviewOutput {
     Json,
 }
 
-fn markdown(r: &modelvault_server::api::AccessReview) -> String {
+fn markdown(r: &modelvault_api::AccessReview) -> String {
     use std::fmt::Write as _;
     let mut o = String::new();
     let _ = writeln!(
@@ -227,11 +227,11 @@ pub async fn access(cmd: AccessCommand) -> anyhow::Result<()> {
             let path = match since {
                 Some(s) => format!(
                     "/v1/access/review?since={}",
-                    enc(&crate::audit::parse_time(&s)?)
+                    paths::segment(&crate::audit::parse_time(&s)?)
                 ),
                 None => "/v1/access/review".to_string(),
             };
-            let r: modelvault_server::api::AccessReview = client.get_json(&path).await?;
+            let r: modelvault_api::AccessReview = client.get_json(&path).await?;
             match output {
                 ReviewOutput::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 ReviewOutput::Markdown => print!("{}", markdown(&r)),
@@ -308,7 +308,9 @@ pub async fn token_list(output: Output) -> anyhow::Result<()> {
 
 pub async fn token_revoke(name: &str) -> anyhow::Result<()> {
     let client = Client::from_env()?;
-    client.delete(&format!("/v1/tokens/{}", enc(name))).await?;
+    client
+        .delete(&format!("/v1/tokens/{}", paths::segment(name)))
+        .await?;
     eprintln!("revoked token {name}");
     Ok(())
 }

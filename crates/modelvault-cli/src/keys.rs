@@ -9,12 +9,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use modelvault_server::api::{DeleteResponse, JobRecord, KeysStatus, RetireRequest};
+use modelvault_api::{
+    DeleteResponse, JobPhase, JobState, JobView, KeysStatus, RetireRequest, RotateDekRequest, paths,
+};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::Output;
-use crate::client::{Client, version_path};
+use crate::client::Client;
 
 #[derive(clap::Subcommand)]
 pub enum KeysCommand {
@@ -81,24 +83,24 @@ pub enum KeysCommand {
 }
 
 /// Polls a job until it ends, with a progress bar.
-async fn wait(client: &Client, job: JobRecord) -> anyhow::Result<JobRecord> {
+async fn wait(client: &Client, job: JobView) -> anyhow::Result<JobView> {
     wait_until(client, job, |_| false).await
 }
 
 /// Polls a job until it ends or `enough` says so, with a progress bar.
 async fn wait_until(
     client: &Client,
-    job: JobRecord,
-    enough: impl Fn(&JobRecord) -> bool,
-) -> anyhow::Result<JobRecord> {
+    job: JobView,
+    enough: impl Fn(&JobView) -> bool,
+) -> anyhow::Result<JobView> {
     let pb = indicatif::ProgressBar::new(job.total.max(1));
     pb.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    pb.set_message(job.kind.clone());
+    pb.set_message(job.kind.to_string());
     let mut job = job;
-    while job.state == "running" && !enough(&job) {
+    while job.state == JobState::Running && !enough(&job) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         job = client
             .get_json(&format!("/v1/keys/jobs/{}", job.id))
@@ -107,7 +109,7 @@ async fn wait_until(
         pb.set_position(job.done);
     }
     pb.finish_and_clear();
-    if job.state != "done" && !enough(&job) {
+    if job.state != JobState::Done && !enough(&job) {
         anyhow::bail!(
             "job {} {}: {}",
             job.id,
@@ -120,7 +122,7 @@ async fn wait_until(
 
 /// Rotates and waits; returns the new KEK version.
 pub async fn rotate_and_wait(client: &Client) -> anyhow::Result<u32> {
-    let job: JobRecord = client
+    let job: JobView = client
         .post_json("/v1/keys/rotate-kek", &serde_json::json!({}))
         .await?;
     let job = wait(client, job).await?;
@@ -224,14 +226,14 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                         );
                     }
                     for j in &s.jobs {
-                        let phase = match (j.state.as_str(), j.phase.as_deref()) {
-                            ("running", Some("grace")) => format!(
+                        let phase = match (j.state, j.phase) {
+                            (JobState::Running, Some(JobPhase::Grace)) => format!(
                                 " (switched; old blobs kept until {})",
                                 j.cleanup_after
                                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                                     .unwrap_or_default()
                             ),
-                            ("running", Some(p)) => format!(" ({p})"),
+                            (JobState::Running, Some(p)) => format!(" ({p})"),
                             _ => String::new(),
                         };
                         println!(
@@ -253,7 +255,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::RotateKek { no_wait } => {
             let client = Client::from_env()?;
-            let job: JobRecord = client
+            let job: JobView = client
                 .post_json("/v1/keys/rotate-kek", &serde_json::json!({}))
                 .await?;
             if no_wait {
@@ -280,13 +282,13 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             let t = crate::parse_target(&target, true)?;
             let version = t.version.as_deref().unwrap_or_default();
             let client = Client::from_env()?;
-            let job: JobRecord = client
+            let job: JobView = client
                 .post_json(
                     &format!(
                         "{}/rotate-dek",
-                        version_path(&t.namespace, &t.name, version)
+                        paths::version(&t.namespace, &t.name, version)
                     ),
-                    &serde_json::json!({ "complete": complete }),
+                    &RotateDekRequest { complete },
                 )
                 .await?;
             if no_wait {
@@ -455,7 +457,7 @@ pub async fn delete(target: &crate::Target, yes: bool, complete: bool) -> anyhow
     let resp = client
         .send(client.request(
             reqwest::Method::DELETE,
-            &version_path(&target.namespace, &target.name, version),
+            &paths::version(&target.namespace, &target.name, version),
         ))
         .await?;
     let r: DeleteResponse = resp.json().await.context("reading the server's answer")?;

@@ -189,8 +189,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
         _ => {
             // Ask the server which issuer and client to use.
             let server = Client::anonymous()?;
-            let cfg: modelvault_server::api::AuthConfig =
-                server.get_json("/v1/auth/config").await?;
+            let cfg: modelvault_api::AuthConfig = server.get_json("/v1/auth/config").await?;
             let chosen = cfg
                 .issuers
                 .into_iter()

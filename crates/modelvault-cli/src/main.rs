@@ -36,6 +36,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use modelvault_api::paths;
 
 use crate::client::Client;
 
@@ -467,7 +468,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .as_deref()
                 .map(modelvault_auth::parse_duration)
                 .transpose()?;
-            let req = modelvault_server::api::CreateTokenRequest {
+            let req = modelvault_api::CreateTokenRequest {
                 name: t.name,
                 principal: t.principal,
                 kind: t.kind,
@@ -476,7 +477,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 environment: t.environment,
                 ttl_seconds,
             };
-            let resp: modelvault_server::api::CreateTokenResponse =
+            let resp: modelvault_api::CreateTokenResponse =
                 client.post_json("/v1/tokens", &req).await?;
             println!("{}", resp.token);
             Ok(())
@@ -491,16 +492,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = Client::from_env()?;
             let path = format!(
                 "{}/approvals",
-                client::version_path(
+                paths::version(
                     &t.namespace,
                     &t.name,
                     t.version.as_deref().unwrap_or_default()
                 )
             );
-            let list: Vec<modelvault_server::api::ApprovalView> = client
+            let list: Vec<modelvault_api::ApprovalView> = client
                 .post_json(
                     &path,
-                    &modelvault_server::api::EnvironmentRequest {
+                    &modelvault_api::EnvironmentRequest {
                         environment: environment.clone(),
                     },
                 )
@@ -517,17 +518,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = Client::from_env()?;
             let path = format!(
                 "{}/deployments",
-                client::version_path(
+                paths::version(
                     &t.namespace,
                     &t.name,
                     t.version.as_deref().unwrap_or_default()
                 )
             );
-            let d: modelvault_server::api::DeploymentView = client
-                .post_json(
-                    &path,
-                    &modelvault_server::api::EnvironmentRequest { environment },
-                )
+            let d: modelvault_api::DeploymentView = client
+                .post_json(&path, &modelvault_api::EnvironmentRequest { environment })
                 .await?;
             eprintln!(
                 "deployed {}/{}@{} to {}",
@@ -580,7 +578,7 @@ fn pairs(kind: &str, list: Vec<String>) -> anyhow::Result<BTreeMap<String, Strin
 }
 
 async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
-    use modelvault_server::api::*;
+    use modelvault_api::*;
     let client = Client::from_env()?;
     match cmd {
         ModelCommand::Create {
@@ -617,7 +615,7 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             match &t.version {
                 Some(v) => {
                     let d: VersionDetail = client
-                        .get_json(&client::version_path(&t.namespace, &t.name, v))
+                        .get_json(&paths::version(&t.namespace, &t.name, v))
                         .await?;
                     match output {
                         Output::Json => println!("{}", serde_json::to_string_pretty(&d)?),
@@ -638,11 +636,7 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                 }
                 None => {
                     let m: ModelView = client
-                        .get_json(&format!(
-                            "/v1/models/{}/{}",
-                            client::enc(&t.namespace),
-                            client::enc(&t.name)
-                        ))
+                        .get_json(&paths::model(&t.namespace, &t.name))
                         .await?;
                     match output {
                         Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
@@ -701,14 +695,7 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                 sensitive_fields,
             };
             let m: ModelView = client
-                .patch_json(
-                    &format!(
-                        "/v1/models/{}/{}",
-                        client::enc(&t.namespace),
-                        client::enc(&t.name)
-                    ),
-                    &req,
-                )
+                .patch_json(&paths::model(&t.namespace, &t.name), &req)
                 .await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
@@ -721,11 +708,7 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
         ModelCommand::History { target, output } => {
             let t = parse_target(&target, false)?;
             let h: ModelHistory = client
-                .get_json(&format!(
-                    "/v1/models/{}/{}/history",
-                    client::enc(&t.namespace),
-                    client::enc(&t.name)
-                ))
+                .get_json(&format!("{}/history", paths::model(&t.namespace, &t.name)))
                 .await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&h)?),
@@ -751,10 +734,10 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
         } => {
             let mut query = Vec::new();
             if let Some(ns) = &namespace {
-                query.push(format!("namespace={}", client::enc(ns)));
+                query.push(format!("namespace={}", paths::segment(ns)));
             }
             if let Some(q) = &search {
-                query.push(format!("q={}", client::enc(q)));
+                query.push(format!("q={}", paths::segment(q)));
             }
             let path = if query.is_empty() {
                 "/v1/models".to_string()

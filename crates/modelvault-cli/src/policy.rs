@@ -6,11 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Subcommand;
+use modelvault_api::{EmbeddedMetadata, PolicyInfo, PolicyMode, paths};
 use modelvault_policy::{Limits, PolicyHost, PolicyRequest, cases, metadata, signing};
-use modelvault_server::api::{EmbeddedMetadata, PolicyInfo, PolicyMode};
 
 use crate::Output;
-use crate::client::{Client, enc};
+use crate::client::Client;
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -150,7 +150,7 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             let client = Client::from_env()?;
             let bytes = read(&file)?;
             let mode = if shadow { "shadow" } else { "enforce" };
-            let mut path = format!("/v1/admin/policies/{}?mode={mode}", enc(&name));
+            let mut path = format!("/v1/admin/policies/{}?mode={mode}", paths::segment(&name));
             if let Some(sig) = signature {
                 let sig = signing::decode_signature_file(&read(&sig)?)
                     .with_context(|| format!("reading the signature {}", sig.display()))?;
@@ -207,7 +207,7 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             client
                 .send(client.request(
                     reqwest::Method::DELETE,
-                    &format!("/v1/admin/policies/{}", enc(&name)),
+                    &format!("/v1/admin/policies/{}", paths::segment(&name)),
                 ))
                 .await?;
             eprintln!("removed policy {name}");

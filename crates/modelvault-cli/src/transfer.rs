@@ -10,12 +10,11 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use modelvault_server::api::{CommitRequest, UploadResponse, VersionDetail};
-use modelvault_storage::CommitFile;
+use modelvault_api::{CommitFile, CommitRequest, UploadResponse, VersionDetail, paths};
 use tokio::sync::mpsc;
 
 use crate::Target;
-use crate::client::{Client, enc_path, version_path};
+use crate::client::Client;
 
 const CHUNK: usize = 1 << 20;
 
@@ -156,7 +155,7 @@ pub async fn push(
 ) -> anyhow::Result<()> {
     let version = t.version.as_deref().unwrap_or_default();
     let files = collect_files(root)?;
-    let base = version_path(&t.namespace, &t.name, version);
+    let base = paths::version(&t.namespace, &t.name, version);
     let mut commit = Vec::with_capacity(files.len());
     for (rel, abs) in &files {
         let size = std::fs::metadata(abs)?.len();
@@ -166,7 +165,7 @@ pub async fn push(
         let rb = client
             .request(
                 reqwest::Method::PUT,
-                &format!("{base}/files/{}", enc_path(rel)),
+                &paths::version_file(&t.namespace, &t.name, version, rel),
             )
             .header(reqwest::header::CONTENT_LENGTH, size)
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
@@ -291,7 +290,7 @@ async fn file_digest(path: PathBuf) -> anyhow::Result<(u64, String)> {
 
 /// A server-supplied path must stay inside the output directory.
 fn safe_relative(p: &str) -> anyhow::Result<PathBuf> {
-    if modelvault_storage::names::validate_file_path(p).is_err() {
+    if paths::check_file_path(p).is_err() {
         anyhow::bail!("server sent an unsafe file path {p:?}; refusing");
     }
     let path = PathBuf::from(p);
@@ -307,7 +306,7 @@ fn safe_relative(p: &str) -> anyhow::Result<PathBuf> {
 pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyhow::Result<()> {
     let version = t.version.as_deref().unwrap_or_default();
     let detail: VersionDetail = client
-        .get_json(&version_path(&t.namespace, &t.name, version))
+        .get_json(&paths::version(&t.namespace, &t.name, version))
         .await?;
     // Check every target before writing anything.
     let mut plan = Vec::with_capacity(detail.files.len());
@@ -319,14 +318,13 @@ pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyho
         plan.push((f, target));
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let base = version_path(&detail.namespace, &detail.model, &detail.version);
     for (f, target) in plan {
         let dir = target.parent().unwrap_or(out).to_path_buf();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let resp = client
             .send(client.request(
                 reqwest::Method::GET,
-                &format!("{base}/files/{}", enc_path(&f.path)),
+                &paths::version_file(&detail.namespace, &detail.model, &detail.version, &f.path),
             ))
             .await
             .with_context(|| format!("downloading {}", f.path))?;
@@ -407,7 +405,7 @@ pub async fn pull_client_side(
     let version = t.version.as_deref().unwrap_or_default();
     // Check every target before asking for the key.
     let detail: VersionDetail = client
-        .get_json(&version_path(&t.namespace, &t.name, version))
+        .get_json(&paths::version(&t.namespace, &t.name, version))
         .await?;
     for f in &detail.files {
         let target = out.join(safe_relative(&f.path)?);
@@ -417,13 +415,13 @@ pub async fn pull_client_side(
     }
     let version = detail.version.as_str();
     let key = modelvault_release::ClientKey::generate();
-    let rel: modelvault_server::api::KeyReleaseResponse = client
+    let rel: modelvault_api::KeyReleaseResponse = client
         .post_json(
             &format!(
                 "{}/key-release",
-                version_path(&t.namespace, &t.name, version)
+                paths::version(&t.namespace, &t.name, version)
             ),
-            &modelvault_server::api::KeyReleaseRequest {
+            &modelvault_api::KeyReleaseRequest {
                 public_key: B64.encode(key.public_bytes()),
             },
         )

@@ -22,7 +22,8 @@ use chrono::{DateTime, Utc};
 use modelvault_auth::{BindingSet, BindingSubject};
 use modelvault_storage::{StorageError, Store};
 use object_store::path::Path;
-use serde::Serialize;
+
+use crate::api::{AuthFailure, FailureCount, FailureReport};
 
 /// Where the binding snapshots live.
 pub fn bindings_dir() -> Path {
@@ -135,22 +136,6 @@ impl Bindings {
     }
 }
 
-/// One failed authentication, for the audit trail and alerts.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct AuthFailure {
-    /// When.
-    pub time: DateTime<Utc>,
-    /// Source address (`unknown` when the transport gives none).
-    pub source: String,
-    /// What kind of credential was presented: `api-token`, `jwt`, `none`, or
-    /// `unknown` (neither form).
-    pub credential: &'static str,
-    /// Stable reason code (e.g. `expired`, `bad_signature`).
-    pub reason: String,
-    /// Whether this was the first failure from `source` in its window.
-    pub first_in_window: bool,
-}
-
 /// Counts of failed authentications by source and window.
 pub struct AuthFailures {
     window: Duration,
@@ -168,30 +153,6 @@ struct FailureState {
 const RECENT: usize = 1000;
 /// Most (source, window) counters kept; the oldest windows go first.
 const MAX_COUNTERS: usize = 100_000;
-
-/// A window's count for one source.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct FailureCount {
-    /// Source address.
-    pub source: String,
-    /// Window start.
-    pub window_start: DateTime<Utc>,
-    /// Failures in the window.
-    pub count: u64,
-}
-
-/// What `GET /v1/admin/auth-failures` returns.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct FailureReport {
-    /// Window length in seconds.
-    pub window_secs: u64,
-    /// Failures since start.
-    pub total: u64,
-    /// Counts per source and window.
-    pub windows: Vec<FailureCount>,
-    /// Most recent failures, newest last.
-    pub recent: Vec<AuthFailure>,
-}
 
 impl AuthFailures {
     /// Counting in windows of `window`.
@@ -236,7 +197,7 @@ impl AuthFailures {
         s.recent.push_back(AuthFailure {
             time,
             source,
-            credential,
+            credential: credential.to_string(),
             reason: reason.to_string(),
             first_in_window: first,
         });

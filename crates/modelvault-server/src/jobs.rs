@@ -13,62 +13,15 @@
 //! - named failpoints (debug builds, `MODELVAULT_FAILPOINTS`) let tests kill
 //!   the server mid-job.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use modelvault_api::{JobKind, JobPhase, JobState};
 use modelvault_storage::{StorageError, VersionRef, failpoint, layout};
-use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 
-/// One job, as stored and shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct JobRecord {
-    /// Job id.
-    pub id: String,
-    /// `rotate-kek`, `rotate-dek` or `delete`.
-    pub kind: String,
-    /// `running`, `done` or `failed`.
-    pub state: String,
-    /// KEK version the rotation rewraps to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_kek: Option<u32>,
-    /// `ns/model@version` a delete or DEK rotation is for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// DEK generation a DEK rotation creates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_generation: Option<u32>,
-    /// Where a DEK rotation is: `re-encrypting`, `grace` (switched; old
-    /// blobs kept for downloads in flight), `cleanup`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
-    /// When a DEK rotation switched the version to the new generation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub switched_at: Option<DateTime<Utc>>,
-    /// Not before this time are the old blobs deleted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cleanup_after: Option<DateTime<Utc>>,
-    /// Items done.
-    pub done: u64,
-    /// Items in all (0 until known).
-    pub total: u64,
-    /// Who started it.
-    pub started_by: String,
-    /// When.
-    pub started_at: DateTime<Utc>,
-    /// Last progress.
-    pub updated_at: DateTime<Utc>,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// A DEK rotation that, after its cleanup, also rotates the KEK
-    /// (`target_kek`) and retires every older KEK version that wrapped a
-    /// key record of the version (`keys rotate --complete`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub complete: bool,
-    /// KEK versions a complete DEK rotation retired (destroyed).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub retired_keks: Vec<u32>,
-}
+/// One job, as stored and shown: the API's job view (the stored record
+/// is the JSON the API shows).
+pub use modelvault_api::JobView as JobRecord;
 
 /// Appends the job's next record.
 pub async fn save(state: &AppState, job: &JobRecord) -> Result<(), StorageError> {
@@ -104,12 +57,12 @@ pub async fn list(state: &AppState) -> Result<Vec<JobRecord>, StorageError> {
 }
 
 /// A new job record (not yet saved).
-pub fn new_job(kind: &str, by: &str) -> JobRecord {
+pub fn new_job(kind: JobKind, by: &str) -> JobRecord {
     let now = Utc::now();
     JobRecord {
         id: uuid::Uuid::now_v7().to_string(),
-        kind: kind.into(),
-        state: "running".into(),
+        kind,
+        state: JobState::Running,
         target_kek: None,
         version: None,
         target_generation: None,
@@ -131,17 +84,16 @@ pub fn new_job(kind: &str, by: &str) -> JobRecord {
 pub fn spawn(state: AppState, job: JobRecord) {
     tokio::spawn(async move {
         let mut job = job;
-        let result = match job.kind.as_str() {
-            "rotate-kek" => rotate_kek(&state, &mut job).await,
-            "delete" => delete(&state, &mut job).await,
-            "rotate-dek" => rotate_dek(&state, &mut job).await,
-            other => Err(format!("unknown job kind {other}")),
+        let result = match job.kind {
+            JobKind::RotateKek => rotate_kek(&state, &mut job).await,
+            JobKind::Delete => delete(&state, &mut job).await,
+            JobKind::RotateDek => rotate_dek(&state, &mut job).await,
         };
         match result {
-            Ok(()) => job.state = "done".into(),
+            Ok(()) => job.state = JobState::Done,
             Err(e) => {
                 tracing::error!(job = %job.id, kind = %job.kind, error = %e, "key job failed");
-                job.state = "failed".into();
+                job.state = JobState::Failed;
                 job.error = Some(e);
             }
         }
@@ -156,7 +108,7 @@ pub fn spawn(state: AppState, job: JobRecord) {
 pub async fn resume_all(state: &AppState) {
     match list(state).await {
         Ok(jobs) => {
-            for j in jobs.into_iter().filter(|j| j.state == "running") {
+            for j in jobs.into_iter().filter(|j| j.state == JobState::Running) {
                 tracing::info!(job = %j.id, kind = %j.kind, "resuming key job");
                 spawn(state.clone(), j);
             }
@@ -199,16 +151,16 @@ async fn rotate_dek(state: &AppState, job: &mut JobRecord) -> Result<(), String>
         // left to rotate or clean.
         Err(StorageError::Gone(v)) => {
             tracing::info!(version = %v, "version deleted during its DEK rotation");
-            job.phase = Some("done".into());
+            job.phase = Some(JobPhase::Done);
             Ok(())
         }
         Ok(()) if job.complete => {
             complete_dek_rotation(state, job).await?;
-            job.phase = Some("done".into());
+            job.phase = Some(JobPhase::Done);
             Ok(())
         }
         Ok(()) => {
-            job.phase = Some("done".into());
+            job.phase = Some(JobPhase::Done);
             Ok(())
         }
         Err(e) => Err(e.to_string()),
@@ -241,7 +193,7 @@ async fn complete_dek_rotation(state: &AppState, job: &mut JobRecord) -> Result<
             t.0
         }
     };
-    job.phase = Some("rotating-kek".into());
+    job.phase = Some(JobPhase::RotatingKek);
     save(state, job).await.map_err(|e| e.to_string())?;
     tracing::info!(job = %job.id, kek_version = target, "complete DEK rotation: rotating the KEK");
     for k in &state.store.key_dirs().await.map_err(|e| e.to_string())? {
@@ -255,7 +207,7 @@ async fn complete_dek_rotation(state: &AppState, job: &mut JobRecord) -> Result<
         .await
         .map_err(|e| e.to_string())?;
     failpoint("rotate-dek-complete-after-rewrap");
-    job.phase = Some("retiring".into());
+    job.phase = Some(JobPhase::Retiring);
     save(state, job).await.map_err(|e| e.to_string())?;
     let destroyed: Vec<u32> = state
         .store
@@ -306,7 +258,7 @@ async fn rotate_dek_steps(state: &AppState, job: &mut JobRecord) -> Result<(), S
         .target_generation
         .ok_or_else(|| bad("DEK rotation without a target generation"))?;
     if job.switched_at.is_none() {
-        job.phase = Some("re-encrypting".into());
+        job.phase = Some(JobPhase::ReEncrypting);
         state.store.prepare_dek_rotation(&v, target).await?;
         failpoint("rotate-dek-after-prepare");
         // Progress is recorded as files finish (at most twice a second), so
@@ -344,7 +296,7 @@ async fn rotate_dek_steps(state: &AppState, job: &mut JobRecord) -> Result<(), S
         job.total = total.max(manifest.files.len() as u64);
         job.switched_at = Some(now);
         job.cleanup_after = Some(now + grace);
-        job.phase = Some("grace".into());
+        job.phase = Some(JobPhase::Grace);
         save(state, job).await?;
         tracing::info!(version = %v, generation = target, "DEK rotation switched");
         failpoint("rotate-dek-after-switch");
@@ -353,7 +305,7 @@ async fn rotate_dek_steps(state: &AppState, job: &mut JobRecord) -> Result<(), S
         let wait = (after - Utc::now()).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
     }
-    job.phase = Some("cleanup".into());
+    job.phase = Some(JobPhase::Cleanup);
     save(state, job).await?;
     let deleted = state.store.finish_dek_rotation(&v, target).await?;
     tracing::info!(version = %v, generation = target, blobs_deleted = deleted, "DEK rotation finished");

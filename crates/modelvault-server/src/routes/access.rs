@@ -235,14 +235,14 @@ pub async fn whoami(
     path = "/v1/admin/auth-failures",
     tag = "admin",
     responses(
-        (status = 200, description = "The report", body = crate::access::FailureReport),
+        (status = 200, description = "The report", body = crate::api::FailureReport),
         (status = 403, description = "`forbidden`: no `audit-read`", body = crate::api::ErrorBody),
     ),
 )]
 pub async fn auth_failures(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
-) -> Result<Json<crate::access::FailureReport>, ApiError> {
+) -> Result<Json<crate::api::FailureReport>, ApiError> {
     if !p.can(Permission::AuditRead) {
         return Err(ApiError::forbidden(format!(
             "principal {} lacks the audit-read permission",

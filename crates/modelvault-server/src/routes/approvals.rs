@@ -15,6 +15,7 @@ use modelvault_storage::{Manifest, ModelRecord, VersionRef, layout};
 use serde::{Deserialize, Serialize};
 
 use super::models::check_names;
+use crate::api::{ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest};
 use crate::authn::{
     Action, Authenticated, Resource, VersionFacts, authorize, enforce_policy, policy_request,
     request_id,
@@ -49,46 +50,6 @@ pub struct DeploymentRecord {
     pub deployer: String,
     /// When.
     pub time: DateTime<Utc>,
-}
-
-/// `{"environment": ENV}`
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EnvironmentRequest {
-    /// Target environment.
-    pub environment: String,
-}
-
-/// An approval as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ApprovalView {
-    /// Approver.
-    pub approver: String,
-    /// Environment.
-    pub environment: String,
-    /// When.
-    pub time: DateTime<Utc>,
-}
-
-/// A deployment as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DeploymentView {
-    /// Version (in model-wide listings).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// Environment.
-    pub environment: String,
-    /// Deployer.
-    pub deployer: String,
-    /// When.
-    pub time: DateTime<Utc>,
-}
-
-/// `GET /v1/models/{ns}/{name}/deployments`
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DeploymentList {
-    /// Latest deployment per environment.
-    pub deployments: Vec<DeploymentView>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {

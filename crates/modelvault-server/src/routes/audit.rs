@@ -5,8 +5,9 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use modelvault_auth::{NamespaceScope, Permission};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use crate::api::{AuditPage, AuditPublicKey};
 use crate::authn::Authenticated;
 use crate::extract::ApiQuery;
 use crate::{ApiError, AppState};
@@ -38,18 +39,6 @@ pub struct AuditQuery {
     /// `next_cursor` of the previous page.
     #[param(pattern = "^[0-9]+$")]
     cursor: Option<String>,
-}
-
-/// `GET /v1/audit`: records oldest first, each exactly as stored.
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-pub struct AuditPage {
-    /// Records, each exactly as stored (so exported lines still hash to
-    /// the next record's `prev`).
-    #[schema(value_type = Vec<Object>)]
-    pub records: Vec<Box<serde_json::value::RawValue>>,
-    /// Pass as `cursor` for the next page; absent on the last.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
 }
 
 fn scope(p: &modelvault_auth::Principal) -> Result<NamespaceScope, ApiError> {
@@ -161,11 +150,9 @@ pub async fn list(
     path = "/v1/audit/public-key",
     tag = "audit",
     security(()),
-    responses((status = 200, description = "The checkpoint signing key", body = super::openapi::AuditPublicKey)),
+    responses((status = 200, description = "The checkpoint signing key", body = AuditPublicKey)),
 )]
-pub async fn public_key(
-    State(state): State<AppState>,
-) -> Result<Json<super::openapi::AuditPublicKey>, ApiError> {
+pub async fn public_key(State(state): State<AppState>) -> Result<Json<AuditPublicKey>, ApiError> {
     let key = match &state.audit {
         Some(a) => hex::encode(a.public_key()),
         None => {
@@ -177,7 +164,7 @@ pub async fn public_key(
             hex::encode(k.public_key().as_ref())
         }
     };
-    Ok(Json(super::openapi::AuditPublicKey {
+    Ok(Json(AuditPublicKey {
         algorithm: "Ed25519".into(),
         public_key: key,
     }))
@@ -190,7 +177,7 @@ pub async fn public_key(
     path = "/v1/audit/verify",
     tag = "audit",
     responses(
-        (status = 200, description = "The verdict on every chain", body = super::openapi::VerifyReport),
+        (status = 200, description = "The verdict on every chain", body = crate::api::VerifyReport),
         (status = 403, description = "`forbidden`: no global `audit-read`", body = crate::api::ErrorBody),
     ),
 )]

@@ -142,9 +142,18 @@ pub async fn commit(
     };
     let mut sensitive = req.sensitive_fields;
     sensitive.extend(state.config.metadata.sensitive_fields.iter().cloned());
+    let files: Vec<modelvault_storage::CommitFile> = req
+        .files
+        .into_iter()
+        .map(|f| modelvault_storage::CommitFile {
+            path: f.path,
+            size: f.size,
+            sha256: f.sha256,
+        })
+        .collect();
     state
         .store
-        .commit_with(&v, &req.files, &p.id, req.metadata, &sensitive)
+        .commit_with(&v, &files, &p.id, req.metadata, &sensitive)
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -6,39 +6,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use modelvault_keys::{KekState, KekVersion};
 use modelvault_storage::VersionRef;
-use serde::{Deserialize, Serialize};
 
 use super::models::check_names;
+use crate::api::{
+    DeleteResponse, JobKind, JobPhase, JobState, KekStatus, KeysStatus, RetireRequest,
+    RotateDekRequest,
+};
 use crate::authn::{Action, Authenticated, Resource, authorize, request_id};
 use crate::extract::{ApiJson, ApiOptionalJson, ApiPath};
 use crate::jobs::{self, JobRecord};
 use crate::{ApiError, AppState};
-
-/// One KEK version in the status.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct KekStatus {
-    /// Version.
-    pub version: u32,
-    /// Live key records it wraps (version DEKs, model metadata keys, the
-    /// audit signing key).
-    pub dek_count: u64,
-    /// `active` or `destroyed`.
-    pub state: String,
-}
-
-/// `GET /v1/keys/status`.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct KeysStatus {
-    /// The key provider (`local-keyring`, `pkcs11`).
-    #[serde(default)]
-    pub provider: String,
-    /// The KEK version new wraps use.
-    pub current_kek_version: u32,
-    /// Every KEK version.
-    pub kek_versions: Vec<KekStatus>,
-    /// Key jobs, newest first.
-    pub jobs: Vec<JobRecord>,
-}
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(e.to_string())
@@ -120,7 +97,7 @@ pub async fn rotate_kek(
         }
         Err(e) => return Err(internal(e)),
     };
-    let mut job = jobs::new_job("rotate-kek", &p.id);
+    let mut job = jobs::new_job(JobKind::RotateKek, &p.id);
     job.target_kek = Some(target.0);
     jobs::save(&state, &job).await?;
     tracing::info!(job = %job.id, kek_version = target.0, by = %p.id, "KEK rotation started");
@@ -166,7 +143,9 @@ pub async fn rotate_dek(
     };
     let label = v.to_string();
     if let Some(j) = jobs::list(&state).await?.into_iter().find(|j| {
-        j.kind == "rotate-dek" && j.state == "running" && j.version.as_deref() == Some(&label)
+        j.kind == JobKind::RotateDek
+            && j.state == JobState::Running
+            && j.version.as_deref() == Some(&label)
     }) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -176,27 +155,15 @@ pub async fn rotate_dek(
     }
     let target = state.store.next_dek_generation(&v).await?;
     crate::audit::note_version(&version);
-    let mut job = jobs::new_job("rotate-dek", &p.id);
+    let mut job = jobs::new_job(JobKind::RotateDek, &p.id);
     job.version = Some(label);
     job.target_generation = Some(target);
-    job.phase = Some("re-encrypting".into());
+    job.phase = Some(JobPhase::ReEncrypting);
     job.complete = req.complete;
     jobs::save(&state, &job).await?;
     tracing::info!(job = %job.id, version = %v, generation = target, complete = req.complete, by = %p.id, "DEK rotation started");
     jobs::spawn(state.clone(), job.clone());
     Ok((StatusCode::ACCEPTED, Json(job)))
-}
-
-/// `POST .../rotate-dek` (the body is optional).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RotateDekRequest {
-    /// After the cleanup, also rotate the KEK and retire (destroy) every
-    /// older KEK version that wrapped a key record of the version, so the
-    /// revoked generations' wrapped DEKs, wherever copies of them survive,
-    /// can no longer be unwrapped.
-    #[serde(default)]
-    pub complete: bool,
 }
 
 /// One key job
@@ -232,14 +199,6 @@ pub async fn job(
     authorize(&p, Action::ManageKeys, &scope)?;
     job.map(Json)
         .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))
-}
-
-/// `POST /v1/keys/retire-kek`
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RetireRequest {
-    /// The KEK version to destroy.
-    pub version: u32,
 }
 
 /// Destroys a KEK version in the provider, refused while it is current or
@@ -302,7 +261,10 @@ pub(crate) async fn retire_checked(
     // A DEK rotation in its grace period still serves the old generation,
     // whose key record the newest-record count above does not see.
     for j in jobs::list(state).await? {
-        if j.kind != "rotate-dek" || j.state != "running" || Some(j.id.as_str()) == own_job {
+        if j.kind != JobKind::RotateDek
+            || j.state != JobState::Running
+            || Some(j.id.as_str()) == own_job
+        {
             continue;
         }
         let Some((ns, model, label)) = j.version.as_deref().and_then(jobs::parse_version) else {
@@ -337,19 +299,6 @@ pub(crate) async fn retire_checked(
         .await
         .map_err(internal)?;
     Ok(())
-}
-
-/// The answer to a delete.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DeleteResponse {
-    /// `ns/model@version`.
-    pub deleted: String,
-    /// Blobs deleted.
-    pub blobs_deleted: usize,
-    /// KEK versions that wrapped the version's DEK and are not destroyed
-    /// yet: copies of the bucket made before the delete stay decryptable
-    /// until each is retired (rotate-kek, then retire-kek).
-    pub kek_versions_outstanding: Vec<u32>,
 }
 
 /// Delete a version (crypto-shred)
@@ -422,13 +371,13 @@ pub async fn delete_version(
             crate::audit::unavailable()
         })?;
     }
-    let mut job = jobs::new_job("delete", &p.id);
+    let mut job = jobs::new_job(JobKind::Delete, &p.id);
     job.version = Some(v.to_string());
     job.total = 1;
     jobs::save(&state, &job).await?;
     state.store.shred(&v, &p.id).await?;
     job.done = 1;
-    job.state = "done".into();
+    job.state = JobState::Done;
     jobs::save(&state, &job).await?;
     let destroyed: Vec<u32> = state
         .store

@@ -12,11 +12,7 @@ mod release;
 mod review;
 mod tokens;
 
-pub use approvals::{ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest};
 pub(crate) use keys::retire_checked;
-pub use keys::{DeleteResponse, KekStatus, KeysStatus, RetireRequest};
-pub use release::{KeyReleaseRequest, KeyReleaseResponse, ReleasedFile};
-pub use review::AccessReview;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -208,20 +204,5 @@ async fn method_not_allowed() -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "method not allowed on this route",
-    )
-}
-
-/// The API path of a version, names percent-encoded.
-pub(crate) fn version_route(ns: &str, name: &str, version: &str) -> String {
-    let enc = |s: &str| {
-        url::form_urlencoded::byte_serialize(s.as_bytes())
-            .collect::<String>()
-            .replace('+', "%20")
-    };
-    format!(
-        "/v1/models/{}/{}/versions/{}",
-        enc(ns),
-        enc(name),
-        enc(version)
     )
 }

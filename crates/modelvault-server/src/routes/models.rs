@@ -452,7 +452,7 @@ pub(crate) async fn version_detail(
     let approvals = super::approvals::approvals(state, v)
         .await?
         .into_iter()
-        .map(|a| super::ApprovalView {
+        .map(|a| crate::api::ApprovalView {
             approver: a.approver,
             environment: a.environment,
             time: a.time,
@@ -461,7 +461,7 @@ pub(crate) async fn version_detail(
     let deployments = super::approvals::deployments(state, v)
         .await?
         .into_iter()
-        .map(|d| super::DeploymentView {
+        .map(|d| crate::api::DeploymentView {
             version: None,
             environment: d.environment,
             deployer: d.deployer,
@@ -482,6 +482,14 @@ pub(crate) async fn version_detail(
         uploader: view.manifest.uploader,
         created_at: view.manifest.created_at,
         dek_generation: view.manifest.dek_generation,
-        files: view.files,
+        files: view
+            .files
+            .into_iter()
+            .map(|f| crate::api::FileEntry {
+                path: f.path,
+                size: f.size,
+                sha256: f.sha256,
+            })
+            .collect(),
     })
 }

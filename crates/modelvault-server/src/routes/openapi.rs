@@ -9,6 +9,7 @@
 //! where the store is written, and 500/503 everywhere (the audit trail
 //! refuses work it cannot record).
 //! Every non-2xx answer carries [`ErrorBody`](crate::api::ErrorBody).
+//! The request and response types are those of `modelvault_api`.
 //!
 //! A test in the end-to-end suite (`tests/all/openapi.rs`) fails when the
 //! router serves a `/v1` route or method the document lacks.
@@ -17,7 +18,7 @@ use std::sync::LazyLock;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
@@ -25,72 +26,6 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 /// The name of the bearer security scheme.
 pub const BEARER: &str = "bearer";
-
-/// One file of a version (mirror of `modelvault_storage::FileEntry`, checked
-/// field for field by a test).
-#[derive(Serialize, Deserialize, ToSchema)]
-pub(crate) struct FileEntry {
-    /// File path inside the version.
-    path: String,
-    /// Plaintext size.
-    size: u64,
-    /// Hex SHA-256 of the plaintext.
-    sha256: String,
-}
-
-/// What a commit lists for each file (mirror of
-/// `modelvault_storage::CommitFile`, which ignores unknown fields).
-#[derive(Serialize, Deserialize, ToSchema)]
-pub(crate) struct CommitFile {
-    /// File path inside the version.
-    #[schema(min_length = 1, max_length = 1024)]
-    path: String,
-    /// Plaintext size.
-    size: u64,
-    /// Hex SHA-256 of the plaintext.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
-    sha256: String,
-}
-
-/// One problem found in an audit chain (mirror of
-/// `modelvault_audit::Problem`).
-#[derive(Serialize, Deserialize, ToSchema)]
-pub(crate) struct AuditProblem {
-    /// The first bad sequence number.
-    seq: u64,
-    /// `edited`, `dropped`, `reordered`, `duplicated`, `truncated`,
-    /// `malformed`, `bad_checkpoint`.
-    kind: String,
-    /// What was found.
-    message: String,
-}
-
-/// The verdict on one audit chain (mirror of
-/// `modelvault_audit::ChainReport`).
-#[derive(Serialize, Deserialize, ToSchema)]
-pub(crate) struct ChainReport {
-    /// Chain id.
-    chain: String,
-    /// Records read.
-    records: u64,
-    /// Highest sequence number read.
-    last_seq: Option<u64>,
-    /// Highest checkpoint that verified (signature and head), if any.
-    verified_to: Option<u64>,
-    /// The first problem, if any (verification stops there).
-    problem: Option<AuditProblem>,
-    /// Intents with no completion.
-    open_intents: Vec<u64>,
-}
-
-/// `GET /v1/audit/verify` (mirror of `modelvault_audit::VerifyReport`).
-#[derive(Serialize, Deserialize, ToSchema)]
-pub(crate) struct VerifyReport {
-    /// Every chain.
-    chains: Vec<ChainReport>,
-    /// True when no chain has a problem.
-    ok: bool,
-}
 
 /// Raw bytes: a file's content, a ciphertext, a policy component.
 #[derive(ToSchema)]
@@ -146,15 +81,6 @@ pub(crate) struct FilePath {
     /// path; each segment percent-encoded).
     #[param(min_length = 1, max_length = 1024, example = "weights.bin")]
     path: String,
-}
-
-/// `GET /v1/audit/public-key`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct AuditPublicKey {
-    /// Always `Ed25519`.
-    pub algorithm: String,
-    /// Hex of the public key that signs audit checkpoints.
-    pub public_key: String,
 }
 
 /// The `/v1` API.
@@ -383,6 +309,8 @@ pub async fn serve() -> Response {
 
 #[cfg(test)]
 mod tests {
+    use serde::Serialize;
+
     use super::*;
 
     /// The property names and required list of a component schema.
@@ -420,7 +348,8 @@ mod tests {
         k
     }
 
-    /// The mirrors of types from other crates name exactly their fields.
+    /// The API's copies of types from other crates name exactly their
+    /// fields.
     #[test]
     fn mirrors_match() {
         let entry = modelvault_storage::FileEntry {

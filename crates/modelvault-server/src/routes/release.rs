@@ -17,67 +17,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use futures::StreamExt as _;
 use modelvault_storage::VersionRef;
 use object_store::ObjectStoreExt as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::models::check_names;
+use crate::api::{KeyReleaseRequest, KeyReleaseResponse, ReleasedFile};
 use crate::authn::{Action, Authenticated, Resource, authorize, request_id};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::{ApiError, AppState};
-
-/// `POST .../key-release`
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeyReleaseRequest {
-    /// The client's ephemeral X25519 public key, 32 bytes, base64.
-    pub public_key: String,
-}
-
-/// Where to read one file's ciphertext.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ReleasedFile {
-    /// File path in the version.
-    pub path: String,
-    /// Plaintext size.
-    pub size: u64,
-    /// Hex SHA-256 of the plaintext.
-    pub sha256: String,
-    /// Stored (ciphertext) size.
-    pub ciphertext_size: u64,
-    /// Hex of the blob header's salt (check it before decrypting).
-    pub salt: String,
-    /// Absolute presigned URL (S3), or a server path (local store) to GET
-    /// with the same bearer token.
-    pub url: String,
-    /// Whether `url` is presigned (no token needed).
-    pub presigned: bool,
-    /// When a presigned URL stops working.
-    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// The answer: a DEK sealed to the client's key, and where the ciphertext is.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct KeyReleaseResponse {
-    /// The request id (part of the HPKE info).
-    pub request_id: String,
-    /// The HPKE suite.
-    pub suite: String,
-    /// Namespace.
-    pub namespace: String,
-    /// Model.
-    pub model: String,
-    /// Version (resolved).
-    pub version: String,
-    /// DEK generation released.
-    pub dek_generation: u32,
-    /// KEK version that wraps it in the store.
-    pub kek_version: u32,
-    /// HPKE enc, base64.
-    pub enc: String,
-    /// The sealed DEK, base64.
-    pub sealed_dek: String,
-    /// Every file.
-    pub files: Vec<ReleasedFile>,
-}
 
 /// Key release off loopback needs TLS.
 fn check_transport(
@@ -249,16 +195,9 @@ async fn released_files(
             ),
             None => (
                 format!(
-                    "{}/ciphertext/{}",
-                    crate::routes::version_route(ns, name, version),
-                    f.path
-                        .split('/')
-                        .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes())
-                            .collect::<String>()
-                            .replace('+', "%20"))
-                        .collect::<Vec<_>>()
-                        .join("/")
-                ) + &format!("?generation={generation}"),
+                    "{}?generation={generation}",
+                    modelvault_api::paths::version_ciphertext(ns, name, version, &f.path)
+                ),
                 false,
                 None,
             ),

@@ -1,0 +1,249 @@
+//! Models, versions, files and commits.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{ApprovalView, DeploymentView};
+
+/// `POST /v1/models`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateModelRequest {
+    /// Namespace.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
+    pub namespace: String,
+    /// Model name.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
+    pub name: String,
+    /// `public`, `internal` (default), `confidential` or `restricted`.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(public|internal|confidential|restricted)$")
+    )]
+    pub sensitivity: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Metadata (description, metrics, lineage, training-data references).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Metadata keys to mark sensitive (sealed at rest, redacted for
+    /// principals without `read-sensitive`).
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+}
+
+/// `PATCH /v1/models/{ns}/{name}`: every field optional; a `null` tag or
+/// metadata value removes the key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PatchModelRequest {
+    /// New sensitivity (raising needs `edit-metadata`, lowering `approve`).
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(public|internal|confidential|restricted)$")
+    )]
+    pub sensitivity: Option<String>,
+    /// Tags to set or (with `null`) remove.
+    #[serde(default)]
+    pub tags: BTreeMap<String, Option<String>>,
+    /// Metadata to set or (with `null`) remove.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, Option<String>>,
+    /// Metadata keys to mark sensitive.
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+}
+
+/// One revision of a model's metadata (`GET .../history`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelRevision {
+    /// Revision number (0 at creation).
+    pub revision: u64,
+    /// Who wrote it.
+    pub changed_by: String,
+    /// When.
+    pub changed_at: Option<DateTime<Utc>>,
+    /// Sensitivity after the change.
+    pub sensitivity: String,
+    /// Tags after the change.
+    pub tags: BTreeMap<String, String>,
+    /// Metadata after the change (sensitive values redacted unless the
+    /// caller holds `read-sensitive`).
+    pub metadata: BTreeMap<String, String>,
+    /// Keys marked sensitive.
+    pub sensitive_fields: Vec<String>,
+}
+
+/// `GET /v1/models/{ns}/{name}/history`, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelHistory {
+    /// Every revision.
+    pub revisions: Vec<ModelRevision>,
+}
+
+/// A model as shown by the API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelView {
+    /// Namespace.
+    pub namespace: String,
+    /// Model name.
+    pub name: String,
+    /// Sensitivity.
+    pub sensitivity: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Creating principal.
+    pub owner: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Metadata; sensitive values read `"[redacted]"` for principals
+    /// without `read-sensitive`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Keys that are sensitive (marked on the model or in config).
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+    /// Metadata revision.
+    #[serde(default)]
+    pub revision: u64,
+    /// Committed versions, oldest first (on show only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Vec<VersionSummary>>,
+}
+
+/// `GET /v1/models`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ModelList {
+    /// Models visible to the caller.
+    pub models: Vec<ModelView>,
+}
+
+/// One line of a version list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VersionSummary {
+    /// Version name.
+    pub version: String,
+    /// Commit time.
+    pub created_at: DateTime<Utc>,
+    /// Committing principal.
+    pub uploader: String,
+    /// Number of files.
+    pub file_count: usize,
+    /// Total plaintext bytes.
+    pub total_size: u64,
+}
+
+/// `GET .../versions`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VersionList {
+    /// Committed versions, oldest first.
+    pub versions: Vec<VersionSummary>,
+}
+
+/// `GET .../versions/{version}` and the commit response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VersionDetail {
+    /// Namespace.
+    pub namespace: String,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+    /// The model's current sensitivity.
+    pub sensitivity: String,
+    /// The model's tags.
+    pub tags: BTreeMap<String, String>,
+    /// The model's metadata (redacted as in [`ModelView`]).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// This version's metadata, set at commit (redacted likewise).
+    #[serde(default)]
+    pub version_metadata: BTreeMap<String, String>,
+    /// This version's sensitive keys (marked at commit or in config).
+    #[serde(default)]
+    pub version_sensitive_fields: Vec<String>,
+    /// Committing principal.
+    pub uploader: String,
+    /// Commit time.
+    pub created_at: DateTime<Utc>,
+    /// DEK generation of the blobs.
+    pub dek_generation: u32,
+    /// Files with size and SHA-256.
+    pub files: Vec<FileEntry>,
+    /// Effective approvals.
+    #[serde(default)]
+    pub approvals: Vec<ApprovalView>,
+    /// Deployments of this version, oldest first.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentView>,
+}
+
+/// `PUT .../files/{path}` response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UploadResponse {
+    /// File path.
+    pub path: String,
+    /// Bytes received.
+    pub size: u64,
+    /// SHA-256 of the bytes received.
+    pub sha256: String,
+    /// Upload id.
+    pub upload_id: String,
+}
+
+/// `POST .../commit`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    /// Every file of the version (at least one).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
+    pub files: Vec<CommitFile>,
+    /// Version metadata (metrics, lineage, training-data references).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Version metadata keys to seal and redact.
+    #[serde(default)]
+    pub sensitive_fields: Vec<String>,
+}
+
+/// One file of a version, with its size and digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FileEntry {
+    /// File path inside the version.
+    pub path: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Hex SHA-256 of the plaintext.
+    pub sha256: String,
+}
+
+/// What a commit lists for each file (unknown fields are ignored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CommitFile {
+    /// File path inside the version.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1024))]
+    pub path: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Hex SHA-256 of the plaintext.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
+    pub sha256: String,
+}
