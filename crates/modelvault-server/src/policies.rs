@@ -29,17 +29,7 @@ pub use reconfigure::spawn_config_reloader;
 type PluginConfigs = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
 
 pub mod signing;
-pub use signing::EmbeddedMetadata;
-
-/// Enforcing or shadow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyMode {
-    /// Decides.
-    Enforce,
-    /// Evaluated and recorded on every request, never decides.
-    Shadow,
-}
+pub use modelvault_api::{EmbeddedMetadata, PolicyInfo, PolicyMode};
 
 /// One installed (or removed) policy, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,32 +61,6 @@ pub struct PolicyRecord {
     pub signature: Option<String>,
     /// The component's embedded metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<EmbeddedMetadata>,
-}
-
-/// What `GET /v1/admin/policies` and `policy list --output json` show.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PolicyInfo {
-    /// Name.
-    pub name: String,
-    /// Hex SHA-256.
-    pub sha256: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// `enforce` or `shadow`.
-    pub mode: PolicyMode,
-    /// Installing principal.
-    pub installed_by: String,
-    /// Install time.
-    pub installed_at: DateTime<Utc>,
-    /// The id of the trusted policy-signing key whose signature verified
-    /// at install, `bundled` for a component bundled in a Modelvault
-    /// build, null when unsigned.
-    #[serde(default)]
-    pub signed_by: Option<String>,
-    /// What the component says about itself (its `modelvault:metadata`
-    /// section), null when it carries none.
-    #[serde(default)]
     pub metadata: Option<EmbeddedMetadata>,
 }
 

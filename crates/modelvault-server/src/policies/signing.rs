@@ -12,9 +12,9 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::http::StatusCode;
+use modelvault_api::EmbeddedMetadata;
 use modelvault_policy::metadata::{self, MetadataError, PolicyMetadata};
 use modelvault_policy::signing::{self, SIGNATURE_BYTES, TrustedKey};
-use serde::{Deserialize, Serialize};
 
 use super::PolicyRecord;
 use crate::ApiError;
@@ -23,32 +23,13 @@ use crate::config::PolicyConfig;
 /// `signed_by` of a component bundled in a Modelvault build.
 pub const BUNDLED_SIGNER: &str = "bundled";
 
-/// What a component says about itself: its `modelvault:metadata` section
-/// (docs/POLICY-AUTHORING.md). Informative only.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct EmbeddedMetadata {
-    /// The policy's own name (not necessarily its installed name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Its version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// Its author.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub author: Option<String>,
-    /// What it does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
-
-impl From<PolicyMetadata> for EmbeddedMetadata {
-    fn from(m: PolicyMetadata) -> Self {
-        Self {
-            name: m.name,
-            version: m.version,
-            author: m.author,
-            description: m.description,
-        }
+/// The API's view of a component's `modelvault:metadata` section.
+fn embedded(m: PolicyMetadata) -> EmbeddedMetadata {
+    EmbeddedMetadata {
+        name: m.name,
+        version: m.version,
+        author: m.author,
+        description: m.description,
     }
 }
 
@@ -220,7 +201,7 @@ impl SupplyChain {
         // follows, with the host's own message; only a readable binary
         // with a bad section is refused here.
         let metadata = match metadata::read(bytes) {
-            Ok(m) => m.filter(|m| !m.is_empty()).map(EmbeddedMetadata::from),
+            Ok(m) => m.filter(|m| !m.is_empty()).map(embedded),
             Err(MetadataError::NotWasm(_)) => None,
             Err(e) => return (audit, Err(refused("invalid_policy", e.to_string()))),
         };

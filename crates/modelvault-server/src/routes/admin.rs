@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 
+use crate::api::{PolicyInfo, PolicyMode};
 use crate::authn::{Action, Authenticated, Resource, authorize};
 use crate::extract::{ApiPath, ApiQuery};
-use crate::policies::{PolicyInfo, PolicyMode};
 use crate::{ApiError, AppState};
 
 #[derive(Deserialize, utoipa::IntoParams)]
