@@ -232,7 +232,9 @@ mod tests {
     fn job_enum_schemas_list_the_wire_strings() {
         use utoipa::PartialSchema;
         let listed = |schema| {
-            serde_json::to_value(schema).ok().and_then(|v| v.get("enum").cloned())
+            serde_json::to_value(schema)
+                .ok()
+                .and_then(|v| v.get("enum").cloned())
         };
         assert_eq!(
             listed(JobKind::schema()),
