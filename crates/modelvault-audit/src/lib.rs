@@ -69,42 +69,44 @@ impl From<modelvault_storage::StorageError> for AuditError {
     }
 }
 
-/// Where audit objects live.
+/// Where audit objects live: the paths are storage's
+/// (`modelvault_storage::layout`), named here for the audit crate.
 pub mod layout {
     use object_store::path::Path;
+    use modelvault_storage::layout as l;
 
     /// All chains.
     pub fn root() -> Path {
-        Path::from("audit")
+        l::audit_root()
     }
 
     /// One chain's segments.
     pub fn chain(chain: &str) -> Path {
-        Path::from(format!("audit/chains/{chain}"))
+        l::audit_chain(chain)
     }
 
     /// All chains' parent.
     pub fn chains() -> Path {
-        Path::from("audit/chains")
+        l::audit_chains()
     }
 
     /// A segment starting at `first_seq`.
     pub fn segment(chain: &str, first_seq: u64) -> Path {
-        Path::from(format!("audit/chains/{chain}/{first_seq:012}.jsonl"))
+        l::audit_segment(chain, first_seq)
     }
 
     /// A chain's checkpoints.
     pub fn checkpoints(chain: &str) -> Path {
-        Path::from(format!("audit/checkpoints/{chain}"))
+        l::audit_checkpoints(chain)
     }
 
     /// One checkpoint.
     pub fn checkpoint(chain: &str, seq: u64) -> Path {
-        Path::from(format!("audit/checkpoints/{chain}/{seq:012}.json"))
+        l::audit_checkpoint(chain, seq)
     }
 
     /// The wrapped checkpoint-signing key's records (newest wins).
     pub fn signing_keys() -> Path {
-        Path::from("audit/signing-keys")
+        l::audit_signing_keys()
     }
 }

@@ -3,13 +3,10 @@
 //! heads, and pairs intents with completions.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-
-use futures::TryStreamExt as _;
-use object_store::{ObjectStore, ObjectStoreExt as _};
+use modelvault_storage::AuditObjects;
 use serde::{Deserialize, Serialize};
 
-use crate::{AuditError, AuditRecord, Checkpoint, GENESIS, layout, line_hash};
+use crate::{AuditError, AuditRecord, Checkpoint, GENESIS, line_hash};
 
 /// One problem found in a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,55 +81,22 @@ pub struct StoredChain {
     pub checkpoints: Vec<Checkpoint>,
 }
 
-fn parse_seq(name: &str, ext: &str) -> Option<u64> {
-    name.strip_suffix(ext)?.parse().ok()
-}
-
-/// Reads every chain from `objects`.
-pub async fn read_all(objects: &Arc<dyn ObjectStore>) -> Result<Vec<StoredChain>, AuditError> {
-    let listing = objects.list_with_delimiter(Some(&layout::chains())).await?;
-    let mut chains: BTreeSet<String> = listing
-        .common_prefixes
-        .iter()
-        .filter_map(|p| p.filename().map(str::to_string))
-        .collect();
-    let cp_listing = objects
-        .list_with_delimiter(Some(&crate::layout::root().clone().join("checkpoints")))
-        .await?;
-    chains.extend(
-        cp_listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_string)),
-    );
+/// Reads every chain from the store's audit objects.
+pub async fn read_all(objects: &AuditObjects) -> Result<Vec<StoredChain>, AuditError> {
     let mut out = Vec::new();
-    for chain in chains {
-        let metas: Vec<_> = objects
-            .list(Some(&layout::chain(&chain)))
-            .try_collect()
-            .await?;
+    for chain in objects.chains().await? {
         let mut segments = Vec::new();
-        for m in metas {
-            let Some(name) = m.location.filename() else {
-                continue;
-            };
-            let seq = parse_seq(name, ".jsonl").unwrap_or(u64::MAX);
-            let bytes = objects.get(&m.location).await?.bytes().await?;
-            segments.push((seq, bytes));
+        for seg in objects.segments(&chain).await? {
+            let bytes = objects.read(&seg).await?;
+            segments.push((seg.first_seq, bytes));
         }
-        segments.sort_by_key(|(s, _)| *s);
-        let metas: Vec<_> = objects
-            .list(Some(&layout::checkpoints(&chain)))
-            .try_collect()
-            .await?;
         let mut checkpoints = Vec::new();
-        for m in metas {
-            let bytes = objects.get(&m.location).await?.bytes().await?;
+        for (seq, bytes) in objects.checkpoints(&chain).await? {
             match serde_json::from_slice::<Checkpoint>(&bytes) {
                 Ok(c) => checkpoints.push(c),
                 Err(_) => checkpoints.push(Checkpoint {
                     chain: chain.clone(),
-                    seq: parse_seq(m.location.filename().unwrap_or(""), ".json").unwrap_or(0),
+                    seq: seq.unwrap_or(0),
                     head: String::new(),
                     time: chrono::Utc::now(),
                     public_key: String::new(),
@@ -325,7 +289,7 @@ pub fn verify_chain(c: &StoredChain, public_key: &[u8]) -> ChainReport {
 
 /// Verifies every chain of a store.
 pub async fn verify_store(
-    objects: &Arc<dyn ObjectStore>,
+    objects: &AuditObjects,
     public_key: &[u8],
 ) -> Result<VerifyReport, AuditError> {
     let chains = read_all(objects).await?;

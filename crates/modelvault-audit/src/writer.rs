@@ -10,7 +10,6 @@ use std::time::Duration;
 use modelvault_format::Dek;
 use modelvault_keys::{DekBinding, WrappedDek};
 use modelvault_storage::{StorageError, Store};
-use object_store::{PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -58,13 +57,7 @@ pub async fn read_signing_key(
 
 /// Whether the store holds any audit chain or checkpoint.
 async fn trail_exists(store: &Store) -> Result<bool, AuditError> {
-    for dir in [layout::chains(), layout::root().join("checkpoints")] {
-        let listing = store.objects().list_with_delimiter(Some(&dir)).await?;
-        if !listing.common_prefixes.is_empty() || !listing.objects.is_empty() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    Ok(store.audit_objects().exists().await?)
 }
 
 /// The signing key for a server starting a chain. On a store with no audit
@@ -471,12 +464,12 @@ impl Writer {
     /// failed on our side but reached the store): adopt it, so the chain
     /// continues after it.
     async fn adopt_existing(&mut self) -> bool {
-        use object_store::ObjectStoreExt as _;
-        let path = layout::segment(&self.chain, self.next_seq);
-        let Ok(got) = self.store.objects().get(&path).await else {
-            return false;
-        };
-        let Ok(bytes) = got.bytes().await else {
+        let Ok(Some(bytes)) = self
+            .store
+            .audit_objects()
+            .segment_at(&self.chain, self.next_seq)
+            .await
+        else {
             return false;
         };
         let lines: Vec<&[u8]> = bytes
@@ -494,10 +487,9 @@ impl Writer {
 
     async fn write_batch(&mut self, batch: Vec<(Box<AuditRecord>, Option<Waiter>)>) {
         let started = std::time::Instant::now();
-        let mut result = Err(object_store::Error::NotImplemented {
-            operation: "no attempt".into(),
-            implementer: "audit writer".into(),
-        });
+        let mut result = Err(StorageError::InvalidInput(
+            "audit writer: no attempt".into(),
+        ));
         let mut seqs = Vec::with_capacity(batch.len());
         let mut prev = self.prev.clone();
         for _attempt in 0..3 {
@@ -522,23 +514,13 @@ impl Writer {
                 body.push(b'\n');
                 seqs.push(r.seq);
             }
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            };
             result = self
                 .store
-                .objects()
-                .put_opts(
-                    &layout::segment(&self.chain, first_seq),
-                    PutPayload::from(body),
-                    opts,
-                )
-                .await
-                .map(|_| ());
+                .audit_objects()
+                .create_segment(&self.chain, first_seq, body)
+                .await;
             match &result {
-                Err(object_store::Error::AlreadyExists { .. })
-                | Err(object_store::Error::Precondition { .. }) => {
+                Err(StorageError::AlreadyExists(_)) => {
                     if !self.adopt_existing().await {
                         break;
                     }
@@ -571,7 +553,7 @@ impl Writer {
             Err(e) => {
                 self.healthy.store(false, Ordering::Relaxed);
                 tracing::error!(error = %e, records = n, "audit segment write failed");
-                let failure = std::sync::Arc::new(modelvault_storage::StorageError::from(e));
+                let failure = std::sync::Arc::new(e);
                 for (r, w) in batch {
                     match w {
                         // The durable writer is refused: it releases nothing.
@@ -596,25 +578,14 @@ impl Writer {
         let seq = self.next_seq - 1;
         let cp = Checkpoint::sign(&self.key, &self.chain, seq, &self.prev);
         let bytes = serde_json::to_vec(&cp).map_err(|e| AuditError::Invalid(e.to_string()))?;
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
+        if let Err(e) = self
             .store
-            .objects()
-            .put_opts(
-                &layout::checkpoint(&self.chain, seq),
-                PutPayload::from(bytes.clone()),
-                opts,
-            )
+            .audit_objects()
+            .put_checkpoint(&self.chain, seq, bytes.clone())
             .await
         {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "audit checkpoint write failed");
-                return Err(e.into());
-            }
+            tracing::error!(error = %e, "audit checkpoint write failed");
+            return Err(e.into());
         }
         if let Some(file) = &self.options.checkpoint_file {
             use std::io::Write as _;

@@ -182,7 +182,7 @@ fn main() {
         log.checkpoint().await.unwrap();
         let write = t.elapsed();
         let t = Instant::now();
-        let report = modelvault_audit::verify_store(store.objects(), log.public_key()).await.unwrap();
+        let report = modelvault_audit::verify_store(&store.audit_objects(), log.public_key()).await.unwrap();
         let verify = t.elapsed();
         assert!(report.ok);
         let records: u64 = report.chains.iter().map(|c| c.records).sum();

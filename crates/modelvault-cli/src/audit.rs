@@ -152,7 +152,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                         .ok_or_else(|| {
                             anyhow::anyhow!("{} holds no Ed25519 public key", key_file.display())
                         })?;
-                    let (objects, _) = modelvault_storage::open_object_store(&url)?;
+                    let objects = modelvault_storage::AuditObjects::open(&url)?;
                     modelvault_audit::verify_store(&objects, &key).await?
                 }
                 _ => Client::from_env()?.get_json("/v1/audit/verify").await?,

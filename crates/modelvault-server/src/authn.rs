@@ -18,7 +18,6 @@ use chrono::Utc;
 use modelvault_auth::{
     Grant, NamespaceScope, Permission, Principal, PrincipalKind, TokenRecord, parse_bearer,
 };
-use modelvault_storage::layout;
 
 use crate::{ApiError, AppState};
 
@@ -126,15 +125,11 @@ async fn authenticate_token(state: &AppState, bearer: &str) -> Result<Principal,
     let (id, secret) = parse_bearer(bearer).map_err(|_| "malformed".to_string())?;
     // A revocation marker wins even over a token record put back into the
     // bucket (a replayed record verifies: it is authentic, just withdrawn).
-    let revoked = object_store::path::Path::from(format!("token-revocations/{id}.json"));
-    let token_path = layout::token(id);
-    let (record, marker) = tokio::join!(
-        state.store.read_record::<TokenRecord>("token", &token_path),
-        state.store.get_bytes(&revoked)
-    );
-    match marker {
-        Ok(None) => {}
-        Ok(Some(_)) => return Err("revoked_token".into()),
+    let tokens = state.store.tokens();
+    let (record, revoked) = tokio::join!(tokens.get::<TokenRecord>(id), tokens.is_revoked(id));
+    match revoked {
+        Ok(false) => {}
+        Ok(true) => return Err("revoked_token".into()),
         Err(e) => {
             tracing::warn!(token_id = id, error = %e, "revocation marker unreadable; denying");
             return Err("token_unreadable".into());

@@ -592,3 +592,24 @@ async fn pump(
         }
     }
 }
+
+/// A stored blob's ciphertext as it lies in the bucket.
+pub type CiphertextStream =
+    futures::stream::BoxStream<'static, Result<bytes::Bytes, StorageError>>;
+
+impl Store {
+    /// A blob's stored ciphertext, unopened (the key-release route serves
+    /// it to a client that holds the DEK); `None` if the blob is gone.
+    pub async fn ciphertext(&self, blob: &str) -> Result<Option<CiphertextStream>, StorageError> {
+        use futures::StreamExt as _;
+        let path = Path::parse(blob)
+            .map_err(|_| StorageError::Integrity(format!("bad blob key {blob:?}")))?;
+        match self.objects.get(&path).await {
+            Ok(got) => Ok(Some(
+                got.into_stream().map(|r| r.map_err(StorageError::from)).boxed(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

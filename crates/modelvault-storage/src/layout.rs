@@ -156,3 +156,53 @@ pub fn jobs_root() -> Path {
 pub fn job_dir(id: &str) -> Path {
     Path::from(format!("jobs/{id}"))
 }
+
+/// The audit trail (segments, checkpoints, the signing key's records).
+pub fn audit_root() -> Path {
+    Path::from("audit")
+}
+
+/// All audit chains' segments.
+pub fn audit_chains() -> Path {
+    Path::from("audit/chains")
+}
+
+/// One audit chain's segments.
+pub fn audit_chain(chain: &str) -> Path {
+    Path::from(format!("audit/chains/{chain}"))
+}
+
+/// An audit segment starting at `first_seq`.
+pub fn audit_segment(chain: &str, first_seq: u64) -> Path {
+    Path::from(format!("audit/chains/{chain}/{first_seq:012}.jsonl"))
+}
+
+/// All audit chains' checkpoints.
+pub fn audit_checkpoints_root() -> Path {
+    Path::from("audit/checkpoints")
+}
+
+/// One audit chain's checkpoints.
+pub fn audit_checkpoints(chain: &str) -> Path {
+    Path::from(format!("audit/checkpoints/{chain}"))
+}
+
+/// One audit checkpoint.
+pub fn audit_checkpoint(chain: &str, seq: u64) -> Path {
+    Path::from(format!("audit/checkpoints/{chain}/{seq:012}.json"))
+}
+
+/// The wrapped checkpoint-signing key's records (newest wins).
+pub fn audit_signing_keys() -> Path {
+    Path::from("audit/signing-keys")
+}
+
+/// A token's revocation marker (create-if-absent; never removed).
+pub fn token_revocation(id: &str) -> Path {
+    Path::from(format!("token-revocations/{id}.json"))
+}
+
+/// The role-binding snapshots (sequence-numbered).
+pub fn bindings_dir() -> Path {
+    Path::from("access/bindings")
+}

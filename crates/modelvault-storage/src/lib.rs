@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod audit_objects;
 mod blob;
 mod commit;
 mod dek_rotation;
@@ -36,6 +37,7 @@ mod metadata;
 mod models;
 pub mod names;
 pub mod records;
+mod repos;
 mod rotation;
 mod series;
 mod shred;
@@ -56,10 +58,12 @@ use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPay
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use blob::{FileReader, PlaintextStream, UploadReceipt};
+pub use audit_objects::{AuditObjects, SegmentRef};
+pub use blob::{CiphertextStream, FileReader, PlaintextStream, UploadReceipt};
 pub use deks::{KeyWant, VersionKey};
 pub(crate) use deks::{digest_seal_key, seal_digests, unseal_digests, version_metadata_key};
 pub use error::StorageError;
+pub use repos::{RecordSeries, Tokens};
 pub use gc::GcReport;
 pub use rotation::{KeyDir, Rewrap};
 pub use shred::{ShredReport, failpoint};

@@ -138,7 +138,10 @@ impl Store {
         self.local_root.as_deref()
     }
 
-    /// The underlying object store (tests inspect and tamper with it).
+    /// The underlying object store, for tests that inspect and tamper
+    /// with it; only with the `test-hooks` feature, which only
+    /// dev-dependencies enable.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn objects(&self) -> &Arc<dyn ObjectStore> {
         &self.objects
     }

@@ -188,10 +188,8 @@ pub async fn whoami(
     let token_name = match &p.token_id {
         Some(id) => state
             .store
-            .read_record::<modelvault_auth::TokenRecord>(
-                "token",
-                &modelvault_storage::layout::token(id),
-            )
+            .tokens()
+            .get::<modelvault_auth::TokenRecord>(id)
             .await?
             .map(|r| r.name),
         None => None,

@@ -84,7 +84,7 @@ pub async fn list(
         Some(None) => (None, q.model.clone()),
         None => (None, None),
     };
-    let chains = modelvault_audit::read_all(state.store.objects())
+    let chains = modelvault_audit::read_all(&state.store.audit_objects())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let mut rows: Vec<(
@@ -203,7 +203,7 @@ pub async fn verify(
         .audit
         .pinned_public_key()
         .unwrap_or_else(|| audit.public_key().to_vec());
-    let report = modelvault_audit::verify_store(state.store.objects(), &key)
+    let report = modelvault_audit::verify_store(&state.store.audit_objects(), &key)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(Json(report))

@@ -16,7 +16,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::StreamExt as _;
 use modelvault_storage::VersionRef;
-use object_store::ObjectStoreExt as _;
 use serde::Deserialize;
 
 use super::models::check_names;
@@ -302,16 +301,14 @@ pub async fn ciphertext(
         .iter()
         .find(|f| f.path == path)
         .ok_or_else(|| ApiError::not_found(format!("file {path} not found")))?;
-    let blob = object_store::path::Path::parse(&entry.blob)
-        .map_err(|_| ApiError::internal("bad blob key"))?;
-    let got = match state.store.objects().get(&blob).await {
-        Ok(g) => g,
-        Err(object_store::Error::NotFound { .. }) if manifest.dek_generation != current => {
+    let stream = match state.store.ciphertext(&entry.blob).await? {
+        Some(s) => s,
+        None if manifest.dek_generation != current => {
             return Err(rotated_out(manifest.dek_generation));
         }
-        Err(e) => return Err(modelvault_storage::StorageError::from(e).into()),
+        None => return Err(ApiError::internal(format!("blob {} is missing", entry.blob))),
     };
-    let stream = got.into_stream().map(|r| r.map_err(std::io::Error::other));
+    let stream = stream.map(|r| r.map_err(std::io::Error::other));
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

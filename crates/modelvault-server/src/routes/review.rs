@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt as _;
 use modelvault_auth::{Permission, Principal, PrincipalKind, TokenRecord};
 use modelvault_storage::VersionRef;
 use serde::Deserialize;
@@ -67,21 +66,7 @@ pub async fn review(
     // audit trail (with the groups and environment it last had).
     let mut candidates: BTreeMap<String, Candidate> = BTreeMap::new();
     let mut expiring = Vec::new();
-    let entries: Vec<_> = state
-        .store
-        .objects()
-        .list(Some(&modelvault_storage::layout::tokens_root()))
-        .try_collect()
-        .await
-        .map_err(modelvault_storage::StorageError::from)?;
-    for e in entries {
-        let Some(r) = state
-            .store
-            .read_record::<TokenRecord>("token", &e.location)
-            .await?
-        else {
-            continue;
-        };
+    for r in state.store.tokens().list::<TokenRecord>().await? {
         let expired = r.expires_at.is_some_and(|t| t <= now);
         if r.expires_at
             .is_some_and(|t| t <= now + chrono::Duration::days(30))
@@ -116,7 +101,7 @@ pub async fn review(
             }
         }
     }
-    let chains = modelvault_audit::read_all(state.store.objects())
+    let chains = modelvault_audit::read_all(&state.store.audit_objects())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     // (ns, model, version) → principal → (count, last)

@@ -129,27 +129,7 @@ pub(crate) async fn issue_token(
     };
     // The record first, then the unique-name claim; if the name is taken
     // the record is removed again, so no nameless token stays usable.
-    let token_path = modelvault_storage::layout::token(&id);
-    state
-        .store
-        .create_record("token", &token_path, &record)
-        .await?;
-    #[derive(serde::Serialize)]
-    struct NameClaim<'a> {
-        token_id: &'a str,
-    }
-    let claim = state
-        .store
-        .create_record(
-            "token-name",
-            &modelvault_storage::layout::token_name(&name),
-            &NameClaim { token_id: &id },
-        )
-        .await;
-    if let Err(e) = claim {
-        if let Err(undo) = state.store.delete_object(&token_path).await {
-            tracing::error!(token_id = %id, error = %undo, "could not remove a token whose name claim failed");
-        }
+    if let Err(e) = state.store.tokens().create(&id, &name, &record).await {
         return Err(match e {
             modelvault_storage::StorageError::AlreadyExists(_) => ApiError::new(
                 StatusCode::CONFLICT,
@@ -199,24 +179,9 @@ pub async fn list(
     Authenticated(p): Authenticated,
 ) -> Result<Json<TokenList>, ApiError> {
     authorize(&p, Action::ManageAccess, &Resource::default())?;
-    use futures::TryStreamExt as _;
-    let entries: Vec<_> = state
-        .store
-        .objects()
-        .list(Some(&modelvault_storage::layout::tokens_root()))
-        .try_collect()
-        .await
-        .map_err(modelvault_storage::StorageError::from)?;
     let now = Utc::now();
     let mut tokens = Vec::new();
-    for e in entries {
-        let Some(r) = state
-            .store
-            .read_record::<TokenRecord>("token", &e.location)
-            .await?
-        else {
-            continue;
-        };
+    for r in state.store.tokens().list::<TokenRecord>().await? {
         tokens.push(TokenView {
             expired: r.expires_at.is_some_and(|t| t <= now),
             id: r.id,
@@ -259,22 +224,10 @@ pub async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     authorize(&p, Action::ManageAccess, &Resource::default())?;
     modelvault_storage::names::validate_name("token", &name)?;
-    #[derive(serde::Deserialize)]
-    struct NameClaim {
-        token_id: String,
-    }
     let not_found = || ApiError::not_found(format!("token {name} not found"));
-    let claim: NameClaim = state
-        .store
-        .read_record("token-name", &modelvault_storage::layout::token_name(&name))
-        .await?
-        .ok_or_else(not_found)?;
-    let path = modelvault_storage::layout::token(&claim.token_id);
-    let record: TokenRecord = state
-        .store
-        .read_record("token", &path)
-        .await?
-        .ok_or_else(not_found)?;
+    let tokens = state.store.tokens();
+    let token_id = tokens.id_by_name(&name).await?.ok_or_else(not_found)?;
+    let record: TokenRecord = tokens.get(&token_id).await?.ok_or_else(not_found)?;
     let revocation = Revocation {
         token_id: record.id.clone(),
         name: record.name.clone(),
@@ -282,19 +235,7 @@ pub async fn revoke(
         revoked_by: p.id.clone(),
         revoked_at: Utc::now(),
     };
-    match state
-        .store
-        .create_record(
-            "token-revocation",
-            &object_store::path::Path::from(format!("token-revocations/{}.json", record.id)),
-            &revocation,
-        )
-        .await
-    {
-        Ok(()) | Err(modelvault_storage::StorageError::AlreadyExists(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    state.store.delete_object(&path).await?;
+    tokens.revoke(&token_id, &revocation).await?;
     tracing::info!(by = %p.id, token = %name, token_id = %record.id, "token revoked");
     Ok(StatusCode::NO_CONTENT)
 }
