@@ -1,6 +1,6 @@
 //! The wire format of the Modelvault HTTP API (`docs/API.md`): every JSON
-//! request and response body, the error body, the key-job view, and the
-//! building of API paths.
+//! request and response body, the query strings, the error body, the
+//! key-job view, and the building of API paths.
 //!
 //! Invariant: the wire format is defined here and only here. The server
 //! serializes these types and the client deserializes the same ones, so the
@@ -22,6 +22,7 @@ mod keys;
 mod models;
 pub mod paths;
 mod policies;
+mod queries;
 mod release;
 mod review;
 
@@ -32,5 +33,6 @@ pub use error::*;
 pub use keys::*;
 pub use models::*;
 pub use policies::*;
+pub use queries::*;
 pub use release::*;
 pub use review::*;

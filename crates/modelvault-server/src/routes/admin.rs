@@ -5,27 +5,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
 
 use crate::api::{PolicyInfo, PolicyMode};
 use crate::authn::{Action, Authenticated, Resource, authorize};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::{ApiError, AppState};
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct InstallQuery {
-    /// `enforce` (default) or `shadow`.
-    #[serde(default)]
-    mode: Option<PolicyMode>,
-    /// Detached Ed25519 signature, by a key in `policy.trusted_keys`, of
-    /// `modelvault-policy-v1:sha256:<hex SHA-256 of the body>`: 128 hex
-    /// digits or base64 (standard or URL-safe) of the 64 bytes. Required
-    /// when `policy.require_signed` is set.
-    #[serde(default)]
-    signature: Option<String>,
-}
 
 /// Install (or replace) a policy plugin
 ///
@@ -36,7 +20,7 @@ pub struct InstallQuery {
     tag = "admin",
     params(
         ("name" = String, Path, description = "Policy name", pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"),
-        InstallQuery,
+        crate::api::PolicyInstallQuery,
     ),
     request_body(content = inline(super::openapi::RawBytes), content_type = "application/octet-stream", description = "The component (`wasm32-wasip2`, world `modelvault:policy/policy@0.1.0`)"),
     responses(
@@ -50,7 +34,7 @@ pub async fn install(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
     ApiPath(name): ApiPath<String>,
-    ApiQuery(q): ApiQuery<InstallQuery>,
+    ApiQuery(q): ApiQuery<crate::api::PolicyInstallQuery>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<PolicyInfo>), ApiError> {
     authorize(&p, Action::ManagePolicies, &Resource::default())?;

@@ -3,43 +3,12 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::{DateTime, Utc};
 use modelvault_auth::{NamespaceScope, Permission};
-use serde::Deserialize;
 
 use crate::api::{AuditPage, AuditPublicKey};
 use crate::authn::Authenticated;
 use crate::extract::ApiQuery;
 use crate::{ApiError, AppState};
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    /// Records at or after this time (RFC 3339).
-    since: Option<DateTime<Utc>>,
-    /// Records before this time (RFC 3339).
-    until: Option<DateTime<Utc>>,
-    /// Only this principal.
-    principal: Option<String>,
-    /// Only this namespace.
-    namespace: Option<String>,
-    /// `NS/NAME` or `NAME`.
-    model: Option<String>,
-    /// Only this action (`download`, `create-model`, ...).
-    action: Option<String>,
-    /// Only this outcome (`allowed`, `denied`, ...).
-    outcome: Option<String>,
-    /// Only this record type (`request`, `intent`, ...).
-    #[serde(rename = "type")]
-    #[param(rename = "type")]
-    kind: Option<String>,
-    /// Page size (1-10000, default 100).
-    limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    #[param(pattern = "^[0-9]+$")]
-    cursor: Option<String>,
-}
 
 fn scope(p: &modelvault_auth::Principal) -> Result<NamespaceScope, ApiError> {
     let s = p.scope_of(Permission::AuditRead);
@@ -60,7 +29,7 @@ fn scope(p: &modelvault_auth::Principal) -> Result<NamespaceScope, ApiError> {
     get,
     path = "/v1/audit",
     tag = "audit",
-    params(AuditQuery),
+    params(crate::api::AuditQuery),
     responses(
         (status = 200, description = "One page of records", body = AuditPage),
         (status = 403, description = "`forbidden`: no `audit-read`", body = crate::api::ErrorBody),
@@ -69,7 +38,7 @@ fn scope(p: &modelvault_auth::Principal) -> Result<NamespaceScope, ApiError> {
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
-    ApiQuery(q): ApiQuery<AuditQuery>,
+    ApiQuery(q): ApiQuery<crate::api::AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let scope = scope(&p)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);

@@ -10,7 +10,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use modelvault_storage::{Manifest, ModelRecord, Sensitivity, VersionRef};
-use serde::Deserialize;
 
 use crate::api::{
     CreateModelRequest, ModelList, ModelView, VersionDetail, VersionList, VersionSummary,
@@ -149,18 +148,6 @@ pub async fn create(
     ))
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Only this namespace.
-    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
-    namespace: Option<String>,
-    /// Case-insensitive text matched against the name, tags and the
-    /// metadata the caller may see.
-    q: Option<String>,
-}
-
 /// List (and search) models
 ///
 /// Every model in the namespaces where the caller holds `read`.
@@ -168,7 +155,7 @@ pub struct ListQuery {
     get,
     path = "/v1/models",
     tag = "models",
-    params(ListQuery),
+    params(crate::api::ModelListQuery),
     responses(
         (status = 200, description = "Models visible to the caller", body = ModelList),
         (status = 403, description = "`forbidden`: no `read` in the namespace", body = crate::api::ErrorBody),
@@ -178,7 +165,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<crate::api::ModelListQuery>,
 ) -> Result<Json<ModelList>, ApiError> {
     let namespaces = match q.namespace {
         Some(ns) => {

@@ -16,7 +16,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::StreamExt as _;
 use modelvault_storage::VersionRef;
-use serde::Deserialize;
 
 use super::models::check_names;
 use crate::api::{KeyReleaseRequest, KeyReleaseResponse, ReleasedFile};
@@ -215,15 +214,6 @@ async fn released_files(
     Ok(files)
 }
 
-/// Query of the ciphertext route.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct CiphertextQuery {
-    /// The DEK generation the caller's release is for (default: current).
-    pub generation: Option<u32>,
-}
-
 /// `GET .../ciphertext/{path}`: the stored ciphertext of one file, as is
 /// (local stores; S3 stores hand out presigned URLs instead). Same gate as
 /// key release; worthless without a released DEK.
@@ -231,7 +221,7 @@ pub struct CiphertextQuery {
     get,
     path = "/v1/models/{ns}/{name}/versions/{version}/ciphertext/{path}",
     tag = "release",
-    params(super::openapi::FilePath, CiphertextQuery),
+    params(super::openapi::FilePath, crate::api::CiphertextQuery),
     responses(
         (status = 200, description = "The stored ciphertext, as is", content_type = "application/octet-stream", body = inline(super::openapi::RawBytes)),
         (status = 403, description = "`forbidden`, `policy_denied` or `tls_required`", body = crate::api::ErrorBody),
@@ -244,7 +234,7 @@ pub async fn ciphertext(
     ApiPath((ns, name, version, path)): ApiPath<(String, String, String, String)>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
-    ApiQuery(q): ApiQuery<CiphertextQuery>,
+    ApiQuery(q): ApiQuery<crate::api::CiphertextQuery>,
 ) -> Result<Response, ApiError> {
     check_names(&ns, &name)?;
     authorize(

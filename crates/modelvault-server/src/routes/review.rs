@@ -12,20 +12,11 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use modelvault_auth::{Permission, Principal, PrincipalKind, TokenRecord};
 use modelvault_storage::VersionRef;
-use serde::Deserialize;
 
 use crate::api::{Access, AccessReview, ExpiringToken, VersionReview};
 use crate::authn::{Authenticated, binding_grants, policy_request, token_principal};
 use crate::extract::ApiQuery;
 use crate::{ApiError, AppState};
-
-#[derive(Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ReviewQuery {
-    /// Start of the period (RFC 3339; default 90 days ago).
-    since: Option<DateTime<Utc>>,
-}
 
 /// Principal → (downloads, last) of one version in the period.
 type Downloads = BTreeMap<String, (u64, DateTime<Utc>)>;
@@ -42,7 +33,7 @@ struct Candidate {
     get,
     path = "/v1/access/review",
     tag = "audit",
-    params(ReviewQuery),
+    params(crate::api::AccessReviewQuery),
     responses(
         (status = 200, description = "The review", body = AccessReview),
         (status = 403, description = "`forbidden`: no global `audit-read`", body = crate::api::ErrorBody),
@@ -51,7 +42,7 @@ struct Candidate {
 pub async fn review(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
-    ApiQuery(q): ApiQuery<ReviewQuery>,
+    ApiQuery(q): ApiQuery<crate::api::AccessReviewQuery>,
 ) -> Result<Json<AccessReview>, ApiError> {
     if !p.can(Permission::AuditRead) {
         return Err(ApiError::forbidden(format!(
