@@ -13,7 +13,7 @@ use modelvault_storage::{StorageError, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{AuditError, AuditRecord, Checkpoint, GENESIS, layout, line_hash};
+use crate::{AuditError, AuditRecord, Checkpoint, GENESIS, line_hash};
 
 /// The checkpoint-signing key, as stored: its seed wrapped by the KEK.
 #[derive(Serialize, Deserialize)]
@@ -37,7 +37,8 @@ pub async fn read_signing_key(
 ) -> Result<Option<ring::signature::Ed25519KeyPair>, AuditError> {
     use ring::signature::KeyPair as _;
     let Some((_, r)) = store
-        .read_latest::<SigningKeyRecord>("audit-signing-key", &layout::signing_keys())
+        .audit_signing_keys()
+        .latest::<SigningKeyRecord>()
         .await?
     else {
         return Ok(None);
@@ -125,7 +126,6 @@ pub async fn load_signing_key(
     store: &Store,
 ) -> Result<ring::signature::Ed25519KeyPair, AuditError> {
     use ring::signature::KeyPair as _;
-    let dir = layout::signing_keys();
     for _ in 0..3 {
         if let Some(pair) = read_signing_key(store).await? {
             return Ok(pair);
@@ -141,13 +141,7 @@ pub async fn load_signing_key(
                 .map_err(|e| AuditError::Key(e.to_string()))?,
             public_key: hex::encode(pair.public_key().as_ref()),
         };
-        match store
-            .create_record(
-                "audit-signing-key",
-                &modelvault_storage::layout::seq_record(&dir, 0),
-                &record,
-            )
-            .await
+        match store.audit_signing_keys().create_at(0, &record).await
         {
             Ok(()) => return Ok(pair),
             Err(StorageError::AlreadyExists(_)) => continue,
@@ -160,7 +154,8 @@ pub async fn load_signing_key(
 /// The KEK version wrapping the signing key's seed, if the key exists.
 pub async fn signing_key_kek(store: &Store) -> Result<Option<u32>, AuditError> {
     Ok(store
-        .read_latest::<SigningKeyRecord>("audit-signing-key", &layout::signing_keys())
+        .audit_signing_keys()
+        .latest::<SigningKeyRecord>()
         .await?
         .map(|(_, r)| r.wrapped.kek_version.0))
 }
@@ -168,10 +163,10 @@ pub async fn signing_key_kek(store: &Store) -> Result<Option<u32>, AuditError> {
 /// Rewraps the signing key's seed under the current KEK if it uses a
 /// version below `target` (a new record; the key itself is unchanged).
 pub async fn rewrap_signing_key(store: &Store, target: u32) -> Result<bool, AuditError> {
-    let dir = layout::signing_keys();
     for _ in 0..8 {
         let Some((seq, r)) = store
-            .read_latest::<SigningKeyRecord>("audit-signing-key", &dir)
+            .audit_signing_keys()
+            .latest::<SigningKeyRecord>()
             .await?
         else {
             return Ok(false);
@@ -192,13 +187,7 @@ pub async fn rewrap_signing_key(store: &Store, target: u32) -> Result<bool, Audi
                 .map_err(|e| AuditError::Key(e.to_string()))?,
             public_key: r.public_key,
         };
-        match store
-            .create_record(
-                "audit-signing-key",
-                &modelvault_storage::layout::seq_record(&dir, seq + 1),
-                &next,
-            )
-            .await
+        match store.audit_signing_keys().create_at(seq + 1, &next).await
         {
             Ok(()) => return Ok(true),
             Err(StorageError::AlreadyExists(_)) => continue,

@@ -21,14 +21,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use modelvault_auth::{BindingSet, BindingSubject};
 use modelvault_storage::{StorageError, Store};
-use object_store::path::Path;
 
 use crate::api::{AuthFailure, FailureCount, FailureReport};
-
-/// Where the binding snapshots live.
-pub fn bindings_dir() -> Path {
-    Path::from("access/bindings")
-}
 
 /// The cached binding set.
 pub struct Bindings {
@@ -54,7 +48,8 @@ impl Bindings {
             return Ok(set.clone());
         }
         let (seq, set) = match store
-            .read_latest::<BindingSet>("role-bindings", &bindings_dir())
+            .role_bindings()
+            .latest::<BindingSet>()
             .await?
         {
             Some((seq, set)) => (seq, Arc::new(set)),
@@ -74,7 +69,8 @@ impl Bindings {
     ) -> Result<(Arc<BindingSet>, bool), StorageError> {
         for _ in 0..16 {
             let latest = store
-                .read_latest::<BindingSet>("role-bindings", &bindings_dir())
+                .role_bindings()
+                .latest::<BindingSet>()
                 .await?;
             let (next, mut set) = match latest {
                 Some((seq, set)) => (seq + 1, set),
@@ -83,8 +79,7 @@ impl Bindings {
             if !change(&mut set) {
                 return Ok((Arc::new(set), false));
             }
-            let path = modelvault_storage::layout::seq_record(&bindings_dir(), next);
-            match store.create_record("role-bindings", &path, &set).await {
+            match store.role_bindings().create_at(next, &set).await {
                 Ok(()) => {
                     let set = Arc::new(set);
                     *self.cached.lock().await = Some((Instant::now(), next, set.clone()));
@@ -107,7 +102,8 @@ impl Bindings {
     ) -> Result<(), StorageError> {
         if seeds.is_empty()
             || store
-                .read_latest::<BindingSet>("role-bindings", &bindings_dir())
+                .role_bindings()
+                .latest::<BindingSet>()
                 .await?
                 .is_some()
         {
@@ -128,8 +124,7 @@ impl Bindings {
             };
             set.grant(&subject, &s.role, &ns, "config", now);
         }
-        let path = modelvault_storage::layout::seq_record(&bindings_dir(), 0);
-        match store.create_record("role-bindings", &path, &set).await {
+        match store.role_bindings().create_at(0, &set).await {
             Ok(()) | Err(StorageError::AlreadyExists(_)) => Ok(()),
             Err(e) => Err(e),
         }

@@ -15,7 +15,7 @@
 
 use chrono::Utc;
 use modelvault_api::{JobKind, JobPhase, JobState};
-use modelvault_storage::{StorageError, VersionRef, failpoint, layout};
+use modelvault_storage::{StorageError, VersionRef, failpoint};
 
 use crate::AppState;
 
@@ -25,13 +25,9 @@ pub use modelvault_api::JobView as JobRecord;
 
 /// Appends the job's next record.
 pub async fn save(state: &AppState, job: &JobRecord) -> Result<(), StorageError> {
-    let dir = layout::job_dir(&job.id);
     let mut j = job.clone();
     j.updated_at = Utc::now();
-    state
-        .store
-        .append_record("job", &dir, |_| j.clone())
-        .await?;
+    state.store.job(&job.id).append(|_| j.clone()).await?;
     Ok(())
 }
 
@@ -39,7 +35,8 @@ pub async fn save(state: &AppState, job: &JobRecord) -> Result<(), StorageError>
 pub async fn load(state: &AppState, id: &str) -> Result<Option<JobRecord>, StorageError> {
     Ok(state
         .store
-        .read_latest::<JobRecord>("job", &layout::job_dir(id))
+        .job(id)
+        .latest::<JobRecord>()
         .await?
         .map(|(_, j)| j))
 }
@@ -47,7 +44,7 @@ pub async fn load(state: &AppState, id: &str) -> Result<Option<JobRecord>, Stora
 /// Every job, newest first.
 pub async fn list(state: &AppState) -> Result<Vec<JobRecord>, StorageError> {
     let mut out = Vec::new();
-    for id in state.store.list_children(&layout::jobs_root()).await? {
+    for id in state.store.job_ids().await? {
         if let Some(j) = load(state, &id).await? {
             out.push(j);
         }
@@ -221,7 +218,11 @@ async fn complete_dek_rotation(state: &AppState, job: &mut JobRecord) -> Result<
         .collect();
     let used = state
         .store
-        .kek_versions_in(&layout::keys_dir(&ns, &model, &version))
+        .kek_versions_of(&VersionRef {
+            namespace: &ns,
+            model: &model,
+            version: &version,
+        })
         .await
         .map_err(|e| e.to_string())?;
     for kek in used.into_iter().filter(|k| *k < target) {

@@ -122,6 +122,16 @@ impl Store {
         self.get_bytes(&layout::policy_component(sha256)).await
     }
 
+    /// The audit checkpoint-signing key's records (its seed wrapped by
+    /// the KEK; a rewrap is the next record).
+    pub fn audit_signing_keys(&self) -> RecordSeries<'_> {
+        RecordSeries {
+            store: self,
+            kind: "audit-signing-key",
+            dir: layout::audit_signing_keys(),
+        }
+    }
+
     /// API tokens.
     pub fn tokens(&self) -> Tokens<'_> {
         Tokens { store: self }

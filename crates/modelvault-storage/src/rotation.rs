@@ -144,6 +144,12 @@ impl Store {
         Ok(out)
     }
 
+    /// Every KEK version that ever wrapped one of a version's key records.
+    pub async fn kek_versions_of(&self, v: &crate::VersionRef<'_>) -> Result<Vec<u32>, StorageError> {
+        self.kek_versions_in(&layout::keys_dir(v.namespace, v.model, v.version))
+            .await
+    }
+
     /// Every KEK version that ever wrapped a key record in `dir`.
     pub async fn kek_versions_in(&self, dir: &Path) -> Result<Vec<u32>, StorageError> {
         let mut v: Vec<u32> = self

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use modelvault_policy::{ApprovalInfo, DeploymentInfo, PolicyAction};
-use modelvault_storage::{Manifest, ModelRecord, VersionRef, layout};
+use modelvault_storage::{Manifest, ModelRecord, VersionRef};
 use serde::{Deserialize, Serialize};
 
 use super::models::check_names;
@@ -64,10 +64,8 @@ pub async fn approvals(
 ) -> Result<Vec<ApprovalRecord>, ApiError> {
     let series = state
         .store
-        .read_series::<ApprovalRecord>(
-            "approval",
-            &layout::approvals_dir(v.namespace, v.model, v.version),
-        )
+        .approvals(v)
+        .all::<ApprovalRecord>()
         .await?;
     let mut latest: BTreeMap<(String, String), ApprovalRecord> = BTreeMap::new();
     for (seq, r) in series {
@@ -90,10 +88,8 @@ pub async fn deployments(
 ) -> Result<Vec<DeploymentRecord>, ApiError> {
     let series = state
         .store
-        .read_series::<DeploymentRecord>(
-            "deployment",
-            &layout::deployments_dir(v.namespace, v.model, v.version),
-        )
+        .deployments(v)
+        .all::<DeploymentRecord>()
         .await?;
     Ok(series.into_iter().map(|(_, r)| r).collect())
 }
@@ -341,17 +337,14 @@ pub async fn approve(
         let now = Utc::now();
         state
             .store
-            .append_record(
-                "approval",
-                &layout::approvals_dir(&ns, &name, &version),
-                |seq| ApprovalRecord {
-                    seq,
-                    approver: p.id.clone(),
-                    environment: req.environment.clone(),
-                    time: now,
-                    revoked: false,
-                },
-            )
+            .approvals(&v)
+            .append(|seq| ApprovalRecord {
+                seq,
+                approver: p.id.clone(),
+                environment: req.environment.clone(),
+                time: now,
+                revoked: false,
+            })
             .await?;
         tracing::info!(principal = %p.id, version = %v, environment = %req.environment, "approved");
         StatusCode::CREATED
@@ -415,17 +408,14 @@ pub async fn revoke(
     let now = Utc::now();
     state
         .store
-        .append_record(
-            "approval",
-            &layout::approvals_dir(&ns, &name, &version),
-            |seq| ApprovalRecord {
-                seq,
-                approver: p.id.clone(),
-                environment: environment.clone(),
-                time: now,
-                revoked: true,
-            },
-        )
+        .approvals(&v)
+        .append(|seq| ApprovalRecord {
+            seq,
+            approver: p.id.clone(),
+            environment: environment.clone(),
+            time: now,
+            revoked: true,
+        })
         .await?;
     tracing::info!(principal = %p.id, version = %v, environment = %environment, "approval revoked");
     Ok(Json(approval_views(approvals(&state, &v).await?)))
@@ -468,16 +458,17 @@ pub async fn deploy(
     let now = Utc::now();
     let (_, record) = state
         .store
-        .append_record(
-            "deployment",
-            &layout::deployments_dir(&ns, &name, &version),
-            |seq| DeploymentRecord {
-                seq,
-                environment: req.environment.clone(),
-                deployer: p.id.clone(),
-                time: now,
-            },
-        )
+        .deployments(&VersionRef {
+            namespace: &ns,
+            model: &name,
+            version: &version,
+        })
+        .append(|seq| DeploymentRecord {
+            seq,
+            environment: req.environment.clone(),
+            deployer: p.id.clone(),
+            time: now,
+        })
         .await?;
     tracing::info!(principal = %p.id, model = %format!("{ns}/{name}@{version}"), environment = %req.environment, "deployed");
     Ok((

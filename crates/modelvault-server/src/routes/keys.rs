@@ -272,7 +272,11 @@ pub(crate) async fn retire_checked(
         };
         let used = state
             .store
-            .kek_versions_in(&modelvault_storage::layout::keys_dir(&ns, &model, &label))
+            .kek_versions_of(&modelvault_storage::VersionRef {
+                namespace: &ns,
+                model: &model,
+                version: &label,
+            })
             .await?;
         if used.contains(&version) {
             return Err(ApiError::new(
