@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use modelvault_policy::{
     ChainDecision, ChainEntry, CompiledPolicy, Outcome, PolicyHost, PolicyRequest,
 };
-use modelvault_storage::{Store, layout};
+use modelvault_storage::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::ApiError;
@@ -203,7 +203,7 @@ impl PolicyRegistry {
             return Ok(c.clone());
         }
         let bytes = store
-            .get_bytes(&layout::policy_component(&record.sha256))
+            .policy_component(&record.sha256)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("component of policy {} is missing", record.name))?;
@@ -245,7 +245,7 @@ impl PolicyRegistry {
 
     async fn load(&self, store: &Store) -> Result<Loaded, String> {
         let mut names = store
-            .list_children(&layout::policies_root())
+            .policy_names()
             .await
             .map_err(|e| e.to_string())?;
         names.sort();
@@ -253,7 +253,8 @@ impl PolicyRegistry {
         let mut chain = Vec::new();
         for name in names {
             let (seq, record) = store
-                .read_latest::<PolicyRecord>("policy", &layout::policy_dir(&name))
+                .policy(&name)
+                .latest::<PolicyRecord>()
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("policy {name} has no records"))?;
@@ -349,14 +350,15 @@ impl PolicyRegistry {
         let sha256 = compiled.sha256.clone();
         let size = bytes.len() as u64;
         store
-            .put_content_addressed(&layout::policy_component(&sha256), bytes)
+            .put_policy_component(&sha256, bytes)
             .await?;
         if let Ok(mut m) = self.compiled.lock() {
             m.insert(format!("{name}:{sha256}"), Arc::new(compiled));
         }
         let now = Utc::now();
         let (_, record) = store
-            .append_record("policy", &layout::policy_dir(name), |seq| PolicyRecord {
+            .policy(name)
+            .append(|seq| PolicyRecord {
                 name: name.into(),
                 seq,
                 sha256: sha256.clone(),
@@ -386,7 +388,8 @@ impl PolicyRegistry {
             ));
         }
         let Some((_, current)) = store
-            .read_latest::<PolicyRecord>("policy", &layout::policy_dir(name))
+            .policy(name)
+            .latest::<PolicyRecord>()
             .await?
             .filter(|(_, r)| !r.removed)
         else {
@@ -394,7 +397,8 @@ impl PolicyRegistry {
         };
         let now = Utc::now();
         store
-            .append_record("policy", &layout::policy_dir(name), |seq| PolicyRecord {
+            .policy(name)
+            .append(|seq| PolicyRecord {
                 seq,
                 installed_by: by.into(),
                 installed_at: now,
