@@ -17,6 +17,7 @@ mod metadata;
 mod monitoring;
 mod openapi;
 mod policy;
+mod policy_loading;
 mod rollback;
 mod roundtrip;
 mod s3;

@@ -367,6 +367,14 @@ fn restrict_umask() {
 }
 
 fn main() -> ExitCode {
+    // One policy compile in a process of its own, started by `serve`
+    // (hidden: not a command for people).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == modelvault_policy::COMPILE_SUBCOMMAND)
+    {
+        return modelvault_policy::compile_child_main(std::env::args_os().skip(2));
+    }
     let cli = Cli::parse();
     if matches!(cli.command, Command::Init { .. } | Command::Serve { .. }) {
         restrict_umask();

@@ -84,6 +84,21 @@ pub async fn run(
     };
     // Bind first: a server that cannot listen starts no audit chain.
     let listener = modelvault_server::bind(&listen, insecure || tls.is_some()).await?;
+    // Policy components compile in child processes of this executable
+    // (/proc/self/exe: still there when the file was replaced), so the
+    // memory a compile takes never stays in the server and one over its
+    // time budget is killed.
+    let exe = std::path::Path::new("/proc/self/exe");
+    match if exe.exists() {
+        Ok(exe.to_path_buf())
+    } else {
+        std::env::current_exe()
+    } {
+        Ok(exe) => modelvault_policy::compile_out_of_process(exe),
+        Err(e) => {
+            tracing::warn!(error = %e, "policy components will compile in the server process")
+        }
+    }
     let mut state = AppState::open(config).await?;
     state.tls = tls.is_some();
     let addr = listener.local_addr()?;

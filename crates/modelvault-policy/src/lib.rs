@@ -17,6 +17,7 @@
 pub mod breaker;
 pub mod bundled;
 pub mod cases;
+mod compile;
 pub mod metadata;
 pub mod pool;
 pub mod signing;
@@ -43,6 +44,11 @@ use wasmtime_wasi::{
 };
 
 pub use breaker::{BreakerConfig, Breakers, CIRCUIT_OPEN, GuardedChain};
+pub use compile::{
+    COMPILE_SUBCOMMAND, DEFAULT_COMPILE_TIMEOUT, DEFAULT_MAX_COMPONENT_COMPLEXITY,
+    DEFAULT_MAX_FUNCTION_BYTES, DEFAULT_MAX_FUNCTION_COMPLEXITY, DEFAULT_MAX_FUNCTION_LOCALS,
+    MAX_CONCURRENT_COMPILES, compile_child_main, compile_out_of_process, release_freed_memory,
+};
 pub use pool::{EvaluationPool, PoolError};
 pub use types::*;
 
@@ -102,6 +108,20 @@ pub struct Limits {
     pub max_wasm_stack: usize,
     /// Instances the pool can hold at once.
     pub pool_instances: u32,
+    /// Wall time a compile may take, in milliseconds (and, again, waiting
+    /// for one of the [`MAX_CONCURRENT_COMPILES`] compile slots); a
+    /// component that takes longer is refused.
+    pub compile_timeout_ms: u64,
+    /// Largest function body, in bytes, checked before compiling.
+    pub max_function_bytes: usize,
+    /// Most locals in one function, checked before compiling.
+    pub max_function_locals: u32,
+    /// Most locals × control instructions (block, loop, if, else, br,
+    /// br_if, br_table, try_table) in one function, checked before
+    /// compiling: what makes a compile slow.
+    pub max_function_complexity: u64,
+    /// The same summed over every function of a component.
+    pub max_component_complexity: u64,
 }
 
 impl Default for Limits {
@@ -114,6 +134,11 @@ impl Default for Limits {
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_wasm_stack: DEFAULT_MAX_WASM_STACK,
             pool_instances: DEFAULT_POOL_INSTANCES,
+            compile_timeout_ms: DEFAULT_COMPILE_TIMEOUT.as_millis() as u64,
+            max_function_bytes: DEFAULT_MAX_FUNCTION_BYTES,
+            max_function_locals: DEFAULT_MAX_FUNCTION_LOCALS,
+            max_function_complexity: DEFAULT_MAX_FUNCTION_COMPLEXITY,
+            max_component_complexity: DEFAULT_MAX_COMPONENT_COMPLEXITY,
         }
     }
 }
@@ -152,6 +177,25 @@ pub enum PolicyError {
     /// The smoke evaluation failed.
     #[error("component failed its smoke evaluation: {0}")]
     Smoke(String),
+    /// A function exceeds a code bound checked before compiling.
+    #[error("component is too costly to compile: {0}")]
+    TooComplex(String),
+    /// The compile did not finish within its budget.
+    #[error(
+        "compiling the component took longer than its budget of {limit_ms} ms (policy.limits.compile_timeout_ms); it is refused"
+    )]
+    CompileTimeout {
+        /// The budget.
+        limit_ms: u64,
+    },
+    /// No compile slot came free within the budget.
+    #[error(
+        "no compile slot came free within {limit_ms} ms: other policy compiles are running; try again"
+    )]
+    CompileBusy {
+        /// The budget.
+        limit_ms: u64,
+    },
 }
 
 struct HostState {
@@ -264,6 +308,7 @@ pub struct PolicyHost {
     limits: Limits,
     cache_dir: Option<PathBuf>,
     stop: Arc<AtomicBool>,
+    compile_slots: Arc<compile::CompileSlots>,
 }
 
 impl Drop for PolicyHost {
@@ -280,7 +325,7 @@ impl std::fmt::Debug for PolicyHost {
     }
 }
 
-fn engine_config(limits: &Limits) -> Config {
+pub(crate) fn engine_config(limits: &Limits) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     let n = limits.pool_instances.max(1);
     pool.total_component_instances(n)
@@ -376,6 +421,7 @@ impl PolicyHost {
             limits,
             cache_dir,
             stop,
+            compile_slots: compile::CompileSlots::new(MAX_CONCURRENT_COMPILES),
         })
     }
 
@@ -391,10 +437,19 @@ impl PolicyHost {
         format!("{sha256}-wasmtime48-{:016x}.cwasm", h.finish())
     }
 
+    /// Compiles on a thread of its own under `limits.compile_timeout_ms`.
+    fn compile_component(&self, bytes: &[u8]) -> Result<Component, PolicyError> {
+        compile::compile_bounded(
+            &self.engine,
+            bytes,
+            &self.compile_slots,
+            Duration::from_millis(self.limits.compile_timeout_ms.max(1)),
+        )
+    }
+
     fn load_component(&self, bytes: &[u8], sha256: &str) -> Result<Component, PolicyError> {
         let Some(dir) = &self.cache_dir else {
-            return Component::new(&self.engine, bytes)
-                .map_err(|e| PolicyError::Invalid(format!("{e:#}")));
+            return self.compile_component(bytes);
         };
         let path = dir.join(self.cache_key(sha256));
         if path.exists() {
@@ -408,8 +463,23 @@ impl PolicyHost {
                 }
             }
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PolicyError::Invalid(format!("{e:#}")))?;
+        if let Some(exe) = compile::compiler_executable() {
+            let budget = Duration::from_millis(self.limits.compile_timeout_ms.max(1));
+            compile::compile_in_child(
+                exe,
+                &self.limits,
+                bytes,
+                &path,
+                &self.compile_slots,
+                budget,
+            )?;
+            // SAFETY: written just now by `Component::serialize` of a child
+            // process of this executable, for an engine of this config,
+            // into the server's private cache directory.
+            return unsafe { Component::deserialize_file(&self.engine, &path) }
+                .map_err(|e| PolicyError::Engine(format!("loading a compiled policy: {e:#}")));
+        }
+        let component = self.compile_component(bytes)?;
         match component.serialize() {
             Ok(serialized) => {
                 let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
@@ -428,7 +498,9 @@ impl PolicyHost {
 
     /// Compiles (or loads from the cache) and links a component, checking
     /// that it exports the interface version this host speaks and imports
-    /// nothing the host does not offer.
+    /// nothing the host does not offer. Its code is checked against the
+    /// code bounds of [`Limits`] first, and the compile runs under
+    /// `compile_timeout_ms` (see [`MAX_CONCURRENT_COMPILES`]).
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<CompiledPolicy, PolicyError> {
         if bytes.len() > self.limits.max_component_bytes {
             return Err(PolicyError::TooLarge {
@@ -436,6 +508,7 @@ impl PolicyHost {
                 limit: self.limits.max_component_bytes,
             });
         }
+        compile::check_code(bytes, &self.limits)?;
         let sha256 = sha256_hex(bytes);
         let component = self.load_component(bytes, &sha256)?;
         let ty = component.component_type();

@@ -443,6 +443,9 @@ pub async fn enforce_policy(
     if !state.policy_chain_enabled() {
         return Ok(());
     }
+    // Right after a start the enforcing policies may still be compiling:
+    // wait briefly, else a 503 (never a decision without them).
+    state.policies.wait_ready().await?;
     let action = request.action;
     let request_id = request.context.request_id.clone();
     let principal = request.principal.id.clone();

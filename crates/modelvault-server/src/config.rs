@@ -291,6 +291,15 @@ pub struct PolicyConfig {
     /// soon a server sees another server's install or removal).
     #[serde(default = "default_refresh_secs")]
     pub refresh_secs: u64,
+    /// Milliseconds a request that needs the policy chain waits, while the
+    /// server is still compiling its enforcing policies after a start,
+    /// before it gets a 503 `policies_loading`.
+    #[serde(default = "default_load_wait_ms")]
+    pub load_wait_ms: u64,
+    /// Most policies installed at once, which bounds the compiled
+    /// components a server holds in memory (docs/OPERATIONS.md).
+    #[serde(default = "default_max_policies")]
+    pub max_policies: usize,
     /// Policies that must be installed in enforce mode: the API refuses to
     /// remove them or install them in shadow mode, and if one is missing at
     /// load the chain denies everything.
@@ -354,6 +363,8 @@ impl Default for PolicyConfig {
         );
         Self {
             refresh_secs: default_refresh_secs(),
+            load_wait_ms: default_load_wait_ms(),
+            max_policies: default_max_policies(),
             required: Vec::new(),
             cache_dir: None,
             require_signed: false,
@@ -373,6 +384,14 @@ fn default_evaluation_nice() -> i32 {
 
 fn default_refresh_secs() -> u64 {
     10
+}
+
+fn default_load_wait_ms() -> u64 {
+    2000
+}
+
+fn default_max_policies() -> usize {
+    32
 }
 
 /// `[server]`
@@ -732,6 +751,11 @@ impl Config {
                 "policy.limits: timeout_ms must be positive and memory_bytes at least 1 MiB".into(),
             );
         }
+        if self.policy.limits.compile_timeout_ms == 0 || self.policy.max_policies == 0 {
+            return Err(
+                "policy.limits.compile_timeout_ms and policy.max_policies must be positive".into(),
+            );
+        }
         if !(0..=19).contains(&self.policy.evaluation_nice) {
             return Err("policy.evaluation_nice must be between 0 and 19".into());
         }
@@ -898,12 +922,17 @@ default = {default}
 [roles]
 {roles}
 # Policy plugins (docs/POLICY-AUTHORING.md). refresh_secs: how often this
-# server reloads installed policies from the store; required: policies that
+# server reloads installed policies from the store; load_wait_ms: how long a
+# policy-checked request waits, after a start, for the enforcing policies to
+# compile (then 503 policies_loading); max_policies: most installed at once
+# (bounds the compiled components held in memory); required: policies that
 # must be installed in enforce mode (removal refused; missing = deny all); cache_dir: compiled components;
 # require_signed: install only components signed by one of trusted_keys
 # (Ed25519 PEM public keys, hex keys, or files holding one); [policy.limits]: the
 # bounds every plugin runs under (memory_bytes, timeout_ms, max_reason_bytes,
-# max_stdio_bytes, max_component_bytes, max_wasm_stack, pool_instances);
+# max_stdio_bytes, max_component_bytes, max_wasm_stack, pool_instances,
+# compile_timeout_ms, max_function_bytes, max_function_locals,
+# max_function_complexity, max_component_complexity);
 # [policy.config.NAME]: configuration pairs handed to plugin NAME.
 {policy}
 [tokens]

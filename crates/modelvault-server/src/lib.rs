@@ -185,7 +185,7 @@ impl AppState {
             alerts: Arc::new(alerts::Alerts::new(config.alerts.clone(), metrics.clone())),
             metrics,
             config: Arc::new(config),
-            policies: Arc::new(registry),
+            policies: registry,
             policy_chain: true,
         }
         .with_policy_monitoring())

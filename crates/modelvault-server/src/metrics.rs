@@ -79,6 +79,10 @@ pub struct Metrics {
     pub policy_decisions: Family<PolicyLabels, Counter>,
     /// Seconds the whole policy chain took per decision.
     pub policy_latency: Histogram,
+    /// Compiled policy components held in memory.
+    pub policy_components_compiled: Gauge,
+    /// Policy components being compiled in the background.
+    pub policy_components_compiling: Gauge,
     /// Plaintext bytes served by downloads.
     pub bytes_served: Counter,
     /// Data keys released to workloads.
@@ -128,6 +132,18 @@ impl Default for Metrics {
             "policy_chain_seconds",
             "Time the policy chain took per decision",
             policy_latency.clone(),
+        );
+        let policy_components_compiled = Gauge::default();
+        registry.register(
+            "policy_components_compiled",
+            "Compiled policy components held in memory",
+            policy_components_compiled.clone(),
+        );
+        let policy_components_compiling = Gauge::default();
+        registry.register(
+            "policy_components_compiling",
+            "Policy components being compiled in the background",
+            policy_components_compiling.clone(),
         );
         let bytes_served = Counter::default();
         registry.register(
@@ -191,6 +207,8 @@ impl Default for Metrics {
             auth_failures,
             policy_decisions,
             policy_latency,
+            policy_components_compiled,
+            policy_components_compiling,
             bytes_served,
             key_releases,
             audit_write_latency,

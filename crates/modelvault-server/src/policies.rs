@@ -9,8 +9,8 @@
 //! MAC, a component its hash, a compile fails), the chain is marked broken
 //! and every decision is a deny until a reload succeeds.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use modelvault_policy::{
@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::ApiError;
 use crate::config::PolicyConfig;
 
+mod loading;
+pub use loading::Phase;
 mod reconfigure;
 pub use reconfigure::spawn_config_reloader;
 
@@ -84,6 +86,26 @@ struct Loaded {
     records: Vec<PolicyRecord>,
 }
 
+/// What a reload found.
+enum Load {
+    /// The chain to run.
+    Ready(Loaded),
+    /// Enforcing policies (named) that compile in the background and that
+    /// the chain cannot run without.
+    Waiting(Vec<String>),
+    /// Deny everything, for this reason (the operator log's).
+    Failed(String),
+}
+
+/// The 503 of a request that needs the chain while it is still loading.
+fn policies_loading() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "policies_loading",
+        "the server is still compiling its policies; retry shortly",
+    )
+}
+
 /// The server's view of the installed policies.
 pub struct PolicyRegistry {
     host: Arc<PolicyHost>,
@@ -95,7 +117,13 @@ pub struct PolicyRegistry {
     /// `[policy.config.*]`: from the config at start, replaced by
     /// [`Self::reconfigure`] (SIGHUP) without a restart.
     plugin_configs: RwLock<PluginConfigs>,
-    compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
+    /// Compiled components by `name:sha256`: those the installed set
+    /// names, and nothing else ([`loading`]).
+    compiled: loading::Compiled,
+    /// Loading, ready or broken; requests waiting for the load watch it.
+    phase: tokio::sync::watch::Sender<Phase>,
+    /// This registry, for the compile tasks it starts.
+    me: std::sync::Weak<PolicyRegistry>,
     /// Serializes reloads.
     reload: tokio::sync::Mutex<()>,
     /// Bounds concurrent evaluations to what the instance pool holds, so
@@ -137,13 +165,15 @@ pub fn validate_policy_name(name: &str) -> Result<(), ApiError> {
 
 impl PolicyRegistry {
     /// A registry with nothing loaded yet (deny all until [`Self::reload`]).
-    pub fn new(host: Arc<PolicyHost>, config: PolicyConfig) -> Self {
-        Self {
+    pub fn new(host: Arc<PolicyHost>, config: PolicyConfig) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             host,
             supply: Arc::new(signing::SupplyChain::new(&config)),
             state: RwLock::new(Err("policies not loaded yet".into())),
             plugin_configs: RwLock::new(config.config.clone()),
-            compiled: Mutex::new(HashMap::new()),
+            compiled: loading::Compiled::default(),
+            phase: tokio::sync::watch::Sender::new(Phase::Loading),
+            me: me.clone(),
             reload: tokio::sync::Mutex::new(()),
             slots: tokio::sync::Semaphore::new(config.limits.pool_instances.max(1) as usize),
             pool: evaluation_pool(&config),
@@ -155,7 +185,7 @@ impl PolicyRegistry {
             )),
             monitoring: std::sync::OnceLock::new(),
             config,
-        }
+        })
     }
 
     /// Sends circuit changes to `metrics` and `alerts` (once, at start).
@@ -189,68 +219,220 @@ impl PolicyRegistry {
         }
     }
 
-    async fn compile(
+    /// A compiled revision of `record`, or why there is none yet: one not
+    /// compiled is compiled in the background ([`loading`]).
+    fn compiled_for(&self, store: &Store, record: &PolicyRecord) -> loading::Lookup {
+        let key = loading::key(&record.name, &record.sha256);
+        let (lookup, start) = self.compiled.lookup_or_start(&key);
+        if start {
+            self.spawn_compile(store.clone(), record.clone(), key);
+        }
+        lookup
+    }
+
+    /// Compiles `record`'s component on a task of its own, then reloads.
+    fn spawn_compile(&self, store: Store, record: PolicyRecord, key: String) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = me.compile_record(&store, &record).await;
+            match &result {
+                Ok(_) => tracing::info!(
+                    policy = %record.name,
+                    sha256 = %record.sha256,
+                    millis = started.elapsed().as_millis() as u64,
+                    "policy compiled"
+                ),
+                // A compile error can quote the component: one line.
+                Err(f) => tracing::error!(
+                    policy = %record.name,
+                    sha256 = %record.sha256,
+                    mode = ?record.mode,
+                    error = %modelvault_policy::text::escape_unsafe(&f.error),
+                    "cannot compile an installed policy"
+                ),
+            }
+            me.compiled.finish(&key, result);
+            me.reload(&store).await;
+        });
+    }
+
+    async fn compile_record(
         &self,
         store: &Store,
         record: &PolicyRecord,
-    ) -> Result<Arc<CompiledPolicy>, String> {
-        if let Some(c) = self
-            .compiled
-            .lock()
-            .map_err(|_| "lock poisoned".to_string())?
-            .get(&format!("{}:{}", record.name, record.sha256))
-        {
-            return Ok(c.clone());
-        }
+    ) -> Result<Arc<CompiledPolicy>, loading::Failure> {
+        let unavailable = |error: String| loading::Failure {
+            error,
+            retry_after: Some(loading::RETRY_UNAVAILABLE),
+        };
         let bytes = store
             .policy_component(&record.sha256)
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("component of policy {} is missing", record.name))?;
+            .map_err(|e| unavailable(e.to_string()))?
+            .ok_or_else(|| {
+                unavailable(format!("component of policy {} is missing", record.name))
+            })?;
         let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
         if actual != record.sha256 {
-            return Err(format!(
-                "component of policy {} does not match its recorded hash",
-                record.name
-            ));
+            return Err(loading::Failure {
+                error: format!(
+                    "component of policy {} does not match its recorded hash",
+                    record.name
+                ),
+                retry_after: None,
+            });
         }
         let host = self.host.clone();
         let name = record.name.clone();
         let compiled = tokio::task::spawn_blocking(move || host.compile(&name, &bytes))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let compiled = Arc::new(compiled);
-        self.compiled
-            .lock()
-            .map_err(|_| "lock poisoned".to_string())?
-            .insert(
-                format!("{}:{}", record.name, record.sha256),
-                compiled.clone(),
-            );
-        Ok(compiled)
+            .map_err(|e| unavailable(e.to_string()))?;
+        compiled.map(Arc::new).map_err(|e| loading::Failure {
+            retry_after: matches!(
+                e,
+                modelvault_policy::PolicyError::CompileTimeout { .. }
+                    | modelvault_policy::PolicyError::CompileBusy { .. }
+            )
+            .then_some(loading::RETRY_SLOW),
+            error: format!("policy {}: {e}", record.name),
+        })
     }
 
-    /// Reloads the installed set from the store.
+    /// Where this server stands with its installed set.
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// For a request that needs the chain: while the server is still
+    /// compiling its enforcing policies after a start, waits up to
+    /// `policy.load_wait_ms`, then a 503 `policies_loading`. Ready or
+    /// broken: at once (a broken set denies in [`Self::decide`]).
+    pub async fn wait_ready(&self) -> Result<(), ApiError> {
+        let mut phase = self.phase.subscribe();
+        let wait = std::time::Duration::from_millis(self.config.load_wait_ms);
+        match tokio::time::timeout(wait, phase.wait_for(|p| *p != Phase::Loading)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(policies_loading()),
+        }
+    }
+
+    /// Reloads the installed set from the store. Never waits for a compile
+    /// (components not compiled yet compile in the background, then reload
+    /// again), and drops the compiled components the set no longer names.
     pub async fn reload(&self, store: &Store) {
         let _guard = self.reload.lock().await;
-        let result = self.load(store).await;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "cannot load installed policies; denying every request until this is fixed");
+        let phase = self.phase();
+        let (load, live) = self.load(store, phase).await;
+        let next = match load {
+            Load::Ready(l) => {
+                if let Ok(mut s) = self.state.write() {
+                    *s = Ok(l);
+                }
+                Phase::Ready
+            }
+            Load::Waiting(names) => {
+                tracing::info!(policies = %names.join(", "), "waiting for enforcing policies to compile");
+                // A ready server keeps deciding as it did.
+                if phase != Phase::Ready
+                    && let Ok(mut s) = self.state.write()
+                {
+                    *s = Err(format!("waiting for {} to compile", names.join(", ")));
+                }
+                phase
+            }
+            Load::Failed(e) => {
+                // A compile error can quote the component: one line in the log.
+                tracing::error!(error = %modelvault_policy::text::escape_unsafe(&e), "cannot load installed policies; denying every request until this is fixed");
+                if let Ok(mut s) = self.state.write() {
+                    *s = Err(e);
+                }
+                Phase::Broken
+            }
+        };
+        self.phase.send_if_modified(|p| {
+            let changed = *p != next;
+            *p = next;
+            changed
+        });
+        if let Some(mut keep) = live {
+            // What the chain runs stays too (a previous revision deciding
+            // while its successor compiles).
+            if let Ok(s) = self.state.read()
+                && let Ok(l) = &*s
+            {
+                keep.extend(
+                    l.chain
+                        .iter()
+                        .map(|e| loading::key(&e.policy.name, &e.policy.sha256)),
+                );
+            }
+            if self.compiled.retain(&keep) > 0 {
+                modelvault_policy::release_freed_memory();
+            }
         }
-        if let Ok(mut s) = self.state.write() {
-            *s = result;
+        if let Some(m) = self.monitoring.get() {
+            let (held, compiling) = self.compiled.counts();
+            m.metrics
+                .policy_components_compiled
+                .set(i64::try_from(held).unwrap_or(i64::MAX));
+            m.metrics
+                .policy_components_compiling
+                .set(i64::try_from(compiling).unwrap_or(i64::MAX));
         }
     }
 
-    async fn load(&self, store: &Store) -> Result<Loaded, String> {
+    /// The installed set as it can be run now, and the keys of every
+    /// installed component (`None` when the records could not be read).
+    async fn load(&self, store: &Store, phase: Phase) -> (Load, Option<HashSet<String>>) {
+        let records = match self.read_records(store).await {
+            Ok(r) => r,
+            Err(e) => return (Load::Failed(e), None),
+        };
+        let live = records
+            .iter()
+            .map(|r| loading::key(&r.name, &r.sha256))
+            .collect();
+        (self.assemble(store, records, phase), Some(live))
+    }
+
+    /// Refuses to install a new policy beyond `policy.max_policies` (a new
+    /// revision of an installed one is fine).
+    async fn check_room_for(&self, store: &Store, name: &str) -> Result<(), ApiError> {
+        let mut installed = 0usize;
+        for other in store.policy_names().await? {
+            if other == name {
+                continue;
+            }
+            let live = store
+                .policy(&other)
+                .latest::<PolicyRecord>()
+                .await?
+                .is_some_and(|(_, r)| !r.removed);
+            installed += usize::from(live);
+        }
+        if installed >= self.config.max_policies {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "too_many_policies",
+                format!(
+                    "{installed} policies are installed, the most policy.max_policies allows; remove one first"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The installed (not removed) policies' records, checked.
+    async fn read_records(&self, store: &Store) -> Result<Vec<PolicyRecord>, String> {
         let mut names = store
             .policy_names()
             .await
             .map_err(|e| e.to_string())?;
         names.sort();
         let mut records = Vec::new();
-        let mut chain = Vec::new();
         for name in names {
             let (seq, record) = store
                 .policy(&name)
@@ -265,13 +447,60 @@ impl PolicyRegistry {
                 continue;
             }
             self.supply.check_installed(&record)?;
-            let compiled = self.compile(store, &record).await?;
-            chain.push(ChainEntry {
-                policy: compiled,
-                shadow: record.mode == PolicyMode::Shadow,
-                config: self.plugin_config(&name),
-            });
             records.push(record);
+        }
+        if records.len() > self.config.max_policies {
+            return Err(format!(
+                "{} policies are installed, more than policy.max_policies ({})",
+                records.len(),
+                self.config.max_policies
+            ));
+        }
+        Ok(records)
+    }
+
+    /// The chain of `records` with what is compiled ([`loading`] says what
+    /// stands in for what is not yet).
+    fn assemble(&self, store: &Store, records: Vec<PolicyRecord>, phase: Phase) -> Load {
+        let previous: HashMap<String, ChainEntry> = match self.state.read() {
+            Ok(s) => match &*s {
+                Ok(l) => l
+                    .chain
+                    .iter()
+                    .map(|e| (e.policy.name.clone(), e.clone()))
+                    .collect(),
+                Err(_) => HashMap::new(),
+            },
+            Err(_) => HashMap::new(),
+        };
+        let mut chain = Vec::new();
+        let mut waiting = Vec::new();
+        for record in &records {
+            let shadow = record.mode == PolicyMode::Shadow;
+            let policy = match self.compiled_for(store, record) {
+                loading::Lookup::Ready(c) => c,
+                // Logged when it failed; a shadow policy never decides.
+                loading::Lookup::Failed(_) if shadow => continue,
+                loading::Lookup::Failed(e) => return Load::Failed(e),
+                loading::Lookup::Compiling => match previous.get(&record.name) {
+                    Some(old) => old.policy.clone(),
+                    None if shadow => continue,
+                    None => {
+                        if phase != Phase::Ready || self.config.required.contains(&record.name) {
+                            waiting.push(record.name.clone());
+                        }
+                        continue;
+                    }
+                },
+            };
+            chain.push(ChainEntry {
+                policy,
+                shadow,
+                config: self.plugin_config(&record.name),
+            });
+        }
+        if !waiting.is_empty() {
+            return Load::Waiting(waiting);
         }
         // A required policy that is missing or only shadowing breaks the
         // chain: fail closed rather than run without it.
@@ -280,12 +509,12 @@ impl PolicyRegistry {
                 .iter()
                 .any(|r| &r.name == required && r.mode == PolicyMode::Enforce);
             if !enforced {
-                return Err(format!(
+                return Load::Failed(format!(
                     "required policy {required} is not installed in enforce mode"
                 ));
             }
         }
-        Ok(Loaded {
+        Load::Ready(Loaded {
             chain: Arc::new(chain),
             records,
         })
@@ -293,6 +522,9 @@ impl PolicyRegistry {
 
     /// Installed policies (an error if the set could not be loaded).
     pub fn list(&self) -> Result<Vec<PolicyInfo>, ApiError> {
+        if self.phase() == Phase::Loading {
+            return Err(policies_loading());
+        }
         let s = self.state.read().map_err(|_| lock_err())?;
         match &*s {
             Ok(l) => Ok(l.records.iter().map(PolicyInfo::from).collect()),
@@ -324,6 +556,7 @@ impl PolicyRegistry {
         // Signature and metadata first: under policy.require_signed an
         // unsigned component is never compiled.
         let (bytes, provenance) = signing::inspect(&self.supply, bytes, signature).await?;
+        self.check_room_for(store, name).await?;
         let host = self.host.clone();
         let n = name.to_string();
         // Smoke-evaluated with the configuration it will run with.
@@ -340,21 +573,29 @@ impl PolicyRegistry {
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
-        let compiled = validated.map_err(|e| {
-            ApiError::new(
+        let compiled = validated.map_err(|e| match e {
+            // Not the component's fault: the compile slots are taken.
+            modelvault_policy::PolicyError::CompileBusy { .. } => ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "policy_compile_busy",
+                e.to_string(),
+            ),
+            _ => ApiError::new(
                 axum::http::StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_policy",
                 e.to_string(),
-            )
+            ),
         })?;
         let sha256 = compiled.sha256.clone();
         let size = bytes.len() as u64;
         store
             .put_policy_component(&sha256, bytes)
             .await?;
-        if let Ok(mut m) = self.compiled.lock() {
-            m.insert(format!("{name}:{sha256}"), Arc::new(compiled));
-        }
+        // Held (not dropped by a concurrent reload) until this install's
+        // reload has put it in the chain.
+        let _pin = self
+            .compiled
+            .insert_pinned(&loading::key(name, &sha256), Arc::new(compiled));
         let now = Utc::now();
         let (_, record) = store
             .policy(name)

@@ -1,4 +1,5 @@
-//! Routes under `/v1` (see `docs/API.md`) plus `/healthz`.
+//! Routes under `/v1` (see `docs/API.md`) plus `/healthz`, `/readyz` and
+//! `/metrics`.
 
 mod access;
 mod admin;
@@ -115,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(audited)
         .fallback(not_found)
@@ -193,6 +195,24 @@ async fn metrics(
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// 200 once the enforcing policies are loaded; 503 while they still
+/// compile after a start (`loading`) or when the installed set cannot be
+/// loaded and every policy-checked request is denied (`broken`).
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let phase = state.policies.phase();
+    let status = if phase == crate::policies::Phase::Ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({ "status": phase.as_str() })),
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -163,6 +163,8 @@ pub async fn review(
         );
     }
 
+    // The report runs the chain: not on a set still compiling after a start.
+    state.policies.wait_ready().await?;
     // Every version, every candidate.
     let mut versions = Vec::new();
     let mut can_download_any: BTreeSet<String> = BTreeSet::new();
