@@ -311,6 +311,9 @@ impl PolicyRegistry {
     /// `policy.load_wait_ms`, then a 503 `policies_loading`. Ready or
     /// broken: at once (a broken set denies in [`Self::decide`]).
     pub async fn wait_ready(&self) -> Result<(), ApiError> {
+        if self.phase() != Phase::Loading {
+            return Ok(());
+        }
         let mut phase = self.phase.subscribe();
         let wait = std::time::Duration::from_millis(self.config.load_wait_ms);
         match tokio::time::timeout(wait, phase.wait_for(|p| *p != Phase::Loading)).await {
@@ -427,10 +430,7 @@ impl PolicyRegistry {
 
     /// The installed (not removed) policies' records, checked.
     async fn read_records(&self, store: &Store) -> Result<Vec<PolicyRecord>, String> {
-        let mut names = store
-            .policy_names()
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut names = store.policy_names().await.map_err(|e| e.to_string())?;
         names.sort();
         let mut records = Vec::new();
         for name in names {
@@ -588,9 +588,7 @@ impl PolicyRegistry {
         })?;
         let sha256 = compiled.sha256.clone();
         let size = bytes.len() as u64;
-        store
-            .put_policy_component(&sha256, bytes)
-            .await?;
+        store.put_policy_component(&sha256, bytes).await?;
         // Held (not dropped by a concurrent reload) until this install's
         // reload has put it in the chain.
         let _pin = self
