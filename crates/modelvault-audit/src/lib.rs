@@ -19,11 +19,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod checkpoint;
+mod reader;
 mod record;
 mod verify;
 mod writer;
 
 pub use checkpoint::Checkpoint;
+pub use reader::{AuditReader, Entry, StoredRecord};
 pub use record::{AuditRecord, DecisionRef, GENESIS, KeyRef, PrincipalRef, ResourceRef, line_hash};
 pub use verify::{ChainReport, Problem, VerifyReport, read_all, verify_store};
 pub use writer::{

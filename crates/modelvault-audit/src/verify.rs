@@ -2,9 +2,9 @@
 //! the store and checks sequence, hash links, checkpoint signatures and
 //! heads, and pairs intents with completions.
 
-use std::collections::{BTreeMap, BTreeSet};
 use modelvault_storage::AuditObjects;
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{AuditError, AuditRecord, Checkpoint, GENESIS, line_hash};
 

@@ -141,8 +141,7 @@ pub async fn load_signing_key(
                 .map_err(|e| AuditError::Key(e.to_string()))?,
             public_key: hex::encode(pair.public_key().as_ref()),
         };
-        match store.audit_signing_keys().create_at(0, &record).await
-        {
+        match store.audit_signing_keys().create_at(0, &record).await {
             Ok(()) => return Ok(pair),
             Err(StorageError::AlreadyExists(_)) => continue,
             Err(e) => return Err(e.into()),
@@ -187,8 +186,7 @@ pub async fn rewrap_signing_key(store: &Store, target: u32) -> Result<bool, Audi
                 .map_err(|e| AuditError::Key(e.to_string()))?,
             public_key: r.public_key,
         };
-        match store.audit_signing_keys().create_at(seq + 1, &next).await
-        {
+        match store.audit_signing_keys().create_at(seq + 1, &next).await {
             Ok(()) => return Ok(true),
             Err(StorageError::AlreadyExists(_)) => continue,
             Err(e) => return Err(e.into()),

@@ -47,11 +47,7 @@ impl Bindings {
         {
             return Ok(set.clone());
         }
-        let (seq, set) = match store
-            .role_bindings()
-            .latest::<BindingSet>()
-            .await?
-        {
+        let (seq, set) = match store.role_bindings().latest::<BindingSet>().await? {
             Some((seq, set)) => (seq, Arc::new(set)),
             None => (0, Arc::new(BindingSet::default())),
         };
@@ -68,10 +64,7 @@ impl Bindings {
         mut change: impl FnMut(&mut BindingSet) -> bool,
     ) -> Result<(Arc<BindingSet>, bool), StorageError> {
         for _ in 0..16 {
-            let latest = store
-                .role_bindings()
-                .latest::<BindingSet>()
-                .await?;
+            let latest = store.role_bindings().latest::<BindingSet>().await?;
             let (next, mut set) = match latest {
                 Some((seq, set)) => (seq + 1, set),
                 None => (0, BindingSet::default()),

@@ -10,6 +10,8 @@ use super::*;
 /// One stored segment of a chain (not yet read).
 #[derive(Debug, Clone)]
 pub struct SegmentRef {
+    /// The chain.
+    pub chain: String,
     /// The first sequence number, from the object's name (`u64::MAX` when
     /// the name is not a number, so such an object sorts last).
     pub first_seq: u64,
@@ -22,7 +24,20 @@ pub struct SegmentRef {
 #[derive(Clone)]
 pub struct AuditObjects {
     objects: Arc<dyn ObjectStore>,
+    summaries: Arc<SummaryCache>,
 }
+
+/// A summary of one segment, as its reader computed it.
+pub type SegmentSummary = Arc<dyn std::any::Any + Send + Sync>;
+
+/// Summaries of stored segments. A segment is written once and never
+/// rewritten, so a summary keyed by chain, first sequence number and size
+/// stays true; a segment whose size changed (tampering) is summarized
+/// again.
+#[derive(Default)]
+pub(crate) struct SummaryCache(
+    std::sync::Mutex<std::collections::HashMap<(String, u64), (u64, SegmentSummary)>>,
+);
 
 impl std::fmt::Debug for AuditObjects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -35,6 +50,7 @@ impl Store {
     pub fn audit_objects(&self) -> AuditObjects {
         AuditObjects {
             objects: self.objects.clone(),
+            summaries: self.audit_summaries.clone(),
         }
     }
 }
@@ -48,7 +64,10 @@ impl AuditObjects {
     /// provider (offline verification needs only the public key).
     pub fn open(url: &str) -> Result<Self, StorageError> {
         let (objects, _) = open_object_store(url)?;
-        Ok(Self { objects })
+        Ok(Self {
+            objects,
+            summaries: Default::default(),
+        })
     }
 
     /// Whether any chain or checkpoint is stored.
@@ -89,6 +108,7 @@ impl AuditObjects {
             .filter_map(|m| {
                 let name = m.location.filename()?;
                 Some(SegmentRef {
+                    chain: chain.to_string(),
                     first_seq: parse_seq_named(name, ".jsonl").unwrap_or(u64::MAX),
                     size: m.size,
                     path: m.location,
@@ -97,6 +117,27 @@ impl AuditObjects {
             .collect();
         out.sort_by_key(|s| s.first_seq);
         Ok(out)
+    }
+
+    /// The summary kept for a listed segment, if one was stored for it at
+    /// its current size ([`Self::keep_summary`]).
+    pub fn summary(&self, segment: &SegmentRef) -> Option<SegmentSummary> {
+        let cache = self.summaries.0.lock().ok()?;
+        match cache.get(&(segment.chain.clone(), segment.first_seq)) {
+            Some((size, s)) if *size == segment.size => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps a reader's summary of a segment for every later reader of
+    /// this store (in memory, for the life of the process).
+    pub fn keep_summary(&self, segment: &SegmentRef, summary: SegmentSummary) {
+        if let Ok(mut cache) = self.summaries.0.lock() {
+            cache.insert(
+                (segment.chain.clone(), segment.first_seq),
+                (segment.size, summary),
+            );
+        }
     }
 
     /// The bytes of a listed segment.

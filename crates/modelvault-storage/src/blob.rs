@@ -594,8 +594,7 @@ async fn pump(
 }
 
 /// A stored blob's ciphertext as it lies in the bucket.
-pub type CiphertextStream =
-    futures::stream::BoxStream<'static, Result<bytes::Bytes, StorageError>>;
+pub type CiphertextStream = futures::stream::BoxStream<'static, Result<bytes::Bytes, StorageError>>;
 
 impl Store {
     /// A blob's stored ciphertext, unopened (the key-release route serves
@@ -606,7 +605,9 @@ impl Store {
             .map_err(|_| StorageError::Integrity(format!("bad blob key {blob:?}")))?;
         match self.objects.get(&path).await {
             Ok(got) => Ok(Some(
-                got.into_stream().map(|r| r.map_err(StorageError::from)).boxed(),
+                got.into_stream()
+                    .map(|r| r.map_err(StorageError::from))
+                    .boxed(),
             )),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),

@@ -58,13 +58,13 @@ use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPay
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use audit_objects::{AuditObjects, SegmentRef};
+pub use audit_objects::{AuditObjects, SegmentRef, SegmentSummary};
 pub use blob::{CiphertextStream, FileReader, PlaintextStream, UploadReceipt};
 pub use deks::{KeyWant, VersionKey};
 pub(crate) use deks::{digest_seal_key, seal_digests, unseal_digests, version_metadata_key};
 pub use error::StorageError;
-pub use repos::{RecordSeries, Tokens};
 pub use gc::GcReport;
+pub use repos::{RecordSeries, Tokens};
 pub use rotation::{KeyDir, Rewrap};
 pub use shred::{ShredReport, failpoint};
 pub use store::open_object_store;
@@ -82,6 +82,8 @@ pub struct Store {
     segment_size: SegmentSize,
     /// Presigns GET URLs on S3 stores: the client and the key prefix.
     signer: Option<(Arc<object_store::aws::AmazonS3>, String)>,
+    /// Summaries of audit segments, shared by every clone of the store.
+    audit_summaries: Arc<audit_objects::SummaryCache>,
 }
 
 impl std::fmt::Debug for Store {

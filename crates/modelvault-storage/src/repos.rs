@@ -161,7 +161,9 @@ impl Tokens<'_> {
         record: &T,
     ) -> Result<(), StorageError> {
         let token_path = layout::token(id);
-        self.store.create_record("token", &token_path, record).await?;
+        self.store
+            .create_record("token", &token_path, record)
+            .await?;
         let claim = self
             .store
             .create_record(
@@ -211,7 +213,11 @@ impl Tokens<'_> {
     pub async fn revoke<T: Serialize>(&self, id: &str, revocation: &T) -> Result<(), StorageError> {
         match self
             .store
-            .create_record("token-revocation", &layout::token_revocation(id), revocation)
+            .create_record(
+                "token-revocation",
+                &layout::token_revocation(id),
+                revocation,
+            )
             .await
         {
             Ok(()) | Err(StorageError::AlreadyExists(_)) => {}

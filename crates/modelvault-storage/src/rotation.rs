@@ -145,7 +145,10 @@ impl Store {
     }
 
     /// Every KEK version that ever wrapped one of a version's key records.
-    pub async fn kek_versions_of(&self, v: &crate::VersionRef<'_>) -> Result<Vec<u32>, StorageError> {
+    pub async fn kek_versions_of(
+        &self,
+        v: &crate::VersionRef<'_>,
+    ) -> Result<Vec<u32>, StorageError> {
         self.kek_versions_in(&layout::keys_dir(v.namespace, v.model, v.version))
             .await
     }

@@ -76,6 +76,7 @@ impl Store {
             url: url.into(),
             segment_size: SegmentSize::default(),
             signer: None,
+            audit_summaries: Default::default(),
         }
     }
 

@@ -62,11 +62,7 @@ pub async fn approvals(
     state: &AppState,
     v: &VersionRef<'_>,
 ) -> Result<Vec<ApprovalRecord>, ApiError> {
-    let series = state
-        .store
-        .approvals(v)
-        .all::<ApprovalRecord>()
-        .await?;
+    let series = state.store.approvals(v).all::<ApprovalRecord>().await?;
     let mut latest: BTreeMap<(String, String), ApprovalRecord> = BTreeMap::new();
     for (seq, r) in series {
         if r.seq != seq {
@@ -86,11 +82,7 @@ pub async fn deployments(
     state: &AppState,
     v: &VersionRef<'_>,
 ) -> Result<Vec<DeploymentRecord>, ApiError> {
-    let series = state
-        .store
-        .deployments(v)
-        .all::<DeploymentRecord>()
-        .await?;
+    let series = state.store.deployments(v).all::<DeploymentRecord>().await?;
     Ok(series.into_iter().map(|(_, r)| r).collect())
 }
 

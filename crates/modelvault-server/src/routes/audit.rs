@@ -53,59 +53,52 @@ pub async fn list(
         Some(None) => (None, q.model.clone()),
         None => (None, None),
     };
-    let chains = modelvault_audit::read_all(&state.store.audit_objects())
+    // The index answers the filter; only the segments holding the page's
+    // records are read.
+    let reader = modelvault_audit::AuditReader::new(state.store.audit_objects());
+    let mut rows: Vec<modelvault_audit::Entry> = reader
+        .entries()
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut rows: Vec<(
-        modelvault_audit::AuditRecord,
-        Box<serde_json::value::RawValue>,
-    )> = Vec::new();
-    for c in &chains {
-        for (_, bytes) in &c.segments {
-            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let raw = std::str::from_utf8(line)
-                    .ok()
-                    .and_then(|l| serde_json::value::RawValue::from_string(l.to_string()).ok());
-                let (Ok(r), Some(v)) = (
-                    serde_json::from_slice::<modelvault_audit::AuditRecord>(line),
-                    raw,
-                ) else {
-                    continue;
-                };
-                let ns = r.resource.as_ref().and_then(|x| x.namespace.as_deref());
-                let visible = match (&scope, ns) {
-                    (NamespaceScope::All, _) => true,
-                    (NamespaceScope::Only(set), Some(ns)) => set.contains(ns),
-                    (NamespaceScope::Only(_), None) => false,
-                };
-                let keep = visible
-                    && q.since.is_none_or(|t| r.time >= t)
-                    && q.until.is_none_or(|t| r.time < t)
-                    && q.principal
-                        .as_ref()
-                        .is_none_or(|id| r.principal.as_ref().is_some_and(|p| &p.id == id))
-                    && q.namespace.as_deref().is_none_or(|n| ns == Some(n))
-                    && model_ns.as_deref().is_none_or(|n| ns == Some(n))
-                    && model_name.as_deref().is_none_or(|m| {
-                        r.resource.as_ref().and_then(|x| x.model.as_deref()) == Some(m)
-                    })
-                    && q.action.as_ref().is_none_or(|a| &r.action == a)
-                    && q.outcome.as_ref().is_none_or(|o| &r.outcome == o)
-                    && q.kind.as_ref().is_none_or(|k| &r.kind == k);
-                if keep {
-                    rows.push((r, v));
-                }
-            }
-        }
-    }
-    rows.sort_by(|a, b| (a.0.time, &a.0.chain, a.0.seq).cmp(&(b.0.time, &b.0.chain, b.0.seq)));
-    let total = rows.len();
-    let records: Vec<Box<serde_json::value::RawValue>> = rows
+        .map_err(|e| ApiError::internal(e.to_string()))?
         .into_iter()
-        .skip(offset)
-        .take(limit)
-        .map(|(_, v)| v)
+        .filter(|r| {
+            let ns = r.namespace.as_deref();
+            let visible = match (&scope, ns) {
+                (NamespaceScope::All, _) => true,
+                (NamespaceScope::Only(set), Some(ns)) => set.contains(ns),
+                (NamespaceScope::Only(_), None) => false,
+            };
+            visible
+                && q.since.is_none_or(|t| r.time >= t)
+                && q.until.is_none_or(|t| r.time < t)
+                && q.principal
+                    .as_ref()
+                    .is_none_or(|id| r.principal.as_ref() == Some(id))
+                && q.namespace.as_deref().is_none_or(|n| ns == Some(n))
+                && model_ns.as_deref().is_none_or(|n| ns == Some(n))
+                && model_name
+                    .as_deref()
+                    .is_none_or(|m| r.model.as_deref() == Some(m))
+                && q.action.as_ref().is_none_or(|a| &r.action == a)
+                && q.outcome.as_ref().is_none_or(|o| &r.outcome == o)
+                && q.kind.as_ref().is_none_or(|k| &r.kind == k)
+        })
         .collect();
+    rows.sort_by(|a, b| (a.time, &a.chain, a.seq).cmp(&(b.time, &b.chain, b.seq)));
+    let total = rows.len();
+    let page: Vec<modelvault_audit::Entry> = rows.into_iter().skip(offset).take(limit).collect();
+    let records = reader
+        .lines_of(&page)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .into_iter()
+        .map(|line| {
+            std::str::from_utf8(&line)
+                .ok()
+                .and_then(|l| serde_json::value::RawValue::from_string(l.to_string()).ok())
+                .ok_or_else(|| ApiError::internal("an audit line changed since it was indexed"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let next = offset + records.len();
     Ok(Json(AuditPage {
         records,

@@ -296,7 +296,12 @@ pub async fn ciphertext(
         None if manifest.dek_generation != current => {
             return Err(rotated_out(manifest.dek_generation));
         }
-        None => return Err(ApiError::internal(format!("blob {} is missing", entry.blob))),
+        None => {
+            return Err(ApiError::internal(format!(
+                "blob {} is missing",
+                entry.blob
+            )));
+        }
     };
     let stream = stream.map(|r| r.map_err(std::io::Error::other));
     let mut resp = Response::new(Body::from_stream(stream));

@@ -92,39 +92,32 @@ pub async fn review(
             }
         }
     }
-    let chains = modelvault_audit::read_all(&state.store.audit_objects())
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
     // (ns, model, version) → principal → (count, last)
     let mut used: BTreeMap<(String, String, String), Downloads> = BTreeMap::new();
     let mut seen_oidc: BTreeMap<String, modelvault_audit::PrincipalRef> = BTreeMap::new();
-    for c in &chains {
-        for (_, bytes) in &c.segments {
-            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let Ok(r) = serde_json::from_slice::<modelvault_audit::AuditRecord>(line) else {
-                    continue;
-                };
-                if r.time < since {
-                    continue;
-                }
-                let Some(pr) = &r.principal else { continue };
-                if !candidates.contains_key(&pr.id) {
-                    seen_oidc.insert(pr.id.clone(), pr.clone());
-                }
-                if r.kind == "intent"
-                    && r.action == "download"
-                    && let Some(res) = &r.resource
-                    && let (Some(ns), Some(m), Some(v)) = (&res.namespace, &res.model, &res.version)
-                {
-                    let e = used
-                        .entry((ns.clone(), m.clone(), v.clone()))
-                        .or_default()
-                        .entry(pr.id.clone())
-                        .or_insert((0, r.time));
-                    e.0 += 1;
-                    e.1 = e.1.max(r.time);
-                }
-            }
+    let reader = modelvault_audit::AuditReader::new(state.store.audit_objects());
+    let mut records =
+        std::pin::pin!(reader.records(move |e| e.time >= since && e.principal.is_some()));
+    while let Some((r, _)) = futures::TryStreamExt::try_next(&mut records)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    {
+        let Some(pr) = &r.principal else { continue };
+        if !candidates.contains_key(&pr.id) {
+            seen_oidc.insert(pr.id.clone(), pr.clone());
+        }
+        if r.kind == "intent"
+            && r.action == "download"
+            && let Some(res) = &r.resource
+            && let (Some(ns), Some(m), Some(v)) = (&res.namespace, &res.model, &res.version)
+        {
+            let e = used
+                .entry((ns.clone(), m.clone(), v.clone()))
+                .or_default()
+                .entry(pr.id.clone())
+                .or_insert((0, r.time));
+            e.0 += 1;
+            e.1 = e.1.max(r.time);
         }
     }
     for (id, pr) in seen_oidc {
