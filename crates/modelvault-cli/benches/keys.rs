@@ -65,17 +65,17 @@ async fn measure(n: usize) -> (Duration, Duration) {
     }
     let t = Instant::now();
     for i in 0..n {
-        let path = object_store::path::Path::from(format!("bench-baseline/{i:08}.json"));
-        s.create_record(
-            "bench",
-            &path,
-            &Small {
-                i,
-                pad: "x".repeat(96),
-            },
-        )
-        .await
-        .unwrap();
+        // One create-if-absent authenticated record each (a job's first).
+        s.job(&format!("bench-baseline-{i:08}"))
+            .create_at(
+                0,
+                &Small {
+                    i,
+                    pad: "x".repeat(96),
+                },
+            )
+            .await
+            .unwrap();
     }
     (rotation, t.elapsed())
 }

@@ -154,7 +154,7 @@ impl Store {
     }
 
     /// Every KEK version that ever wrapped a key record in `dir`.
-    pub async fn kek_versions_in(&self, dir: &Path) -> Result<Vec<u32>, StorageError> {
+    pub(crate) async fn kek_versions_in(&self, dir: &Path) -> Result<Vec<u32>, StorageError> {
         let mut v: Vec<u32> = self
             .read_series::<KeyRecord>("key", dir)
             .await?

@@ -2,13 +2,15 @@
 //! record is written create-if-absent with a MAC over its path and body
 //! ([`crate::records`]), and read back only if the MAC verifies for the
 //! path it was found at. Mutable state is a series whose highest number
-//! wins; nothing is ever overwritten.
+//! wins; nothing is ever overwritten. These primitives are the crate's
+//! own: other crates reach records through the typed functions and
+//! repositories ([`crate::repos`]).
 
 use super::*;
 
 impl Store {
     /// Writes an authenticated record, create-if-absent.
-    pub async fn create_record<T: Serialize>(
+    pub(crate) async fn create_record<T: Serialize>(
         &self,
         kind: &str,
         path: &Path,
@@ -38,7 +40,7 @@ impl Store {
 
     /// Writes content-addressed bytes create-if-absent: an existing object
     /// at the same path is accepted (same hash, same content).
-    pub async fn put_content_addressed(
+    pub(crate) async fn put_content_addressed(
         &self,
         path: &Path,
         bytes: Vec<u8>,
@@ -60,7 +62,7 @@ impl Store {
     }
 
     /// Reads an object's bytes; `None` if absent.
-    pub async fn get_bytes(&self, path: &Path) -> Result<Option<bytes::Bytes>, StorageError> {
+    pub(crate) async fn get_bytes(&self, path: &Path) -> Result<Option<bytes::Bytes>, StorageError> {
         match self.objects.get(path).await {
             Ok(r) => Ok(Some(r.bytes().await?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -71,7 +73,7 @@ impl Store {
     /// Appends a record to a sequence-numbered series: the next number after
     /// the latest, create-if-absent, retried when another writer wins.
     /// `make` builds the body for a sequence number.
-    pub async fn append_record<T: Serialize>(
+    pub(crate) async fn append_record<T: Serialize>(
         &self,
         kind: &str,
         dir: &Path,
@@ -95,7 +97,7 @@ impl Store {
     }
 
     /// Every record of a sequence-numbered series, in order, verified.
-    pub async fn read_series<T: DeserializeOwned>(
+    pub(crate) async fn read_series<T: DeserializeOwned>(
         &self,
         kind: &str,
         dir: &Path,
@@ -117,7 +119,7 @@ impl Store {
     }
 
     /// Names of the direct sub-folders of `dir`.
-    pub async fn list_children(&self, dir: &Path) -> Result<Vec<String>, StorageError> {
+    pub(crate) async fn list_children(&self, dir: &Path) -> Result<Vec<String>, StorageError> {
         let listing = self.objects.list_with_delimiter(Some(dir)).await?;
         Ok(listing
             .common_prefixes
@@ -127,7 +129,7 @@ impl Store {
     }
 
     /// Deletes one object (undoing a half-finished create); absent is fine.
-    pub async fn delete_object(&self, path: &Path) -> Result<(), StorageError> {
+    pub(crate) async fn delete_object(&self, path: &Path) -> Result<(), StorageError> {
         match self.objects.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -135,7 +137,7 @@ impl Store {
     }
 
     /// Reads and verifies a record; `None` if absent.
-    pub async fn read_record<T: DeserializeOwned>(
+    pub(crate) async fn read_record<T: DeserializeOwned>(
         &self,
         kind: &str,
         path: &Path,
@@ -162,7 +164,7 @@ impl Store {
     }
 
     /// The latest sequence-numbered record in `dir`.
-    pub async fn read_latest<T: DeserializeOwned>(
+    pub(crate) async fn read_latest<T: DeserializeOwned>(
         &self,
         kind: &str,
         dir: &Path,
