@@ -85,33 +85,38 @@ pub struct StoredChain {
 pub async fn read_all(objects: &AuditObjects) -> Result<Vec<StoredChain>, AuditError> {
     let mut out = Vec::new();
     for chain in objects.chains().await? {
-        let mut segments = Vec::new();
-        for seg in objects.segments(&chain).await? {
-            let bytes = objects.read(&seg).await?;
-            segments.push((seg.first_seq, bytes));
-        }
-        let mut checkpoints = Vec::new();
-        for (seq, bytes) in objects.checkpoints(&chain).await? {
-            match serde_json::from_slice::<Checkpoint>(&bytes) {
-                Ok(c) => checkpoints.push(c),
-                Err(_) => checkpoints.push(Checkpoint {
-                    chain: chain.clone(),
-                    seq: seq.unwrap_or(0),
-                    head: String::new(),
-                    time: chrono::Utc::now(),
-                    public_key: String::new(),
-                    signature: String::new(),
-                }),
-            }
-        }
-        checkpoints.sort_by_key(|c| c.seq);
-        out.push(StoredChain {
-            chain,
-            segments,
-            checkpoints,
-        });
+        out.push(read_chain(objects, chain).await?);
     }
     Ok(out)
+}
+
+/// Reads one chain's segments and checkpoints.
+async fn read_chain(objects: &AuditObjects, chain: String) -> Result<StoredChain, AuditError> {
+    let mut segments = Vec::new();
+    for seg in objects.segments(&chain).await? {
+        let bytes = objects.read(&seg).await?;
+        segments.push((seg.first_seq, bytes));
+    }
+    let mut checkpoints = Vec::new();
+    for (seq, bytes) in objects.checkpoints(&chain).await? {
+        match serde_json::from_slice::<Checkpoint>(&bytes) {
+            Ok(c) => checkpoints.push(c),
+            Err(_) => checkpoints.push(Checkpoint {
+                chain: chain.clone(),
+                seq: seq.unwrap_or(0),
+                head: String::new(),
+                time: chrono::Utc::now(),
+                public_key: String::new(),
+                signature: String::new(),
+            }),
+        }
+    }
+    checkpoints.sort_by_key(|c| c.seq);
+    Ok(StoredChain {
+        chain,
+        segments,
+        checkpoints,
+    })
 }
 
 /// Verifies one chain.
@@ -292,8 +297,12 @@ pub async fn verify_store(
     objects: &AuditObjects,
     public_key: &[u8],
 ) -> Result<VerifyReport, AuditError> {
-    let chains = read_all(objects).await?;
-    let reports: Vec<ChainReport> = chains.iter().map(|c| verify_chain(c, public_key)).collect();
+    // One chain in memory at a time.
+    let mut reports = Vec::new();
+    for chain in objects.chains().await? {
+        let c = read_chain(objects, chain).await?;
+        reports.push(verify_chain(&c, public_key));
+    }
     Ok(VerifyReport {
         ok: reports.iter().all(|r| r.problem.is_none()),
         chains: reports,
