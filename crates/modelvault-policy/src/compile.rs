@@ -232,8 +232,13 @@ pub fn compile_child_main(mut args: impl Iterator<Item = OsString>) -> ExitCode 
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    match std::fs::write(&output, serialized) {
-        Ok(()) => ExitCode::SUCCESS,
+    match std::fs::write(&output, &serialized) {
+        Ok(()) => {
+            // The parent checks the file against this digest before it
+            // loads it (stdout is a pipe only the parent reads).
+            println!("{}", blake3::hash(&serialized).to_hex());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("{}: {e}", Path::new(&output).display());
             ExitCode::FAILURE
@@ -241,9 +246,11 @@ pub fn compile_child_main(mut args: impl Iterator<Item = OsString>) -> ExitCode 
     }
 }
 
-/// Compiles `bytes` in a child process of `exe` into `path` (written
-/// whole or not at all): waits up to `budget` for a compile slot, then
-/// kills the child if it is not done within `budget`.
+/// Compiles `bytes` in a child process of `exe` and returns the serialized
+/// component, checked against the digest the child reports on its stdout
+/// (the file it writes beside `path` is only a transport): waits up to
+/// `budget` for a compile slot, then kills the child if it is not done
+/// within `budget`.
 pub(crate) fn compile_in_child(
     exe: &Path,
     limits: &Limits,
@@ -251,7 +258,7 @@ pub(crate) fn compile_in_child(
     path: &Path,
     slots: &Arc<CompileSlots>,
     budget: Duration,
-) -> Result<(), PolicyError> {
+) -> Result<Vec<u8>, PolicyError> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let limit_ms = budget.as_millis() as u64;
     let engine_err =
@@ -277,7 +284,7 @@ pub(crate) fn compile_in_child(
         .arg(&input)
         .arg(&output)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     #[cfg(target_os = "linux")]
     {
@@ -308,6 +315,15 @@ pub(crate) fn compile_in_child(
             text
         })
     });
+    // The digest of what the child wrote (one line), read as it comes.
+    let digest = child.stdout.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = (&mut pipe).take(256).read_to_string(&mut text);
+            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+            text
+        })
+    });
     let deadline = Instant::now() + budget;
     let status = loop {
         match child.try_wait() {
@@ -334,10 +350,18 @@ pub(crate) fn compile_in_child(
         .to_string();
     let _ = std::fs::remove_file(&input);
     if status.success() {
-        return std::fs::rename(&output, path).map_err(|e| {
-            cleanup();
-            engine_err("storing the compiled component", &e)
-        });
+        let reported = digest
+            .and_then(|t| t.join().ok())
+            .and_then(|t| blake3::Hash::from_hex(t.trim()).ok());
+        let artifact = std::fs::read(&output);
+        cleanup();
+        let artifact = artifact.map_err(|e| engine_err("reading the compiled component", &e))?;
+        return match reported {
+            Some(d) if blake3::hash(&artifact) == d => Ok(artifact),
+            _ => Err(PolicyError::Engine(
+                "the compiled component does not match what the compiler process reported".into(),
+            )),
+        };
     }
     cleanup();
     match status.code() {

@@ -307,6 +307,11 @@ pub struct PolicyHost {
     linker: Linker<HostState>,
     limits: Limits,
     cache_dir: Option<PathBuf>,
+    /// Authenticates compiled components in `cache_dir` (keyed BLAKE3).
+    /// Without it, cached files are never read: a compiled component is
+    /// native code, and whoever can write the cache directory must not be
+    /// able to choose what the server runs.
+    cache_key: Option<zeroize::Zeroizing<[u8; 32]>>,
     stop: Arc<AtomicBool>,
     compile_slots: Arc<compile::CompileSlots>,
 }
@@ -420,9 +425,75 @@ impl PolicyHost {
             linker,
             limits,
             cache_dir,
+            cache_key: None,
             stop,
             compile_slots: compile::CompileSlots::new(MAX_CONCURRENT_COMPILES),
         })
+    }
+
+    /// Sets the key that authenticates compiled components in the cache
+    /// directory. The server derives it from its key provider (a record MAC
+    /// over a fixed label), so it is the same on every server sharing the
+    /// provider and unknown to anyone who can only write the cache
+    /// directory or the bucket. Without a key the cache is write-only:
+    /// every start compiles afresh.
+    pub fn with_cache_key(mut self, key: [u8; 32]) -> Self {
+        self.cache_key = Some(zeroize::Zeroizing::new(key));
+        self
+    }
+
+    /// The tag of a compiled component stored as `name` in the cache.
+    fn cache_tag(&self, name: &str, artifact: &[u8]) -> Option<blake3::Hash> {
+        let key = self.cache_key.as_ref()?;
+        let mut h = blake3::Hasher::new_keyed(key);
+        h.update(&(name.len() as u64).to_be_bytes());
+        h.update(name.as_bytes());
+        h.update(artifact);
+        Some(h.finalize())
+    }
+
+    /// A cached compiled component, if its tag verifies. Read whole into
+    /// memory and checked there, so the bytes that are deserialized are the
+    /// bytes that were authenticated.
+    fn cached_component(&self, path: &std::path::Path, name: &str) -> Option<Component> {
+        let tag_path = path.with_extension("cwasm.tag");
+        let (Ok(artifact), Ok(tag_hex)) = (std::fs::read(path), std::fs::read_to_string(&tag_path))
+        else {
+            return None;
+        };
+        let expected = blake3::Hash::from_hex(tag_hex.trim()).ok()?;
+        // blake3::Hash compares in constant time.
+        if self.cache_tag(name, &artifact)? != expected {
+            tracing::warn!(path = %path.display(), "a compiled policy in the cache failed authentication; compiling afresh");
+            return None;
+        }
+        // SAFETY: `artifact` was produced by `Component::serialize` of an
+        // engine with this configuration (the name carries the content hash
+        // and the engine compatibility hash) and authenticated just above
+        // with a key only this server's key provider yields.
+        match unsafe { Component::deserialize(&self.engine, &artifact) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled policy");
+                None
+            }
+        }
+    }
+
+    /// Stores a compiled component and its tag in the cache (best effort).
+    fn store_in_cache(&self, path: &std::path::Path, name: &str, artifact: &[u8]) {
+        let Some(tag) = self.cache_tag(name, artifact) else {
+            return;
+        };
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let tag_path = path.with_extension("cwasm.tag");
+        let stored = std::fs::write(&tmp, artifact)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .and_then(|()| std::fs::write(&tag_path, tag.to_hex().as_bytes()));
+        if stored.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(path = %path.display(), "could not cache a compiled policy");
+        }
     }
 
     /// The limits in force.
@@ -451,21 +522,16 @@ impl PolicyHost {
         let Some(dir) = &self.cache_dir else {
             return self.compile_component(bytes);
         };
-        let path = dir.join(self.cache_key(sha256));
-        if path.exists() {
-            // SAFETY: the file was written by `Component::serialize` of this
-            // engine build (the name carries the content hash and the engine
-            // compatibility hash) into the server's private data directory.
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled policy")
-                }
-            }
+        let name = self.cache_key(sha256);
+        let path = dir.join(&name);
+        if let Some(c) = self.cached_component(&path, &name) {
+            return Ok(c);
         }
         if let Some(exe) = compile::compiler_executable() {
             let budget = Duration::from_millis(self.limits.compile_timeout_ms.max(1));
-            compile::compile_in_child(
+            // The child's output, checked against the digest it reported on
+            // its stdout (a pipe no one else writes), in memory.
+            let artifact = compile::compile_in_child(
                 exe,
                 &self.limits,
                 bytes,
@@ -473,24 +539,17 @@ impl PolicyHost {
                 &self.compile_slots,
                 budget,
             )?;
-            // SAFETY: written just now by `Component::serialize` of a child
-            // process of this executable, for an engine of this config,
-            // into the server's private cache directory.
-            return unsafe { Component::deserialize_file(&self.engine, &path) }
-                .map_err(|e| PolicyError::Engine(format!("loading a compiled policy: {e:#}")));
+            // SAFETY: produced just now by `Component::serialize` in a child
+            // process of this executable, for an engine of this config, and
+            // checked against the digest the child reported.
+            let component = unsafe { Component::deserialize(&self.engine, &artifact) }
+                .map_err(|e| PolicyError::Engine(format!("loading a compiled policy: {e:#}")))?;
+            self.store_in_cache(&path, &name, &artifact);
+            return Ok(component);
         }
         let component = self.compile_component(bytes)?;
         match component.serialize() {
-            Ok(serialized) => {
-                let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-                if std::fs::write(&tmp, serialized)
-                    .and_then(|()| std::fs::rename(&tmp, &path))
-                    .is_err()
-                {
-                    let _ = std::fs::remove_file(&tmp);
-                    tracing::warn!(path = %path.display(), "could not cache a compiled policy");
-                }
-            }
+            Ok(serialized) => self.store_in_cache(&path, &name, &serialized),
             Err(e) => tracing::warn!(error = %e, "could not serialize a compiled policy"),
         }
         Ok(component)

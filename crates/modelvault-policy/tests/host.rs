@@ -136,22 +136,72 @@ fn decisions_reproduce_and_instances_are_fresh() {
 #[test]
 fn compile_cache_is_used_and_bad_components_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let host = PolicyHost::new(Limits::default(), Some(dir.path().to_path_buf())).unwrap();
+    let key = [7u8; 32];
+    let keyed = || {
+        PolicyHost::new(Limits::default(), Some(dir.path().to_path_buf()))
+            .unwrap()
+            .with_cache_key(key)
+    };
+    let host = keyed();
     let b = bundled::BUNDLED[0];
     let first = host.compile(b.name, b.component).unwrap();
-    let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(cached.len(), 1, "one compiled artifact cached");
-    let name = cached[0]
-        .as_ref()
+    let mut cached: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
-        .file_name()
-        .into_string()
-        .unwrap();
-    assert!(name.starts_with(&first.sha256), "{name}");
-    // A second host (a restart) loads it from the cache and it still decides.
-    let host2 = PolicyHost::new(Limits::default(), Some(dir.path().to_path_buf())).unwrap();
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    cached.sort();
+    assert_eq!(
+        cached.len(),
+        2,
+        "one compiled artifact and its tag: {cached:?}"
+    );
+    let artifact = dir.path().join(&cached[0]);
+    let tag = dir.path().join(&cached[1]);
+    assert!(cached[0].starts_with(&first.sha256), "{cached:?}");
+    assert!(cached[1].ends_with(".cwasm.tag"), "{cached:?}");
+    // A second host (a restart) with the same key loads it from the cache
+    // and it still decides.
+    let host2 = keyed();
     let again = host2.validate(b.name, b.component).unwrap();
     assert_eq!(again.sha256, first.sha256);
+
+    // A cache-directory writer swaps in another compiled component (that of
+    // another bundled policy, real native code) under this one's name: the
+    // tag does not verify, so it is compiled afresh and the right policy
+    // decides; the cache is repaired.
+    let other = bundled::BUNDLED[1];
+    let other_host = PolicyHost::new(Limits::default(), None).unwrap();
+    let _ = other_host.compile(other.name, other.component).unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let h3 = PolicyHost::new(Limits::default(), Some(dir2.path().to_path_buf()))
+        .unwrap()
+        .with_cache_key(key);
+    h3.compile(other.name, other.component).unwrap();
+    let other_artifact = std::fs::read_dir(dir2.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
+    let original = std::fs::read(&artifact).unwrap();
+    std::fs::copy(&other_artifact, &artifact).unwrap();
+    let forged = keyed().compile(b.name, b.component).unwrap();
+    assert_eq!(forged.sha256, first.sha256);
+    assert_eq!(
+        std::fs::read(&artifact).unwrap(),
+        original,
+        "cache repaired"
+    );
+    // A tag made without the key does not help.
+    std::fs::copy(&other_artifact, &artifact).unwrap();
+    std::fs::write(&tag, blake3::hash(b"guess").to_hex().as_bytes()).unwrap();
+    keyed().compile(b.name, b.component).unwrap();
+    assert_eq!(std::fs::read(&artifact).unwrap(), original);
+    // A host without a key never reads the cache (it compiles and does not
+    // write either).
+    std::fs::copy(&other_artifact, &artifact).unwrap();
+    let unkeyed = PolicyHost::new(Limits::default(), Some(dir.path().to_path_buf())).unwrap();
+    unkeyed.compile(b.name, b.component).unwrap();
+    assert_ne!(std::fs::read(&artifact).unwrap(), original);
 
     assert!(matches!(
         host.compile("x", b"not wasm"),

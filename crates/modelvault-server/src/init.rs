@@ -112,7 +112,7 @@ pub async fn initialize_with(
         .and_then(|()| f.sync_all())
         .map_err(|e| InitError::Other(format!("write {}: {e}", cfg_path.display())))?;
 
-    let state = AppState::from_parts(store, config.clone()).map_err(|e| other(&e))?;
+    let state = AppState::from_parts(store, config.clone(), None).map_err(|e| other(&e))?;
     crate::policies::install_bundled(&state.policies, &state.store)
         .await
         .map_err(|e| InitError::Other(format!("installing the bundled policies: {}", e.message)))?;

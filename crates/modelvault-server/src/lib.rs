@@ -123,7 +123,8 @@ impl AppState {
             .unwrap_or_default();
         let store = Store::open(&config.store.url, keys)?.with_segment_size(segment);
         store.check_initialized().await?;
-        let state = Self::from_parts(store, config)?;
+        let cache_key = policy_cache_key(&store).await?;
+        let state = Self::from_parts(store, config, Some(cache_key))?;
         state
             .bindings
             .seed(&state.store, &state.config.access.bindings)
@@ -158,12 +159,21 @@ impl AppState {
     }
 
     /// State over an open store, with the policy host started but nothing
-    /// loaded (call `policies.reload`).
-    pub fn from_parts(store: Store, config: Config) -> Result<Self, ServeError> {
-        let host = modelvault_policy::PolicyHost::new(
+    /// loaded (call `policies.reload`). Compiled policies in the cache
+    /// directory are read back only when `cache_key` authenticates them
+    /// (see [`policy_cache_key`]).
+    pub fn from_parts(
+        store: Store,
+        config: Config,
+        cache_key: Option<[u8; 32]>,
+    ) -> Result<Self, ServeError> {
+        let mut host = modelvault_policy::PolicyHost::new(
             config.policy.limits.clone(),
             config.policy.cache_dir.clone(),
         )?;
+        if let Some(key) = cache_key {
+            host = host.with_cache_key(key);
+        }
         let registry = policies::PolicyRegistry::new(Arc::new(host), config.policy.clone());
         let metrics = Arc::new(metrics::Metrics::default());
         let oidc = if config.oidc.issuers.is_empty() {
@@ -387,4 +397,17 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// The key that authenticates compiled policies in `policy.cache_dir`: the
+/// key provider's record MAC over a fixed label. Every server sharing the
+/// provider derives the same key; whoever can write only the cache
+/// directory or the bucket cannot, so cannot choose the native code a
+/// server loads.
+pub async fn policy_cache_key(store: &Store) -> Result<[u8; 32], ServeError> {
+    let mac = store
+        .keys()
+        .mac(b"modelvault:compiled-policy-cache:v1")
+        .await?;
+    Ok(*blake3::hash(&mac.tag).as_bytes())
 }
