@@ -26,7 +26,7 @@ fn router_v1_paths(app: &TestApp) -> BTreeSet<String> {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let state = modelvault_server::AppState::from_parts(store, config).expect("state");
+    let state = modelvault_server::AppState::from_parts(store, config, None).expect("state");
     let router = modelvault_server::router(state);
     let debug = format!("{router:?}");
     let paths: BTreeSet<String> = debug
