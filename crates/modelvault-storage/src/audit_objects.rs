@@ -63,7 +63,7 @@ impl AuditObjects {
     /// The audit objects of the store at `url`, opened without a key
     /// provider (offline verification needs only the public key).
     pub fn open(url: &str) -> Result<Self, StorageError> {
-        let (objects, _) = open_object_store(url)?;
+        let (objects, _) = store::open_objects(url)?;
         Ok(Self {
             objects,
             summaries: Default::default(),

@@ -67,6 +67,7 @@ pub use gc::GcReport;
 pub use repos::{RecordSeries, Tokens};
 pub use rotation::{KeyDir, Rewrap};
 pub use shred::{ShredReport, failpoint};
+#[cfg(any(test, feature = "test-hooks"))]
 pub use store::open_object_store;
 pub use types::*;
 

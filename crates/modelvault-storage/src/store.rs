@@ -8,8 +8,17 @@ use super::*;
 /// Opens the object store behind a URL: `file:///abs/path` or
 /// `s3://bucket[/prefix]` (S3 settings from the standard `AWS_*`
 /// variables: `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
-/// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`). Outside this
+/// crate only with the `test-hooks` feature (tests that inspect a bucket).
+#[cfg(any(test, feature = "test-hooks"))]
 pub fn open_object_store(
+    url: &str,
+) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), StorageError> {
+    open_objects(url)
+}
+
+/// The object store behind a URL (see [`Store::open`]).
+pub(crate) fn open_objects(
     url: &str,
 ) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>), StorageError> {
     let parsed = url::Url::parse(url)
@@ -80,9 +89,12 @@ impl Store {
         }
     }
 
-    /// Opens the store at `url` (see [`open_object_store`]).
+    /// Opens the store at `url`: `file:///abs/path` or
+    /// `s3://bucket[/prefix]` (S3 settings from the standard `AWS_*`
+    /// variables: `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
     pub fn open(url: &str, keys: Arc<dyn KeyProvider>) -> Result<Self, StorageError> {
-        let (objects, local_root) = open_object_store(url)?;
+        let (objects, local_root) = open_objects(url)?;
         let mut store = Self::new(objects, local_root, keys, url);
         if let Ok(parsed) = url::Url::parse(url)
             && parsed.scheme() == "s3"
