@@ -20,6 +20,7 @@ pub mod config;
 pub mod conn;
 mod error;
 mod extract;
+pub mod gate;
 pub mod init;
 pub mod jobs;
 pub mod metrics;

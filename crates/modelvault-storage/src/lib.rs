@@ -69,6 +69,7 @@ pub use rotation::{KeyDir, Rewrap};
 pub use shred::{ShredReport, failpoint};
 #[cfg(any(test, feature = "test-hooks"))]
 pub use store::open_object_store;
+pub use versions::VersionInForce;
 pub use types::*;
 
 /// An open store: the object store, and the key provider that

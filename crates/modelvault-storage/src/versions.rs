@@ -85,6 +85,44 @@ impl Store {
         Ok(version.to_string())
     }
 
+    /// Everything a gate decides on for one committed version, in one
+    /// call: `latest` resolved, then (concurrently) the model record, the
+    /// manifest in force (tombstone checked), and the version's approval
+    /// and deployment series (`A` and `D` are the caller's record types).
+    /// A missing model or version is [`StorageError::NotFound`], a deleted
+    /// one [`StorageError::Gone`]; errors are reported in that order.
+    pub async fn version_in_force<A: DeserializeOwned, D: DeserializeOwned>(
+        &self,
+        namespace: &str,
+        model: &str,
+        version: &str,
+    ) -> Result<VersionInForce<A, D>, StorageError> {
+        let version = self.resolve_version(namespace, model, version).await?;
+        let v = VersionRef {
+            namespace,
+            model,
+            version: &version,
+        };
+        let (approvals, deployments) = (self.approvals(&v), self.deployments(&v));
+        let (record, manifest, approvals, deployments) = futures::join!(
+            self.get_model(namespace, model),
+            self.get_manifest(&v),
+            approvals.all::<A>(),
+            deployments.all::<D>(),
+        );
+        let record =
+            record?.ok_or_else(|| StorageError::NotFound(format!("model {namespace}/{model}")))?;
+        let manifest = manifest?.ok_or_else(|| StorageError::NotFound(format!("version {v}")))?;
+        let (approvals, deployments) = (approvals?, deployments?);
+        Ok(VersionInForce {
+            version,
+            model: record,
+            manifest,
+            approvals,
+            deployments,
+        })
+    }
+
     /// A committed version with its digests unsealed.
     pub async fn show_version(&self, v: &VersionRef<'_>) -> Result<VersionView, StorageError> {
         self.require_model(v.namespace, v.model).await?;
@@ -143,6 +181,22 @@ impl Store {
         };
         Ok((view, key))
     }
+}
+
+/// What [`Store::version_in_force`] returns: a committed version and the
+/// verified records a policy decision sees.
+#[derive(Debug, Clone)]
+pub struct VersionInForce<A, D> {
+    /// The version's name (`latest` resolved).
+    pub version: String,
+    /// The model's latest record.
+    pub model: ModelRecord,
+    /// The manifest in force.
+    pub manifest: Manifest,
+    /// The version's approval records, in order, with their numbers.
+    pub approvals: Vec<(u64, A)>,
+    /// The version's deployment records, in order, with their numbers.
+    pub deployments: Vec<(u64, D)>,
 }
 
 impl Manifest {

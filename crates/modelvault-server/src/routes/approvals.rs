@@ -8,19 +8,16 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use modelvault_policy::{ApprovalInfo, DeploymentInfo, PolicyAction};
-use modelvault_storage::{Manifest, ModelRecord, VersionRef};
+use modelvault_policy::PolicyAction;
+use modelvault_storage::VersionRef;
 use serde::{Deserialize, Serialize};
 
-use super::models::check_names;
 use crate::api::{ApprovalView, DeploymentList, DeploymentView, EnvironmentRequest};
-use crate::authn::{
-    Action, Authenticated, Resource, VersionFacts, authorize, enforce_policy, policy_request,
-    request_id,
-};
+use crate::authn::{Action, Authenticated, Resource};
 use crate::extract::{ApiJson, ApiPath};
+use crate::gate::{self, Decision, RequestId};
 use crate::{ApiError, AppState};
 
 /// One approval record.
@@ -52,10 +49,6 @@ pub struct DeploymentRecord {
     pub time: DateTime<Utc>,
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// Effective approvals: the latest record per (approver, environment), if
 /// not a revocation.
 pub async fn approvals(
@@ -63,6 +56,14 @@ pub async fn approvals(
     v: &VersionRef<'_>,
 ) -> Result<Vec<ApprovalRecord>, ApiError> {
     let series = state.store.approvals(v).all::<ApprovalRecord>().await?;
+    effective(v, series)
+}
+
+/// The effective approvals of a version's approval series.
+pub(crate) fn effective(
+    v: &VersionRef<'_>,
+    series: Vec<(u64, ApprovalRecord)>,
+) -> Result<Vec<ApprovalRecord>, ApiError> {
     let mut latest: BTreeMap<(String, String), ApprovalRecord> = BTreeMap::new();
     for (seq, r) in series {
         if r.seq != seq {
@@ -84,79 +85,6 @@ pub async fn deployments(
 ) -> Result<Vec<DeploymentRecord>, ApiError> {
     let series = state.store.deployments(v).all::<DeploymentRecord>().await?;
     Ok(series.into_iter().map(|(_, r)| r).collect())
-}
-
-/// What a policy needs to know about a committed version.
-pub async fn version_facts(
-    state: &AppState,
-    v: &VersionRef<'_>,
-    manifest: &Manifest,
-) -> Result<VersionFacts, ApiError> {
-    Ok(VersionFacts {
-        version: Some(v.version.to_string()),
-        uploader: Some(manifest.uploader.clone()),
-        approvals: approvals(state, v)
-            .await?
-            .into_iter()
-            .map(|a| ApprovalInfo {
-                approver: a.approver,
-                environment: a.environment,
-                time: rfc3339(a.time),
-            })
-            .collect(),
-        deployments: deployments(state, v)
-            .await?
-            .into_iter()
-            .map(|d| DeploymentInfo {
-                environment: d.environment,
-                deployer: d.deployer,
-                time: rfc3339(d.time),
-            })
-            .collect(),
-    })
-}
-
-/// The model record and the manifest of a committed version (404 if
-/// either is missing).
-pub async fn load_version(
-    state: &AppState,
-    v: &VersionRef<'_>,
-) -> Result<(ModelRecord, Manifest), ApiError> {
-    let model = state
-        .store
-        .get_model(v.namespace, v.model)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!("model {}/{} not found", v.namespace, v.model))
-        })?;
-    let manifest = match state.store.get_manifest(v).await? {
-        Some(m) => m,
-        None if state.store.is_deleted(v).await? => {
-            return Err(modelvault_storage::StorageError::Gone(v.to_string()).into());
-        }
-        None => return Err(ApiError::not_found(format!("version {v} not found"))),
-    };
-    Ok((model, manifest))
-}
-
-/// Loads a committed version and runs the policy chain for `action` on it
-/// (a deny is a 403); returns the model and manifest the decision saw.
-pub async fn gate_version(
-    state: &AppState,
-    p: &modelvault_auth::Principal,
-    v: &VersionRef<'_>,
-    action: modelvault_policy::PolicyAction,
-    file: Option<&str>,
-    request_id: &str,
-) -> Result<(ModelRecord, Manifest), ApiError> {
-    let (model, manifest) = load_version(state, v).await?;
-    let facts = version_facts(state, v, &manifest).await?;
-    crate::authn::enforce_policy(
-        state,
-        crate::authn::policy_request(p, action, &model, facts, file, None, request_id),
-    )
-    .await?;
-    Ok((model, manifest))
 }
 
 /// Resolves `latest`, `deployed-ENV` or a plain version name.
@@ -211,9 +139,6 @@ async fn model_deployments(
     Ok(latest.into_values().collect())
 }
 
-/// Loads what an approve/deploy needs and runs the checks shared by both:
-/// scope, permission, declared environment equal to the caller's own, the
-/// version committed, then the policy chain.
 /// The version and environment an approve or deploy names.
 struct Target<'a> {
     ns: &'a str,
@@ -222,21 +147,23 @@ struct Target<'a> {
     environment: &'a str,
 }
 
-async fn gate(
+/// The checks an approve and a deploy share: names and the role gate, the
+/// environment declared and the caller's own, then the policy chain on the
+/// version. Returns the resolved version.
+async fn gate_environment(
     state: &AppState,
     p: &modelvault_auth::Principal,
     (action, policy_action): (Action, PolicyAction),
     t: Target<'_>,
-    headers: &HeaderMap,
-) -> Result<(ModelRecord, String), ApiError> {
+    request_id: &RequestId,
+) -> Result<String, ApiError> {
     let Target {
         ns,
         name,
         version,
         environment,
     } = t;
-    check_names(ns, name)?;
-    authorize(p, action, &Resource::model(ns, name).version(version))?;
+    let admitted = gate::version(p, action, ns, name, version, None)?;
     if !state
         .config
         .environments
@@ -255,25 +182,12 @@ async fn gate(
             p.environment
         )));
     }
-    let version = resolve_version(state, ns, name, version).await?;
-    let v = VersionRef {
-        namespace: ns,
-        model: name,
-        version: &version,
+    let decision = Decision {
+        action: policy_action,
+        file: None,
+        environment: Some(environment),
     };
-    let (model, manifest) = load_version(state, &v).await?;
-    let facts = version_facts(state, &v, &manifest).await?;
-    let req = policy_request(
-        p,
-        policy_action,
-        &model,
-        facts,
-        None,
-        Some(environment),
-        &request_id(headers),
-    );
-    enforce_policy(state, req).await?;
-    Ok((model, version))
+    Ok(admitted.decide(state, decision, request_id).await?.version)
 }
 
 /// Approve a version for the caller's environment
@@ -298,10 +212,10 @@ pub async fn approve(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
     ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
-    headers: HeaderMap,
+    request_id: RequestId,
     ApiJson(req): ApiJson<EnvironmentRequest>,
 ) -> Result<(StatusCode, Json<Vec<ApprovalView>>), ApiError> {
-    let (_, version) = gate(
+    let version = gate_environment(
         &state,
         &p,
         (Action::Approve, PolicyAction::Approve),
@@ -311,7 +225,7 @@ pub async fn approve(
             version: &version,
             environment: &req.environment,
         },
-        &headers,
+        &request_id,
     )
     .await?;
     let v = VersionRef {
@@ -375,13 +289,9 @@ pub async fn revoke(
     Authenticated(p): Authenticated,
     ApiPath((ns, name, version, environment)): ApiPath<(String, String, String, String)>,
 ) -> Result<Json<Vec<ApprovalView>>, ApiError> {
-    check_names(&ns, &name)?;
-    authorize(
-        &p,
-        Action::Approve,
-        &Resource::model(&ns, &name).version(&version),
-    )?;
-    let version = resolve_version(&state, &ns, &name, &version).await?;
+    let version = gate::version(&p, Action::Approve, &ns, &name, &version, None)?
+        .resolve(&state)
+        .await?;
     let v = VersionRef {
         namespace: &ns,
         model: &name,
@@ -431,10 +341,10 @@ pub async fn deploy(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
     ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
-    headers: HeaderMap,
+    request_id: RequestId,
     ApiJson(req): ApiJson<EnvironmentRequest>,
 ) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
-    let (_, version) = gate(
+    let version = gate_environment(
         &state,
         &p,
         (Action::Deploy, PolicyAction::Deploy),
@@ -444,7 +354,7 @@ pub async fn deploy(
             version: &version,
             environment: &req.environment,
         },
-        &headers,
+        &request_id,
     )
     .await?;
     let now = Utc::now();
@@ -490,8 +400,7 @@ pub async fn list_deployments(
     Authenticated(p): Authenticated,
     ApiPath((ns, name)): ApiPath<(String, String)>,
 ) -> Result<Json<DeploymentList>, ApiError> {
-    check_names(&ns, &name)?;
-    authorize(&p, Action::Read, &Resource::model(&ns, &name))?;
+    gate::admit(&p, Action::Read, &Resource::model(&ns, &name))?;
     Ok(Json(DeploymentList {
         deployments: model_deployments(&state, &ns, &name).await?,
     }))

@@ -11,12 +11,11 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
 use modelvault_storage::{StorageError, VersionRef};
 
-use super::models::{check_names, version_detail};
+use super::models::version_detail;
 use crate::api::{CommitRequest, UploadResponse, VersionDetail};
-use crate::authn::{
-    Action, Authenticated, Resource, authorize, enforce_policy, policy_request, request_id,
-};
+use crate::authn::{Action, Authenticated, Resource};
 use crate::extract::{ApiJson, ApiPath};
+use crate::gate::{self, Decision, RequestId};
 use crate::{ApiError, AppState};
 
 fn too_large(max: u64) -> ApiError {
@@ -50,8 +49,7 @@ pub async fn upload(
     ApiPath((ns, name, version, path)): ApiPath<(String, String, String, String)>,
     req: Request,
 ) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
-    check_names(&ns, &name)?;
-    authorize(
+    gate::admit(
         &p,
         Action::Write,
         &Resource::model(&ns, &name).version(&version).path(&path),
@@ -129,8 +127,7 @@ pub async fn commit(
     ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
     ApiJson(req): ApiJson<CommitRequest>,
 ) -> Result<(StatusCode, Json<VersionDetail>), ApiError> {
-    check_names(&ns, &name)?;
-    authorize(
+    gate::admit(
         &p,
         Action::Write,
         &Resource::model(&ns, &name).version(&version),
@@ -276,56 +273,31 @@ pub async fn download(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
     ApiPath((ns, name, version, path)): ApiPath<(String, String, String, String)>,
+    request_id: RequestId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_names(&ns, &name)?;
-    // Scope and permission first (404 outside, 403 without `download`),
-    // so nothing about the model leaks; then resolve `latest` and authorize
-    // the concrete resource and run the policy chain.
-    authorize(
-        &p,
-        Action::Download,
-        &Resource::model(&ns, &name).version(&version).path(&path),
-    )?;
+    // Names, scope and permission first (404 outside, 403 without
+    // `download`), on the version as named, so nothing about the model
+    // leaks.
+    let admitted = gate::version(&p, Action::Download, &ns, &name, &version, Some(&path))?;
     // Any spelling of a name finds the file stored under its NFC form.
     let path = modelvault_storage::names::lookup_file_path(&path)?;
-    let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
+    // Resolved, and the policy chain run on verified facts only: the model
+    // record, the manifest, the approval and deployment records (one
+    // storage call).
+    let decision = Decision {
+        action: modelvault_policy::PolicyAction::Download,
+        file: Some(&path),
+        environment: None,
+    };
+    let gate::Allowed {
+        version, manifest, ..
+    } = admitted.decide(&state, decision, &request_id).await?;
     let v = VersionRef {
         namespace: &ns,
         model: &name,
         version: &version,
     };
-    // The policy chain sees only verified facts: the model record, the
-    // manifest, the approval and deployment records.
-    let (model, manifest) = super::approvals::load_version(&state, &v).await?;
-    let facts = super::approvals::version_facts(&state, &v, &manifest).await?;
-    if model.sensitivity == modelvault_storage::Sensitivity::Restricted
-        && !facts
-            .approvals
-            .iter()
-            .any(|a| a.environment == p.environment)
-    {
-        state.alerts.restricted_access(
-            &crate::audit::principal_ref(&p),
-            modelvault_audit::ResourceRef {
-                namespace: Some(ns.clone()),
-                model: Some(name.clone()),
-                version: Some(version.clone()),
-                file: Some(path.clone()),
-                ..Default::default()
-            },
-        );
-    }
-    let policy_req = policy_request(
-        &p,
-        modelvault_policy::PolicyAction::Download,
-        &model,
-        facts,
-        Some(&path),
-        None,
-        &request_id(&headers),
-    );
-    enforce_policy(&state, policy_req).await?;
     // The size comes from the verified manifest, so the range (and the 416
     // answer) is settled before the blob is opened.
     let len = match manifest.files.iter().find(|f| f.path == path) {
@@ -354,11 +326,7 @@ pub async fn download(
             return Ok(resp);
         }
     };
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string();
+    let RequestId(request_id) = request_id;
     crate::audit::note_version(&version);
     // Durable intent before the first byte; a failing audit store is a 503.
     // The intent's group commit (an fsync) overlaps with opening the blob

@@ -3,17 +3,17 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use modelvault_keys::{KekState, KekVersion};
 use modelvault_storage::VersionRef;
 
-use super::models::check_names;
 use crate::api::{
     DeleteResponse, JobKind, JobPhase, JobState, KekStatus, KeysStatus, RetireRequest,
     RotateDekRequest,
 };
-use crate::authn::{Action, Authenticated, Resource, authorize, request_id};
+use crate::authn::{Action, Authenticated, Resource, authorize};
 use crate::extract::{ApiJson, ApiOptionalJson, ApiPath};
+use crate::gate::{self, Decision, RequestId};
 use crate::jobs::{self, JobRecord};
 use crate::{ApiError, AppState};
 
@@ -129,8 +129,7 @@ pub async fn rotate_dek(
     ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
     ApiOptionalJson(req): ApiOptionalJson<RotateDekRequest>,
 ) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
-    check_names(&ns, &name)?;
-    authorize(
+    gate::admit(
         &p,
         Action::ManageKeys,
         &Resource::model(&ns, &name).version(&version),
@@ -325,35 +324,28 @@ pub async fn delete_version(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
     ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
-    headers: HeaderMap,
+    request_id: RequestId,
 ) -> Result<Json<DeleteResponse>, ApiError> {
-    check_names(&ns, &name)?;
-    authorize(
-        &p,
-        Action::Delete,
-        &Resource::model(&ns, &name).version(&version),
-    )?;
+    let admitted = gate::version(&p, Action::Delete, &ns, &name, &version, None)?;
+    // A concrete name only: `latest` and `deployed-*` are refused here.
     modelvault_storage::names::validate_version(&version)?;
     let v = VersionRef {
         namespace: &ns,
         model: &name,
         version: &version,
     };
-    let rid = request_id(&headers);
-    super::approvals::gate_version(
-        &state,
-        &p,
-        &v,
-        modelvault_policy::PolicyAction::Delete,
-        None,
-        &rid,
-    )
-    .await?;
+    admitted
+        .decide(
+            &state,
+            Decision::on_version(modelvault_policy::PolicyAction::Delete),
+            &request_id,
+        )
+        .await?;
     let plan = state.store.shred_plan(&v).await?;
     // The shred record is durable before anything is destroyed.
     if let Some(audit) = &state.audit {
         let mut rec = modelvault_audit::AuditRecord::new("shred", "delete", "allowed");
-        rec.request_id = Some(rid.clone());
+        rec.request_id = Some(request_id.0.clone());
         rec.principal = Some(crate::audit::principal_ref(&p));
         rec.resource = Some(modelvault_audit::ResourceRef {
             namespace: Some(ns.clone()),

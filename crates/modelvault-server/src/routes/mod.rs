@@ -3,7 +3,7 @@
 
 mod access;
 mod admin;
-mod approvals;
+pub(crate) mod approvals;
 mod audit;
 mod files;
 mod keys;

@@ -20,6 +20,7 @@ use modelvault_auth::{Permission, Principal};
 
 use crate::authn::{Action, Authenticated, Resource, authorize};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::gate;
 use crate::{ApiError, AppState};
 
 /// `keys` plus the config's sensitive keys: those are sealed too.
@@ -92,14 +93,6 @@ fn summary(m: &Manifest) -> VersionSummary {
     }
 }
 
-/// Checks names before anything else, so a bad name is a 400 whatever the
-/// caller's scope.
-pub(crate) fn check_names(ns: &str, name: &str) -> Result<(), ApiError> {
-    modelvault_storage::names::validate_name("namespace", ns)?;
-    modelvault_storage::names::validate_name("model", name)?;
-    Ok(())
-}
-
 /// Create a model
 ///
 /// Needs `write` in the namespace.
@@ -120,8 +113,7 @@ pub async fn create(
     Authenticated(p): Authenticated,
     ApiJson(req): ApiJson<CreateModelRequest>,
 ) -> Result<(StatusCode, Json<ModelView>), ApiError> {
-    check_names(&req.namespace, &req.name)?;
-    authorize(
+    gate::admit(
         &p,
         Action::Write,
         &Resource::model(&req.namespace, &req.name),
@@ -231,8 +223,7 @@ pub async fn show(
     Authenticated(p): Authenticated,
     ApiPath((ns, name)): ApiPath<(String, String)>,
 ) -> Result<Json<ModelView>, ApiError> {
-    check_names(&ns, &name)?;
-    authorize(&p, Action::Read, &Resource::model(&ns, &name))?;
+    gate::admit(&p, Action::Read, &Resource::model(&ns, &name))?;
     let m = state
         .store
         .get_model(&ns, &name)
@@ -265,8 +256,7 @@ pub async fn patch(
     ApiPath((ns, name)): ApiPath<(String, String)>,
     ApiJson(req): ApiJson<crate::api::PatchModelRequest>,
 ) -> Result<Json<ModelView>, ApiError> {
-    check_names(&ns, &name)?;
-    authorize(&p, Action::Read, &Resource::model(&ns, &name))?;
+    gate::admit(&p, Action::Read, &Resource::model(&ns, &name))?;
     let current = state
         .store
         .get_model(&ns, &name)
@@ -323,8 +313,7 @@ pub async fn history(
     Authenticated(p): Authenticated,
     ApiPath((ns, name)): ApiPath<(String, String)>,
 ) -> Result<Json<crate::api::ModelHistory>, ApiError> {
-    check_names(&ns, &name)?;
-    authorize(&p, Action::Read, &Resource::model(&ns, &name))?;
+    gate::admit(&p, Action::Read, &Resource::model(&ns, &name))?;
     let revisions = state.store.model_history(&ns, &name).await?;
     if revisions.is_empty() {
         return Err(ApiError::not_found(format!("model {ns}/{name} not found")));
@@ -369,8 +358,7 @@ pub async fn versions(
     Authenticated(p): Authenticated,
     ApiPath((ns, name)): ApiPath<(String, String)>,
 ) -> Result<Json<VersionList>, ApiError> {
-    check_names(&ns, &name)?;
-    authorize(&p, Action::Read, &Resource::model(&ns, &name))?;
+    gate::admit(&p, Action::Read, &Resource::model(&ns, &name))?;
     let versions = state.store.list_versions(&ns, &name).await?;
     Ok(Json(VersionList {
         versions: versions.iter().map(summary).collect(),
@@ -395,8 +383,7 @@ pub async fn show_version(
     Authenticated(p): Authenticated,
     ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
 ) -> Result<Json<VersionDetail>, ApiError> {
-    check_names(&ns, &name)?;
-    authorize(
+    gate::admit(
         &p,
         Action::Read,
         &Resource::model(&ns, &name).version(&version),

@@ -17,10 +17,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use futures::StreamExt as _;
 use modelvault_storage::VersionRef;
 
-use super::models::check_names;
 use crate::api::{KeyReleaseRequest, KeyReleaseResponse, ReleasedFile};
-use crate::authn::{Action, Authenticated, Resource, authorize, request_id};
+use crate::authn::{Action, Authenticated};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::gate::{self, Decision, RequestId};
 use crate::{ApiError, AppState};
 
 /// Key release off loopback needs TLS.
@@ -64,36 +64,32 @@ pub async fn release(
     ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
+    request_id: RequestId,
     ApiJson(req): ApiJson<KeyReleaseRequest>,
 ) -> Result<Json<KeyReleaseResponse>, ApiError> {
-    check_names(&ns, &name)?;
-    authorize(
-        &p,
-        Action::KeyRelease,
-        &Resource::model(&ns, &name).version(&version),
-    )?;
+    let admitted = gate::version(&p, Action::KeyRelease, &ns, &name, &version, None)?;
     check_transport(&state, &headers, Some(peer.ip()))?;
     let public_key = B64
         .decode(req.public_key.trim())
         .ok()
         .filter(|k| k.len() == 32)
         .ok_or_else(|| ApiError::bad_request("public_key must be 32 bytes of X25519, base64"))?;
-    let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
+    // Resolved, loaded and decided on (policy action `key-release`).
+    let gate::Allowed {
+        version, manifest, ..
+    } = admitted
+        .decide(
+            &state,
+            Decision::on_version(modelvault_policy::PolicyAction::KeyRelease),
+            &request_id,
+        )
+        .await?;
+    let RequestId(rid) = request_id;
     let v = VersionRef {
         namespace: &ns,
         model: &name,
         version: &version,
     };
-    let rid = request_id(&headers);
-    let (_, manifest) = super::approvals::gate_version(
-        &state,
-        &p,
-        &v,
-        modelvault_policy::PolicyAction::KeyRelease,
-        None,
-        &rid,
-    )
-    .await?;
     crate::audit::note_version(&version);
     // One manifest for the whole answer, the one the gate decided on, and
     // one unwrap of the DEK of exactly its generation (a DEK rotation that
@@ -234,32 +230,26 @@ pub async fn ciphertext(
     ApiPath((ns, name, version, path)): ApiPath<(String, String, String, String)>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
+    request_id: RequestId,
     ApiQuery(q): ApiQuery<crate::api::CiphertextQuery>,
 ) -> Result<Response, ApiError> {
-    check_names(&ns, &name)?;
-    authorize(
-        &p,
-        Action::KeyRelease,
-        &Resource::model(&ns, &name).version(&version).path(&path),
-    )?;
+    let admitted = gate::version(&p, Action::KeyRelease, &ns, &name, &version, Some(&path))?;
     check_transport(&state, &headers, Some(peer.ip()))?;
     // Any spelling of a name finds the file stored under its NFC form.
     let path = modelvault_storage::names::lookup_file_path(&path)?;
-    let version = super::approvals::resolve_version(&state, &ns, &name, &version).await?;
+    let decision = Decision {
+        action: modelvault_policy::PolicyAction::KeyRelease,
+        file: Some(&path),
+        environment: None,
+    };
+    let gate::Allowed {
+        version, manifest, ..
+    } = admitted.decide(&state, decision, &request_id).await?;
     let v = VersionRef {
         namespace: &ns,
         model: &name,
         version: &version,
     };
-    let (_, manifest) = super::approvals::gate_version(
-        &state,
-        &p,
-        &v,
-        modelvault_policy::PolicyAction::KeyRelease,
-        Some(&path),
-        &request_id(&headers),
-    )
-    .await?;
     // A release names its DEK generation: while a DEK rotation's grace
     // period lasts, a release from before the switch still reads the blobs
     // its DEK opens; afterwards they are gone (410).

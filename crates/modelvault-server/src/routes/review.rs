@@ -170,7 +170,7 @@ pub async fn review(
                     model: &model.name,
                     version: &manifest.version,
                 };
-                let facts = super::approvals::version_facts(&state, &v, &manifest).await?;
+                let facts = crate::gate::version_facts(&state, &v, &manifest).await?;
                 let who_used = used
                     .get(&(ns.clone(), model.name.clone(), manifest.version.clone()))
                     .cloned()
