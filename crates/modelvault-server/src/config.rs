@@ -508,15 +508,21 @@ fn default_pin_env() -> String {
 
 impl KeysConfig {
     /// The PKCS#11 settings, with the PIN read from the environment.
-    pub fn pkcs11_settings(&self) -> Result<modelvault_keys::Pkcs11Settings, String> {
-        let c = self
-            .pkcs11
-            .as_ref()
-            .ok_or("keys.provider is \"pkcs11\" but [keys.pkcs11] is missing")?;
+    pub fn pkcs11_settings(&self) -> Result<modelvault_keys::Pkcs11Settings, ConfigError> {
+        let c = self.pkcs11.as_ref().ok_or_else(|| {
+            ConfigError::Pkcs11Settings(
+                "keys.provider is \"pkcs11\" but [keys.pkcs11] is missing".into(),
+            )
+        })?;
         let pin = std::env::var(&c.pin_env)
             .ok()
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| format!("the PKCS#11 PIN is not set: export {}", c.pin_env))?;
+            .ok_or_else(|| {
+                ConfigError::Pkcs11Settings(format!(
+                    "the PKCS#11 PIN is not set: export {}",
+                    c.pin_env
+                ))
+            })?;
         Ok(modelvault_keys::Pkcs11Settings {
             module: c.module.clone(),
             token_label: c.token_label.clone(),
@@ -528,15 +534,17 @@ impl KeysConfig {
     /// Opens the configured provider (its keys must exist).
     pub fn open_provider(
         &self,
-    ) -> Result<std::sync::Arc<dyn modelvault_keys::KeyProvider>, String> {
+    ) -> Result<std::sync::Arc<dyn modelvault_keys::KeyProvider>, ConfigError> {
         match self.provider.as_str() {
             "local" => modelvault_keys::LocalKeyring::open(&self.keyring)
                 .map(|k| std::sync::Arc::new(k) as _)
-                .map_err(|e| e.to_string()),
+                .map_err(ConfigError::Provider),
             "pkcs11" => modelvault_keys::Pkcs11Provider::open(&self.pkcs11_settings()?)
                 .map(|k| std::sync::Arc::new(k) as _)
-                .map_err(|e| e.to_string()),
-            other => Err(format!("keys.provider {other:?} is not supported")),
+                .map_err(ConfigError::Provider),
+            other => Err(ConfigError::Rule(format!(
+                "keys.provider {other:?} is not supported"
+            ))),
         }
     }
 
@@ -544,18 +552,20 @@ impl KeysConfig {
     /// they exist.
     pub fn create_provider(
         &self,
-    ) -> Result<std::sync::Arc<dyn modelvault_keys::KeyProvider>, String> {
+    ) -> Result<std::sync::Arc<dyn modelvault_keys::KeyProvider>, ConfigError> {
         match self.provider.as_str() {
             "local" => modelvault_keys::LocalKeyring::create(&self.keyring)
                 .map(|k| std::sync::Arc::new(k) as _)
-                .map_err(|e| e.to_string()),
+                .map_err(ConfigError::Provider),
             "pkcs11" => {
                 let p = modelvault_keys::Pkcs11Provider::connect(&self.pkcs11_settings()?)
-                    .map_err(|e| e.to_string())?;
-                p.create_keys().map_err(|e| e.to_string())?;
+                    .map_err(ConfigError::Provider)?;
+                p.create_keys().map_err(ConfigError::Provider)?;
                 Ok(std::sync::Arc::new(p))
             }
-            other => Err(format!("keys.provider {other:?} is not supported")),
+            other => Err(ConfigError::Rule(format!(
+                "keys.provider {other:?} is not supported"
+            ))),
         }
     }
 }
@@ -636,6 +646,27 @@ pub enum ConfigError {
         /// Why.
         message: String,
     },
+    /// A value breaks one of the cross-field rules of [`Config::validate`]
+    /// (the message names the key).
+    #[error("{0}")]
+    Rule(String),
+    /// A duration (e.g. `tokens.default_ttl`) does not parse.
+    #[error("{key}: {message}")]
+    Duration {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The configured key provider cannot be opened or created.
+    #[error("{0}")]
+    Provider(#[source] modelvault_keys::KeyError),
+    /// The PKCS#11 settings are incomplete (section or PIN missing).
+    #[error("{0}")]
+    Pkcs11Settings(String),
+    /// Writing the commented config file failed.
+    #[error("writing the config: {0}")]
+    Serialize(#[source] toml::ser::Error),
 }
 
 impl Config {
@@ -693,15 +724,22 @@ impl Config {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        config.validate().map_err(|message| ConfigError::Invalid {
-            path: path.display().to_string(),
-            message,
-        })?;
+        config
+            .check_rules()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.display().to_string(),
+                message,
+            })?;
         Ok(config)
     }
 
     /// Checks cross-field rules.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_rules().map_err(ConfigError::Rule)
+    }
+
+    /// The rules behind [`Config::validate`]; each message names its key.
+    fn check_rules(&self) -> Result<(), String> {
         if modelvault_format::SegmentSize::from_bytes(self.store.segment_size).is_none() {
             return Err(format!(
                 "store.segment_size {} is not one of 65536, 262144, 1048576, 4194304",
@@ -789,7 +827,7 @@ impl Config {
                     .into(),
             );
         }
-        let (default_ttl, max_ttl) = self.token_ttls()?;
+        let (default_ttl, max_ttl) = self.token_ttls().map_err(|e| e.to_string())?;
         if default_ttl > max_ttl {
             return Err("tokens.default_ttl is longer than tokens.max_ttl".into());
         }
@@ -834,17 +872,25 @@ impl Config {
     }
 
     /// `tokens.default_ttl` and `tokens.max_ttl` in seconds.
-    pub fn token_ttls(&self) -> Result<(u64, u64), String> {
-        let d = modelvault_auth::parse_duration(&self.tokens.default_ttl)
-            .map_err(|e| format!("tokens.default_ttl: {e}"))?;
-        let m = modelvault_auth::parse_duration(&self.tokens.max_ttl)
-            .map_err(|e| format!("tokens.max_ttl: {e}"))?;
+    pub fn token_ttls(&self) -> Result<(u64, u64), ConfigError> {
+        let d = modelvault_auth::parse_duration(&self.tokens.default_ttl).map_err(|e| {
+            ConfigError::Duration {
+                key: "tokens.default_ttl",
+                message: e.to_string(),
+            }
+        })?;
+        let m = modelvault_auth::parse_duration(&self.tokens.max_ttl).map_err(|e| {
+            ConfigError::Duration {
+                key: "tokens.max_ttl",
+                message: e.to_string(),
+            }
+        })?;
         Ok((d, m))
     }
 
     /// The file `init` writes: every key, each with a comment.
-    pub fn to_commented_toml(&self) -> Result<String, String> {
-        let roles = toml::to_string(&self.roles).map_err(|e| e.to_string())?;
+    pub fn to_commented_toml(&self) -> Result<String, ConfigError> {
+        let roles = toml::to_string(&self.roles).map_err(ConfigError::Serialize)?;
         #[derive(Serialize)]
         struct PolicySection<'a> {
             policy: &'a PolicyConfig,
@@ -852,7 +898,7 @@ impl Config {
         let policy = toml::to_string(&PolicySection {
             policy: &self.policy,
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(ConfigError::Serialize)?;
         let q = |s: &str| toml::Value::String(s.to_string()).to_string();
         Ok(format!(
             r#"# Modelvault server configuration. `modelvault serve` reads it at start.

@@ -23,6 +23,9 @@ pub enum InitError {
     /// The store was initialized by someone else.
     #[error("store {0} is already initialized; point --store at an empty location")]
     StoreInUse(String),
+    /// The configuration is unusable (a rule, the key provider).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Any other failure.
     #[error("{0}")]
     Other(String),
@@ -74,9 +77,9 @@ pub async fn initialize_with(
     if let Some(k) = keys_config {
         config.keys = k;
     }
-    config.validate().map_err(InitError::Other)?;
+    config.validate()?;
     let keyring_path = (config.keys.provider == "local").then(|| config.keys.keyring.clone());
-    let keys = config.keys.create_provider().map_err(InitError::Other)?;
+    let keys = config.keys.create_provider()?;
     let cleanup = || {
         if let Some(p) = &keyring_path {
             let _ = std::fs::remove_file(p);
@@ -101,7 +104,7 @@ pub async fn initialize_with(
         }
     }
     config.store.url = store_url;
-    let text = config.to_commented_toml().map_err(InitError::Other)?;
+    let text = config.to_commented_toml()?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

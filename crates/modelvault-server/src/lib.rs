@@ -80,8 +80,8 @@ pub enum ServeError {
     #[error("key provider: {0}")]
     Keys(#[from] modelvault_keys::KeyError),
     /// The configured key provider cannot be opened.
-    #[error("{0}")]
-    KeyProvider(String),
+    #[error(transparent)]
+    KeyProvider(crate::config::ConfigError),
     /// Store problem.
     #[error(transparent)]
     Storage(#[from] modelvault_storage::StorageError),

@@ -96,7 +96,10 @@ pub(crate) async fn issue_token(
         return Err(ApiError::bad_request("invalid principal id"));
     }
     let now = Utc::now();
-    let (default_ttl, max_ttl) = state.config.token_ttls().map_err(ApiError::internal)?;
+    let (default_ttl, max_ttl) = state
+        .config
+        .token_ttls()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let ttl = match req.ttl_seconds {
         Some(0) => return Err(ApiError::bad_request("ttl must be positive")),
         Some(s) if s > max_ttl => {
