@@ -62,7 +62,10 @@ impl Store {
     }
 
     /// Reads an object's bytes; `None` if absent.
-    pub(crate) async fn get_bytes(&self, path: &Path) -> Result<Option<bytes::Bytes>, StorageError> {
+    pub(crate) async fn get_bytes(
+        &self,
+        path: &Path,
+    ) -> Result<Option<bytes::Bytes>, StorageError> {
         match self.objects.get(path).await {
             Ok(r) => Ok(Some(r.bytes().await?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
