@@ -69,8 +69,8 @@ pub use rotation::{KeyDir, Rewrap};
 pub use shred::{ShredReport, failpoint};
 #[cfg(any(test, feature = "test-hooks"))]
 pub use store::open_object_store;
-pub use versions::VersionInForce;
 pub use types::*;
+pub use versions::VersionInForce;
 
 /// An open store: the object store, and the key provider that
 /// authenticates its records and wraps its DEKs.
