@@ -1,4 +1,7 @@
 //! Where everything lives in the bucket (documented in `docs/STORAGE.md`).
+//! Private to the crate (public only with the `test-hooks` feature):
+//! other crates reach stored things through the store's typed functions
+//! and repositories, never by path.
 //! Mutable state is a series of create-if-absent records numbered by a
 //! zero-padded sequence; the highest number wins.
 
@@ -155,11 +158,6 @@ pub fn jobs_root() -> Path {
 /// One job's sequence-numbered records.
 pub fn job_dir(id: &str) -> Path {
     Path::from(format!("jobs/{id}"))
-}
-
-/// The audit trail (segments, checkpoints, the signing key's records).
-pub fn audit_root() -> Path {
-    Path::from("audit")
 }
 
 /// All audit chains' segments.

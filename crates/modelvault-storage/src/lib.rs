@@ -5,7 +5,7 @@
 //! - no plaintext model byte, plaintext digest or DEK is ever written; blobs
 //!   are in the format of `modelvault-format`, digests are sealed under the
 //!   version DEK, DEKs are wrapped by the key provider;
-//! - every control record is authenticated ([`records`]) and bound to its
+//! - every control record is authenticated (`records`) and bound to its
 //!   path; a record that fails is an [`StorageError::Integrity`] error;
 //! - nothing is overwritten: blobs get fresh keys, records are
 //!   create-if-absent (mutable state is sequence-numbered records), so
@@ -32,11 +32,16 @@ mod dek_rotation;
 mod deks;
 mod error;
 mod gc;
+// The bucket's paths: private, except to tests that tamper with the
+// bucket (the `test-hooks` feature).
+#[cfg(any(test, feature = "test-hooks"))]
 pub mod layout;
+#[cfg(not(any(test, feature = "test-hooks")))]
+mod layout;
 mod metadata;
 mod models;
 pub mod names;
-pub mod records;
+mod records;
 mod repos;
 mod rotation;
 mod series;
