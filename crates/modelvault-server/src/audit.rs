@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use modelvault_audit::{AuditRecord, DecisionRef, KeyRef, PrincipalRef, ResourceRef};
 use modelvault_auth::{Principal, PrincipalKind};
 
+use crate::gate::RequestId;
 use crate::{ApiError, AppState};
 
 tokio::task_local! {
@@ -41,6 +42,12 @@ pub struct Slot {
     handled: bool,
     /// Authentication failed: recorded by the failure counter instead.
     auth_failed: bool,
+    /// The action the route declared ([`Declare`]).
+    action: Option<&'static str>,
+    /// The audit store is failing: `Some(reads allowed)`.
+    audit_down: Option<bool>,
+    /// Refused (503) because the audit store is failing.
+    refused: bool,
 }
 
 fn with_slot(f: impl FnOnce(&mut Slot)) {
@@ -108,39 +115,66 @@ pub fn note_detail(detail: String) {
     with_slot(|s| s.detail = Some(detail));
 }
 
-/// The action a route performs, by method and route template.
-fn action_of(method: &Method, route: &str) -> &'static str {
-    let m = method.as_str();
-    match (m, route) {
-        ("GET", r) if r.ends_with("/files/{*path}") => "download",
-        ("PUT", r) if r.ends_with("/files/{*path}") => "upload",
-        ("POST", "/v1/models") => "create-model",
-        ("PATCH", _) => "edit-metadata",
-        ("POST", r) if r.ends_with("/commit") => "commit",
-        ("POST", r) if r.ends_with("/approvals") => "approve",
-        ("DELETE", r) if r.contains("/approvals/") => "revoke-approval",
-        ("POST", r) if r.ends_with("/deployments") => "deploy",
-        ("POST", "/v1/tokens") => "create-token",
-        ("GET", "/v1/tokens") => "list-tokens",
-        ("DELETE", r) if r.starts_with("/v1/tokens/") => "revoke-token",
-        ("POST", "/v1/access/grant") => "grant-access",
-        ("POST", "/v1/access/revoke") => "revoke-access",
-        ("GET", "/v1/access/bindings") => "list-access",
-        ("PUT", r) if r.starts_with("/v1/admin/policies/") => "install-policy",
-        ("DELETE", r) if r.starts_with("/v1/admin/policies/") => "remove-policy",
-        ("DELETE", "/v1/models/{ns}/{name}/versions/{version}") => "delete",
-        ("POST", r) if r.ends_with("/key-release") => "key-release",
-        ("GET", r) if r.contains("/ciphertext/") => "fetch-ciphertext",
-        ("POST", "/v1/keys/rotate-kek") => "rotate-kek",
-        ("POST", "/v1/models/{ns}/{name}/versions/{version}/rotate-dek") => "rotate-dek",
-        ("POST", "/v1/keys/retire-kek") => "retire-kek",
-        ("GET", r) if r.starts_with("/v1/keys/") => "keys-read",
-        ("GET", r) if r.starts_with("/v1/admin/") => "admin-read",
-        ("GET", r) if r.starts_with("/v1/audit") => "audit-read",
-        ("GET", "/v1/whoami") => "whoami",
-        ("GET", "/v1/auth/config") => "auth-config",
-        ("GET", _) => "read",
-        _ => "other",
+/// The layer with which a route declares its audit action (in
+/// `routes/mod.rs`, on each handler): the action is what the request's
+/// record says, and while the audit store fails it decides whether the
+/// request may go on (metadata reads only, if configured) or is refused
+/// before its handler runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Declare(pub &'static str);
+
+impl<S> tower::Layer<S> for Declare {
+    type Service = Declared<S>;
+
+    fn layer(&self, inner: S) -> Declared<S> {
+        Declared {
+            inner,
+            action: self.0,
+        }
+    }
+}
+
+/// A handler wrapped by [`Declare`].
+#[derive(Debug, Clone)]
+pub struct Declared<S> {
+    inner: S,
+    action: &'static str,
+}
+
+impl<S> tower::Service<Request> for Declared<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<
+        std::future::Ready<Result<Response, std::convert::Infallible>>,
+        S::Future,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let action = self.action;
+        let read_only = req.method() == Method::GET && action != "download";
+        let mut refused = false;
+        with_slot(|s| {
+            s.action = Some(action);
+            // Fail closed while the audit store fails: only metadata reads
+            // may go on, and only if configured.
+            refused = s.audit_down.is_some_and(|reads| !(read_only && reads));
+            s.refused = refused;
+        });
+        if refused {
+            futures::future::Either::Left(std::future::ready(Ok(unavailable().into_response())))
+        } else {
+            futures::future::Either::Right(self.inner.call(req))
+        }
     }
 }
 
@@ -184,13 +218,6 @@ fn outcome_of(status: StatusCode) -> &'static str {
     }
 }
 
-fn request_id(req: &Request) -> Option<String> {
-    req.headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 /// Counts every routed request by route template, method and status.
 pub async fn count_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
@@ -222,31 +249,36 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_default();
-    let method = req.method().clone();
-    let action = action_of(&method, &route);
     let source = req
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip().to_string());
-    let rid = request_id(&req);
+    let rid = RequestId::from_headers(req.headers()).map(|r| r.0);
     let resource = resource_of(&route, req.uri().path());
-    // Fail closed while the audit store fails: only metadata reads may go
-    // on, and only if configured.
-    if !audit.healthy() {
-        let read_only = method == Method::GET && action != "download";
-        if !(read_only && state.config.audit.allow_reads_when_unavailable) {
-            let mut rec = AuditRecord::new("request", action, "error");
-            rec.request_id = rid;
-            rec.source = source;
-            rec.resource = resource;
-            rec.status = Some(503);
-            rec.detail = Some("audit_unavailable".into());
-            let _ = audit.try_record(rec);
-            return unavailable().into_response();
-        }
-    }
-    let slot = Arc::new(Mutex::new(Slot::default()));
+    let slot = Arc::new(Mutex::new(Slot {
+        audit_down: (!audit.healthy()).then_some(state.config.audit.allow_reads_when_unavailable),
+        ..Slot::default()
+    }));
     let resp = SLOT.scope(slot.clone(), next.run(req)).await;
+    let (action, refused) = match slot.lock() {
+        // A route that declared no action (a 405) is refused too while
+        // the audit store fails.
+        Ok(s) => (
+            s.action.unwrap_or("other"),
+            s.refused || (s.audit_down.is_some() && s.action.is_none()),
+        ),
+        Err(_) => ("other", !audit.healthy()),
+    };
+    if refused {
+        let mut rec = AuditRecord::new("request", action, "error");
+        rec.request_id = rid;
+        rec.source = source;
+        rec.resource = resource;
+        rec.status = Some(503);
+        rec.detail = Some("audit_unavailable".into());
+        let _ = audit.try_record(rec);
+        return unavailable().into_response();
+    }
     let status = resp.status();
     let (principal, decisions, keys, version, detail, skip) = match slot.lock() {
         Ok(mut s) => (

@@ -48,11 +48,7 @@ impl FromRequestParts<AppState> for Authenticated {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let source = source_addr(parts);
-        let rid = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let rid = crate::gate::RequestId::from_headers(&parts.headers).map(|r| r.0);
         let fail = |credential: &'static str, reason: &str| {
             let first = state.auth_failures.record(source, credential, reason);
             state
@@ -502,13 +498,4 @@ pub async fn enforce_policy(
     extra.insert("reason_code".into(), decision.reason_code.into());
     err.extra = Some(extra);
     Err(err)
-}
-
-/// The request id the middleware put on the request.
-pub fn request_id(headers: &axum::http::HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_string()
 }

@@ -17,81 +17,145 @@ pub(crate) use keys::retire_checked;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler as _;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 
+use crate::audit::Declare;
 use crate::{ApiError, AppState};
 
 pub fn router(state: AppState) -> Router {
     let json_limit = state.config.server.max_json_bytes;
     let api = Router::new()
-        .route("/v1/models", post(models::create).get(models::list))
+        .route(
+            "/v1/models",
+            post(models::create.layer(Declare("create-model")))
+                .get(models::list.layer(Declare("read"))),
+        )
         .route(
             "/v1/models/{ns}/{name}",
-            get(models::show).patch(models::patch),
+            get(models::show.layer(Declare("read")))
+                .patch(models::patch.layer(Declare("edit-metadata"))),
         )
-        .route("/v1/models/{ns}/{name}/history", get(models::history))
-        .route("/v1/models/{ns}/{name}/versions", get(models::versions))
+        .route(
+            "/v1/models/{ns}/{name}/history",
+            get(models::history.layer(Declare("read"))),
+        )
+        .route(
+            "/v1/models/{ns}/{name}/versions",
+            get(models::versions.layer(Declare("read"))),
+        )
         .route(
             "/v1/models/{ns}/{name}/versions/{version}",
-            get(models::show_version).delete(keys::delete_version),
+            get(models::show_version.layer(Declare("read")))
+                .delete(keys::delete_version.layer(Declare("delete"))),
         )
-        .route("/v1/keys/status", get(keys::status))
-        .route("/v1/keys/rotate-kek", post(keys::rotate_kek))
+        .route(
+            "/v1/keys/status",
+            get(keys::status.layer(Declare("keys-read"))),
+        )
+        .route(
+            "/v1/keys/rotate-kek",
+            post(keys::rotate_kek.layer(Declare("rotate-kek"))),
+        )
         .route(
             "/v1/models/{ns}/{name}/versions/{version}/rotate-dek",
-            post(keys::rotate_dek),
+            post(keys::rotate_dek.layer(Declare("rotate-dek"))),
         )
-        .route("/v1/keys/retire-kek", post(keys::retire_kek))
-        .route("/v1/keys/jobs/{id}", get(keys::job))
+        .route(
+            "/v1/keys/retire-kek",
+            post(keys::retire_kek.layer(Declare("retire-kek"))),
+        )
+        .route(
+            "/v1/keys/jobs/{id}",
+            get(keys::job.layer(Declare("keys-read"))),
+        )
         .route(
             "/v1/models/{ns}/{name}/versions/{version}/commit",
-            post(files::commit),
+            post(files::commit.layer(Declare("commit"))),
         )
         .route(
             "/v1/models/{ns}/{name}/deployments",
-            get(approvals::list_deployments),
+            get(approvals::list_deployments.layer(Declare("read"))),
         )
         .route(
             "/v1/models/{ns}/{name}/versions/{version}/approvals",
-            post(approvals::approve),
+            post(approvals::approve.layer(Declare("approve"))),
         )
         .route(
             "/v1/models/{ns}/{name}/versions/{version}/approvals/{environment}",
-            axum::routing::delete(approvals::revoke),
+            axum::routing::delete(approvals::revoke.layer(Declare("revoke-approval"))),
         )
         .route(
             "/v1/models/{ns}/{name}/versions/{version}/deployments",
-            post(approvals::deploy),
+            post(approvals::deploy.layer(Declare("deploy"))),
         )
         .route(
             "/v1/models/{ns}/{name}/versions/{version}/key-release",
-            post(release::release),
+            post(release::release.layer(Declare("key-release"))),
         )
         .route(
             "/v1/models/{ns}/{name}/versions/{version}/ciphertext/{*path}",
-            get(release::ciphertext),
+            get(release::ciphertext.layer(Declare("fetch-ciphertext"))),
         )
-        .route("/v1/admin/policies", get(admin::list))
-        .route("/v1/tokens", post(tokens::create).get(tokens::list))
-        .route("/v1/tokens/{name}", axum::routing::delete(tokens::revoke))
-        .route("/v1/whoami", get(access::whoami))
-        .route("/v1/auth/config", get(access::auth_config))
-        .route("/v1/access/bindings", get(access::list))
-        .route("/v1/access/review", get(review::review))
-        .route("/v1/access/grant", post(access::grant))
-        .route("/v1/access/revoke", post(access::revoke))
-        .route("/v1/admin/auth-failures", get(access::auth_failures))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/audit/public-key", get(audit::public_key))
-        .route("/v1/audit/verify", get(audit::verify))
-        .route("/v1/openapi.json", get(openapi::serve))
+        .route(
+            "/v1/admin/policies",
+            get(admin::list.layer(Declare("admin-read"))),
+        )
+        .route(
+            "/v1/tokens",
+            post(tokens::create.layer(Declare("create-token")))
+                .get(tokens::list.layer(Declare("list-tokens"))),
+        )
+        .route(
+            "/v1/tokens/{name}",
+            axum::routing::delete(tokens::revoke.layer(Declare("revoke-token"))),
+        )
+        .route("/v1/whoami", get(access::whoami.layer(Declare("whoami"))))
+        .route(
+            "/v1/auth/config",
+            get(access::auth_config.layer(Declare("auth-config"))),
+        )
+        .route(
+            "/v1/access/bindings",
+            get(access::list.layer(Declare("list-access"))),
+        )
+        .route(
+            "/v1/access/review",
+            get(review::review.layer(Declare("read"))),
+        )
+        .route(
+            "/v1/access/grant",
+            post(access::grant.layer(Declare("grant-access"))),
+        )
+        .route(
+            "/v1/access/revoke",
+            post(access::revoke.layer(Declare("revoke-access"))),
+        )
+        .route(
+            "/v1/admin/auth-failures",
+            get(access::auth_failures.layer(Declare("admin-read"))),
+        )
+        .route("/v1/audit", get(audit::list.layer(Declare("audit-read"))))
+        .route(
+            "/v1/audit/public-key",
+            get(audit::public_key.layer(Declare("audit-read"))),
+        )
+        .route(
+            "/v1/audit/verify",
+            get(audit::verify.layer(Declare("audit-read"))),
+        )
+        .route(
+            "/v1/openapi.json",
+            get(openapi::serve.layer(Declare("read"))),
+        )
         .layer(DefaultBodyLimit::max(json_limit));
     // Uploads stream and enforce `max_file_bytes` themselves.
     let uploads = Router::new()
         .route(
             "/v1/models/{ns}/{name}/versions/{version}/files/{*path}",
-            put(files::upload).get(files::download),
+            put(files::upload.layer(Declare("upload")))
+                .get(files::download.layer(Declare("download"))),
         )
         .layer(DefaultBodyLimit::disable());
     // Policy components can be tens of MiB (a Python policy is ~20 MB).
@@ -99,7 +163,8 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route(
             "/v1/admin/policies/{name}",
-            put(admin::install).delete(admin::remove),
+            put(admin::install.layer(Declare("install-policy")))
+                .delete(admin::remove.layer(Declare("remove-policy"))),
         )
         .layer(DefaultBodyLimit::max(component_limit));
     let audited = Router::new()
