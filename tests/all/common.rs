@@ -128,6 +128,28 @@ fn spawn_serve_env(
     (child, url, log)
 }
 
+/// Waits until the server's policies are no longer loading (`/readyz`
+/// answers 200, or says the set is broken): the server listens before its
+/// policies compile, and most tests exercise a loaded server. Tests of the
+/// loading phase itself use peers, which do not wait.
+fn wait_until_loaded(url: &str) {
+    if !url.starts_with("http://") {
+        return; // TLS servers: their tests do not depend on the chain.
+    }
+    let client = reqwest::blocking::Client::new();
+    for _ in 0..600 {
+        if let Ok(r) = client.get(format!("{url}/readyz")).send() {
+            let ok = r.status().is_success();
+            let body = r.text().unwrap_or_default();
+            if ok || !body.contains("loading") {
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{url}: policies still loading after 60 s");
+}
+
 /// A second server over the same data directory (same store and keyring).
 pub struct Peer {
     pub url: String,
@@ -250,6 +272,7 @@ impl TestApp {
         std::fs::write(&cfg, text).expect("config");
 
         let (child, url, log) = spawn_serve_env(&data, serve_args, env);
+        wait_until_loaded(&url);
         Self {
             dir,
             url,

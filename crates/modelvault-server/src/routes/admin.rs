@@ -92,6 +92,9 @@ pub async fn list(
     Authenticated(p): Authenticated,
 ) -> Result<Json<Vec<PolicyInfo>>, ApiError> {
     authorize(&p, Action::ManagePolicies, &Resource::default())?;
+    // Right after a start the set may still be compiling: wait as a
+    // decision would (policy.load_wait_ms), then 503 policies_loading.
+    state.policies.wait_ready().await?;
     Ok(Json(state.policies.list()?))
 }
 
