@@ -139,55 +139,83 @@ async fn model_deployments(
     Ok(latest.into_values().collect())
 }
 
-/// The version and environment an approve or deploy names.
-struct Target<'a> {
-    ns: &'a str,
-    name: &'a str,
-    version: &'a str,
-    environment: &'a str,
+/// Approve or deploy: the permission and the policy action of each.
+pub trait EnvironmentAction {
+    /// The permission the role gate checks.
+    const ACTION: Action;
+    /// The action the policy chain is asked about.
+    const POLICY: PolicyAction;
 }
 
-/// The checks an approve and a deploy share: names and the role gate, the
-/// environment declared and the caller's own, then the policy chain on the
-/// version. Returns the resolved version.
-async fn gate_environment(
-    state: &AppState,
-    p: &modelvault_auth::Principal,
-    (action, policy_action): (Action, PolicyAction),
-    t: Target<'_>,
-    request_id: &RequestId,
-) -> Result<String, ApiError> {
-    let Target {
-        ns,
-        name,
-        version,
-        environment,
-    } = t;
-    let admitted = gate::version(p, action, ns, name, version, None)?;
-    if !state
-        .config
-        .environments
-        .names
-        .iter()
-        .any(|e| e == environment)
-    {
-        return Err(ApiError::bad_request(format!(
-            "environment {environment:?} is not declared"
-        )));
+/// [`approve`]'s action.
+pub struct Approving;
+impl EnvironmentAction for Approving {
+    const ACTION: Action = Action::Approve;
+    const POLICY: PolicyAction = PolicyAction::Approve;
+}
+
+/// [`deploy`]'s action.
+pub struct Deploying;
+impl EnvironmentAction for Deploying {
+    const ACTION: Action = Action::Deploy;
+    const POLICY: PolicyAction = PolicyAction::Deploy;
+}
+
+/// An approve or deploy that passed the checks both share: names and the
+/// role gate, the environment declared and the caller's own, then the
+/// policy chain on the version (with the environment as its target).
+/// Extracts, in order: the principal, the path, the request id, the body.
+pub struct EnvironmentGate<A> {
+    p: modelvault_auth::Principal,
+    ns: String,
+    name: String,
+    /// The resolved version.
+    version: String,
+    environment: String,
+    action: std::marker::PhantomData<A>,
+}
+
+impl<A: EnvironmentAction> axum::extract::FromRequest<AppState> for EnvironmentGate<A> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
+        use axum::extract::FromRequestParts as _;
+        let (mut parts, body) = req.into_parts();
+        let Authenticated(p) = Authenticated::from_request_parts(&mut parts, state).await?;
+        let ApiPath((ns, name, version)) =
+            ApiPath::<(String, String, String)>::from_request_parts(&mut parts, state).await?;
+        let Ok(request_id) = RequestId::from_request_parts(&mut parts, state).await;
+        let req = axum::extract::Request::from_parts(parts, body);
+        let ApiJson(EnvironmentRequest { environment }) =
+            ApiJson::<EnvironmentRequest>::from_request(req, state).await?;
+        let admitted = gate::version(&p, A::ACTION, &ns, &name, &version, None)?;
+        if !state.config.environments.names.contains(&environment) {
+            return Err(ApiError::bad_request(format!(
+                "environment {environment:?} is not declared"
+            )));
+        }
+        if p.environment != environment {
+            return Err(ApiError::forbidden(format!(
+                "to {} for {environment}, act as a principal bound to {environment} (yours: {})",
+                A::ACTION.as_str(),
+                p.environment
+            )));
+        }
+        let decision = Decision {
+            action: A::POLICY,
+            file: None,
+            environment: Some(&environment),
+        };
+        let version = admitted.decide(state, decision, &request_id).await?.version;
+        Ok(Self {
+            ns,
+            name,
+            version,
+            environment,
+            p,
+            action: std::marker::PhantomData,
+        })
     }
-    if p.environment != environment {
-        return Err(ApiError::forbidden(format!(
-            "to {} for {environment}, act as a principal bound to {environment} (yours: {})",
-            action.as_str(),
-            p.environment
-        )));
-    }
-    let decision = Decision {
-        action: policy_action,
-        file: None,
-        environment: Some(environment),
-    };
-    Ok(admitted.decide(state, decision, request_id).await?.version)
 }
 
 /// Approve a version for the caller's environment
@@ -210,24 +238,16 @@ async fn gate_environment(
 )]
 pub async fn approve(
     State(state): State<AppState>,
-    Authenticated(p): Authenticated,
-    ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
-    request_id: RequestId,
-    ApiJson(req): ApiJson<EnvironmentRequest>,
+    g: EnvironmentGate<Approving>,
 ) -> Result<(StatusCode, Json<Vec<ApprovalView>>), ApiError> {
-    let version = gate_environment(
-        &state,
-        &p,
-        (Action::Approve, PolicyAction::Approve),
-        Target {
-            ns: &ns,
-            name: &name,
-            version: &version,
-            environment: &req.environment,
-        },
-        &request_id,
-    )
-    .await?;
+    let EnvironmentGate {
+        p,
+        ns,
+        name,
+        version,
+        environment,
+        ..
+    } = g;
     let v = VersionRef {
         namespace: &ns,
         model: &name,
@@ -236,7 +256,7 @@ pub async fn approve(
     let current = approvals(&state, &v).await?;
     let already = current
         .iter()
-        .any(|a| a.approver == p.id && a.environment == req.environment);
+        .any(|a| a.approver == p.id && a.environment == environment);
     let status = if already {
         StatusCode::OK
     } else {
@@ -247,12 +267,12 @@ pub async fn approve(
             .append(|seq| ApprovalRecord {
                 seq,
                 approver: p.id.clone(),
-                environment: req.environment.clone(),
+                environment: environment.clone(),
                 time: now,
                 revoked: false,
             })
             .await?;
-        tracing::info!(principal = %p.id, version = %v, environment = %req.environment, "approved");
+        tracing::info!(principal = %p.id, version = %v, environment = %environment, "approved");
         StatusCode::CREATED
     };
     Ok((status, Json(approval_views(approvals(&state, &v).await?))))
@@ -339,24 +359,16 @@ pub async fn revoke(
 )]
 pub async fn deploy(
     State(state): State<AppState>,
-    Authenticated(p): Authenticated,
-    ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
-    request_id: RequestId,
-    ApiJson(req): ApiJson<EnvironmentRequest>,
+    g: EnvironmentGate<Deploying>,
 ) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
-    let version = gate_environment(
-        &state,
-        &p,
-        (Action::Deploy, PolicyAction::Deploy),
-        Target {
-            ns: &ns,
-            name: &name,
-            version: &version,
-            environment: &req.environment,
-        },
-        &request_id,
-    )
-    .await?;
+    let EnvironmentGate {
+        p,
+        ns,
+        name,
+        version,
+        environment,
+        ..
+    } = g;
     let now = Utc::now();
     let (_, record) = state
         .store
@@ -367,12 +379,12 @@ pub async fn deploy(
         })
         .append(|seq| DeploymentRecord {
             seq,
-            environment: req.environment.clone(),
+            environment: environment.clone(),
             deployer: p.id.clone(),
             time: now,
         })
         .await?;
-    tracing::info!(principal = %p.id, model = %format!("{ns}/{name}@{version}"), environment = %req.environment, "deployed");
+    tracing::info!(principal = %p.id, model = %format!("{ns}/{name}@{version}"), environment = %environment, "deployed");
     Ok((
         StatusCode::CREATED,
         Json(DeploymentView {
