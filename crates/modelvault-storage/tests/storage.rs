@@ -776,6 +776,78 @@ async fn dek_holder_cannot_forge_blobs(f: Fixture) {
     assert_eq!(read_all(s, "1", "w.bin", 0..u64::MAX).await.unwrap(), data);
 }
 
+/// `version_in_force`: one call with what a gate decides on (`latest`
+/// resolved, model, manifest, approval and deployment series), the same
+/// not-found and gone answers as the reads it replaces.
+async fn version_in_force_reads_what_a_gate_needs(f: Fixture) {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Rec {
+        seq: u64,
+        who: String,
+    }
+    let s = &f.store;
+    let missing = s
+        .version_in_force::<Rec, Rec>("nlp", "bert", "1")
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StorageError::NotFound(_)), "{missing:?}");
+    s.create_model(
+        "nlp",
+        "bert",
+        Sensitivity::Internal,
+        BTreeMap::new(),
+        "alice",
+    )
+    .await
+    .unwrap();
+    let missing = s
+        .version_in_force::<Rec, Rec>("nlp", "bert", "1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&missing, StorageError::NotFound(m) if m == "version nlp/bert@1"),
+        "{missing:?}"
+    );
+    push(s, "1", &[("a", b"one".to_vec())]).await.unwrap();
+    push(s, "2", &[("a", b"two".to_vec())]).await.unwrap();
+    s.approvals(&vref("2"))
+        .append(|seq| Rec {
+            seq,
+            who: "bob".into(),
+        })
+        .await
+        .unwrap();
+    s.deployments(&vref("2"))
+        .append(|seq| Rec {
+            seq,
+            who: "carol".into(),
+        })
+        .await
+        .unwrap();
+    let got = s
+        .version_in_force::<Rec, Rec>("nlp", "bert", "latest")
+        .await
+        .unwrap();
+    assert_eq!(got.version, "2");
+    assert_eq!(got.model.name, "bert");
+    assert_eq!(got.manifest.version, "2");
+    assert_eq!(got.approvals.len(), 1);
+    assert_eq!(got.approvals[0].1.who, "bob");
+    assert_eq!(got.deployments.len(), 1);
+    assert_eq!(got.deployments[0].1.who, "carol");
+    let one = s
+        .version_in_force::<Rec, Rec>("nlp", "bert", "1")
+        .await
+        .unwrap();
+    assert!(one.approvals.is_empty() && one.deployments.is_empty());
+    s.shred(&vref("1"), "alice").await.unwrap();
+    let gone = s
+        .version_in_force::<Rec, Rec>("nlp", "bert", "1")
+        .await
+        .unwrap_err();
+    assert!(matches!(gone, StorageError::Gone(_)), "{gone:?}");
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -802,7 +874,8 @@ suite!(
     dek_holder_cannot_forge_blobs,
     garbage_collection,
     retried_commit_is_idempotent,
-    two_spellings_are_one_file
+    two_spellings_are_one_file,
+    version_in_force_reads_what_a_gate_needs
 );
 
 /// Backdates a file's modification time by `secs`.
