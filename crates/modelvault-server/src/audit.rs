@@ -160,7 +160,13 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let action = self.action;
+        // A `HEAD` answered by a `GET` handler is not that handler's
+        // action (docs/AUDIT.md: `other`).
+        let action = if req.method() == Method::HEAD {
+            "other"
+        } else {
+            self.action
+        };
         let read_only = req.method() == Method::GET && action != "download";
         let mut refused = false;
         with_slot(|s| {
