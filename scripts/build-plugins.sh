@@ -4,7 +4,7 @@
 # target/plugins/wasm32-wasip2/release/.
 #
 # The three bundled policies are committed, built, in
-# crates/modelvault-policy/bundled/, so that building the server needs no
+# crates/modelvault-bundled-policies/bundled/, so that building the server needs no
 # wasm toolchain. This script keeps them honest:
 #
 #   bash scripts/build-plugins.sh           # build plugins/ only
@@ -42,14 +42,14 @@ done
 wasm_build --workspace
 
 built="$root/target/plugins/bundled"
-committed="$root/crates/modelvault-policy/bundled"
+committed="$root/crates/modelvault-bundled-policies/bundled"
 bundled=(sensitivity_environment approval_gate separation_of_duties)
 case "$mode" in
   build) ;;
   --check)
     for name in "${bundled[@]}"; do
       if ! cmp -s "$built/$name.wasm" "$committed/$name.wasm"; then
-        log "crates/modelvault-policy/bundled/$name.wasm differs from a fresh build of plugins/"
+        log "crates/modelvault-bundled-policies/bundled/$name.wasm differs from a fresh build of plugins/"
         log "rebuild and commit it: bash scripts/build-plugins.sh --update"
         exit 1
       fi
@@ -62,7 +62,7 @@ case "$mode" in
       cp "$built/$name.wasm" "$committed/$name.wasm"
     done
     (cd "$committed" && sha256sum "${bundled[@]/%/.wasm}" >SHA256SUMS)
-    log "updated crates/modelvault-policy/bundled/ (commit it)"
+    log "updated crates/modelvault-bundled-policies/bundled/ (commit it)"
     ;;
   *) log "unknown argument $mode (use --check or --update)"; exit 2 ;;
 esac

@@ -83,7 +83,7 @@ fn with_module(component: &[u8], module: &[u8], salt: &str) -> Vec<u8> {
 
 fn bundled(file: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../modelvault-policy/bundled")
+        .join("../modelvault-bundled-policies/bundled")
         .join(file);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -52,13 +52,16 @@ fn main() {
     // (MV_BENCH_PY_POLICY=path/to/component.wasm, as scripts/test.sh builds it).
     let python = std::env::var("MV_BENCH_PY_POLICY").ok().map(|p| {
         let bytes: &'static [u8] = Box::leak(std::fs::read(p).unwrap().into_boxed_slice());
-        bundled::BundledPolicy {
+        modelvault_bundled_policies::BundledPolicy {
             name: "python-allow-listed-owners",
             component: bytes,
             cases: "",
         }
     });
-    for b in bundled::BUNDLED.into_iter().chain(python) {
+    for b in modelvault_bundled_policies::BUNDLED
+        .into_iter()
+        .chain(python)
+    {
         let is_bundled = !b.cases.is_empty();
         let compiled = Arc::new(host.compile(b.name, b.component).unwrap());
         for _ in 0..1000 {

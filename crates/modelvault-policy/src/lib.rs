@@ -15,7 +15,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod breaker;
-pub mod bundled;
 pub mod cases;
 mod compile;
 pub mod metadata;

@@ -10,7 +10,7 @@ fn host() -> PolicyHost {
 #[test]
 fn bundled_policies_pass_their_cases() {
     let host = host();
-    for b in bundled::BUNDLED {
+    for b in modelvault_bundled_policies::BUNDLED {
         let compiled = host.validate(b.name, b.component).unwrap();
         let file = cases::parse(b.cases).unwrap();
         assert!(file.cases.len() >= 8, "{} has too few cases", b.name);
@@ -23,7 +23,7 @@ fn bundled_policies_pass_their_cases() {
 #[test]
 fn a_case_that_is_wrong_fails() {
     let host = host();
-    let b = bundled::BUNDLED[0];
+    let b = modelvault_bundled_policies::BUNDLED[0];
     let compiled = host.compile(b.name, b.component).unwrap();
     let mut file = cases::parse(b.cases).unwrap();
     file.cases[2].expect = Outcome::Allow; // "download confidential in dev" is a deny
@@ -32,7 +32,7 @@ fn a_case_that_is_wrong_fails() {
 }
 
 fn chain(host: &PolicyHost) -> Vec<ChainEntry> {
-    bundled::BUNDLED
+    modelvault_bundled_policies::BUNDLED
         .iter()
         .map(|b| ChainEntry {
             policy: std::sync::Arc::new(host.compile(b.name, b.component).unwrap()),
@@ -143,7 +143,7 @@ fn compile_cache_is_used_and_bad_components_are_rejected() {
             .with_cache_key(key)
     };
     let host = keyed();
-    let b = bundled::BUNDLED[0];
+    let b = modelvault_bundled_policies::BUNDLED[0];
     let first = host.compile(b.name, b.component).unwrap();
     let mut cached: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -169,7 +169,7 @@ fn compile_cache_is_used_and_bad_components_are_rejected() {
     // another bundled policy, real native code) under this one's name: the
     // tag does not verify, so it is compiled afresh and the right policy
     // decides; the cache is repaired.
-    let other = bundled::BUNDLED[1];
+    let other = modelvault_bundled_policies::BUNDLED[1];
     let other_host = PolicyHost::new(Limits::default(), None).unwrap();
     let _ = other_host.compile(other.name, other.component).unwrap();
     let dir2 = tempfile::tempdir().unwrap();

@@ -851,7 +851,7 @@ pub fn spawn_reloader(registry: Arc<PolicyRegistry>, store: Store, every: std::t
 
 /// Installs the bundled policies into a fresh store (at `init`).
 pub async fn install_bundled(registry: &PolicyRegistry, store: &Store) -> Result<(), ApiError> {
-    for b in modelvault_policy::bundled::BUNDLED {
+    for b in modelvault_bundled_policies::BUNDLED {
         registry
             .install(
                 store,

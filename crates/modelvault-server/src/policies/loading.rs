@@ -208,7 +208,7 @@ mod tests {
     fn compiled() -> Arc<CompiledPolicy> {
         let host = modelvault_policy::PolicyHost::new(modelvault_policy::Limits::default(), None)
             .expect("host");
-        let b = &modelvault_policy::bundled::BUNDLED[0];
+        let b = &modelvault_bundled_policies::BUNDLED[0];
         Arc::new(host.compile(b.name, b.component).expect("compile"))
     }
 

@@ -60,7 +60,7 @@ pub fn load_trusted_keys(entries: &[String]) -> Result<Vec<TrustedKey>, String> 
 fn bundled_digests() -> &'static [String] {
     static DIGESTS: OnceLock<Vec<String>> = OnceLock::new();
     DIGESTS.get_or_init(|| {
-        modelvault_policy::bundled::BUNDLED
+        modelvault_bundled_policies::BUNDLED
             .iter()
             .map(|b| signing::component_digest(b.component))
             .collect()

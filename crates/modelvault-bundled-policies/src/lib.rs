@@ -1,9 +1,12 @@
 //! The bundled policies, carried inside the binary. `init` installs all
-//! three. The components are committed, built, in `bundled/` so that
+//! three. The components are committed, built, in this crate's `bundled/`
+//! so that
 //! building the server needs no wasm toolchain; `scripts/build-plugins.sh
 //! --check` (run by the test command) rebuilds them from `plugins/` with the
 //! pinned toolchain and fails unless the bytes are identical, and
 //! `--update` refreshes them after a change to a bundled policy.
+
+#![forbid(unsafe_code)]
 
 /// One bundled policy.
 #[derive(Debug, Clone, Copy)]
