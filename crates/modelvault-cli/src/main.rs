@@ -496,24 +496,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             environment,
         } => {
-            let t = parse_target(&target, true)?;
-            let client = Client::from_env()?;
-            let path = format!(
-                "{}/approvals",
-                paths::version(
-                    &t.namespace,
-                    &t.name,
-                    t.version.as_deref().unwrap_or_default()
-                )
-            );
-            let list: Vec<modelvault_api::ApprovalView> = client
-                .post_json(
-                    &path,
-                    &modelvault_api::EnvironmentRequest {
-                        environment: environment.clone(),
-                    },
-                )
-                .await?;
+            let list: Vec<modelvault_api::ApprovalView> =
+                post_environment(&target, "approvals", &environment).await?;
             let n = list.iter().filter(|a| a.environment == environment).count();
             eprintln!("approved {target} for {environment} ({n} approval(s) for {environment})");
             Ok(())
@@ -523,18 +507,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             environment,
         } => {
             let t = parse_target(&target, true)?;
-            let client = Client::from_env()?;
-            let path = format!(
-                "{}/deployments",
-                paths::version(
-                    &t.namespace,
-                    &t.name,
-                    t.version.as_deref().unwrap_or_default()
-                )
-            );
-            let d: modelvault_api::DeploymentView = client
-                .post_json(&path, &modelvault_api::EnvironmentRequest { environment })
-                .await?;
+            let d: modelvault_api::DeploymentView =
+                post_environment(&target, "deployments", &environment).await?;
             eprintln!(
                 "deployed {}/{}@{} to {}",
                 t.namespace,
@@ -764,4 +738,31 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `approve` and `deploy`: POST `{"environment": ...}` to the version's
+/// `approvals` or `deployments` collection.
+async fn post_environment<T: serde::de::DeserializeOwned>(
+    target: &str,
+    collection: &str,
+    environment: &str,
+) -> anyhow::Result<T> {
+    let t = parse_target(target, true)?;
+    let client = Client::from_env()?;
+    let path = format!(
+        "{}/{collection}",
+        paths::version(
+            &t.namespace,
+            &t.name,
+            t.version.as_deref().unwrap_or_default()
+        )
+    );
+    client
+        .post_json(
+            &path,
+            &modelvault_api::EnvironmentRequest {
+                environment: environment.to_string(),
+            },
+        )
+        .await
 }

@@ -255,17 +255,28 @@ impl KeyRecord {
         v: &VersionRef<'_>,
         seq: u64,
     ) -> Result<Self, StorageError> {
-        if self.namespace != v.namespace
-            || self.model != v.model
-            || self.version != v.version
-            || self.seq != seq
-        {
-            return Err(StorageError::Integrity(format!(
-                "key record in {dir} names another version"
-            )));
-        }
+        let place = (&*self.namespace, &*self.model, &*self.version, self.seq);
+        check_place(place, v, seq, || format!("key record in {dir}"))?;
         Ok(self)
     }
+}
+
+/// Refuses a record whose (namespace, model, version, number) is not `v`
+/// and `seq`: the check every version-scoped record gets on reading, so a
+/// record copied to another place in the bucket is never accepted there.
+pub(crate) fn check_place(
+    (namespace, model, version, number): (&str, &str, &str, u64),
+    v: &VersionRef<'_>,
+    seq: u64,
+    what: impl FnOnce() -> String,
+) -> Result<(), StorageError> {
+    if namespace != v.namespace || model != v.model || version != v.version || number != seq {
+        return Err(StorageError::Integrity(format!(
+            "{} names another version",
+            what()
+        )));
+    }
+    Ok(())
 }
 
 /// The key that seals a version's sensitive metadata under generation

@@ -207,15 +207,13 @@ impl Manifest {
         v: &VersionRef<'_>,
         seq: u64,
     ) -> Result<Self, StorageError> {
-        if self.namespace != v.namespace
-            || self.model != v.model
-            || self.version != v.version
-            || self.revision != seq
-        {
-            return Err(StorageError::Integrity(format!(
-                "manifest {dir} names another version"
-            )));
-        }
+        let place = (
+            &*self.namespace,
+            &*self.model,
+            &*self.version,
+            self.revision,
+        );
+        crate::deks::check_place(place, v, seq, || format!("manifest {dir}"))?;
         Ok(self)
     }
 }
