@@ -138,8 +138,9 @@ impl ClientKey {
         Self { sk, pk }
     }
 
-    /// The key pair of a raw X25519 private key (test vectors).
-    #[doc(hidden)]
+    /// The key pair of a raw X25519 private key (test vectors; only with
+    /// the `test-hooks` feature).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn from_private_bytes_for_tests(sk: &[u8]) -> Result<Self, ReleaseError> {
         let sk = <Kem as hpke::Kem>::PrivateKey::from_bytes(sk)
             .map_err(|_| ReleaseError::BadPublicKey)?;
@@ -152,8 +153,9 @@ impl ClientKey {
         self.pk.to_bytes().to_vec()
     }
 
-    /// The private key, 32 bytes (test vectors only).
-    #[doc(hidden)]
+    /// The private key, 32 bytes (test vectors; only with the `test-hooks`
+    /// feature).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn private_bytes_for_tests(&self) -> Vec<u8> {
         self.sk.to_bytes().to_vec()
     }

@@ -231,8 +231,9 @@ impl AppState {
 
     /// The same state with the policy chain skipped: only the native role
     /// check decides. For the authorization benchmark's baseline alone (it
-    /// measures what the chain costs); nothing in the server calls it.
-    #[doc(hidden)]
+    /// measures what the chain costs); only with the `test-hooks` feature,
+    /// which only dev-dependencies enable.
+    #[cfg(feature = "test-hooks")]
     pub fn without_policy_chain_for_benchmarks(mut self) -> Self {
         self.policy_chain = false;
         self
