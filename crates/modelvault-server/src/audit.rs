@@ -34,7 +34,6 @@ tokio::task_local! {
 pub struct Slot {
     principal: Option<PrincipalRef>,
     decisions: Vec<DecisionRef>,
-    keys: Vec<KeyRef>,
     version: Option<String>,
     /// Free detail for the record (a policy install's digest and signer).
     detail: Option<String>,
@@ -286,16 +285,15 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         return unavailable().into_response();
     }
     let status = resp.status();
-    let (principal, decisions, keys, version, detail, skip) = match slot.lock() {
+    let (principal, decisions, version, detail, skip) = match slot.lock() {
         Ok(mut s) => (
             s.principal.take(),
             std::mem::take(&mut s.decisions),
-            std::mem::take(&mut s.keys),
             s.version.take(),
             s.detail.take(),
             s.handled || s.auth_failed,
         ),
-        Err(_) => (None, Vec::new(), Vec::new(), None, None, false),
+        Err(_) => (None, Vec::new(), None, None, false),
     };
     if status == StatusCode::FORBIDDEN
         && let Some(p) = &principal
@@ -317,7 +315,6 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     });
     rec.status = Some(status.as_u16());
     rec.decisions = decisions;
-    rec.keys = keys;
     rec.detail = detail;
     audit.record(rec).await;
     resp

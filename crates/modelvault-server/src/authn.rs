@@ -6,8 +6,9 @@
 //! enumeration) and role permissions (missing → 403). Routes that release
 //! data or change governance state (download, approve, deploy) then run
 //! the policy chain through [`enforce_policy`] with a request built only
-//! from verified sources ([`policy_request`]). The audit intent record will
-//! sit beside it (next issue). Anything that fails here denies.
+//! from verified sources ([`policy_request`]); a route that releases data
+//! then stores a durable audit intent before the first byte or key leaves
+//! (`crate::audit::intent`). Anything that fails here denies.
 
 use std::net::{IpAddr, SocketAddr};
 
