@@ -8,49 +8,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use modelvault_format::Dek;
-use modelvault_keys::{DekBinding, WrappedDek};
-use modelvault_storage::{StorageError, Store};
-use serde::{Deserialize, Serialize};
+use modelvault_storage::{SigningSeed, StorageError, Store};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{AuditError, AuditRecord, Checkpoint, GENESIS, line_hash};
-
-/// The checkpoint-signing key, as stored: its seed wrapped by the KEK.
-#[derive(Serialize, Deserialize)]
-struct SigningKeyRecord {
-    wrapped: WrappedDek,
-    public_key: String,
-}
-
-fn binding() -> DekBinding<'static> {
-    DekBinding {
-        namespace: ".audit",
-        model: "checkpoint-signing-key",
-        version: ".audit",
-        dek_generation: 1,
-    }
-}
 
 /// The stored checkpoint-signing key, if there is one (never creates it).
 pub async fn read_signing_key(
     store: &Store,
 ) -> Result<Option<ring::signature::Ed25519KeyPair>, AuditError> {
     use ring::signature::KeyPair as _;
-    let Some((_, r)) = store
-        .audit_signing_keys()
-        .latest::<SigningKeyRecord>()
-        .await?
-    else {
+    let Some(SigningSeed { seed, public_key }) = store.audit_signing_key().read().await? else {
         return Ok(None);
     };
-    let seed = store
-        .keys()
-        .unwrap_dek(&r.wrapped, &binding())
-        .await
-        .map_err(|e| AuditError::Key(e.to_string()))?;
     let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed.expose_secret())
         .map_err(|_| AuditError::Key("bad seed".into()))?;
-    if hex::encode(pair.public_key().as_ref()) != r.public_key {
+    if hex::encode(pair.public_key().as_ref()) != public_key {
         return Err(AuditError::Key("public key does not match the seed".into()));
     }
     Ok(Some(pair))
@@ -133,18 +106,12 @@ pub async fn load_signing_key(
         let seed = Dek::generate().map_err(|e| AuditError::Key(e.to_string()))?;
         let pair = ring::signature::Ed25519KeyPair::from_seed_unchecked(seed.expose_secret())
             .map_err(|_| AuditError::Key("bad seed".into()))?;
-        let record = SigningKeyRecord {
-            wrapped: store
-                .keys()
-                .wrap_dek(&seed, &binding())
-                .await
-                .map_err(|e| AuditError::Key(e.to_string()))?,
-            public_key: hex::encode(pair.public_key().as_ref()),
-        };
-        match store.audit_signing_keys().create_at(0, &record).await {
-            Ok(()) => return Ok(pair),
-            Err(StorageError::AlreadyExists(_)) => continue,
-            Err(e) => return Err(e.into()),
+        if store
+            .audit_signing_key()
+            .create(&seed, &hex::encode(pair.public_key().as_ref()))
+            .await?
+        {
+            return Ok(pair);
         }
     }
     Err(AuditError::Key("signing key could not be read back".into()))
@@ -152,49 +119,13 @@ pub async fn load_signing_key(
 
 /// The KEK version wrapping the signing key's seed, if the key exists.
 pub async fn signing_key_kek(store: &Store) -> Result<Option<u32>, AuditError> {
-    Ok(store
-        .audit_signing_keys()
-        .latest::<SigningKeyRecord>()
-        .await?
-        .map(|(_, r)| r.wrapped.kek_version.0))
+    Ok(store.audit_signing_key().kek_version().await?)
 }
 
 /// Rewraps the signing key's seed under the current KEK if it uses a
 /// version below `target` (a new record; the key itself is unchanged).
 pub async fn rewrap_signing_key(store: &Store, target: u32) -> Result<bool, AuditError> {
-    for _ in 0..8 {
-        let Some((seq, r)) = store
-            .audit_signing_keys()
-            .latest::<SigningKeyRecord>()
-            .await?
-        else {
-            return Ok(false);
-        };
-        if r.wrapped.kek_version.0 >= target {
-            return Ok(false);
-        }
-        let seed = store
-            .keys()
-            .unwrap_dek(&r.wrapped, &binding())
-            .await
-            .map_err(|e| AuditError::Key(e.to_string()))?;
-        let next = SigningKeyRecord {
-            wrapped: store
-                .keys()
-                .wrap_dek(&seed, &binding())
-                .await
-                .map_err(|e| AuditError::Key(e.to_string()))?,
-            public_key: r.public_key,
-        };
-        match store.audit_signing_keys().create_at(seq + 1, &next).await {
-            Ok(()) => return Ok(true),
-            Err(StorageError::AlreadyExists(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(AuditError::Key(
-        "signing key: too many concurrent writers".into(),
-    ))
+    Ok(store.audit_signing_key().rewrap(target).await?)
 }
 
 /// Called with the duration of every segment write (for metrics).

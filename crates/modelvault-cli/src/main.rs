@@ -3,6 +3,8 @@
 //! `MODELVAULT_TOKEN`. Errors print one line on stderr and exit non-zero;
 //! commands that print a secret print it as the only stdout line.
 
+#![forbid(unsafe_code)]
+
 // Everything this crate prints goes through `term::clean_output`, so no
 // server-provided text reaches the terminal with control characters (these
 // shadow std's macros in every module declared below).
@@ -359,11 +361,8 @@ pub(crate) fn parse_target(s: &str, need_version: bool) -> anyhow::Result<Target
 /// is then 0600/0700. Client commands keep the user's umask (a `pull`
 /// writes model files as the user expects).
 fn restrict_umask() {
-    // SAFETY: umask(2) only sets the process file-mode creation mask and
-    // cannot fail; it runs before the runtime starts any thread.
-    unsafe {
-        libc::umask(0o077);
-    }
+    // Runs before the runtime starts any thread.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 fn main() -> ExitCode {

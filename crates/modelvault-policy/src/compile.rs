@@ -199,6 +199,32 @@ const EXIT_INVALID: u8 = 2;
 /// The child's side of [`COMPILE_SUBCOMMAND`]: compiles INPUT for an engine
 /// configured from LIMITS_JSON (the parent's: the compiled code must match
 /// its engine) and writes the serialized component to OUTPUT.
+/// Environment variable naming the server process a compile child belongs to.
+const PARENT_PID_ENV: &str = "MODELVAULT_COMPILE_PARENT";
+
+/// Makes the kernel kill this compile child when the server that started it
+/// dies (Linux `PR_SET_PDEATHSIG`), then exits at once if the server died
+/// before that was set (the parent is no longer the one named by
+/// [`PARENT_PID_ENV`]). Elsewhere, a no-op: the server's timeout still
+/// kills a child it waits for.
+fn die_with_parent() {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{Signal, getppid, set_parent_process_death_signal};
+        let expected = std::env::var(PARENT_PID_ENV)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok());
+        if set_parent_process_death_signal(Some(Signal::KILL)).is_err() {
+            return;
+        }
+        if let Some(expected) = expected
+            && getppid().map(|p| p.as_raw_nonzero().get()) != Some(expected)
+        {
+            std::process::exit(1);
+        }
+    }
+}
+
 pub fn compile_child_main(mut args: impl Iterator<Item = OsString>) -> ExitCode {
     let (Some(limits), Some(input), Some(output)) = (args.next(), args.next(), args.next()) else {
         eprintln!("usage: modelvault {COMPILE_SUBCOMMAND} LIMITS_JSON INPUT OUTPUT");
@@ -211,6 +237,7 @@ pub fn compile_child_main(mut args: impl Iterator<Item = OsString>) -> ExitCode 
             return ExitCode::FAILURE;
         }
     };
+    die_with_parent();
     let engine = match Engine::new(&crate::engine_config(&limits)) {
         Ok(e) => e,
         Err(e) => {
@@ -286,18 +313,9 @@ pub(crate) fn compile_in_child(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt as _;
-        // SAFETY: prctl is async-signal-safe; between fork and exec it only
-        // asks the kernel to kill the child if the server dies first.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-    }
+    // The child asks the kernel to kill it if this process dies first
+    // (see `die_with_parent`); it needs to know which process that is.
+    command.env(PARENT_PID_ENV, std::process::id().to_string());
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -448,6 +466,7 @@ pub(crate) fn compile_bounded(
 /// compiled components are dropped.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
     // SAFETY: malloc_trim only returns free pages of glibc's arenas to the
     // kernel; it touches no live allocation.
     unsafe {

@@ -56,16 +56,13 @@ fn lower_priority(nice: i32) {
     }
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid and setpriority only read their arguments; on
-        // Linux, PRIO_PROCESS with a thread id applies to that thread alone.
-        let rc = unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice.min(19))
-        };
-        if rc != 0 {
+        // On Linux, PRIO_PROCESS with a thread id applies to that thread alone.
+        let tid = rustix::thread::gettid();
+        let rc = rustix::process::setpriority_process(Some(tid), nice.min(19));
+        if let Err(error) = rc {
             tracing::warn!(
                 nice,
-                error = %std::io::Error::last_os_error(),
+                error = %std::io::Error::from(error),
                 "could not lower the priority of a policy evaluation thread"
             );
         }

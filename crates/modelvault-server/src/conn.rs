@@ -33,6 +33,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use rustix::io::Errno;
+use rustix::process::{Resource, Rlimit};
+
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, header};
@@ -115,22 +118,13 @@ pub struct OpenFileLimit {
 
 /// The soft `RLIMIT_NOFILE`, when it can be read and is finite.
 pub fn open_file_limit() -> Option<u64> {
-    let (soft, _) = get_nofile().ok()?;
-    (soft != libc::RLIM_INFINITY).then_some(soft)
+    rustix::process::getrlimit(Resource::Nofile).current
 }
 
-fn get_nofile() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: libc has no safe wrapper and the standard library none at
-    // all; getrlimit(2) only writes one `rlimit` through the pointer, which
-    // points to a live, aligned local of that type.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((lim.rlim_cur, lim.rlim_max))
+/// The soft and hard `RLIMIT_NOFILE`; `None` is unlimited.
+fn get_nofile() -> (Option<u64>, Option<u64>) {
+    let lim = rustix::process::getrlimit(Resource::Nofile);
+    (lim.current, lim.maximum)
 }
 
 /// Raises the soft open-file limit to the hard limit (the default soft
@@ -138,28 +132,31 @@ fn get_nofile() -> io::Result<(u64, u64)> {
 /// the hard limit is what the operator allows). An unlimited hard limit is
 /// taken as `/proc/sys/fs/nr_open` (else 1,048,576), the kernel's ceiling.
 pub fn raise_open_file_limit() -> io::Result<OpenFileLimit> {
-    let (before, hard) = get_nofile()?;
-    let target = if hard == libc::RLIM_INFINITY {
-        std::fs::read_to_string("/proc/sys/fs/nr_open")
+    let (before, hard) = get_nofile();
+    let target = match hard {
+        Some(hard) => hard,
+        None => std::fs::read_to_string("/proc/sys/fs/nr_open")
             .ok()
             .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(1 << 20)
-    } else {
-        hard
+            .unwrap_or(1 << 20),
     };
+    let before = before.unwrap_or(u64::MAX);
     if before < target {
-        let raised = libc::rlimit {
-            rlim_cur: target,
-            rlim_max: hard,
-        };
-        // SAFETY: as in `get_nofile`; setrlimit(2) only reads the `rlimit`
-        // the pointer names, a live local.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        rustix::process::setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(target),
+                maximum: hard,
+            },
+        )
+        .map_err(io::Error::from)?;
     }
-    let (soft, hard) = get_nofile()?;
-    Ok(OpenFileLimit { before, soft, hard })
+    let (soft, hard) = get_nofile();
+    Ok(OpenFileLimit {
+        before,
+        soft: soft.unwrap_or(u64::MAX),
+        hard: hard.unwrap_or(u64::MAX),
+    })
 }
 
 /// Serves `router` on `listener` (over TLS when `tls` is given) until
@@ -267,7 +264,10 @@ pub async fn serve(
 }
 
 fn out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+    matches!(
+        e.raw_os_error(),
+        Some(c) if c == Errno::MFILE.raw_os_error() || c == Errno::NFILE.raw_os_error()
+    )
 }
 
 /// Emits at most one line per [`LIMIT_LOG_EVERY`], counting the others.

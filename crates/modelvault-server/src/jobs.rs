@@ -10,8 +10,8 @@
 //!   under the target KEK; a DEK rotation resumes from what the store holds;
 //!   delete continues from its tombstone), so running
 //!   a job twice, or from two servers at once, is safe;
-//! - named failpoints (debug builds, `MODELVAULT_FAILPOINTS`) let tests kill
-//!   the server mid-job.
+//! - named failpoints (`MODELVAULT_FAILPOINTS`, only in builds with the
+//!   storage crate's `test-hooks` feature) let tests kill the server mid-job.
 
 use chrono::Utc;
 use modelvault_api::{JobKind, JobPhase, JobState};

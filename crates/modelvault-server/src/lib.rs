@@ -9,6 +9,7 @@
 //! - plaintext leaves only through the download stream, which ends the
 //!   response at the first segment that fails authentication.
 
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access;

@@ -31,6 +31,7 @@ mod commit;
 mod dek_rotation;
 mod deks;
 mod error;
+mod failpoint;
 mod gc;
 // The bucket's paths: private, except to tests that tamper with the
 // bucket (the `test-hooks` feature).
@@ -46,6 +47,7 @@ mod repos;
 mod rotation;
 mod series;
 mod shred;
+mod signing_key;
 mod store;
 mod types;
 mod versions;
@@ -71,7 +73,9 @@ pub use error::StorageError;
 pub use gc::GcReport;
 pub use repos::{RecordSeries, Tokens};
 pub use rotation::{KeyDir, Rewrap};
-pub use shred::{ShredReport, failpoint};
+pub use failpoint::failpoint;
+pub use shred::ShredReport;
+pub use signing_key::{AuditSigningKey, SigningSeed};
 #[cfg(any(test, feature = "test-hooks"))]
 pub use store::open_object_store;
 pub use types::*;

@@ -12,9 +12,9 @@ use super::*;
 /// bindings.
 #[derive(Debug, Clone)]
 pub struct RecordSeries<'a> {
-    store: &'a Store,
-    kind: &'static str,
-    dir: Path,
+    pub(crate) store: &'a Store,
+    pub(crate) kind: &'static str,
+    pub(crate) dir: Path,
 }
 
 impl RecordSeries<'_> {
@@ -120,16 +120,6 @@ impl Store {
         sha256: &str,
     ) -> Result<Option<bytes::Bytes>, StorageError> {
         self.get_bytes(&layout::policy_component(sha256)).await
-    }
-
-    /// The audit checkpoint-signing key's records (its seed wrapped by
-    /// the KEK; a rewrap is the next record).
-    pub fn audit_signing_keys(&self) -> RecordSeries<'_> {
-        RecordSeries {
-            store: self,
-            kind: "audit-signing-key",
-            dir: layout::audit_signing_keys(),
-        }
     }
 
     /// API tokens.

@@ -11,21 +11,7 @@
 use futures::TryStreamExt as _;
 use serde::{Deserialize, Serialize};
 
-use crate::{StorageError, Store, VersionRef, layout};
-
-/// Crash points for tests: a debug build exits with status 86 at a point
-/// named in `MODELVAULT_FAILPOINTS` (comma-separated). Release builds never
-/// stop here.
-pub fn failpoint(name: &str) {
-    #[cfg(debug_assertions)]
-    if std::env::var("MODELVAULT_FAILPOINTS").is_ok_and(|v| v.split(',').any(|f| f.trim() == name))
-    {
-        eprintln!("failpoint {name}: exiting");
-        std::process::exit(86);
-    }
-    #[cfg(not(debug_assertions))]
-    let _ = name;
-}
+use crate::{StorageError, Store, VersionRef, failpoint, layout};
 
 /// What a delete destroyed and what still stands between the version and
 /// a complete shred.
