@@ -60,25 +60,119 @@ pub struct CreateTokenResponse {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// `POST /v1/access/grant` and `POST /v1/access/revoke`: exactly one of
-/// `principal`, `group`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
+/// Who a role binding names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BindingSubject {
+    /// A principal id (a token's principal or an OIDC subject mapping).
+    Principal(String),
+    /// A group name (from the identity provider's group claim).
+    Group(String),
+}
+
+impl BindingSubject {
+    /// The principal id or group name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Principal(s) | Self::Group(s) => s,
+        }
+    }
+
+    /// `principal` or `group`.
+    pub fn kind(&self) -> SubjectType {
+        match self {
+            Self::Principal(_) => SubjectType::Principal,
+            Self::Group(_) => SubjectType::Group,
+        }
+    }
+}
+
+wire_enum! {
+    /// What a binding's subject names.
+    SubjectType {
+        /// A principal id.
+        Principal = "principal",
+        /// A group name.
+        Group = "group",
+    }
+}
+
+/// `POST /v1/access/grant` and `POST /v1/access/revoke`. On the wire the
+/// subject is exactly one of the fields `principal` and `group`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "BindingRequestBody", into = "BindingRequestBody")]
 pub struct BindingRequest {
-    /// A principal id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
-    pub principal: Option<String>,
-    /// A group name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
-    pub group: Option<String>,
+    /// Who the binding names.
+    pub subject: BindingSubject,
     /// Role name.
     pub role: String,
     /// Namespaces (`*` or empty = all; for revoke, empty = the whole binding).
-    #[serde(default)]
     pub namespaces: Vec<String>,
+}
+
+/// [`BindingRequest`] as its JSON body spells it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = BindingRequest))]
+#[serde(deny_unknown_fields)]
+struct BindingRequestBody {
+    /// A principal id (exactly one of `principal`, `group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
+    principal: Option<String>,
+    /// A group name (exactly one of `principal`, `group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
+    group: Option<String>,
+    /// Role name.
+    role: String,
+    /// Namespaces (`*` or empty = all; for revoke, empty = the whole binding).
+    #[serde(default)]
+    namespaces: Vec<String>,
+}
+
+impl TryFrom<BindingRequestBody> for BindingRequest {
+    type Error = &'static str;
+    fn try_from(b: BindingRequestBody) -> Result<Self, Self::Error> {
+        let subject = match (b.principal, b.group) {
+            (Some(p), None) => BindingSubject::Principal(p),
+            (None, Some(g)) => BindingSubject::Group(g),
+            _ => return Err("give exactly one of principal and group"),
+        };
+        Ok(Self {
+            subject,
+            role: b.role,
+            namespaces: b.namespaces,
+        })
+    }
+}
+
+impl From<BindingRequest> for BindingRequestBody {
+    fn from(r: BindingRequest) -> Self {
+        let (principal, group) = match r.subject {
+            BindingSubject::Principal(p) => (Some(p), None),
+            BindingSubject::Group(g) => (None, Some(g)),
+        };
+        Self {
+            principal,
+            group,
+            role: r.role,
+            namespaces: r.namespaces,
+        }
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for BindingRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <BindingRequestBody as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for BindingRequest {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "BindingRequest".into()
+    }
 }
 
 /// One binding as the API shows it.
@@ -86,7 +180,7 @@ pub struct BindingRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BindingView {
     /// `principal` or `group`.
-    pub subject_type: String,
+    pub subject_type: SubjectType,
     /// The principal id or group name.
     pub subject: String,
     /// Role name.

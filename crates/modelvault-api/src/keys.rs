@@ -14,16 +14,15 @@ pub struct KekStatus {
     /// audit signing key).
     pub dek_count: u64,
     /// `active` or `destroyed`.
-    pub state: String,
+    pub state: KekState,
 }
 
 /// `GET /v1/keys/status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeysStatus {
-    /// The key provider (`local-keyring`, `pkcs11`).
-    #[serde(default)]
-    pub provider: String,
+    /// The key provider.
+    pub provider: KeyProviderKind,
     /// The KEK version new wraps use.
     pub current_kek_version: u32,
     /// Every KEK version.
@@ -68,32 +67,24 @@ pub struct DeleteResponse {
     pub kek_versions_outstanding: Vec<u32>,
 }
 
-/// Declares a string enum: serde and the OpenAPI schema use exactly the
-/// listed strings, and `as_str`/`Display` give the same.
-macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:tt,)+ }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-        pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
-        }
+wire_enum! {
+    /// Whether a KEK version's key material exists.
+    KekState {
+        /// Usable for wrap and unwrap.
+        Active = "active",
+        /// Destroyed (retired): what it wrapped can no longer be unwrapped.
+        Destroyed = "destroyed",
+    }
+}
 
-        impl $name {
-            /// The wire spelling.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $text,)+
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
+wire_enum! {
+    /// Which key provider holds the KEKs (`[keys] provider`).
+    KeyProviderKind {
+        /// The local keyring file.
+        LocalKeyring = "local-keyring",
+        /// A PKCS#11 token (an HSM).
+        Pkcs11 = "pkcs11",
+    }
 }
 
 wire_enum! {

@@ -14,6 +14,74 @@
 
 #![forbid(unsafe_code)]
 
+/// Declares a string enum: serde and the OpenAPI schema use exactly the
+/// listed strings, `as_str`/`Display` give the same and `FromStr` takes
+/// them back.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:tt,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::UnknownWord;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err($crate::UnknownWord {
+                        what: stringify!($name),
+                        got: s.to_owned(),
+                        expected: &[$($text,)+],
+                    }),
+                }
+            }
+        }
+    };
+}
+
+/// A string that is none of a wire enum's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownWord {
+    /// The enum's name.
+    pub what: &'static str,
+    /// What was given.
+    pub got: String,
+    /// The words it takes.
+    pub expected: &'static [&'static str],
+}
+
+impl std::fmt::Display for UnknownWord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown {} {:?}: use {}",
+            self.what.to_lowercase(),
+            self.got,
+            self.expected.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownWord {}
+
 mod access;
 mod approvals;
 mod audit;

@@ -7,6 +7,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ApprovalView, DeploymentView};
 
+wire_enum! {
+    /// How sensitive a model is; the default policy maps it to the
+    /// environments that may download it.
+    Sensitivity {
+        /// Anyone with access may use it.
+        Public = "public",
+        /// The default.
+        Internal = "internal",
+        /// Staging and production only (default matrix).
+        Confidential = "confidential",
+        /// Production only (default matrix).
+        Restricted = "restricted",
+    }
+}
+
 /// `POST /v1/models`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -18,13 +33,9 @@ pub struct CreateModelRequest {
     /// Model name.
     #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
     pub name: String,
-    /// `public`, `internal` (default), `confidential` or `restricted`.
+    /// Sensitivity (default `internal`).
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = "^(public|internal|confidential|restricted)$")
-    )]
-    pub sensitivity: Option<String>,
+    pub sensitivity: Option<Sensitivity>,
     /// Tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -45,11 +56,7 @@ pub struct CreateModelRequest {
 pub struct PatchModelRequest {
     /// New sensitivity (raising needs `edit-metadata`, lowering `approve`).
     #[serde(default)]
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = "^(public|internal|confidential|restricted)$")
-    )]
-    pub sensitivity: Option<String>,
+    pub sensitivity: Option<Sensitivity>,
     /// Tags to set or (with `null`) remove.
     #[serde(default)]
     pub tags: BTreeMap<String, Option<String>>,
@@ -72,7 +79,7 @@ pub struct ModelRevision {
     /// When.
     pub changed_at: Option<DateTime<Utc>>,
     /// Sensitivity after the change.
-    pub sensitivity: String,
+    pub sensitivity: Sensitivity,
     /// Tags after the change.
     pub tags: BTreeMap<String, String>,
     /// Metadata after the change (sensitive values redacted unless the
@@ -99,7 +106,7 @@ pub struct ModelView {
     /// Model name.
     pub name: String,
     /// Sensitivity.
-    pub sensitivity: String,
+    pub sensitivity: Sensitivity,
     /// Tags.
     pub tags: BTreeMap<String, String>,
     /// Creating principal.
@@ -164,7 +171,7 @@ pub struct VersionDetail {
     /// Version.
     pub version: String,
     /// The model's current sensitivity.
-    pub sensitivity: String,
+    pub sensitivity: Sensitivity,
     /// The model's tags.
     pub tags: BTreeMap<String, String>,
     /// The model's metadata (redacted as in [`ModelView`]).

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::BindingView;
+use crate::{BindingView, Sensitivity};
 
 /// One principal's access to one version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,7 +42,7 @@ pub struct VersionReview {
     /// Version.
     pub version: String,
     /// Current sensitivity.
-    pub sensitivity: String,
+    pub sensitivity: Sensitivity,
     /// Every principal that can read or download it.
     pub access: Vec<Access>,
     /// Principals that downloaded it in the period without access today.

@@ -1,7 +1,7 @@
 //! Client commands about who may do what: `whoami`, `access
 //! grant|revoke|list`, `token list|revoke`.
 
-use modelvault_api::{BindingList, BindingRequest, TokenList, WhoAmI, paths};
+use modelvault_api::{BindingList, BindingRequest, BindingSubject, TokenList, WhoAmI, paths};
 
 use crate::Output;
 use crate::client::Client;
@@ -26,9 +26,13 @@ pub struct BindingArgs {
 
 impl BindingArgs {
     fn request(self) -> BindingRequest {
+        let subject = match (self.principal, self.group) {
+            (Some(p), _) => BindingSubject::Principal(p),
+            // clap's `subject` group requires exactly one of the two.
+            (None, g) => BindingSubject::Group(g.unwrap_or_default()),
+        };
         BindingRequest {
-            principal: self.principal,
-            group: self.group,
+            subject,
             role: self.role,
             namespaces: self.namespaces,
         }

@@ -577,7 +577,7 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             let req = CreateModelRequest {
                 namespace: t.namespace,
                 name: t.name,
-                sensitivity,
+                sensitivity: sensitivity.as_deref().map(str::parse).transpose()?,
                 tags: pairs("tag", tags)?,
                 metadata: pairs("metadata", metadata)?,
                 sensitive_fields,
@@ -670,7 +670,7 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                 Ok(m)
             };
             let req = PatchModelRequest {
-                sensitivity,
+                sensitivity: sensitivity.as_deref().map(str::parse).transpose()?,
                 tags: set("tag", tags, remove_tags)?,
                 metadata: set("metadata", metadata, remove_metadata)?,
                 sensitive_fields,

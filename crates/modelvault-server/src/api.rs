@@ -9,3 +9,55 @@ pub use modelvault_api::*;
 pub fn openapi() -> utoipa::openapi::OpenApi {
     crate::routes::openapi::document()
 }
+
+/// Conversions between stored records and wire types (the two are kept
+/// apart on purpose: a stored format and an API evolve separately).
+pub mod convert {
+    use modelvault_api as wire;
+    use modelvault_auth::{BindingSubject, RoleBinding};
+    use modelvault_storage::Sensitivity;
+
+    /// A stored sensitivity as the API spells it.
+    pub fn sensitivity(s: Sensitivity) -> wire::Sensitivity {
+        match s {
+            Sensitivity::Public => wire::Sensitivity::Public,
+            Sensitivity::Internal => wire::Sensitivity::Internal,
+            Sensitivity::Confidential => wire::Sensitivity::Confidential,
+            Sensitivity::Restricted => wire::Sensitivity::Restricted,
+        }
+    }
+
+    /// A requested sensitivity as the store keeps it.
+    pub fn stored_sensitivity(s: wire::Sensitivity) -> Sensitivity {
+        match s {
+            wire::Sensitivity::Public => Sensitivity::Public,
+            wire::Sensitivity::Internal => Sensitivity::Internal,
+            wire::Sensitivity::Confidential => Sensitivity::Confidential,
+            wire::Sensitivity::Restricted => Sensitivity::Restricted,
+        }
+    }
+
+    /// A requested binding subject as the binding set keeps it.
+    pub fn binding_subject(s: &wire::BindingSubject) -> BindingSubject {
+        match s {
+            wire::BindingSubject::Principal(p) => BindingSubject::Principal(p.clone()),
+            wire::BindingSubject::Group(g) => BindingSubject::Group(g.clone()),
+        }
+    }
+
+    /// A stored role binding as the API shows it.
+    pub fn binding_view(b: &RoleBinding) -> wire::BindingView {
+        let (subject_type, subject) = match &b.subject {
+            BindingSubject::Principal(p) => (wire::SubjectType::Principal, p.clone()),
+            BindingSubject::Group(g) => (wire::SubjectType::Group, g.clone()),
+        };
+        wire::BindingView {
+            subject_type,
+            subject,
+            role: b.role.clone(),
+            namespaces: b.namespaces.clone(),
+            updated_by: b.updated_by.clone(),
+            updated_at: b.updated_at,
+        }
+    }
+}

@@ -7,27 +7,12 @@ use modelvault_auth::{BindingSet, BindingSubject, Permission, Principal, Princip
 
 use crate::api::{BindingList, BindingRequest, BindingView, GrantView, WhoAmI};
 use crate::authn::{Action, Authenticated, Resource, authorize};
+use crate::api::convert;
 use crate::extract::ApiJson;
 use crate::{ApiError, AppState};
 
 fn views(set: &BindingSet) -> Vec<BindingView> {
-    set.bindings
-        .iter()
-        .map(|b| {
-            let (subject_type, subject) = match &b.subject {
-                BindingSubject::Principal(p) => ("principal", p.clone()),
-                BindingSubject::Group(g) => ("group", g.clone()),
-            };
-            BindingView {
-                subject_type: subject_type.into(),
-                subject,
-                role: b.role.clone(),
-                namespaces: b.namespaces.clone(),
-                updated_by: b.updated_by.clone(),
-                updated_at: b.updated_at,
-            }
-        })
-        .collect()
+    set.bindings.iter().map(convert::binding_view).collect()
 }
 
 /// Validates a request and checks the caller may manage access in every
@@ -37,18 +22,8 @@ fn check(
     p: &Principal,
     req: &BindingRequest,
 ) -> Result<(BindingSubject, Vec<String>), ApiError> {
-    let subject = match (&req.principal, &req.group) {
-        (Some(id), None) => BindingSubject::Principal(id.clone()),
-        (None, Some(g)) => BindingSubject::Group(g.clone()),
-        _ => {
-            return Err(ApiError::bad_request(
-                "give exactly one of principal and group",
-            ));
-        }
-    };
-    let name = match &subject {
-        BindingSubject::Principal(s) | BindingSubject::Group(s) => s,
-    };
+    let subject = convert::binding_subject(&req.subject);
+    let name = req.subject.name();
     if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request("invalid principal or group name"));
     }

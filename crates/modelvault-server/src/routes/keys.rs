@@ -56,13 +56,15 @@ pub async fn status(
             version: k.version.0,
             dek_count: usage.get(&k.version.0).copied().unwrap_or(0),
             state: match k.state {
-                KekState::Active => "active".into(),
-                KekState::Destroyed => "destroyed".into(),
+                KekState::Active => crate::api::KekState::Active,
+                KekState::Destroyed => crate::api::KekState::Destroyed,
             },
         })
         .collect();
     Ok(Json(KeysStatus {
-        provider: keys.kind().to_string(),
+        provider: keys.kind().parse().map_err(|e| {
+            ApiError::internal(format!("key provider: {e}"))
+        })?,
         current_kek_version: current.0,
         kek_versions,
         jobs: jobs::list(&state).await?,

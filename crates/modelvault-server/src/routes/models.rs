@@ -9,7 +9,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use modelvault_storage::{Manifest, ModelRecord, Sensitivity, VersionRef};
+use modelvault_storage::{Manifest, ModelRecord, VersionRef};
 
 use crate::api::{
     CreateModelRequest, ModelList, ModelView, VersionDetail, VersionList, VersionSummary,
@@ -20,6 +20,7 @@ use modelvault_auth::{Permission, Principal};
 
 use crate::authn::{Action, Authenticated, Resource, authorize};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::convert;
 use crate::gate;
 use crate::{ApiError, AppState};
 
@@ -72,7 +73,7 @@ pub(crate) async fn model_view(
     Ok(ModelView {
         namespace: m.namespace,
         name: m.name,
-        sensitivity: m.sensitivity.to_string(),
+        sensitivity: convert::sensitivity(m.sensitivity),
         tags: m.tags,
         owner: m.owner,
         created_at: m.created_at,
@@ -118,10 +119,10 @@ pub async fn create(
         Action::Write,
         &Resource::model(&req.namespace, &req.name),
     )?;
-    let sensitivity = match &req.sensitivity {
-        Some(s) => s.parse::<Sensitivity>()?,
-        None => Sensitivity::default(),
-    };
+    let sensitivity = req
+        .sensitivity
+        .map(convert::stored_sensitivity)
+        .unwrap_or_default();
     let m = state
         .store
         .create_model_with(
@@ -262,11 +263,7 @@ pub async fn patch(
         .get_model(&ns, &name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("model {ns}/{name} not found")))?;
-    let sensitivity = req
-        .sensitivity
-        .as_deref()
-        .map(str::parse::<Sensitivity>)
-        .transpose()?;
+    let sensitivity = req.sensitivity.map(convert::stored_sensitivity);
     let edits_fields =
         !req.tags.is_empty() || !req.metadata.is_empty() || !req.sensitive_fields.is_empty();
     if !edits_fields && sensitivity.is_none_or(|s| s == current.sensitivity) {
@@ -333,7 +330,7 @@ pub async fn history(
             revision: r.revision,
             changed_by: r.changed_by,
             changed_at: r.changed_at,
-            sensitivity: r.sensitivity.to_string(),
+            sensitivity: convert::sensitivity(r.sensitivity),
             tags: r.tags,
             metadata,
             sensitive_fields,
@@ -448,7 +445,7 @@ pub(crate) async fn version_detail(
         namespace: view.manifest.namespace,
         model: view.manifest.model,
         version: view.manifest.version,
-        sensitivity: model.sensitivity.to_string(),
+        sensitivity: convert::sensitivity(model.sensitivity),
         tags: model.tags,
         metadata,
         version_metadata,

@@ -244,7 +244,7 @@ pub async fn review(
                     namespace: ns.clone(),
                     model: model.name.clone(),
                     version: manifest.version.clone(),
-                    sensitivity: model.sensitivity.to_string(),
+                    sensitivity: crate::api::convert::sensitivity(model.sensitivity),
                     access,
                     downloaded_without_access_today,
                 });
@@ -256,17 +256,7 @@ pub async fn review(
         .bindings
         .iter()
         .filter(|b| matches!(b.subject, modelvault_auth::BindingSubject::Group(_)))
-        .map(|b| crate::api::BindingView {
-            subject_type: "group".into(),
-            subject: match &b.subject {
-                modelvault_auth::BindingSubject::Group(g)
-                | modelvault_auth::BindingSubject::Principal(g) => g.clone(),
-            },
-            role: b.role.clone(),
-            namespaces: b.namespaces.clone(),
-            updated_by: b.updated_by.clone(),
-            updated_at: b.updated_at,
-        })
+        .map(crate::api::convert::binding_view)
         .collect();
     Ok(Json(AccessReview {
         generated_at: now,
