@@ -70,10 +70,10 @@ pub use blob::{CiphertextStream, FileReader, PlaintextStream, UploadReceipt};
 pub use deks::{KeyWant, VersionKey};
 pub(crate) use deks::{digest_seal_key, seal_digests, unseal_digests, version_metadata_key};
 pub use error::StorageError;
+pub use failpoint::failpoint;
 pub use gc::GcReport;
 pub use repos::{RecordSeries, Tokens};
 pub use rotation::{KeyDir, Rewrap};
-pub use failpoint::failpoint;
 pub use shred::ShredReport;
 pub use signing_key::{AuditSigningKey, SigningSeed};
 #[cfg(any(test, feature = "test-hooks"))]

@@ -5,9 +5,9 @@ use axum::Json;
 use axum::extract::State;
 use modelvault_auth::{BindingSet, BindingSubject, Permission, Principal, PrincipalKind};
 
+use crate::api::convert;
 use crate::api::{BindingList, BindingRequest, BindingView, GrantView, WhoAmI};
 use crate::authn::{Action, Authenticated, Resource, authorize};
-use crate::api::convert;
 use crate::extract::ApiJson;
 use crate::{ApiError, AppState};
 
@@ -103,18 +103,10 @@ pub async fn grant(
     ApiJson(req): ApiJson<BindingRequest>,
 ) -> Result<Json<BindingList>, ApiError> {
     let (subject, namespaces) = check(&state, &p, &req)?;
-    let now = chrono::Utc::now();
-    let (set, changed) = state
-        .bindings
-        .update(&state.store, |set| {
-            set.grant(&subject, &req.role, &namespaces, &p.id, now)
-        })
-        .await?;
-    tracing::info!(by = %p.id, %subject, role = %req.role, namespaces = ?namespaces, changed, "role binding granted");
-    Ok(Json(BindingList {
-        changed: Some(changed),
-        bindings: views(&set),
-    }))
+    change(&state, &p.id, &req, "granted", |set, now| {
+        set.grant(&subject, &req.role, &namespaces, &p.id, now)
+    })
+    .await
 }
 
 /// Remove a role binding (or some of its namespaces)
@@ -135,14 +127,30 @@ pub async fn revoke(
     ApiJson(req): ApiJson<BindingRequest>,
 ) -> Result<Json<BindingList>, ApiError> {
     let (subject, _) = check(&state, &p, &req)?;
+    change(&state, &p.id, &req, "revoked", |set, now| {
+        set.revoke(&subject, &req.role, &req.namespaces, &p.id, now)
+    })
+    .await
+}
+
+/// Applies one change to the binding set (retried by the cache when
+/// another server wins) and answers with every binding after it.
+async fn change(
+    state: &AppState,
+    by: &str,
+    req: &BindingRequest,
+    what: &str,
+    apply: impl Fn(&mut BindingSet, chrono::DateTime<chrono::Utc>) -> bool,
+) -> Result<Json<BindingList>, ApiError> {
     let now = chrono::Utc::now();
     let (set, changed) = state
         .bindings
-        .update(&state.store, |set| {
-            set.revoke(&subject, &req.role, &req.namespaces, &p.id, now)
-        })
+        .update(&state.store, |set| apply(set, now))
         .await?;
-    tracing::info!(by = %p.id, %subject, role = %req.role, namespaces = ?req.namespaces, changed, "role binding revoked");
+    tracing::info!(
+        by = %by, subject = %req.subject.name(), subject_type = %req.subject.kind(),
+        role = %req.role, namespaces = ?req.namespaces, changed, "role binding {what}"
+    );
     Ok(Json(BindingList {
         changed: Some(changed),
         bindings: views(&set),

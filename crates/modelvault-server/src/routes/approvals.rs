@@ -260,22 +260,40 @@ pub async fn approve(
     let status = if already {
         StatusCode::OK
     } else {
-        let now = Utc::now();
-        state
-            .store
-            .approvals(&v)
-            .append(|seq| ApprovalRecord {
-                seq,
-                approver: p.id.clone(),
-                environment: environment.clone(),
-                time: now,
-                revoked: false,
-            })
-            .await?;
-        tracing::info!(principal = %p.id, version = %v, environment = %environment, "approved");
+        record_approval(&state, &v, &p.id, &environment, false).await?;
         StatusCode::CREATED
     };
     Ok((status, Json(approval_views(approvals(&state, &v).await?))))
+}
+
+/// Appends an approval (or, with `revoked`, its revocation) by `approver`
+/// for `environment` to the version's approval series.
+async fn record_approval(
+    state: &AppState,
+    v: &VersionRef<'_>,
+    approver: &str,
+    environment: &str,
+    revoked: bool,
+) -> Result<(), ApiError> {
+    let now = Utc::now();
+    state
+        .store
+        .approvals(v)
+        .append(|seq| ApprovalRecord {
+            seq,
+            approver: approver.to_owned(),
+            environment: environment.to_owned(),
+            time: now,
+            revoked,
+        })
+        .await?;
+    let what = if revoked {
+        "approval revoked"
+    } else {
+        "approved"
+    };
+    tracing::info!(principal = %approver, version = %v, environment = %environment, "{what}");
+    Ok(())
 }
 
 fn approval_views(list: Vec<ApprovalRecord>) -> Vec<ApprovalView> {
@@ -327,19 +345,7 @@ pub async fn revoke(
             p.id
         )));
     }
-    let now = Utc::now();
-    state
-        .store
-        .approvals(&v)
-        .append(|seq| ApprovalRecord {
-            seq,
-            approver: p.id.clone(),
-            environment: environment.clone(),
-            time: now,
-            revoked: true,
-        })
-        .await?;
-    tracing::info!(principal = %p.id, version = %v, environment = %environment, "approval revoked");
+    record_approval(&state, &v, &p.id, &environment, true).await?;
     Ok(Json(approval_views(approvals(&state, &v).await?)))
 }
 

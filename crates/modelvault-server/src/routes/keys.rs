@@ -62,9 +62,10 @@ pub async fn status(
         })
         .collect();
     Ok(Json(KeysStatus {
-        provider: keys.kind().parse().map_err(|e| {
-            ApiError::internal(format!("key provider: {e}"))
-        })?,
+        provider: keys
+            .kind()
+            .parse()
+            .map_err(|e| ApiError::internal(format!("key provider: {e}")))?,
         current_kek_version: current.0,
         kek_versions,
         jobs: jobs::list(&state).await?,

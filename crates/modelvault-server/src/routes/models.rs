@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 
 use modelvault_auth::{Permission, Principal};
 
+use crate::api::convert;
 use crate::authn::{Action, Authenticated, Resource, authorize};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::api::convert;
 use crate::gate;
 use crate::{ApiError, AppState};
 
