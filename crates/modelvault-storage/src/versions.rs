@@ -27,29 +27,41 @@ impl Store {
         m.checked(&dir, v, seq).map(Some)
     }
 
+    /// The names of a model's versions (committed, draft or deleted) from
+    /// one listing, without reading a manifest; in name order.
+    pub async fn version_names(
+        &self,
+        namespace: &str,
+        model: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        self.require_model(namespace, model).await?;
+        let listing = self
+            .objects
+            .list_with_delimiter(Some(&layout::versions_dir(namespace, model)))
+            .await?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .filter(|v| names::validate_version(v).is_ok())
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Committed versions of a model, oldest commit first.
     pub async fn list_versions(
         &self,
         namespace: &str,
         model: &str,
     ) -> Result<Vec<Manifest>, StorageError> {
-        self.require_model(namespace, model).await?;
-        let listing = self
-            .objects
-            .list_with_delimiter(Some(&layout::versions_dir(namespace, model)))
-            .await?;
         let mut out = Vec::new();
-        for prefix in listing.common_prefixes {
-            let Some(version) = prefix.filename() else {
-                continue;
-            };
-            if names::validate_version(version).is_err() {
-                continue;
-            }
+        for version in self.version_names(namespace, model).await? {
             let v = VersionRef {
                 namespace,
                 model,
-                version,
+                version: &version,
             };
             match self.get_manifest(&v).await {
                 Ok(Some(m)) => out.push(m),

@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt as _;
+use modelvault_auth::Principal;
 use modelvault_storage::{StorageError, VersionRef};
 
 use super::models::version_detail;
@@ -276,12 +277,46 @@ pub async fn download(
     request_id: RequestId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    governed_download(
+        &state, &p, &ns, &name, &version, &path, request_id, &headers,
+    )
+    .await
+    .map(|d| d.response)
+}
+
+/// A governed download's answer, with what other front ends of it (the
+/// Hugging Face route) add to their headers.
+pub(crate) struct Served {
+    /// The response (200 or 206 with the streaming body, or 416).
+    pub response: Response,
+    /// The version served (`latest`/`deployed-ENV` resolved).
+    pub version: String,
+    /// The whole file's size.
+    pub size: u64,
+}
+
+/// The download every route serves plaintext through: the gate (names,
+/// role gate, policy chain on verified facts), the durable audit intent,
+/// then the file's bytes (one `Range` honoured), each segment checked
+/// before it is sent, with a completion record whatever happens.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn governed_download(
+    state: &AppState,
+    p: &Principal,
+    ns: &str,
+    name: &str,
+    version: &str,
+    path: &str,
+    request_id: RequestId,
+    headers: &HeaderMap,
+) -> Result<Served, ApiError> {
+    let (ns, name) = (ns.to_owned(), name.to_owned());
     // Names, scope and permission first (404 outside, 403 without
     // `download`), on the version as named, so nothing about the model
     // leaks.
-    let admitted = gate::version(&p, Action::Download, &ns, &name, &version, Some(&path))?;
+    let admitted = gate::version(p, Action::Download, &ns, &name, version, Some(path))?;
     // Any spelling of a name finds the file stored under its NFC form.
-    let path = modelvault_storage::names::lookup_file_path(&path)?;
+    let path = modelvault_storage::names::lookup_file_path(path)?;
     // Resolved, and the policy chain run on verified facts only: the model
     // record, the manifest, the approval and deployment records (one
     // storage call).
@@ -292,7 +327,7 @@ pub async fn download(
     };
     let gate::Allowed {
         version, manifest, ..
-    } = admitted.decide(&state, decision, &request_id).await?;
+    } = admitted.decide(state, decision, &request_id).await?;
     let v = VersionRef {
         namespace: &ns,
         model: &name,
@@ -323,7 +358,11 @@ pub async fn download(
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-            return Ok(resp);
+            return Ok(Served {
+                response: resp,
+                version,
+                size: len,
+            });
         }
     };
     let RequestId(request_id) = request_id;
@@ -334,9 +373,9 @@ pub async fn download(
     // until both are done.
     let (intent_seq, reader) = tokio::join!(
         crate::audit::intent(
-            &state,
+            state,
             crate::audit::Intent {
-                principal: &p,
+                principal: p,
                 action: "download",
                 resource: modelvault_audit::ResourceRef {
                     namespace: Some(ns.clone()),
@@ -417,7 +456,11 @@ pub async fn download(
     {
         h.insert(header::CONTENT_RANGE, v);
     }
-    Ok(resp)
+    Ok(Served {
+        response: resp,
+        version,
+        size: len,
+    })
 }
 
 #[cfg(test)]

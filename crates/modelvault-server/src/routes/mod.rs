@@ -6,6 +6,7 @@ mod admin;
 pub(crate) mod approvals;
 mod audit;
 mod files;
+pub(crate) mod hf;
 mod keys;
 mod models;
 pub(crate) mod openapi;
@@ -167,8 +168,34 @@ pub fn router(state: AppState) -> Router {
                 .delete(admin::remove.layer(Declare("remove-policy"))),
         )
         .layer(DefaultBodyLimit::max(component_limit));
+    // The Hugging Face Hub-compatible read API (read-only; its errors in
+    // the Hub's shape).
+    let hf = Router::new()
+        .route(
+            "/hf/api/models/{ns}/{name}",
+            get(hf::model_info_main.layer(Declare("read"))),
+        )
+        .route(
+            "/hf/api/models/{ns}/{name}/revision/{revision}",
+            get(hf::model_info.layer(Declare("read"))),
+        )
+        .route(
+            "/hf/api/models/{ns}/{name}/tree/{revision}",
+            get(hf::tree_root.layer(Declare("read"))),
+        )
+        .route(
+            "/hf/api/models/{ns}/{name}/tree/{revision}/{*path}",
+            get(hf::tree.layer(Declare("read"))),
+        )
+        .route(
+            "/hf/{ns}/{name}/resolve/{revision}/{*path}",
+            get(hf::resolve_file.layer(Declare("download")))
+                .head(hf::head_file.layer(Declare("read"))),
+        )
+        .layer(axum::middleware::map_response(hf::hf_error_body));
     let audited = Router::new()
         .merge(api)
+        .merge(hf)
         .merge(uploads)
         .merge(admin)
         .route_layer(axum::middleware::from_fn_with_state(
