@@ -401,7 +401,7 @@ pub async fn pull_client_side(
 ) -> anyhow::Result<()> {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as B64;
-    use modelvault_format::{Decryptor, FileIdentity, FileKey, HEADER_LEN, Header};
+    use modelvault_format::{FileIdentity, StreamOpener};
     let version = t.version.as_deref().unwrap_or_default();
     // Check every target before asking for the key.
     let detail: VersionDetail = client
@@ -472,68 +472,36 @@ pub async fn pull_client_side(
             .tempfile_in(&dir)
             .with_context(|| format!("temporary file in {}", dir.display()))?;
         let mut stream = resp.bytes_stream();
-        let mut pending: Vec<u8> = Vec::new();
-        let mut consumed = 0u64; // ciphertext bytes before `pending`
-        let mut dec: Option<(FileKey, Header)> = None;
-        let mut index = 0u64;
+        let bad = |what: &str| anyhow::anyhow!("{}: {what}; nothing written", f.path);
+        let mut salt = [0u8; modelvault_format::SALT_LEN];
+        hex::decode_to_slice(&f.salt, &mut salt).map_err(|_| bad("bad salt in the release"))?;
+        let identity = FileIdentity {
+            namespace: &rel.namespace,
+            model: &rel.model,
+            version: &rel.version,
+            path: &f.path,
+            dek_generation: rel.dek_generation,
+        };
+        let mut opener = StreamOpener::new(&dek, &identity, f.ciphertext_size, Some(salt));
         let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
         let mut written = 0u64;
-        let bad = |what: &str| anyhow::anyhow!("{}: {what}; nothing written", f.path);
-        loop {
-            let chunk = stream.next().await;
-            let done = chunk.is_none();
-            if let Some(c) = chunk {
-                pending.extend_from_slice(&c.with_context(|| format!("fetching {}", f.path))?);
-            }
-            if dec.is_none() && pending.len() >= HEADER_LEN {
-                let header =
-                    Header::parse(&pending[..HEADER_LEN]).map_err(|_| bad("bad header"))?;
-                if hex::encode(header.salt) != f.salt || header.dek_generation != rel.dek_generation
-                {
-                    return Err(bad("ciphertext is not the file the release names"));
-                }
-                let identity = FileIdentity {
-                    namespace: &rel.namespace,
-                    model: &rel.model,
-                    version: &rel.version,
-                    path: &f.path,
-                    dek_generation: rel.dek_generation,
-                };
-                let fk = FileKey::derive(&dek, &header, &identity).map_err(|_| bad("key"))?;
-                dec = Some((fk, header));
-            }
-            if let Some((fk, header)) = &dec {
-                let d = Decryptor::new(fk, *header, f.ciphertext_size)
-                    .map_err(|_| bad("ciphertext size"))?;
-                while index < d.segment_count() {
-                    let r = d.segment_ciphertext_range(index);
-                    if consumed + (pending.len() as u64) < r.end {
-                        break;
-                    }
-                    let start = (r.start - consumed) as usize;
-                    let end = (r.end - consumed) as usize;
-                    let mut seg = pending[start..end].to_vec();
-                    let plain = d
-                        .open_segment(index, &mut seg)
-                        .map_err(|_| bad("a segment failed authentication"))?;
-                    sha.update(plain);
-                    tmp.write_all(plain)?;
-                    written += plain.len() as u64;
-                    pb.inc(plain.len() as u64);
-                    pending.drain(..end);
-                    consumed = r.end;
-                    index += 1;
-                }
-                if done && index < d.segment_count() {
-                    return Err(bad("ciphertext truncated"));
-                }
-            }
-            if done {
-                break;
-            }
+        let mut plain = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.with_context(|| format!("fetching {}", f.path))?;
+            plain.clear();
+            opener
+                .update(&chunk, &mut plain)
+                .map_err(|e| bad(&format!("the ciphertext failed to open ({e})")))?;
+            sha.update(&plain);
+            tmp.write_all(&plain)?;
+            written += plain.len() as u64;
+            pb.inc(plain.len() as u64);
         }
+        opener
+            .finish()
+            .map_err(|e| bad(&format!("ciphertext incomplete ({e})")))?;
         pb.finish_and_clear();
-        if dec.is_none() || written != f.size || hex::encode(sha.finish()) != f.sha256 {
+        if written != f.size || hex::encode(sha.finish()) != f.sha256 {
             return Err(bad("SHA-256 mismatch"));
         }
         tmp.as_file().sync_all()?;

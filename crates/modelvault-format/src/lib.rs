@@ -21,11 +21,13 @@
 mod error;
 mod header;
 mod keys;
+mod opener;
 mod stream;
 
 pub use error::FormatError;
 pub use header::{FORMAT_VERSION, HEADER_LEN, Header, MAGIC, SALT_LEN, SegmentSize};
 pub use keys::{Dek, FileIdentity, FileKey, KEY_LEN, SealKey, hkdf_sha256};
+pub use opener::StreamOpener;
 pub use stream::{
     Decryptor, Encryptor, TAG_LEN, ciphertext_len, nonce_for, open_segment_in_place, plaintext_len,
     seal_segment_in_place,
