@@ -99,3 +99,67 @@ def make_files(root: Path, files: dict) -> None:
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
+
+
+class CuttingProxy:
+    """A loopback TCP proxy that breaks the first connection whose answer
+    passes `cut_after` bytes (a network drop mid-file; 0: never), then
+    passes everything through, at most `rate` bytes/s if given."""
+
+    def __init__(self, upstream: str, cut_after: int, rate: int = 0) -> None:
+        import socket
+        import threading
+        import urllib.parse
+
+        u = urllib.parse.urlsplit(upstream)
+        self.upstream = (u.hostname, u.port)
+        self.cut_after = cut_after
+        self.rate = rate  # bytes per second of answers, 0: unlimited
+        self.cut = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pump, args=(client, up, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, client, True), daemon=True).start()
+
+    def _pump(self, src, dst, answer: bool) -> None:
+        import socket
+
+        sent = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if answer and self.cut_after and not self.cut.is_set() and sent + len(data) > self.cut_after:
+                    dst.sendall(data[: self.cut_after - sent])
+                    self.cut.set()
+                    break
+                dst.sendall(data)
+                sent += len(data)
+                if answer and self.rate:
+                    time.sleep(len(data) / self.rate)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        self.sock.close()

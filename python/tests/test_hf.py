@@ -16,7 +16,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from conftest import make_files
+from conftest import CuttingProxy, make_files
 
 FILES = {
     "config.json": b'{"model_type": "bert", "hidden_size": 8}',
@@ -144,67 +144,6 @@ def test_head_and_range_headers(hub):
     assert part.status_code == 206
     assert part.content == data[100:200]
     assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
-
-
-class CuttingProxy:
-    """A loopback TCP proxy that breaks the first connection whose answer
-    passes `cut_after` bytes (a network drop mid-file), then passes
-    everything through."""
-
-    def __init__(self, upstream: str, cut_after: int) -> None:
-        import socket
-        import threading
-        import urllib.parse
-
-        u = urllib.parse.urlsplit(upstream)
-        self.upstream = (u.hostname, u.port)
-        self.cut_after = cut_after
-        self.cut = threading.Event()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        import socket
-        import threading
-
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            up = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pump, args=(client, up, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, client, True), daemon=True).start()
-
-    def _pump(self, src, dst, answer: bool) -> None:
-        import socket
-
-        sent = 0
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if answer and not self.cut.is_set() and sent + len(data) > self.cut_after:
-                    dst.sendall(data[: self.cut_after - sent])
-                    self.cut.set()
-                    break
-                dst.sendall(data)
-                sent += len(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_a_download_broken_mid_file_resumes_with_range(server, hub, tmp_path):
