@@ -5,6 +5,7 @@
 # benches (they are not run here), and stops what it started. Also starts
 # a throwaway OIDC provider (oidc-provider, Node) for the identity tests and
 # initializes a throwaway SoftHSM2 token for the PKCS#11 provider tests.
+# Then the Python SDK and huggingface_hub tests (python/tests, pytest).
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -- NAME    # extra arguments go to `cargo test`
@@ -150,6 +151,19 @@ cargo test --workspace --locked -- "${extra[@]}"
 # 3b. The API fuzzed against its own OpenAPI document (schemathesis, pinned,
 #     installed into .test-env/venv) on the binary `cargo test` just built.
 MODELVAULT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/modelvault" bash scripts/fuzz-openapi.sh
+
+# 3c. The Python side, with the users' own tools: the SDK built from
+#     python/ (maturin + PyO3 over the workspace crates, its own target
+#     directory) and huggingface_hub from PyPI, pinned, in the test venv;
+#     pytest drives real servers started from the binary `cargo test` built.
+log "installing the Python SDK (pip install ./python), huggingface_hub and pytest"
+"$env_dir/venv/bin/pip" install --quiet --disable-pip-version-check \
+  'huggingface_hub==2.4.0' 'pytest==9.2.0'
+CARGO_TARGET_DIR="$root/python/target" "$env_dir/venv/bin/pip" install --quiet \
+  --disable-pip-version-check --force-reinstall --no-deps ./python
+(cd python/tests &&
+  MODELVAULT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/modelvault" \
+    "$env_dir/venv/bin/python" -m pytest -q -p no:cacheprovider .)
 
 # 4. Benches are built, not run (run them with `cargo bench`).
 cargo build --benches --locked -p modelvault-cli
