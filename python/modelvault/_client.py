@@ -22,12 +22,14 @@ import hashlib
 import http.client
 import json
 import os
+import queue
 import shutil
 import ssl
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _native
 from ._errors import (
@@ -145,6 +147,49 @@ def _sha256_file(path: Path) -> str:
                 break
             h.update(view[:n])
     return h.hexdigest()
+
+
+def _pipe(read_into: Callable[[bytearray], int], sink: Callable[[memoryview], None]) -> int:
+    """Reads with ``read_into`` on this thread while ``sink`` (hash, open,
+    write) runs on a second one, as the CLI does: the socket, SHA-256 and
+    the disk all release the GIL, so the two overlap. Returns the bytes
+    read; re-raises the sink's error."""
+    buffers: "queue.Queue[bytearray]" = queue.Queue()
+    for _ in range(4):
+        buffers.put(bytearray(_CHUNK))
+    work: "queue.Queue[Optional[Tuple[bytearray, int]]]" = queue.Queue()
+    errors: List[BaseException] = []
+
+    def worker() -> None:
+        while True:
+            item = work.get()
+            if item is None:
+                return
+            buf, n = item
+            if not errors:
+                try:
+                    sink(memoryview(buf)[:n])
+                except BaseException as e:  # re-raised by the reading thread
+                    errors.append(e)
+            buffers.put(buf)
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    total = 0
+    try:
+        while not errors:
+            buf = buffers.get()
+            n = read_into(buf)
+            if not n:
+                break
+            work.put((buf, n))
+            total += n
+    finally:
+        work.put(None)
+        t.join()
+    if errors:
+        raise errors[0]
+    return total
 
 
 class _Response:
@@ -384,9 +429,9 @@ class Client:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if blob.exists():
                 return  # another process finished it while we waited
-            for attempt in (1, 2):
-                self._download_into(info, f, part)
-                if part.stat().st_size == f.size and _sha256_file(part) == f.sha256:
+            for _attempt in (1, 2):
+                size, digest = self._download_into(info, f, part)
+                if size == f.size and digest == f.sha256:
                     os.replace(part, blob)
                     return
                 # A partial file that does not verify is not resumed again.
@@ -395,38 +440,49 @@ class Client:
                 f"{info.ref}: {f.path} does not match its SHA-256 after two downloads; nothing kept"
             )
 
-    def _download_into(self, info: VersionInfo, f: FileInfo, part: Path) -> None:
+    def _download_into(self, info: VersionInfo, f: FileInfo, part: Path) -> Tuple[int, str]:
+        """Fetches what ``part`` lacks of the file (all of it, or the rest
+        with ``Range``) and returns the whole part's size and SHA-256,
+        hashed as the bytes arrive (the kept prefix is hashed first)."""
+        h = hashlib.sha256()
         offset = part.stat().st_size if part.exists() else 0
         if offset > f.size:
             part.unlink()
             offset = 0
+        buf = bytearray(_CHUNK)
+        view = memoryview(buf)
+        if offset:
+            with open(part, "rb") as kept:
+                while True:
+                    n = kept.readinto(buf)
+                    if not n:
+                        break
+                    h.update(view[:n])
         if offset == f.size and f.size > 0:
-            return
+            return offset, h.hexdigest()
         path = _version_path(info.namespace, info.model, info.version) + "/files/" + _file_path(f.path)
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         resp = self._send("GET", path, headers=headers)
         try:
-            if resp.status == 416:
-                # Nothing left to fetch (or a stale partial): start over.
-                part.unlink(missing_ok=True)
-                resp.close()
-                resp = self._send("GET", path)
+            if resp.status == 416 or (resp.status == 200 and offset):
+                # A stale partial, or the server sent the whole file: start over.
+                if resp.status == 416:
+                    resp.close()
+                    resp = self._send("GET", path)
                 offset = 0
-            if resp.status == 200 and offset:
-                offset = 0  # the server sent the whole file
-            mode = "ab" if offset else "wb"
-            buf = bytearray(_CHUNK)
-            view = memoryview(buf)
-            with open(part, mode) as out:
-                while True:
-                    n = resp.raw.readinto(buf)
-                    if not n:
-                        break
-                    out.write(view[:n])
+                h = hashlib.sha256()
+            with open(part, "ab" if offset else "wb") as out:
+
+                def sink(chunk: memoryview) -> None:
+                    h.update(chunk)
+                    out.write(chunk)
+
+                size = offset + _pipe(resp.raw.readinto, sink)
                 out.flush()
                 os.fsync(out.fileno())
         finally:
             resp.close()
+        return size, h.hexdigest()
 
     def _fetch_client_side(
         self, info: VersionInfo, files: List[FileInfo], blobs: Path, partial: Path
@@ -470,18 +526,16 @@ class Client:
             resp = self._send("GET", r["url"], absolute=bool(r.get("presigned")))
             try:
                 with open(part, "wb") as out:
-                    buf = bytearray(_CHUNK)
-                    view = memoryview(buf)
-                    while True:
-                        n = resp.raw.readinto(buf)
-                        if not n:
-                            break
+
+                    def sink(chunk: memoryview, out: Any = out, opener: Any = opener) -> None:
                         try:
-                            plain = opener.update(bytes(view[:n]))
+                            plain = opener.update(bytes(chunk))
                         except _native.DecryptError as e:
                             raise IntegrityError(f"{info.ref}: {f.path}: {e}") from None
                         h.update(plain)
                         out.write(plain)
+
+                    _pipe(resp.raw.readinto, sink)
                     try:
                         opener.finish()
                     except _native.DecryptError as e:
