@@ -85,7 +85,15 @@ impl Dek {
 /// Opens one file's ciphertext as it arrives, in chunks of any size.
 #[pyclass(module = "modelvault._native")]
 struct FileOpener {
-    inner: modelvault_format::StreamOpener,
+    inner: Option<modelvault_format::StreamOpener>,
+}
+
+impl FileOpener {
+    fn opener(&mut self) -> PyResult<&mut modelvault_format::StreamOpener> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("this opener was given to a FileSink"))
+    }
 }
 
 #[pymethods]
@@ -116,12 +124,12 @@ impl FileOpener {
             dek_generation,
         };
         Ok(Self {
-            inner: modelvault_format::StreamOpener::new(
+            inner: Some(modelvault_format::StreamOpener::new(
                 &dek.inner,
                 &identity,
                 ciphertext_size,
                 Some(salt),
-            ),
+            )),
         })
     }
 
@@ -129,7 +137,7 @@ impl FileOpener {
     /// segment it completed (possibly empty). Raises `DecryptError` when a
     /// segment fails authentication: nothing of it is returned.
     fn update<'py>(&mut self, py: Python<'py>, chunk: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        let inner = &mut self.inner;
+        let inner = self.opener()?;
         let out = py
             .detach(|| {
                 let mut out = Vec::with_capacity(chunk.len());
@@ -139,11 +147,169 @@ impl FileOpener {
         Ok(PyBytes::new(py, &out))
     }
 
+    /// A [`FileSink`] that opens the ciphertext it is given with this
+    /// opener (which it takes) and writes the plaintext to `path`.
+    fn into_sink(&mut self, path: std::path::PathBuf) -> PyResult<FileSink> {
+        let opener = self
+            .inner
+            .take()
+            .ok_or_else(|| PyValueError::new_err("this opener was given to a FileSink"))?;
+        Ok(FileSink::start(path, false, Some(opener)))
+    }
+
     /// Raises `DecryptError` unless the whole file arrived and opened.
-    fn finish(&self) -> PyResult<()> {
-        self.inner
+    fn finish(&mut self) -> PyResult<()> {
+        self.opener()?
             .finish()
             .map_err(|e| DecryptError::new_err(format!("ciphertext: {e}")))
+    }
+}
+
+/// What a [`FileSink`]'s thread answers: bytes written and their SHA-256.
+type SinkResult = Result<(u64, String), SinkError>;
+
+enum SinkError {
+    Io(std::io::Error),
+    Decrypt(modelvault_format::FormatError),
+}
+
+/// Writes a download to a file on a thread of its own, without the GIL:
+/// each chunk is (opened, when the sink was made from a `FileOpener`,)
+/// hashed with SHA-256 and written; `finish` fsyncs and answers the size
+/// and digest of the whole file. Python only reads the socket and hands
+/// chunks over, so receiving, hashing and writing overlap.
+#[pyclass(module = "modelvault._native")]
+struct FileSink {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    /// Buffers the thread is done with, reused so a download allocates
+    /// a handful of chunks, not one per read.
+    free: std::sync::Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<SinkResult>>,
+}
+
+fn sink_thread(
+    path: std::path::PathBuf,
+    append: bool,
+    mut opener: Option<modelvault_format::StreamOpener>,
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    free: std::sync::mpsc::Sender<Vec<u8>>,
+) -> SinkResult {
+    use std::io::{Read as _, Write as _};
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut written = 0u64;
+    if append {
+        // A resumed download: the kept prefix counts towards the digest.
+        let mut kept = std::fs::File::open(&path).map_err(SinkError::Io)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = kept.read(&mut buf).map_err(SinkError::Io)?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            written += n as u64;
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(&path)
+        .map_err(SinkError::Io)?;
+    let mut plain = Vec::new();
+    while let Ok(chunk) = rx.recv() {
+        let bytes: &[u8] = match opener.as_mut() {
+            Some(o) => {
+                plain.clear();
+                o.update(&chunk, &mut plain).map_err(SinkError::Decrypt)?;
+                &plain
+            }
+            None => &chunk,
+        };
+        sha.update(bytes);
+        file.write_all(bytes).map_err(SinkError::Io)?;
+        written += bytes.len() as u64;
+        let _ = free.send(chunk);
+    }
+    if let Some(o) = &opener {
+        o.finish().map_err(SinkError::Decrypt)?;
+    }
+    file.sync_all().map_err(SinkError::Io)?;
+    Ok((written, hex::encode(sha.finish())))
+}
+
+impl FileSink {
+    fn start(
+        path: std::path::PathBuf,
+        append: bool,
+        opener: Option<modelvault_format::StreamOpener>,
+    ) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (free_tx, free) = std::sync::mpsc::channel::<Vec<u8>>();
+        let worker = std::thread::spawn(move || sink_thread(path, append, opener, rx, free_tx));
+        Self {
+            tx: Some(tx),
+            free: std::sync::Mutex::new(free),
+            worker: Some(worker),
+        }
+    }
+
+    fn join(&mut self, py: Python<'_>) -> PyResult<(u64, String)> {
+        self.tx = None;
+        let Some(worker) = self.worker.take() else {
+            return Err(PyValueError::new_err("this sink is finished"));
+        };
+        match py.detach(|| worker.join()) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(SinkError::Io(e))) => Err(e.into()),
+            Ok(Err(SinkError::Decrypt(e))) => {
+                Err(DecryptError::new_err(format!("ciphertext: {e}")))
+            }
+            Err(_) => Err(PyValueError::new_err("the file sink's thread panicked")),
+        }
+    }
+}
+
+#[pymethods]
+impl FileSink {
+    /// A sink writing plaintext to `path` (appending to what is there
+    /// when `append`, whose bytes then count towards the digest).
+    #[new]
+    #[pyo3(signature = (path, append = false))]
+    fn new(path: std::path::PathBuf, append: bool) -> Self {
+        Self::start(path, append, None)
+    }
+
+    /// Hands one chunk (any buffer: bytes, bytearray, memoryview) over,
+    /// copied into a reused buffer, so the caller may reuse its own at
+    /// once; blocks, without the GIL, while the thread is four chunks
+    /// behind. Raises the thread's error if it stopped.
+    fn write(&mut self, py: Python<'_>, chunk: pyo3::buffer::PyBuffer<u8>) -> PyResult<()> {
+        let mut data = self
+            .free
+            .lock()
+            .ok()
+            .and_then(|f| f.try_recv().ok())
+            .unwrap_or_default();
+        data.resize(chunk.item_count(), 0);
+        chunk.copy_to_slice(py, &mut data)?;
+        let sent = match &self.tx {
+            Some(tx) => py.detach(|| tx.send(data).is_ok()),
+            None => return Err(PyValueError::new_err("this sink is finished")),
+        };
+        if !sent {
+            // The thread stopped on an error: report it.
+            self.join(py)?;
+            return Err(PyValueError::new_err("the file sink stopped"));
+        }
+        Ok(())
+    }
+
+    /// Waits for the thread, fsyncs, and returns `(size, sha256_hex)` of
+    /// the whole file; raises `DecryptError` or `OSError`.
+    fn finish(&mut self, py: Python<'_>) -> PyResult<(u64, String)> {
+        self.join(py)
     }
 }
 
@@ -152,6 +318,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ReleaseKey>()?;
     m.add_class::<Dek>()?;
     m.add_class::<FileOpener>()?;
+    m.add_class::<FileSink>()?;
     m.add("DecryptError", m.py().get_type::<DecryptError>())?;
     Ok(())
 }
