@@ -519,7 +519,7 @@ class Client:
             part = partial / f"{f.sha256}.client-part"
             resp = self._send("GET", r["url"], absolute=bool(r.get("presigned")))
             try:
-                size, digest = _drain(resp, opener.into_sink(str(part)))
+                size, digest = _drain(resp, opener.sink_to(str(part)))
             except _native.DecryptError as e:
                 part.unlink(missing_ok=True)
                 raise IntegrityError(f"{info.ref}: {f.path}: {e}") from None

@@ -149,7 +149,7 @@ impl FileOpener {
 
     /// A [`FileSink`] that opens the ciphertext it is given with this
     /// opener (which it takes) and writes the plaintext to `path`.
-    fn into_sink(&mut self, path: std::path::PathBuf) -> PyResult<FileSink> {
+    fn sink_to(&mut self, path: std::path::PathBuf) -> PyResult<FileSink> {
         let opener = self
             .inner
             .take()
