@@ -5,7 +5,8 @@
 # benches (they are not run here), and stops what it started. Also starts
 # a throwaway OIDC provider (oidc-provider, Node) for the identity tests and
 # initializes a throwaway SoftHSM2 token for the PKCS#11 provider tests.
-# Then the Python SDK and huggingface_hub tests (python/tests, pytest).
+# Then the Python SDK, huggingface_hub and MLflow tests (python/tests,
+# pytest).
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -- NAME    # extra arguments go to `cargo test`
@@ -152,18 +153,24 @@ cargo test --workspace --locked -- "${extra[@]}"
 #     installed into .test-env/venv) on the binary `cargo test` just built.
 MODELVAULT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/modelvault" bash scripts/fuzz-openapi.sh
 
-# 3c. The Python side, with the users' own tools: the SDK built from
-#     python/ (maturin + PyO3 over the workspace crates, its own target
-#     directory) and huggingface_hub from PyPI, pinned, in the test venv;
-#     pytest drives real servers started from the binary `cargo test` built.
-log "installing the Python SDK (pip install ./python), huggingface_hub and pytest"
-"$env_dir/venv/bin/pip" install --quiet --disable-pip-version-check \
-  'huggingface_hub==2.4.0' 'pytest==9.2.0'
-CARGO_TARGET_DIR="$root/python/target" "$env_dir/venv/bin/pip" install --quiet \
+# 3c. The Python side, with the users' own tools, in a virtualenv of its
+#     own (.test-env/sdk-venv): the SDK built from python/ (maturin + PyO3
+#     over the workspace crates, its own target directory), huggingface_hub,
+#     mlflow-skinny (with the SQLite tracking store's and pyfunc's needs),
+#     all pinned; pytest drives real servers started from the binary
+#     `cargo test` built.
+sdk_venv="$env_dir/sdk-venv"
+[ -x "$sdk_venv/bin/python" ] || python3 -m venv "$sdk_venv"
+log "installing huggingface_hub, mlflow-skinny and pytest into $sdk_venv"
+"$sdk_venv/bin/pip" install --quiet --disable-pip-version-check \
+  'huggingface_hub==2.4.0' 'mlflow-skinny==3.18.0' 'numpy==2.4.6' 'pandas==3.1.1' \
+  'sqlalchemy==2.1.9' 'alembic==1.20.1' 'pytest==9.2.0'
+log "installing the Python SDK (pip install ./python)"
+CARGO_TARGET_DIR="$root/python/target" "$sdk_venv/bin/pip" install --quiet \
   --disable-pip-version-check --force-reinstall --no-deps ./python
 (cd python/tests &&
-  MODELVAULT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/modelvault" \
-    "$env_dir/venv/bin/python" -m pytest -q -p no:cacheprovider .)
+  MODELVAULT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/modelvault" MODELVAULT_REQUIRE_MLFLOW=1 \
+    "$sdk_venv/bin/python" -m pytest -q -p no:cacheprovider .)
 
 # 4. Benches are built, not run (run them with `cargo bench`).
 cargo build --benches --locked -p modelvault-cli

@@ -10,7 +10,10 @@ URIs:
   ``<model_id>`` of model ``NS/NAME``;
 - ``modelvault://NS/NAME@VERSION[/path]`` names an existing version
   (``latest`` and ``deployed-ENV`` allowed), read-only: for
-  ``mlflow.artifacts.download_artifacts`` and ``mlflow.pyfunc.load_model``.
+  ``mlflow.artifacts.download_artifacts`` and ``mlflow.pyfunc.load_model``
+  (MLflow splits such a URI into the repository ``modelvault://NS`` and the
+  artifact path ``NAME@VERSION``; a namespace repository hands reads on to
+  the version's).
 
 Invariants a reader must keep:
 
@@ -49,6 +52,8 @@ def parse_uri(uri: str) -> Tuple[str, str, str, str, bool]:
         raise MlflowException(f"{uri}: not a modelvault:// URI")
     rest = uri[len("modelvault://") :].strip("/")
     parts = [p for p in rest.split("/") if p]
+    if len(parts) == 1:
+        return parts[0], "", "", "", True  # a namespace: reads go to NAME@VERSION
     if len(parts) < 2:
         raise MlflowException(f"{uri}: expected modelvault://NS/NAME[@VERSION][/...]")
     ns, name = parts[0], parts[1]
@@ -101,6 +106,16 @@ class ModelvaultArtifactRepository(ArtifactRepository):
             raise _mlflow_error(e) from None
         self._info: Optional[VersionInfo] = None
 
+    def _version_repo(self, path: Optional[str]) -> Tuple["ModelvaultArtifactRepository", str]:
+        """For a namespace repository: the repository of the version the
+        path starts with (``NAME@VERSION/...``) and the rest of the path."""
+        first, _, rest = (path or "").strip("/").partition("/")
+        if "@" not in first:
+            raise MlflowException(
+                f"{self.artifact_uri}/{path}: expected modelvault://NS/NAME@VERSION[/...]"
+            )
+        return ModelvaultArtifactRepository(f"modelvault://{self.namespace}/{first}"), rest
+
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.model}@{self.version}"
@@ -150,6 +165,13 @@ class ModelvaultArtifactRepository(ArtifactRepository):
     # --- reads ------------------------------------------------------------
 
     def list_artifacts(self, path: Optional[str] = None) -> List[FileInfo]:
+        if not self.model:
+            repo, rest = self._version_repo(path)
+            first = (path or "").strip("/").split("/")[0]
+            return [
+                FileInfo(posixpath.join(first, f.path), f.is_dir, f.file_size)
+                for f in repo.list_artifacts(rest or None)
+            ]
         try:
             info = self._version()
         except MlflowException:
@@ -191,6 +213,9 @@ class ModelvaultArtifactRepository(ArtifactRepository):
             raise _mlflow_error(e) from None
 
     def download_artifacts(self, artifact_path: str, dst_path: Optional[str] = None) -> str:
+        if not self.model:
+            repo, rest = self._version_repo(artifact_path)
+            return repo.download_artifacts(rest, dst_path)
         # Resolve the version once, so a denial or a missing version is one
         # clear error rather than one per file.
         self._version()

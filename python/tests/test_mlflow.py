@@ -28,7 +28,7 @@ def tracking(server, tmp_path, monkeypatch):
     token = server.token(f"ml-{os.urandom(3).hex()}", ["data-scientist"], ["ml"])
     monkeypatch.setenv("MODELVAULT_URL", server.url)
     monkeypatch.setenv("MODELVAULT_TOKEN", token)
-    mlflow.set_tracking_uri(f"file://{tmp_path / 'mlruns'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     yield token
     mlflow.set_tracking_uri(None)
 
