@@ -5,6 +5,7 @@
 mod access;
 mod audit;
 mod circuit;
+mod cli_daily;
 mod common;
 mod connections;
 mod examples;

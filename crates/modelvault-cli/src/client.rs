@@ -16,20 +16,85 @@ pub struct ApiFailure {
     pub code: String,
     /// The server's message.
     pub message: String,
+    /// On `policy_denied`: the deciding plugin.
+    pub plugin: Option<String>,
+    /// On `policy_denied`: its reason code.
+    pub reason_code: Option<String>,
 }
 
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The server's text, never its control characters (a deny reason is
         // a policy plugin's).
+        let clean = crate::term::clean_line;
+        if self.code == "policy_denied" {
+            return write!(
+                f,
+                "policy denied by {} (reason code {}): {} (HTTP {}); hint: `modelvault model show NS/NAME@VERSION` lists the approvals and deployments the policies decide on, and docs/POLICY-AUTHORING.md what each bundled policy needs",
+                clean(self.plugin.as_deref().unwrap_or("no plugin")),
+                clean(self.reason_code.as_deref().unwrap_or("none")),
+                clean(&self.message),
+                self.status
+            );
+        }
         write!(
             f,
             "{} ({}, HTTP {})",
-            crate::term::clean_line(&self.message),
-            crate::term::clean_line(&self.code),
+            clean(&self.message),
+            clean(&self.code),
             self.status
         )
     }
+}
+
+/// A failure of this side that the exit code names.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bytes that do not match their SHA-256, or that fail to open.
+    Integrity(String),
+    /// The server could not be reached, or the connection broke.
+    Network(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Integrity(m) | Self::Network(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The process exit code for an error (README, "Exit codes"): 2 usage or
+/// a request the server calls invalid, 3 not authenticated, 4 forbidden
+/// (a policy denial included), 5 not found, 6 conflict, 7 gone, 8
+/// integrity failure, 9 server or network failure, 1 anything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(f) = cause.downcast_ref::<ApiFailure>() {
+            return match (f.status, f.code.as_str()) {
+                (_, "integrity_error") => 8,
+                (400 | 413 | 416 | 422, _) => 2,
+                (401, _) => 3,
+                (403, _) => 4,
+                (404, _) => 5,
+                (409, _) => 6,
+                (410, _) => 7,
+                (500..=599, _) => 9,
+                _ => 1,
+            };
+        }
+        match cause.downcast_ref::<Failure>() {
+            Some(Failure::Integrity(_)) => return 8,
+            Some(Failure::Network(_)) => return 9,
+            None => {}
+        }
+        if cause.downcast_ref::<reqwest::Error>().is_some() {
+            return 9;
+        }
+    }
+    1
 }
 
 impl std::error::Error for ApiFailure {}
@@ -120,10 +185,9 @@ impl Client {
 
     /// Sends, and turns a non-2xx answer into an error line.
     pub async fn send(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach {}: {}", self.base, root_cause(&e)))?;
+        let resp = rb.send().await.map_err(|e| {
+            Failure::Network(format!("cannot reach {}: {}", self.base, root_cause(&e)))
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -134,8 +198,13 @@ impl Client {
                 status: status.as_u16(),
                 code: b.error.code,
                 message: b.error.message,
+                plugin: b.error.plugin,
+                reason_code: b.error.reason_code,
             }
             .into()),
+            Err(_) if status.is_server_error() => {
+                Err(Failure::Network(format!("server answered HTTP {}", status.as_u16())).into())
+            }
             Err(_) => anyhow::bail!("server answered HTTP {}", status.as_u16()),
         }
     }

@@ -46,7 +46,8 @@ use crate::client::Client;
 #[command(
     name = "modelvault",
     version,
-    about = "Encrypted, policy-gated model store"
+    about = "Encrypted, policy-gated model store",
+    after_help = "Exit codes: 0 ok; 1 other failure; 2 usage (or a request the server calls invalid); 3 not authenticated (401); 4 forbidden (403, a policy denial included); 5 not found; 6 conflict (409); 7 gone (410, deleted); 8 integrity failure; 9 server or network failure."
 )]
 struct Cli {
     /// CA certificate (PEM) to trust for the server and the identity
@@ -189,7 +190,18 @@ enum Command {
         /// decrypt here, reading the ciphertext directly (needs key-release).
         #[arg(long)]
         client_side: bool,
+        /// File mode of the pulled files, octal (default: what your umask
+        /// gives a new file, 0644 with umask 022).
+        #[arg(long, value_parser = parse_mode)]
+        mode: Option<u32>,
     },
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode such as 644"))
 }
 
 #[derive(Subcommand)]
@@ -377,6 +389,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Init { .. } | Command::Serve { .. }) {
         restrict_umask();
+    } else {
+        // Pulled files get the mode a new file gets under the user's umask
+        // (read by setting it and putting it back, before any thread).
+        let mask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+        rustix::process::umask(mask);
+        transfer::set_file_mode(0o666 & !mask.as_raw_mode());
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -395,7 +413,7 @@ fn main() -> ExitCode {
             let msg = format!("{e:#}").replace('\n', " ");
             let msg = term::clean_line(&msg);
             eprintln!("error: {msg}");
-            ExitCode::FAILURE
+            ExitCode::from(client::exit_code(&e))
         }
     }
 }
@@ -535,7 +553,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             force,
             client_side,
+            mode,
         } => {
+            if let Some(m) = mode {
+                transfer::set_file_mode(m);
+            }
             let t = parse_target(&target, true)?;
             if client_side {
                 transfer::pull_client_side(&Client::from_env()?, &t, &output, force).await

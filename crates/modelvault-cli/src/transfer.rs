@@ -303,6 +303,63 @@ fn safe_relative(p: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The mode pulled files get: `--mode`, else what the user's umask gives a
+/// new file (0644 with umask 022), read once at start-up ([`set_file_mode`]).
+static FILE_MODE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0o644);
+
+/// Sets the mode pulled files get (the umask's default at start-up, then
+/// `--mode` if given).
+pub fn set_file_mode(mode: u32) {
+    FILE_MODE.store(mode & 0o7777, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn file_mode() -> u32 {
+    FILE_MODE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Gives a finished download its mode and moves it into place.
+fn finish_file(part: &Path, target: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(part, std::fs::Permissions::from_mode(file_mode()))
+        .with_context(|| format!("setting the mode of {}", part.display()))?;
+    std::fs::rename(part, target).with_context(|| format!("writing {}", target.display()))
+}
+
+/// Where an interrupted download of `f` into `target` is kept, so the same
+/// pull run again continues it: a hidden file beside the target, named with
+/// the start of the file's SHA-256 (a partial of other content is never
+/// continued).
+fn partial_path(target: &Path, sha256: &str) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tag: String = sha256.chars().take(12).collect();
+    target.with_file_name(format!(".{name}.{tag}.modelvault-part"))
+}
+
+/// Hashes (and counts) what a partial file holds.
+fn hash_file(file: &mut std::fs::File) -> std::io::Result<(ring::digest::Context, u64)> {
+    use std::io::Read as _;
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = file.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        sha.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((sha, n))
+}
+
+/// `pull`: every file through the governed download, written beside its
+/// target as a partial file and moved into place once its SHA-256 matches.
+/// A partial file left by an interrupted pull (Ctrl-C, a dropped
+/// connection, a server restart) is continued with `Range`; `--force`
+/// starts over.
 pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyhow::Result<()> {
     let version = t.version.as_deref().unwrap_or_default();
     let detail: VersionDetail = client
@@ -318,69 +375,116 @@ pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyho
         plan.push((f, target));
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut resumed = 0u64;
     for (f, target) in plan {
         let dir = target.parent().unwrap_or(out).to_path_buf();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let resp = client
-            .send(client.request(
-                reqwest::Method::GET,
-                &paths::version_file(&detail.namespace, &detail.model, &detail.version, &f.path),
-            ))
-            .await
-            .with_context(|| format!("downloading {}", f.path))?;
+        let part = partial_path(&target, &f.sha256);
+        if force {
+            let _ = std::fs::remove_file(&part);
+        }
+        let mut kept = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if kept > f.size {
+            std::fs::remove_file(&part).with_context(|| format!("removing {}", part.display()))?;
+            kept = 0;
+        }
         let pb = progress(f.size);
         pb.set_message(f.path.clone());
-        let tmp = tempfile::Builder::new()
-            .prefix(".modelvault-")
-            .suffix(".part")
-            .tempfile_in(&dir)
-            .with_context(|| format!("temporary file in {}", dir.display()))?;
-        let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-        let mut file = tmp;
-        let writer = tokio::task::spawn_blocking(
-            move || -> std::io::Result<(tempfile::NamedTempFile, u64, String)> {
-                let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
-                let mut n = 0u64;
+        let (n, sha256) = if kept == f.size && f.size > 0 {
+            let part = part.clone();
+            tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+                let (sha, n) = hash_file(&mut std::fs::File::open(&part)?)?;
+                Ok((n, hex::encode(sha.finish())))
+            })
+            .await??
+        } else {
+            let mut rb = client.request(
+                reqwest::Method::GET,
+                &paths::version_file(&detail.namespace, &detail.model, &detail.version, &f.path),
+            );
+            if kept > 0 {
+                rb = rb.header(reqwest::header::RANGE, format!("bytes={kept}-"));
+            }
+            let resp = client
+                .send(rb)
+                .await
+                .with_context(|| format!("downloading {}", f.path))?;
+            // A 206 continues the partial file; a 200 is the whole file.
+            let append = kept > 0 && resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+            if append {
+                resumed += 1;
+                pb.set_position(kept);
+            }
+            let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+            let part_w = part.clone();
+            let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .read(true)
+                    .write(true)
+                    .truncate(!append)
+                    .open(&part_w)?;
+                let (mut sha, mut n) = if append {
+                    hash_file(&mut file)?
+                } else {
+                    (ring::digest::Context::new(&ring::digest::SHA256), 0)
+                };
                 while let Some(chunk) = rx.blocking_recv() {
                     sha.update(&chunk);
                     n += chunk.len() as u64;
                     file.write_all(&chunk)?;
                 }
-                file.as_file().sync_all()?;
-                Ok((file, n, hex::encode(sha.finish())))
-            },
-        );
-        let mut stream = resp.bytes_stream();
-        let mut failed = None;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(c) => {
-                    pb.inc(c.len() as u64);
-                    if tx.send(c).await.is_err() {
+                // Kept, even when the transfer broke off: the next pull
+                // continues from here.
+                file.sync_all()?;
+                Ok((n, hex::encode(sha.finish())))
+            });
+            let mut stream = resp.bytes_stream();
+            let mut failed = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(c) => {
+                        pb.inc(c.len() as u64);
+                        if tx.send(c).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
                         break;
                     }
                 }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
             }
-        }
-        drop(tx);
+            drop(tx);
+            let done = writer.await??;
+            if let Some(e) = failed {
+                pb.finish_and_clear();
+                return Err(crate::client::Failure::Network(format!(
+                    "downloading {}: transfer aborted ({e}); run the same pull again to continue it",
+                    f.path
+                ))
+                .into());
+            }
+            done
+        };
         pb.finish_and_clear();
-        let (file, n, sha256) = writer.await??;
-        if let Some(e) = failed {
-            // The temporary file is removed on drop.
-            anyhow::bail!("downloading {}: transfer aborted ({e})", f.path);
-        }
         if n != f.size || sha256 != f.sha256 {
-            anyhow::bail!("downloading {}: SHA-256 mismatch; nothing written", f.path);
+            let _ = std::fs::remove_file(&part);
+            return Err(crate::client::Failure::Integrity(format!(
+                "downloading {}: SHA-256 mismatch; nothing written",
+                f.path
+            ))
+            .into());
         }
-        file.persist(&target)
-            .map_err(|e| anyhow::anyhow!("writing {}: {}", target.display(), e.error))?;
+        finish_file(&part, &target)?;
     }
+    let continued = if resumed > 0 {
+        format!(", {resumed} continued from a partial file")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "pulled {}/{}@{} ({} files) into {}",
+        "pulled {}/{}@{} ({} files{continued}) into {}",
         detail.namespace,
         detail.model,
         detail.version,
@@ -472,7 +576,12 @@ pub async fn pull_client_side(
             .tempfile_in(&dir)
             .with_context(|| format!("temporary file in {}", dir.display()))?;
         let mut stream = resp.bytes_stream();
-        let bad = |what: &str| anyhow::anyhow!("{}: {what}; nothing written", f.path);
+        let bad = |what: &str| {
+            anyhow::Error::from(crate::client::Failure::Integrity(format!(
+                "{}: {what}; nothing written",
+                f.path
+            )))
+        };
         let mut salt = [0u8; modelvault_format::SALT_LEN];
         hex::decode_to_slice(&f.salt, &mut salt).map_err(|_| bad("bad salt in the release"))?;
         let identity = FileIdentity {
@@ -505,6 +614,10 @@ pub async fn pull_client_side(
             return Err(bad("SHA-256 mismatch"));
         }
         tmp.as_file().sync_all()?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(file_mode()))?;
+        }
         tmp.persist(&target)
             .map_err(|e| anyhow::anyhow!("writing {}: {}", target.display(), e.error))?;
     }

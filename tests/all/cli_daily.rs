@@ -1,0 +1,310 @@
+//! The CLI in daily use: exit codes scripts act on, pulled files readable
+//! as the umask says, and a pull interrupted by a server restart continued
+//! with Range from its partial file.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Runs the CLI under `sh` with a umask, against `url`.
+fn cli_umask(url: &str, token: &str, umask: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(args)
+        .env("MODELVAULT_URL", url)
+        .env("MODELVAULT_TOKEN", token);
+    cmd.output().expect("cli")
+}
+
+fn code(o: &std::process::Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// A loopback proxy that passes answers on at most `rate` bytes/s.
+fn throttling_proxy(upstream: &str, rate: usize) -> String {
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_r, &mut s_w);
+            });
+            let (mut s_r, mut c_w) = (server, client);
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = s_r.read(&mut buf) {
+                    if n == 0 || c_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
+                }
+                let _ = c_w.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    url
+}
+
+fn wait_ready(url: &str) {
+    let client = reqwest::blocking::Client::new();
+    for _ in 0..600 {
+        if client
+            .get(format!("{url}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} not ready");
+}
+
+#[test]
+fn exit_codes_scripts_can_act_on() {
+    let app = TestApp::start();
+    let ds = app.token("ds", &["data-scientist"], &["nlp"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("w.bin"), vec![7u8; 200_000]).unwrap();
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/m"]));
+    ok(app.cli(
+        Some(&ds),
+        &["push", "nlp/m@v1", src.path().to_str().unwrap()],
+    ));
+    ok(app.cli(
+        Some(&ds),
+        &["model", "create", "nlp/c", "--sensitivity", "confidential"],
+    ));
+    ok(app.cli(
+        Some(&ds),
+        &["push", "nlp/c@v1", src.path().to_str().unwrap()],
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+
+    // 2: usage.
+    assert_eq!(code(&app.cli(Some(&ds), &["pull", "--no-such-flag"])), 2);
+    // 3: not authenticated.
+    let bad = app.cli(Some("mv_nope"), &["model", "show", "nlp/m"]);
+    assert_eq!(code(&bad), 3, "{}", stderr(&bad));
+    // 4: forbidden (the admin has no download permission) ...
+    let f = app.cli(Some(&app.admin), &["pull", "nlp/m@v1", "-o", o]);
+    assert_eq!(code(&f), 4, "{}", stderr(&f));
+    // ... and a policy denial, with the plugin, the reason code and a hint.
+    let d = app.cli(Some(&ds), &["pull", "nlp/c@v1", "-o", o]);
+    assert_eq!(code(&d), 4, "{}", stderr(&d));
+    let e = stderr(&d);
+    assert!(
+        e.contains("policy denied by sensitivity-environment")
+            && e.contains("reason code sensitivity-environment.denied")
+            && e.contains("hint:"),
+        "{e}"
+    );
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    // 5: not found.
+    assert_eq!(code(&app.cli(Some(&ds), &["model", "show", "nlp/nope"])), 5);
+    // 6: conflict (the version is committed, with other content).
+    std::fs::write(src.path().join("other.bin"), b"other").unwrap();
+    let c = app.cli(
+        Some(&ds),
+        &["push", "nlp/m@v1", src.path().to_str().unwrap()],
+    );
+    assert_eq!(code(&c), 6, "{}", stderr(&c));
+    std::fs::remove_file(src.path().join("other.bin")).unwrap();
+    // 7: gone (crypto-shredded).
+    ok(app.cli(
+        Some(&ds),
+        &["push", "nlp/m@doomed", src.path().to_str().unwrap()],
+    ));
+    ok(app.cli(Some(&app.admin), &["delete", "nlp/m@doomed", "--yes"]));
+    let g = app.cli(Some(&ds), &["model", "show", "nlp/m@doomed"]);
+    assert_eq!(code(&g), 7, "{}", stderr(&g));
+    // 8: integrity (a stored blob edited in the bucket).
+    let blob = walk(&app.store_dir().join("blobs/nlp/m/v1"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "mvf"))
+        .unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let i = app.cli(Some(&ds), &["pull", "nlp/m@v1", "-o", o, "--force"]);
+    assert_eq!(code(&i), 8, "{}", stderr(&i));
+    // 9: no server.
+    let dead = cli("http://127.0.0.1:9", Some(&ds), &["model", "list"]);
+    assert_eq!(code(&dead), 9, "{}", stderr(&dead));
+    assert_eq!(stderr(&dead).trim_end().lines().count(), 1);
+    // 0: fine.
+    assert_eq!(code(&app.cli(Some(&ds), &["model", "list"])), 0);
+}
+
+#[test]
+fn pulled_files_get_the_mode_the_umask_gives_or_mode() {
+    let app = TestApp::start();
+    let ds = app.token("ds", &["data-scientist"], &["nlp"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("sub")).unwrap();
+    std::fs::write(src.path().join("sub/a.txt"), b"a").unwrap();
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/m"]));
+    ok(app.cli(
+        Some(&ds),
+        &["push", "nlp/m@v1", src.path().to_str().unwrap()],
+    ));
+    for (umask, flag, want) in [
+        ("022", None, 0o644),
+        ("027", None, 0o640),
+        ("022", Some("600"), 0o600),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = vec!["pull", "nlp/m@v1", "-o", out.path().to_str().unwrap()];
+        if let Some(m) = flag {
+            args.extend(["--mode", m]);
+        }
+        let o = cli_umask(&app.url, &ds, umask, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(
+            mode(&out.path().join("sub/a.txt")),
+            want,
+            "umask {umask} flag {flag:?}"
+        );
+    }
+    // The client-side pull too.
+    let eng = app.token("eng", &["ml-engineer"], &["nlp"]);
+    let out = tempfile::tempdir().unwrap();
+    let o = cli_umask(
+        &app.url,
+        &eng,
+        "022",
+        &[
+            "pull",
+            "nlp/m@v1",
+            "--client-side",
+            "-o",
+            out.path().to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(mode(&out.path().join("sub/a.txt")), 0o644);
+    let bad = app.cli(Some(&ds), &["pull", "nlp/m@v1", "--mode", "999"]);
+    assert_eq!(code(&bad), 2);
+}
+
+#[test]
+fn an_interrupted_pull_continues_after_a_server_restart() {
+    let app = TestApp::start();
+    let ds = app.token("ds", &["data-scientist"], &["nlp"]);
+    let src = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..40u32 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(src.path().join("big.bin"), &data).unwrap();
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/big"]));
+    ok(app.cli(
+        Some(&ds),
+        &["push", "nlp/big@v1", src.path().to_str().unwrap()],
+    ));
+    let out = tempfile::tempdir().unwrap();
+    // Slowed down, so the server is surely killed mid-file.
+    let proxy = throttling_proxy(&app.url, 8 * 1024 * 1024);
+    let mut pull = Command::new(BIN)
+        .args(["pull", "nlp/big@v1", "-o", out.path().to_str().unwrap()])
+        .env("MODELVAULT_URL", &proxy)
+        .env("MODELVAULT_TOKEN", &ds)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let part = || {
+        walk(out.path())
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with(".modelvault-part"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline
+        && part().is_none_or(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) < 4 << 20)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The server dies mid-file.
+    let killed = Command::new("kill")
+        .args(["-9", &app.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = pull.wait().unwrap();
+    let mut err = String::new();
+    pull.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(9), "{err}");
+    assert!(err.contains("run the same pull again"), "{err}");
+    let kept = std::fs::metadata(part().expect("partial kept"))
+        .unwrap()
+        .len();
+    assert!(kept > 0 && kept < data.len() as u64, "{kept}");
+    assert!(!out.path().join("big.bin").exists());
+
+    // A new server over the same store; the same pull continues.
+    let peer = app.start_peer();
+    wait_ready(&peer.url);
+    let again = cli(
+        &peer.url,
+        Some(&ds),
+        &["pull", "nlp/big@v1", "-o", out.path().to_str().unwrap()],
+    );
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("1 continued from a partial file"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(std::fs::read(out.path().join("big.bin")).unwrap() == data);
+    assert!(part().is_none(), "the partial file is gone");
+    // The server saw a Range from where the first pull stopped.
+    let audit = ok(cli(
+        &peer.url,
+        Some(&app.admin),
+        &["audit", "export", "--action", "download"],
+    ));
+    let ranges: Vec<String> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["type"] == "intent" && r["resource"]["model"] == "big")
+        .map(|r| r["resource"]["range"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        ranges.iter().any(|r| r.starts_with(&format!("{kept}-"))),
+        "{ranges:?} (kept {kept})"
+    );
+    // --force starts over and leaves no partial file.
+    let forced = cli(
+        &peer.url,
+        Some(&ds),
+        &[
+            "pull",
+            "nlp/big@v1",
+            "-o",
+            out.path().to_str().unwrap(),
+            "--force",
+        ],
+    );
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert!(part().is_none());
+}
