@@ -308,3 +308,145 @@ fn an_interrupted_pull_continues_after_a_server_restart() {
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert!(part().is_none());
 }
+
+#[test]
+fn push_selects_files_and_follows_symlinks_only_when_asked() {
+    let app = TestApp::start();
+    let ds = app.token("ds", &["data-scientist"], &["nlp"]);
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/m"]));
+    let src = tempfile::tempdir().unwrap();
+    let d = src.path();
+    for (p, body) in [
+        ("a.json", "{}"),
+        ("notes.md", "n"),
+        ("weights/w.bin", "w"),
+        (".git/HEAD", "ref"),
+        ("sub/__pycache__/x.pyc", "x"),
+        ("sub/.DS_Store", "junk"),
+    ] {
+        std::fs::create_dir_all(d.join(p).parent().unwrap()).unwrap();
+        std::fs::write(d.join(p), body).unwrap();
+    }
+    let dir = d.to_str().unwrap();
+    let listed = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["push", "nlp/m@v1", dir, "--dry-run"];
+        args.extend(extra);
+        ok(app.cli(Some(&ds), &args))
+            .lines()
+            .map(|l| l.split('\t').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed(&[]), ["a.json", "notes.md", "weights/w.bin"]);
+    assert_eq!(
+        listed(&["--include", "*.json", "--include", "weights/**"]),
+        ["a.json", "weights/w.bin"]
+    );
+    assert_eq!(listed(&["--exclude", "*.md"]), ["a.json", "weights/w.bin"]);
+    assert_eq!(listed(&["--no-default-excludes"]).len(), 6);
+    // A dry run uploads nothing.
+    assert_eq!(code(&app.cli(Some(&ds), &["model", "show", "nlp/m@v1"])), 5);
+
+    // A Hugging Face cache snapshot: its files are links into blobs/.
+    let cache = tempfile::tempdir().unwrap();
+    let blobs = cache.path().join("blobs");
+    let snap = cache.path().join("snapshots/abc");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::create_dir_all(snap.join("sub")).unwrap();
+    std::fs::write(blobs.join("1111"), b"config").unwrap();
+    std::fs::write(blobs.join("2222"), b"weights").unwrap();
+    std::os::unix::fs::symlink("../../blobs/1111", snap.join("config.json")).unwrap();
+    std::os::unix::fs::symlink("../../../blobs/2222", snap.join("sub/model.bin")).unwrap();
+    let snap_s = snap.to_str().unwrap();
+    let refused = app.cli(Some(&ds), &["push", "nlp/m@hf", snap_s]);
+    assert_eq!(code(&refused), 1);
+    assert!(
+        stderr(&refused).contains("--follow-symlinks"),
+        "{}",
+        stderr(&refused)
+    );
+    ok(app.cli(
+        Some(&ds),
+        &["push", "nlp/m@hf", snap_s, "--follow-symlinks"],
+    ));
+    let out = tempfile::tempdir().unwrap();
+    ok(app.cli(
+        Some(&ds),
+        &["pull", "nlp/m@hf", "-o", out.path().to_str().unwrap()],
+    ));
+    assert_eq!(
+        std::fs::read(out.path().join("config.json")).unwrap(),
+        b"config"
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("sub/model.bin")).unwrap(),
+        b"weights"
+    );
+}
+
+#[test]
+fn an_interrupted_push_uploads_only_what_is_missing() {
+    let app = TestApp::start();
+    let ds = app.token("ds", &["data-scientist"], &["nlp"]);
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/m"]));
+    let src = tempfile::tempdir().unwrap();
+    let files = [
+        ("a.bin", vec![1u8; 300_000]),
+        ("b.bin", vec![2u8; 1000]),
+        ("c/d.bin", vec![3u8; 5000]),
+    ];
+    for (p, body) in &files {
+        std::fs::create_dir_all(src.path().join(p).parent().unwrap()).unwrap();
+        std::fs::write(src.path().join(p), body).unwrap();
+    }
+    // What an interrupted push left: two of the three files uploaded.
+    let http = app.http();
+    for (p, body) in &files[..2] {
+        let r = http
+            .put(format!("{}/v1/models/nlp/m/versions/v1/files/{p}", app.url))
+            .bearer_auth(&ds)
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let listed: serde_json::Value = http
+        .get(format!("{}/v1/models/nlp/m/versions/v1/uploads", app.url))
+        .bearer_auth(&ds)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed["files"].as_array().unwrap().len(), 2, "{listed}");
+    let o = app.cli(
+        Some(&ds),
+        &["push", "nlp/m@v1", src.path().to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(3 files, 2 already uploaded by an earlier push)"),
+        "{}",
+        stderr(&o)
+    );
+    let audit = ok(app.cli(Some(&app.admin), &["audit", "export", "--action", "upload"]));
+    let uploads = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["resource"]["model"] == "m")
+        .count();
+    assert_eq!(uploads, 3, "{audit}");
+    let out = tempfile::tempdir().unwrap();
+    ok(app.cli(
+        Some(&ds),
+        &["pull", "nlp/m@v1", "-o", out.path().to_str().unwrap()],
+    ));
+    for (p, body) in &files {
+        assert_eq!(&std::fs::read(out.path().join(p)).unwrap(), body);
+    }
+    // A committed version has no draft to list.
+    let r = http
+        .get(format!("{}/v1/models/nlp/m/versions/v1/uploads", app.url))
+        .bearer_auth(&ds)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+}

@@ -213,6 +213,15 @@ pub struct UploadResponse {
     pub upload_id: String,
 }
 
+/// `GET .../versions/{version}/uploads`: what a draft holds so far (a
+/// push that resumes uploads only the rest).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UploadList {
+    /// The newest whole upload of each path, with size and SHA-256.
+    pub files: Vec<FileEntry>,
+}
+
 /// `POST .../commit`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -35,6 +35,11 @@ pub fn version(namespace: &str, name: &str, version: &str) -> String {
     format!("{}/versions/{}", model(namespace, name), segment(version))
 }
 
+/// `/v1/models/{ns}/{name}/versions/{version}/uploads`: a draft's uploads.
+pub fn version_uploads(namespace: &str, name: &str, version_name: &str) -> String {
+    format!("{}/uploads", version(namespace, name, version_name))
+}
+
 /// `/v1/models/{ns}/{name}/versions/{version}/files/{*path}`: upload and
 /// decrypting download of one file.
 pub fn version_file(namespace: &str, name: &str, version_name: &str, path: &str) -> String {

@@ -155,6 +155,25 @@ enum Command {
         /// Version metadata key to keep sensitive (repeatable).
         #[arg(long = "sensitive-field")]
         sensitive_fields: Vec<String>,
+        /// Push only paths matching this glob (repeatable; `*.json`,
+        /// `weights/**`; a pattern without `/` matches at any depth).
+        #[arg(long)]
+        include: Vec<String>,
+        /// Never push paths matching this glob (repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Also push `.git/`, `.DS_Store` and `__pycache__/`, skipped by
+        /// default.
+        #[arg(long)]
+        no_default_excludes: bool,
+        /// Push the files symlinks point to (e.g. a Hugging Face cache
+        /// snapshot, whose files link into blobs/); without it a symlink is
+        /// refused.
+        #[arg(long)]
+        follow_symlinks: bool,
+        /// List what would be uploaded (path and size), upload nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Policy plugins: install, list, remove on a server; eval and test
     /// locally, offline.
@@ -540,13 +559,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             path,
             metadata,
             sensitive_fields,
+            include,
+            exclude,
+            no_default_excludes,
+            follow_symlinks,
+            dry_run,
         } => {
             let t = parse_target(&target, true)?;
+            let sel = transfer::Selection {
+                include,
+                exclude,
+                no_default_excludes,
+                follow_symlinks,
+            };
+            if dry_run {
+                for (rel, abs) in transfer::collect_files(&path, &sel)? {
+                    let size = std::fs::metadata(&abs)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", abs.display()))?
+                        .len();
+                    println!("{rel}\t{size}");
+                }
+                return Ok(());
+            }
             let meta = transfer::VersionMeta {
                 metadata: pairs("metadata", metadata)?,
                 sensitive_fields,
             };
-            transfer::push(&Client::from_env()?, &t, &path, meta).await
+            transfer::push(&Client::from_env()?, &t, &path, &sel, meta).await
         }
         Command::Pull {
             target,

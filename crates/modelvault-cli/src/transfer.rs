@@ -31,10 +31,47 @@ fn progress(total: u64) -> ProgressBar {
     pb
 }
 
-/// Regular files under `root` as (relative `/` path, absolute path), sorted.
-fn collect_files(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
+/// What a push takes from a directory.
+#[derive(Debug, Default, Clone)]
+pub struct Selection {
+    /// Only paths matching one of these globs (all when empty).
+    pub include: Vec<String>,
+    /// Never paths matching one of these globs.
+    pub exclude: Vec<String>,
+    /// Keep `.git/`, `.DS_Store` and `__pycache__/`, skipped by default.
+    pub no_default_excludes: bool,
+    /// Push the files symlinks point to (a Hugging Face cache snapshot's
+    /// files are links into `blobs/`), even outside the directory.
+    pub follow_symlinks: bool,
+}
+
+/// Skipped unless `--no-default-excludes`.
+const DEFAULT_EXCLUDES: [&str; 4] = [".git", "**/.git/**", "**/.DS_Store", "**/__pycache__/**"];
+
+fn globs(patterns: &[String], what: &str) -> anyhow::Result<globset::GlobSet> {
+    let mut b = globset::GlobSetBuilder::new();
+    for p in patterns {
+        // A pattern without a slash matches at any depth, as in .gitignore.
+        let p = if p.contains('/') {
+            p.clone()
+        } else {
+            format!("**/{p}")
+        };
+        let glob = globset::GlobBuilder::new(&p)
+            .literal_separator(true)
+            .build()
+            .with_context(|| format!("{what} pattern {p:?}"))?;
+        b.add(glob);
+    }
+    b.build().with_context(|| format!("{what} patterns"))
+}
+
+/// The files a push takes from `root` as (relative `/` path, path to read),
+/// sorted. A symlink is refused unless `follow_symlinks`; a followed link
+/// that points at a directory is refused (no loops).
+pub fn collect_files(root: &Path, sel: &Selection) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let meta = std::fs::symlink_metadata(root).with_context(|| format!("{}", root.display()))?;
-    if meta.is_file() {
+    if meta.is_file() || (meta.file_type().is_symlink() && sel.follow_symlinks && root.is_file()) {
         let name = root
             .file_name()
             .and_then(|n| n.to_str())
@@ -44,6 +81,12 @@ fn collect_files(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     if !meta.is_dir() {
         anyhow::bail!("{} is neither a file nor a directory", root.display());
     }
+    let include = globs(&sel.include, "--include")?;
+    let mut exclude_patterns = sel.exclude.clone();
+    if !sel.no_default_excludes {
+        exclude_patterns.extend(DEFAULT_EXCLUDES.iter().map(|s| s.to_string()));
+    }
+    let exclude = globs(&exclude_patterns, "--exclude")?;
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -52,26 +95,49 @@ fn collect_files(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
         {
             let entry = entry?;
             let path = entry.path();
-            let ft = entry.file_type()?;
-            if ft.is_dir() {
-                stack.push(path);
-            } else if ft.is_file() {
-                let rel = path.strip_prefix(root)?;
-                let mut parts = Vec::new();
-                for c in rel.components() {
-                    match c {
-                        Component::Normal(s) => parts.push(
-                            s.to_str()
-                                .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", path.display()))?
-                                .to_string(),
-                        ),
-                        _ => anyhow::bail!("unexpected path component in {}", path.display()),
-                    }
+            let rel = path.strip_prefix(root)?;
+            let mut parts = Vec::new();
+            for c in rel.components() {
+                match c {
+                    Component::Normal(s) => parts.push(
+                        s.to_str()
+                            .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", path.display()))?
+                            .to_string(),
+                    ),
+                    _ => anyhow::bail!("unexpected path component in {}", path.display()),
                 }
-                out.push((parts.join("/"), path));
+            }
+            let rel = parts.join("/");
+            let mut ft = entry.file_type()?;
+            if ft.is_symlink() {
+                if !sel.follow_symlinks {
+                    anyhow::bail!(
+                        "{} is a symlink: pass --follow-symlinks to push what it points to",
+                        path.display()
+                    );
+                }
+                ft = std::fs::metadata(&path)
+                    .with_context(|| format!("following {}", path.display()))?
+                    .file_type();
+                if ft.is_dir() {
+                    anyhow::bail!(
+                        "{} links to a directory; only links to files are followed",
+                        path.display()
+                    );
+                }
+            }
+            if ft.is_dir() {
+                if !exclude.is_match(&rel) && !exclude.is_match(format!("{rel}/x")) {
+                    stack.push(path);
+                }
+            } else if ft.is_file() {
+                if exclude.is_match(&rel) || (!sel.include.is_empty() && !include.is_match(&rel)) {
+                    continue;
+                }
+                out.push((rel, path));
             } else {
                 anyhow::bail!(
-                    "{} is not a regular file (symlinks and devices are not pushed)",
+                    "{} is not a regular file (devices and sockets are not pushed)",
                     path.display()
                 );
             }
@@ -79,7 +145,7 @@ fn collect_files(root: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
     }
     out.sort();
     if out.is_empty() {
-        anyhow::bail!("{} holds no files", root.display());
+        anyhow::bail!("{} holds no files to push", root.display());
     }
     Ok(out)
 }
@@ -151,14 +217,53 @@ pub async fn push(
     client: &Client,
     t: &Target,
     root: &Path,
+    sel: &Selection,
     meta: VersionMeta,
 ) -> anyhow::Result<()> {
     let version = t.version.as_deref().unwrap_or_default();
-    let files = collect_files(root)?;
+    let files = collect_files(root, sel)?;
     let base = paths::version(&t.namespace, &t.name, version);
+    // What an interrupted push of this version already uploaded: a file
+    // whose size and SHA-256 match is not sent again.
+    let uploaded: std::collections::BTreeMap<String, (u64, String)> = match client
+        .get_json::<modelvault_api::UploadList>(&paths::version_uploads(
+            &t.namespace,
+            &t.name,
+            version,
+        ))
+        .await
+    {
+        Ok(list) => list
+            .files
+            .into_iter()
+            .map(|f| (f.path, (f.size, f.sha256)))
+            .collect(),
+        // Committed already: the commit below says whether with this content.
+        Err(e) if crate::client::is_api_error(&e, "version_committed") => {
+            return recommit(client, t, &base, &files, meta).await;
+        }
+        Err(e) => return Err(e),
+    };
     let mut commit = Vec::with_capacity(files.len());
+    let mut skipped = 0usize;
     for (rel, abs) in &files {
         let size = std::fs::metadata(abs)?.len();
+        if let Some((up_size, up_sha)) = uploaded.get(rel)
+            && *up_size == size
+        {
+            let (size, sha256) = file_digest(abs.clone())
+                .await
+                .with_context(|| format!("reading {}", abs.display()))?;
+            if *up_sha == sha256 {
+                skipped += 1;
+                commit.push(CommitFile {
+                    path: rel.clone(),
+                    size,
+                    sha256,
+                });
+                continue;
+            }
+        }
         let pb = progress(size);
         pb.set_message(rel.clone());
         let (stream, digest) = file_stream(abs.clone(), pb.clone());
@@ -208,8 +313,13 @@ pub async fn push(
         )
         .await
         .context("committing")?;
+    let resumed = if skipped > 0 {
+        format!(", {skipped} already uploaded by an earlier push")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "pushed {}/{}@{} ({} files)",
+        "pushed {}/{}@{} ({} files{resumed})",
         detail.namespace,
         detail.model,
         detail.version,

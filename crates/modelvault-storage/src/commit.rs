@@ -221,6 +221,57 @@ impl Store {
         }
     }
 
+    /// What a draft version holds so far, for a push that resumes: the
+    /// newest upload of each path under the version's current DEK
+    /// generation whose blob is still whole, with its size and SHA-256.
+    /// Empty when nothing was uploaded; [`StorageError::VersionCommitted`]
+    /// once the version is committed, [`StorageError::Gone`] once deleted.
+    pub async fn draft_uploads(&self, v: &VersionRef<'_>) -> Result<Vec<FileEntry>, StorageError> {
+        names::validate_version(v.version)?;
+        self.require_model(v.namespace, v.model).await?;
+        if self.get_manifest(v).await?.is_some() {
+            return Err(StorageError::VersionCommitted(v.to_string()));
+        }
+        if self.is_deleted(v).await? {
+            return Err(StorageError::Gone(v.to_string()));
+        }
+        let key = match self.version_key(v, KeyWant::Newest).await {
+            Err(StorageError::NotFound(_)) => return Ok(Vec::new()),
+            other => other?,
+        };
+        let generation = key.generation();
+        let seal = digest_seal_key(key.dek(), v, generation)?;
+        let uploads = self.list_uploads(v).await?;
+        let mut newest: BTreeMap<&str, &UploadRecord> = BTreeMap::new();
+        for u in uploads.iter().filter(|u| u.dek_generation == generation) {
+            if newest
+                .get(u.path.as_str())
+                .is_none_or(|c| c.created_at < u.created_at)
+            {
+                newest.insert(&u.path, u);
+            }
+        }
+        let mut out = Vec::with_capacity(newest.len());
+        for (path, u) in newest {
+            let Ok(blob) = Path::parse(&u.blob) else {
+                continue;
+            };
+            match self.objects.head(&blob).await {
+                Ok(meta) if meta.size == u.ciphertext_size => {}
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let digest =
+                hex::encode(&*seal.open(u.blob.as_bytes(), &b64_decode(&u.sealed_sha256)?)?);
+            out.push(FileEntry {
+                path: path.to_owned(),
+                size: u.size,
+                sha256: digest,
+            });
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn list_uploads(
         &self,
         v: &VersionRef<'_>,

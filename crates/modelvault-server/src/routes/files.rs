@@ -13,7 +13,7 @@ use modelvault_auth::Principal;
 use modelvault_storage::{StorageError, VersionRef};
 
 use super::models::version_detail;
-use crate::api::{CommitRequest, UploadResponse, VersionDetail};
+use crate::api::{CommitRequest, UploadList, UploadResponse, VersionDetail};
 use crate::authn::{Action, Authenticated, Resource};
 use crate::extract::{ApiJson, ApiPath};
 use crate::gate::{self, Decision, RequestId};
@@ -103,6 +103,52 @@ pub async fn upload(
             upload_id: record.upload_id,
         }),
     ))
+}
+
+/// What a draft version holds so far
+///
+/// The newest whole upload of each path with its size and SHA-256, so a
+/// push that was interrupted uploads only what is missing. Needs `write`.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{ns}/{name}/versions/{version}/uploads",
+    tag = "files",
+    params(super::openapi::VersionPath),
+    responses(
+        (status = 200, description = "The draft's uploads (empty when nothing was uploaded)", body = UploadList),
+        (status = 403, description = "`forbidden`: no `write` here", body = crate::api::ErrorBody),
+        (status = 404, description = "`not_found`: no such model, or outside the caller's namespaces", body = crate::api::ErrorBody),
+        (status = 409, description = "`version_committed`: the version is committed", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn uploads(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
+) -> Result<Json<UploadList>, ApiError> {
+    gate::admit(
+        &p,
+        Action::Write,
+        &Resource::model(&ns, &name).version(&version),
+    )?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &name,
+        version: &version,
+    };
+    let files = state
+        .store
+        .draft_uploads(&v)
+        .await?
+        .into_iter()
+        .map(|f| crate::api::FileEntry {
+            path: f.path,
+            size: f.size,
+            sha256: f.sha256,
+        })
+        .collect();
+    Ok(Json(UploadList { files }))
 }
 
 /// Commit a draft version

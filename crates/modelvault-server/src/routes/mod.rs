@@ -76,6 +76,10 @@ pub fn router(state: AppState) -> Router {
             post(files::commit.layer(Declare("commit"))),
         )
         .route(
+            "/v1/models/{ns}/{name}/versions/{version}/uploads",
+            get(files::uploads.layer(Declare("read"))),
+        )
+        .route(
             "/v1/models/{ns}/{name}/deployments",
             get(approvals::list_deployments.layer(Declare("read"))),
         )

@@ -108,6 +108,7 @@ pub(crate) struct FilePath {
         super::files::upload,
         super::files::download,
         super::files::commit,
+        super::files::uploads,
         super::approvals::list_deployments,
         super::approvals::approve,
         super::approvals::revoke,
