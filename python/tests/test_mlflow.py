@@ -28,6 +28,8 @@ def tracking(server, tmp_path, monkeypatch):
     token = server.token(f"ml-{os.urandom(3).hex()}", ["data-scientist"], ["ml"])
     monkeypatch.setenv("MODELVAULT_URL", server.url)
     monkeypatch.setenv("MODELVAULT_TOKEN", token)
+    # A cache of this test's own: every read below reaches the server.
+    monkeypatch.setenv("MODELVAULT_CACHE", str(tmp_path / "mv-cache"))
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     yield token
     mlflow.set_tracking_uri(None)
