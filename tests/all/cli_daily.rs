@@ -450,3 +450,148 @@ fn an_interrupted_push_uploads_only_what_is_missing() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 409);
 }
+
+/// A loopback proxy in front of the real server that answers the first
+/// `fail_first` connections with `503` and `Retry-After: 1`, breaks the
+/// first forwarded answer longer than `cut_after` bytes, and counts the
+/// `GET /v1/` requests it forwards.
+struct FlakyProxy {
+    url: String,
+    gets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn flaky_proxy(upstream: &str, fail_first: usize, cut_after: Option<usize>) -> FlakyProxy {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let gets = Arc::new(AtomicUsize::new(0));
+    let counter = gets.clone();
+    let cut_done = Arc::new(AtomicBool::new(false));
+    std::thread::spawn(move || {
+        let mut failed = 0;
+        for mut client in listener.incoming().map_while(Result::ok) {
+            if failed < fail_first {
+                failed += 1;
+                let mut head = [0u8; 4096];
+                let _ = client.read(&mut head);
+                let _ = client.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = c_r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    counter.fetch_add(text.matches("GET /v1/").count(), Ordering::SeqCst);
+                    if s_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            let (mut s_r, mut c_w) = (server, client);
+            let cut_done = cut_done.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut sent = 0usize;
+                while let Ok(n) = s_r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Some(limit) = cut_after
+                        && sent + n > limit
+                        && !cut_done.swap(true, Ordering::SeqCst)
+                    {
+                        let _ = c_w.write_all(&buf[..limit - sent]);
+                        break;
+                    }
+                    if c_w.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                let _ = c_w.shutdown(std::net::Shutdown::Both);
+                let _ = s_r.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    FlakyProxy { url, gets }
+}
+
+#[test]
+fn idempotent_requests_are_retried_and_refusals_are_not() {
+    let app = TestApp::start();
+    let ds = app.token("ds", &["data-scientist"], &["nlp"]);
+    let src = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..6u32 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    std::fs::write(src.path().join("w.bin"), &data).unwrap();
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/m"]));
+    ok(app.cli(
+        Some(&ds),
+        &["push", "nlp/m@v1", src.path().to_str().unwrap()],
+    ));
+
+    // Two 503s with Retry-After, then the real server: the command succeeds.
+    let p = flaky_proxy(&app.url, 2, None);
+    let t = Instant::now();
+    let o = cli(&p.url, Some(&ds), &["model", "show", "nlp/m@v1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "Retry-After honoured"
+    );
+
+    // A 404 is an answer, not a failure: asked once.
+    let p = flaky_proxy(&app.url, 0, None);
+    let o = cli(&p.url, Some(&ds), &["model", "show", "nlp/nope"]);
+    assert_eq!(code(&o), 5);
+    assert_eq!(p.gets.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // A download that breaks off mid-file is continued in the same run.
+    let p = flaky_proxy(&app.url, 0, Some(2 << 20));
+    let out = tempfile::tempdir().unwrap();
+    let o = cli(
+        &p.url,
+        Some(&ds),
+        &["pull", "nlp/m@v1", "-o", out.path().to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(out.path().join("w.bin")).unwrap() == data);
+    assert!(
+        stderr(&o).contains("1 continued from a partial file"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A dead server: one clear line, exit 9, within the retry budget.
+    let t = Instant::now();
+    let dead = cli(
+        "http://127.0.0.1:9",
+        Some(&ds),
+        &["--retries", "1", "--connect-timeout", "2", "model", "list"],
+    );
+    assert_eq!(code(&dead), 9);
+    assert_eq!(
+        stderr(&dead).trim_end().lines().count(),
+        1,
+        "{}",
+        stderr(&dead)
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let bad = cli(
+        &app.url,
+        Some(&ds),
+        &["--read-timeout", "0", "model", "list"],
+    );
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+}

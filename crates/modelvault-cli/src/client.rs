@@ -47,6 +47,18 @@ impl std::fmt::Display for ApiFailure {
     }
 }
 
+/// A command line the CLI refuses (exit code 2), found after parsing.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// A failure of this side that the exit code names.
 #[derive(Debug)]
 pub enum Failure {
@@ -93,6 +105,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<reqwest::Error>().is_some() {
             return 9;
         }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return 2;
+        }
     }
     1
 }
@@ -118,10 +133,71 @@ pub struct Client {
 /// The CA certificate file from `--ca-cert` / `MODELVAULT_CA_CERT`.
 pub static CA_CERT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
+/// Connect and read timeouts and the retry budget of client commands
+/// (`--connect-timeout`, `--read-timeout`, `--retries` and their
+/// `MODELVAULT_*` variables).
+#[derive(Debug, Clone, Copy)]
+pub struct NetSettings {
+    /// Time to open a connection (TCP and TLS).
+    pub connect_timeout: std::time::Duration,
+    /// Longest wait for the next bytes of an answer.
+    pub read_timeout: std::time::Duration,
+    /// Further attempts of an idempotent request after a connection error,
+    /// a timeout, or a 429/502/503/504 answer.
+    pub retries: u32,
+}
+
+impl Default for NetSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: std::time::Duration::from_secs(10),
+            read_timeout: std::time::Duration::from_secs(60),
+            retries: 4,
+        }
+    }
+}
+
+/// Set once from the command line.
+pub static NET: std::sync::OnceLock<NetSettings> = std::sync::OnceLock::new();
+
+pub fn net() -> NetSettings {
+    NET.get().copied().unwrap_or_default()
+}
+
+/// The wait before retry `attempt` (0-based): exponential from 250 ms,
+/// at most 8 s, with up to half of it taken off at random (jitter), or the
+/// server's `Retry-After` (at most 60 s) when it gave one.
+pub fn backoff(attempt: u32, retry_after: Option<std::time::Duration>) -> std::time::Duration {
+    if let Some(d) = retry_after {
+        return d.min(std::time::Duration::from_secs(60));
+    }
+    let base = std::time::Duration::from_millis(250u64 << attempt.min(5))
+        .min(std::time::Duration::from_secs(8));
+    // Jitter from the clock's low bits: enough to spread clients apart.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base.mul_f64(1.0 - f64::from(nanos % 500) / 1000.0)
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<std::time::Duration> {
+    resp.headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_secs)
+}
+
 /// An HTTP client that trusts the system roots plus `--ca-cert`, if given.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("modelvault/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(net().connect_timeout)
+        .read_timeout(net().read_timeout)
         .tls_backend_rustls()
         .tls_version_min(reqwest::tls::Version::TLS_1_2);
     if let Some(path) = CA_CERT.get() {
@@ -183,11 +259,60 @@ impl Client {
         }
     }
 
-    /// Sends, and turns a non-2xx answer into an error line.
+    /// Sends, and turns a non-2xx answer into an error line. An idempotent
+    /// request (GET or HEAD, a pull's ranges included) is tried again with
+    /// exponential backoff and jitter after a connection error, a timeout,
+    /// or a 429/502/503/504 answer (honouring `Retry-After`); nothing is
+    /// retried after another answer, and a request with a streamed body
+    /// (an upload: the next push resumes it) is sent once.
     pub async fn send(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let resp = rb.send().await.map_err(|e| {
-            Failure::Network(format!("cannot reach {}: {}", self.base, root_cause(&e)))
-        })?;
+        let idempotent = rb
+            .try_clone()
+            .and_then(|c| c.build().ok())
+            .is_some_and(|r| matches!(*r.method(), reqwest::Method::GET | reqwest::Method::HEAD));
+        let retries = if idempotent { net().retries } else { 0 };
+        let mut attempt = 0u32;
+        let resp = loop {
+            let this = if attempt < retries {
+                rb.try_clone()
+            } else {
+                None
+            };
+            let (result, last) = match this {
+                Some(c) => (c.send().await, false),
+                None => break self.send_last(rb).await?,
+            };
+            match result {
+                Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                    tokio::time::sleep(backoff(attempt, None)).await;
+                }
+                Err(e) => {
+                    return Err(Failure::Network(format!(
+                        "cannot reach {}: {}",
+                        self.base,
+                        root_cause(&e)
+                    ))
+                    .into());
+                }
+                Ok(r) if matches!(r.status().as_u16(), 429 | 502 | 503 | 504) => {
+                    tokio::time::sleep(backoff(attempt, retry_after(&r))).await;
+                }
+                Ok(r) => break r,
+            }
+            attempt += 1;
+        };
+        self.check(resp).await
+    }
+
+    /// The one attempt left: its answer or a network failure.
+    async fn send_last(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        rb.send().await.map_err(|e| {
+            Failure::Network(format!("cannot reach {}: {}", self.base, root_cause(&e))).into()
+        })
+    }
+
+    /// A 2xx answer, or the error its body names.
+    async fn check(&self, resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
         if resp.status().is_success() {
             return Ok(resp);
         }

@@ -54,6 +54,27 @@ struct Cli {
     /// provider, besides the system's.
     #[arg(long, global = true, env = "MODELVAULT_CA_CERT")]
     ca_cert: Option<PathBuf>,
+    /// Seconds to open a connection to the server.
+    #[arg(
+        long,
+        global = true,
+        env = "MODELVAULT_CONNECT_TIMEOUT",
+        default_value_t = 10.0
+    )]
+    connect_timeout: f64,
+    /// Seconds to wait for the next bytes of an answer.
+    #[arg(
+        long,
+        global = true,
+        env = "MODELVAULT_READ_TIMEOUT",
+        default_value_t = 60.0
+    )]
+    read_timeout: f64,
+    /// Further attempts of an idempotent request (GET, HEAD) after a
+    /// connection error, a timeout or a 429/502/503/504 answer, with
+    /// exponential backoff and jitter.
+    #[arg(long, global = true, env = "MODELVAULT_RETRIES", default_value_t = 4)]
+    retries: u32,
     #[command(subcommand)]
     command: Command,
 }
@@ -441,6 +462,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(ca) = cli.ca_cert {
         let _ = client::CA_CERT.set(ca);
     }
+    let secs = |what: &str, s: f64| {
+        if s.is_finite() && s > 0.0 && s <= 86_400.0 {
+            Ok(std::time::Duration::from_secs_f64(s))
+        } else {
+            Err(anyhow::Error::from(client::UsageError(format!(
+                "{what} must be a number of seconds between 0 and 86400"
+            ))))
+        }
+    };
+    let _ = client::NET.set(client::NetSettings {
+        connect_timeout: secs("--connect-timeout", cli.connect_timeout)?,
+        read_timeout: secs("--read-timeout", cli.read_timeout)?,
+        retries: cli.retries.min(20),
+    });
     match cli.command {
         Command::Login(args) => login::login(args).await,
         Command::Logout => login::logout(),

@@ -465,6 +465,88 @@ fn hash_file(file: &mut std::fs::File) -> std::io::Result<(ring::digest::Context
     Ok((sha, n))
 }
 
+/// How one request for a file's bytes ended.
+enum Fetched {
+    /// The answer ended: the whole partial file's size and SHA-256, and
+    /// whether it continued a partial file.
+    Done {
+        n: u64,
+        sha256: String,
+        resumed: bool,
+    },
+    /// The transfer broke off; what arrived is kept in the partial file.
+    Broken(reqwest::Error),
+}
+
+/// Requests the bytes of `url` from `kept` on (`Range`), appends them to
+/// `part` (or writes it afresh on a 200) on a blocking thread that hashes
+/// as it writes, and syncs what arrived whatever happens.
+async fn fetch_into_part(
+    client: &Client,
+    url: &str,
+    part: &Path,
+    kept: u64,
+    pb: &ProgressBar,
+) -> anyhow::Result<Fetched> {
+    let mut rb = client.request(reqwest::Method::GET, url);
+    if kept > 0 {
+        rb = rb.header(reqwest::header::RANGE, format!("bytes={kept}-"));
+    }
+    let resp = client.send(rb).await?;
+    // A 206 continues the partial file; a 200 is the whole file.
+    let append = kept > 0 && resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+    pb.set_position(if append { kept } else { 0 });
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let part_w = part.to_path_buf();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(!append)
+            .open(&part_w)?;
+        let (mut sha, mut n) = if append {
+            hash_file(&mut file)?
+        } else {
+            (ring::digest::Context::new(&ring::digest::SHA256), 0)
+        };
+        while let Some(chunk) = rx.blocking_recv() {
+            sha.update(&chunk);
+            n += chunk.len() as u64;
+            file.write_all(&chunk)?;
+        }
+        // Kept, even when the transfer broke off: it is continued later.
+        file.sync_all()?;
+        Ok((n, hex::encode(sha.finish())))
+    });
+    let mut stream = resp.bytes_stream();
+    let mut failed = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                pb.inc(c.len() as u64);
+                if tx.send(c).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let (n, sha256) = writer.await??;
+    Ok(match failed {
+        Some(e) => Fetched::Broken(e),
+        None => Fetched::Done {
+            n,
+            sha256,
+            resumed: append,
+        },
+    })
+}
+
 /// `pull`: every file through the governed download, written beside its
 /// target as a partial file and moved into place once its SHA-256 matches.
 /// A partial file left by an interrupted pull (Ctrl-C, a dropped
@@ -493,89 +575,63 @@ pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyho
         if force {
             let _ = std::fs::remove_file(&part);
         }
-        let mut kept = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-        if kept > f.size {
-            std::fs::remove_file(&part).with_context(|| format!("removing {}", part.display()))?;
-            kept = 0;
-        }
         let pb = progress(f.size);
         pb.set_message(f.path.clone());
-        let (n, sha256) = if kept == f.size && f.size > 0 {
-            let part = part.clone();
-            tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
-                let (sha, n) = hash_file(&mut std::fs::File::open(&part)?)?;
-                Ok((n, hex::encode(sha.finish())))
-            })
-            .await??
-        } else {
-            let mut rb = client.request(
-                reqwest::Method::GET,
-                &paths::version_file(&detail.namespace, &detail.model, &detail.version, &f.path),
-            );
-            if kept > 0 {
-                rb = rb.header(reqwest::header::RANGE, format!("bytes={kept}-"));
+        let url = paths::version_file(&detail.namespace, &detail.model, &detail.version, &f.path);
+        // A transfer that breaks off is continued from the partial file,
+        // in this run (with backoff) and, past the retry budget, by the
+        // next run of the same pull.
+        let mut attempt = 0u32;
+        let (n, sha256) = loop {
+            let mut kept = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+            if kept > f.size {
+                std::fs::remove_file(&part)
+                    .with_context(|| format!("removing {}", part.display()))?;
+                kept = 0;
             }
-            let resp = client
-                .send(rb)
-                .await
-                .with_context(|| format!("downloading {}", f.path))?;
-            // A 206 continues the partial file; a 200 is the whole file.
-            let append = kept > 0 && resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
-            if append {
-                resumed += 1;
-                pb.set_position(kept);
+            if kept == f.size && f.size > 0 {
+                let part = part.clone();
+                break tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+                    let (sha, n) = hash_file(&mut std::fs::File::open(&part)?)?;
+                    Ok((n, hex::encode(sha.finish())))
+                })
+                .await??;
             }
-            let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-            let part_w = part.clone();
-            let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
-                let mut file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .read(true)
-                    .write(true)
-                    .truncate(!append)
-                    .open(&part_w)?;
-                let (mut sha, mut n) = if append {
-                    hash_file(&mut file)?
-                } else {
-                    (ring::digest::Context::new(&ring::digest::SHA256), 0)
-                };
-                while let Some(chunk) = rx.blocking_recv() {
-                    sha.update(&chunk);
-                    n += chunk.len() as u64;
-                    file.write_all(&chunk)?;
+            let fetched = match fetch_into_part(client, &url, &part, kept, &pb).await {
+                Ok(x) => x,
+                // The server went away (after this run's retries): what
+                // arrived stays in the partial file.
+                Err(e) if crate::client::exit_code(&e) == 9 => {
+                    pb.finish_and_clear();
+                    return Err(e.context(format!(
+                        "downloading {}; run the same pull again to continue it",
+                        f.path
+                    )));
                 }
-                // Kept, even when the transfer broke off: the next pull
-                // continues from here.
-                file.sync_all()?;
-                Ok((n, hex::encode(sha.finish())))
-            });
-            let mut stream = resp.bytes_stream();
-            let mut failed = None;
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(c) => {
-                        pb.inc(c.len() as u64);
-                        if tx.send(c).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
+                Err(e) => return Err(e.context(format!("downloading {}", f.path))),
+            };
+            match fetched {
+                Fetched::Done {
+                    n,
+                    sha256,
+                    resumed: r,
+                } => {
+                    resumed += u64::from(r);
+                    break (n, sha256);
+                }
+                Fetched::Broken(_) if attempt < crate::client::net().retries => {
+                    tokio::time::sleep(crate::client::backoff(attempt, None)).await;
+                    attempt += 1;
+                }
+                Fetched::Broken(e) => {
+                    pb.finish_and_clear();
+                    return Err(crate::client::Failure::Network(format!(
+                        "downloading {}: transfer aborted ({e}); run the same pull again to continue it",
+                        f.path
+                    ))
+                    .into());
                 }
             }
-            drop(tx);
-            let done = writer.await??;
-            if let Some(e) = failed {
-                pb.finish_and_clear();
-                return Err(crate::client::Failure::Network(format!(
-                    "downloading {}: transfer aborted ({e}); run the same pull again to continue it",
-                    f.path
-                ))
-                .into());
-            }
-            done
         };
         pb.finish_and_clear();
         if n != f.size || sha256 != f.sha256 {
