@@ -595,3 +595,92 @@ fn idempotent_requests_are_retried_and_refusals_are_not() {
     );
     assert_eq!(code(&bad), 2, "{}", stderr(&bad));
 }
+
+#[test]
+fn reports_have_a_json_shape() {
+    let app = TestApp::start();
+    let ds = app.token("ds", &["data-scientist"], &["nlp"]);
+    let mm = app.token("mm", &["model-manager"], &["nlp"]);
+    let eng = app.token("eng", &["ml-engineer"], &["nlp"]);
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/m"]));
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a.bin"), b"abc").unwrap();
+    let s = src.path().to_str().unwrap();
+    let json = |o: std::process::Output| -> serde_json::Value {
+        let out = ok(o);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+
+    let dry = json(app.cli(
+        Some(&ds),
+        &["push", "nlp/m@v1", s, "--dry-run", "--output", "json"],
+    ));
+    assert_eq!(dry, serde_json::json!([{"path": "a.bin", "size": 3}]));
+    let pushed = json(app.cli(Some(&ds), &["push", "nlp/m@v1", s, "--output", "json"]));
+    assert_eq!(pushed["version"], "v1");
+    assert_eq!(pushed["files"][0]["path"], "a.bin");
+    assert_eq!(pushed["files"][0]["size"], 3);
+    assert_eq!(pushed["files"][0]["sha256"].as_str().unwrap().len(), 64);
+
+    let out = tempfile::tempdir().unwrap();
+    let pulled = json(app.cli(
+        Some(&ds),
+        &[
+            "pull",
+            "nlp/m@latest",
+            "-o",
+            out.path().to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    ));
+    assert_eq!(pulled["version"], "v1");
+    assert_eq!(pulled["output_dir"], out.path().to_str().unwrap());
+    assert_eq!(pulled["files"][0]["continued"], false);
+    assert_eq!(pulled["files"][0]["sha256"], pushed["files"][0]["sha256"]);
+
+    let approvals = json(app.cli(
+        Some(&mm),
+        &["approve", "nlp/m@v1", "--env", "dev", "--output", "json"],
+    ));
+    assert_eq!(approvals[0]["approver"], "mm");
+    assert_eq!(approvals[0]["environment"], "dev");
+    let deployed = json(app.cli(
+        Some(&eng),
+        &["deploy", "nlp/m@v1", "--env", "dev", "--output", "json"],
+    ));
+    assert_eq!(deployed["environment"], "dev");
+    assert_eq!(deployed["version"], "v1");
+
+    let token = ok(app.cli(
+        Some(&app.admin),
+        &[
+            "token", "create", "--name", "t1", "--role", "auditor", "--output", "json",
+        ],
+    ));
+    assert_eq!(token.trim_end().lines().count(), 1, "one stdout line");
+    let token: serde_json::Value = serde_json::from_str(&token).unwrap();
+    assert!(token["token"].as_str().unwrap().starts_with("mv_"));
+
+    let job = json(app.cli(
+        Some(&app.admin),
+        &["keys", "rotate-kek", "--output", "json"],
+    ));
+    assert_eq!(job["kind"], "rotate-kek");
+    assert_eq!(job["state"], "done");
+    let deleted = json(app.cli(
+        Some(&app.admin),
+        &[
+            "delete",
+            "nlp/m@v1",
+            "--yes",
+            "--complete",
+            "--output",
+            "json",
+        ],
+    ));
+    assert_eq!(deleted["deleted"], "nlp/m@v1");
+    assert!(deleted["retired_kek_versions"].is_array(), "{deleted}");
+    let status = json(app.cli(Some(&app.admin), &["keys", "status", "--output", "json"]));
+    assert_eq!(status["provider"], "local-keyring");
+}

@@ -32,6 +32,9 @@ pub enum KeysCommand {
         /// Start the job and return.
         #[arg(long)]
         no_wait: bool,
+        /// Output format (json: the job as `GET /v1/keys/jobs/{id}` shows it, when started with --no-wait, else when done).
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Give one version a new DEK: its blobs are re-encrypted under new
     /// object keys and the version switches to them at once; the old blobs
@@ -50,12 +53,18 @@ pub enum KeysCommand {
         /// it (as `delete --complete` does).
         #[arg(long)]
         complete: bool,
+        /// Output format (json: the job, as for rotate-kek).
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Destroy a KEK version in the key provider (refused while any live key
     /// record uses it).
     RetireKek {
         /// The version.
         version: u32,
+        /// Output format (json: the key status afterwards, as `keys status --output json`).
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Write the keyring encrypted under a passphrase (argon2id +
     /// AES-256-GCM). The passphrase comes from MODELVAULT_BACKUP_PASSPHRASE
@@ -253,13 +262,16 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        KeysCommand::RotateKek { no_wait } => {
+        KeysCommand::RotateKek { no_wait, output } => {
             let client = Client::from_env()?;
             let job: JobView = client
                 .post_json("/v1/keys/rotate-kek", &serde_json::json!({}))
                 .await?;
             if no_wait {
-                println!("{}", job.id);
+                match output {
+                    Output::Json => println!("{}", serde_json::to_string_pretty(&job)?),
+                    Output::Text => println!("{}", job.id),
+                }
                 eprintln!(
                     "started KEK rotation job {} (KEK version {})",
                     job.id,
@@ -267,6 +279,9 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 );
             } else {
                 let job = wait(&client, job).await?;
+                if output == Output::Json {
+                    println!("{}", serde_json::to_string_pretty(&job)?);
+                }
                 eprintln!(
                     "KEK version {} is current; {} key(s) rewrapped",
                     job.target_kek.unwrap_or_default(),
@@ -278,7 +293,14 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             target,
             no_wait,
             complete,
+            output,
         } => {
+            let json = |job: &JobView| -> anyhow::Result<()> {
+                if output == Output::Json {
+                    println!("{}", serde_json::to_string_pretty(job)?);
+                }
+                Ok(())
+            };
             let t = crate::parse_target(&target, true)?;
             let version = t.version.as_deref().unwrap_or_default();
             let client = Client::from_env()?;
@@ -292,7 +314,10 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 )
                 .await?;
             if no_wait {
-                println!("{}", job.id);
+                match output {
+                    Output::Json => json(&job)?,
+                    Output::Text => println!("{}", job.id),
+                }
                 eprintln!(
                     "started DEK rotation job {} (generation {})",
                     job.id,
@@ -305,6 +330,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                     job.id
                 );
                 let job = wait(&client, job).await?;
+                json(&job)?;
                 eprintln!(
                     "{} now uses DEK generation {} and its old blobs are deleted; KEK version {} is current; retired KEK version(s) {:?}: rotation complete (job {})",
                     job.version.clone().unwrap_or_default(),
@@ -315,6 +341,7 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 );
             } else {
                 let job = wait_until(&client, job, |j| j.switched_at.is_some()).await?;
+                json(&job)?;
                 eprintln!(
                     "{} now uses DEK generation {} ({} file(s) re-encrypted); its old blobs are deleted after {} (job {})",
                     job.version.clone().unwrap_or_default(),
@@ -327,11 +354,14 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        KeysCommand::RetireKek { version } => {
+        KeysCommand::RetireKek { version, output } => {
             let client = Client::from_env()?;
-            let _: KeysStatus = client
+            let status: KeysStatus = client
                 .post_json("/v1/keys/retire-kek", &RetireRequest { version })
                 .await?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            }
             eprintln!("KEK version {version} destroyed");
         }
         KeysCommand::Backup { data_dir, output } => {
@@ -442,7 +472,12 @@ pub async fn run(cmd: KeysCommand) -> anyhow::Result<()> {
 }
 
 /// `modelvault delete NS/NAME@VERSION [--yes] [--complete]`.
-pub async fn delete(target: &crate::Target, yes: bool, complete: bool) -> anyhow::Result<()> {
+pub async fn delete(
+    target: &crate::Target,
+    yes: bool,
+    complete: bool,
+    output: Output,
+) -> anyhow::Result<()> {
     let version = target.version.as_deref().unwrap_or_default();
     let name = format!("{}/{}@{version}", target.namespace, target.name);
     if !yes && std::io::stdin().is_terminal() {
@@ -461,20 +496,29 @@ pub async fn delete(target: &crate::Target, yes: bool, complete: bool) -> anyhow
         ))
         .await?;
     let r: DeleteResponse = resp.json().await.context("reading the server's answer")?;
+    let mut retired: Vec<u32> = Vec::new();
+    let report = |retired: &[u32]| -> anyhow::Result<()> {
+        if output == Output::Json {
+            let mut v = serde_json::to_value(&r)?;
+            v["retired_kek_versions"] = serde_json::json!(retired);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Ok(())
+    };
     eprintln!(
         "deleted {} ({} blob(s)); its keys are destroyed",
         r.deleted, r.blobs_deleted
     );
     if r.kek_versions_outstanding.is_empty() {
         eprintln!("shred complete: no KEK version that wrapped its key remains");
-        return Ok(());
+        return report(&retired);
     }
     if !complete {
         eprintln!(
             "copies of the bucket made before this delete stay readable until KEK version(s) {:?} are retired: run `modelvault keys rotate-kek`, then `modelvault keys retire-kek V` for each (or delete with --complete next time)",
             r.kek_versions_outstanding
         );
-        return Ok(());
+        return report(&retired);
     }
     let new = rotate_and_wait(&client).await?;
     eprintln!("rotated to KEK version {new}");
@@ -484,7 +528,8 @@ pub async fn delete(target: &crate::Target, yes: bool, complete: bool) -> anyhow
             .await
             .with_context(|| format!("retiring KEK version {v}"))?;
         eprintln!("retired KEK version {v}");
+        retired.push(*v);
     }
     eprintln!("shred complete");
-    Ok(())
+    report(&retired)
 }

@@ -157,6 +157,9 @@ enum Command {
         /// so copies of the bucket made before cannot be decrypted either.
         #[arg(long)]
         complete: bool,
+        /// Output format (json: {deleted, blobs_deleted, kek_versions_outstanding, retired_kek_versions}).
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
     /// API tokens.
     #[command(subcommand)]
@@ -195,6 +198,9 @@ enum Command {
         /// List what would be uploaded (path and size), upload nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Output format (json: the committed version, as `model show NS/NAME@V` prints it; with --dry-run, the list of {path, size}).
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Policy plugins: install, list, remove on a server; eval and test
     /// locally, offline.
@@ -207,6 +213,9 @@ enum Command {
         /// Environment (must be your token's).
         #[arg(long = "env")]
         environment: String,
+        /// Output format (json: the version's effective approvals, [{approver, environment, time}]).
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Record a deployment of a version to your environment.
     Deploy {
@@ -215,6 +224,9 @@ enum Command {
         /// Environment (must be your token's).
         #[arg(long = "env")]
         environment: String,
+        /// Output format (json: the deployment, {environment, version, deployed_by, time, ...}).
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Download a version's files, verified against their SHA-256.
     Pull {
@@ -222,7 +234,7 @@ enum Command {
         target: String,
         /// Output directory (created if missing).
         #[arg(short = 'o', long = "output-dir", default_value = ".")]
-        output: PathBuf,
+        output_dir: PathBuf,
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
@@ -234,6 +246,9 @@ enum Command {
         /// gives a new file, 0644 with umask 022).
         #[arg(long, value_parser = parse_mode)]
         mode: Option<u32>,
+        /// Output format (json: {namespace, model, version, output_dir, files: [{path, size, sha256, continued}]}).
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
     },
 }
 
@@ -285,6 +300,10 @@ struct TokenCreate {
     /// person or service.
     #[arg(long)]
     kind: Option<String>,
+    /// Output format (json: the whole answer, {token, name, principal,
+    /// expires_at, ...}, as the only stdout line; it holds the secret).
+    #[arg(long, value_enum, default_value_t)]
+    output: Output,
 }
 
 #[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
@@ -487,9 +506,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             yes,
             complete,
+            output,
         } => {
             let t = parse_target(&target, true)?;
-            keys::delete(&t, yes, complete).await
+            keys::delete(&t, yes, complete, output).await
         }
         Command::Token(TokenCommand::List { output }) => identity::token_list(output).await,
         Command::Token(TokenCommand::Revoke { name }) => identity::token_revoke(&name).await,
@@ -558,7 +578,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let resp: modelvault_api::CreateTokenResponse =
                 client.post_json("/v1/tokens", &req).await?;
-            println!("{}", resp.token);
+            match t.output {
+                Output::Json => println!("{}", serde_json::to_string(&resp)?),
+                Output::Text => println!("{}", resp.token),
+            }
             Ok(())
         }
         Command::Model(cmd) => model(cmd).await,
@@ -566,20 +589,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve {
             target,
             environment,
+            output,
         } => {
             let list: Vec<modelvault_api::ApprovalView> =
                 post_environment(&target, "approvals", &environment).await?;
             let n = list.iter().filter(|a| a.environment == environment).count();
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            }
             eprintln!("approved {target} for {environment} ({n} approval(s) for {environment})");
             Ok(())
         }
         Command::Deploy {
             target,
             environment,
+            output,
         } => {
             let t = parse_target(&target, true)?;
             let d: modelvault_api::DeploymentView =
                 post_environment(&target, "deployments", &environment).await?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            }
             eprintln!(
                 "deployed {}/{}@{} to {}",
                 t.namespace,
@@ -599,6 +630,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_default_excludes,
             follow_symlinks,
             dry_run,
+            output,
         } => {
             let t = parse_target(&target, true)?;
             let sel = transfer::Selection {
@@ -608,11 +640,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 follow_symlinks,
             };
             if dry_run {
+                let mut listed = Vec::new();
                 for (rel, abs) in transfer::collect_files(&path, &sel)? {
                     let size = std::fs::metadata(&abs)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", abs.display()))?
                         .len();
-                    println!("{rel}\t{size}");
+                    listed.push(serde_json::json!({ "path": rel, "size": size }));
+                    if output == Output::Text {
+                        println!("{rel}\t{size}");
+                    }
+                }
+                if output == Output::Json {
+                    println!("{}", serde_json::to_string_pretty(&listed)?);
                 }
                 return Ok(());
             }
@@ -620,24 +659,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 metadata: pairs("metadata", metadata)?,
                 sensitive_fields,
             };
-            transfer::push(&Client::from_env()?, &t, &path, &sel, meta).await
+            let detail = transfer::push(&Client::from_env()?, &t, &path, &sel, meta).await?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&detail)?);
+            }
+            Ok(())
         }
         Command::Pull {
             target,
-            output,
+            output_dir,
             force,
             client_side,
             mode,
+            output: format,
         } => {
             if let Some(m) = mode {
                 transfer::set_file_mode(m);
             }
             let t = parse_target(&target, true)?;
-            if client_side {
-                transfer::pull_client_side(&Client::from_env()?, &t, &output, force).await
+            let report = if client_side {
+                transfer::pull_client_side(&Client::from_env()?, &t, &output_dir, force).await?
             } else {
-                transfer::pull(&Client::from_env()?, &t, &output, force).await
+                transfer::pull(&Client::from_env()?, &t, &output_dir, force).await?
+            };
+            if format == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
             }
+            Ok(())
         }
     }
 }

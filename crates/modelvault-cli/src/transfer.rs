@@ -219,7 +219,7 @@ pub async fn push(
     root: &Path,
     sel: &Selection,
     meta: VersionMeta,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<VersionDetail> {
     let version = t.version.as_deref().unwrap_or_default();
     let files = collect_files(root, sel)?;
     let base = paths::version(&t.namespace, &t.name, version);
@@ -325,7 +325,7 @@ pub async fn push(
         detail.version,
         detail.files.len()
     );
-    Ok(())
+    Ok(detail)
 }
 
 /// A push of a version that is committed already succeeds if the committed
@@ -339,7 +339,7 @@ async fn recommit(
     base: &str,
     files: &[(String, PathBuf)],
     meta: VersionMeta,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<VersionDetail> {
     let mut commit = Vec::with_capacity(files.len());
     for (rel, abs) in files {
         let (size, sha256) = file_digest(abs.clone())
@@ -374,7 +374,7 @@ async fn recommit(
         detail.version,
         detail.files.len()
     );
-    Ok(())
+    Ok(detail)
 }
 
 /// Size and hex SHA-256 of a local file, read on a blocking thread.
@@ -465,6 +465,34 @@ fn hash_file(file: &mut std::fs::File) -> std::io::Result<(ring::digest::Context
     Ok((sha, n))
 }
 
+/// What a pull wrote (`pull --output json`).
+#[derive(Debug, serde::Serialize)]
+pub struct PullReport {
+    /// Namespace.
+    pub namespace: String,
+    /// Model.
+    pub model: String,
+    /// The version pulled (`latest`/`deployed-ENV` resolved).
+    pub version: String,
+    /// The directory written into.
+    pub output_dir: PathBuf,
+    /// Each file written.
+    pub files: Vec<PulledFile>,
+}
+
+/// One file of a [`PullReport`].
+#[derive(Debug, serde::Serialize)]
+pub struct PulledFile {
+    /// Path inside the version (and under `output_dir`).
+    pub path: String,
+    /// Size.
+    pub size: u64,
+    /// SHA-256 (hex), checked.
+    pub sha256: String,
+    /// Whether it continued a partial file of an earlier pull.
+    pub continued: bool,
+}
+
 /// How one request for a file's bytes ended.
 enum Fetched {
     /// The answer ended: the whole partial file's size and SHA-256, and
@@ -552,7 +580,12 @@ async fn fetch_into_part(
 /// A partial file left by an interrupted pull (Ctrl-C, a dropped
 /// connection, a server restart) is continued with `Range`; `--force`
 /// starts over.
-pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyhow::Result<()> {
+pub async fn pull(
+    client: &Client,
+    t: &Target,
+    out: &Path,
+    force: bool,
+) -> anyhow::Result<PullReport> {
     let version = t.version.as_deref().unwrap_or_default();
     let detail: VersionDetail = client
         .get_json(&paths::version(&t.namespace, &t.name, version))
@@ -568,7 +601,9 @@ pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyho
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut resumed = 0u64;
+    let mut written = Vec::with_capacity(plan.len());
     for (f, target) in plan {
+        let resumed_before = resumed;
         let dir = target.parent().unwrap_or(out).to_path_buf();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let part = partial_path(&target, &f.sha256);
@@ -643,6 +678,12 @@ pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyho
             .into());
         }
         finish_file(&part, &target)?;
+        written.push(PulledFile {
+            path: f.path.clone(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+            continued: resumed > resumed_before,
+        });
     }
     let continued = if resumed > 0 {
         format!(", {resumed} continued from a partial file")
@@ -657,7 +698,13 @@ pub async fn pull(client: &Client, t: &Target, out: &Path, force: bool) -> anyho
         detail.files.len(),
         out.display()
     );
-    Ok(())
+    Ok(PullReport {
+        namespace: detail.namespace,
+        model: detail.model,
+        version: detail.version,
+        output_dir: out.to_path_buf(),
+        files: written,
+    })
 }
 
 /// `pull --client-side`: asks for the version's DEK sealed to a fresh
@@ -668,7 +715,7 @@ pub async fn pull_client_side(
     t: &Target,
     out: &Path,
     force: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<PullReport> {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD as B64;
     use modelvault_format::{FileIdentity, StreamOpener};
@@ -722,6 +769,7 @@ pub async fn pull_client_side(
         plan.push((f, target));
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut pulled = Vec::with_capacity(plan.len());
     for (f, target) in plan {
         let dir = target.parent().unwrap_or(out).to_path_buf();
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -786,6 +834,12 @@ pub async fn pull_client_side(
         }
         tmp.persist(&target)
             .map_err(|e| anyhow::anyhow!("writing {}: {}", target.display(), e.error))?;
+        pulled.push(PulledFile {
+            path: f.path.clone(),
+            size: f.size,
+            sha256: f.sha256.clone(),
+            continued: false,
+        });
     }
     drop(dek);
     eprintln!(
@@ -796,7 +850,13 @@ pub async fn pull_client_side(
         rel.files.len(),
         out.display()
     );
-    Ok(())
+    Ok(PullReport {
+        namespace: rel.namespace.clone(),
+        model: rel.model.clone(),
+        version: rel.version.clone(),
+        output_dir: out.to_path_buf(),
+        files: pulled,
+    })
 }
 
 #[cfg(test)]
