@@ -95,17 +95,39 @@ fn tampered_store_is_detected_and_nothing_unauthenticated_is_sent() {
         &data[..got.len()],
         "only authenticated plaintext is sent"
     );
-    // pull fails and leaves no file.
+    // pull fails and writes no file under its name; what it keeps to
+    // continue later is a hidden partial file of authenticated plaintext
+    // only (the server never sent more).
     let dest = tempfile::tempdir().unwrap();
     let o = app.cli(
         Some(&ds),
-        &["pull", "nlp/bert@1", "-o", dest.path().to_str().unwrap()],
+        &[
+            "--retries",
+            "1",
+            "pull",
+            "nlp/bert@1",
+            "-o",
+            dest.path().to_str().unwrap(),
+        ],
     );
     assert!(!o.status.success());
     assert!(
-        walk(dest.path()).is_empty(),
-        "a failed pull leaves nothing behind"
+        !dest.path().join("w.bin").exists(),
+        "no file under its name"
     );
+    for kept in walk(dest.path()) {
+        assert!(
+            kept.to_string_lossy().ends_with(".modelvault-part"),
+            "only a partial file is kept: {kept:?}"
+        );
+        let bytes = std::fs::read(&kept).unwrap();
+        assert!(bytes.len() <= 2 << 20, "{}", bytes.len());
+        assert_eq!(
+            &bytes[..],
+            &data[..bytes.len()],
+            "authenticated plaintext only"
+        );
+    }
     // A range inside the intact segments still works.
     let r = app
         .http()

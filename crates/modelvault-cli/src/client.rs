@@ -30,10 +30,11 @@ impl std::fmt::Display for ApiFailure {
         if self.code == "policy_denied" {
             return write!(
                 f,
-                "policy denied by {} (reason code {}): {} (HTTP {}); hint: `modelvault model show NS/NAME@VERSION` lists the approvals and deployments the policies decide on, and docs/POLICY-AUTHORING.md what each bundled policy needs",
+                "policy denied by {} (reason code {}): {} ({}, HTTP {}); hint: `modelvault model show NS/NAME@VERSION` lists the approvals and deployments the policies decide on, and docs/POLICY-AUTHORING.md what each bundled policy needs",
                 clean(self.plugin.as_deref().unwrap_or("no plugin")),
                 clean(self.reason_code.as_deref().unwrap_or("none")),
                 clean(&self.message),
+                clean(&self.code),
                 self.status
             );
         }
