@@ -684,3 +684,51 @@ fn reports_have_a_json_shape() {
     let status = json(app.cli(Some(&app.admin), &["keys", "status", "--output", "json"]));
     assert_eq!(status["provider"], "local-keyring");
 }
+
+#[test]
+fn discoverability_hints_and_completions() {
+    let app = TestApp::start();
+    let ds = app.token("ds", &["data-scientist"], &["nlp"]);
+    let mm = app.token("mm", &["model-manager"], &["nlp"]);
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/ranker"]));
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a.bin"), b"a").unwrap();
+    ok(app.cli(
+        Some(&ds),
+        &["push", "nlp/ranker@v1", src.path().to_str().unwrap()],
+    ));
+    ok(app.cli(Some(&mm), &["approve", "nlp/ranker@v1", "--env", "dev"]));
+    // A mistyped model name: the closest one the caller can see.
+    let typo = app.cli(Some(&ds), &["model", "show", "nlp/rankr"]);
+    assert_eq!(code(&typo), 5);
+    assert!(
+        stderr(&typo).contains("did you mean nlp/ranker?"),
+        "{}",
+        stderr(&typo)
+    );
+    assert_eq!(stderr(&typo).trim_end().lines().count(), 1);
+    // A missing version points at @latest.
+    let v = app.cli(Some(&ds), &["pull", "nlp/ranker@v9"]);
+    assert_eq!(code(&v), 5);
+    assert!(stderr(&v).contains("NS/NAME@latest"), "{}", stderr(&v));
+    // An unknown role lists the valid ones.
+    let r = app.cli(
+        Some(&app.admin),
+        &["token", "create", "--name", "x", "--role", "bogus"],
+    );
+    assert_eq!(code(&r), 2);
+    assert!(
+        stderr(&r).contains("roles: admin, auditor, data-scientist, ml-engineer, model-manager"),
+        "{}",
+        stderr(&r)
+    );
+    // `model show` of a version shows its approvals and deployments.
+    let shown = ok(app.cli(Some(&ds), &["model", "show", "nlp/ranker@v1"]));
+    assert!(shown.contains("approvals:\n  dev  by mm"), "{shown}");
+    assert!(shown.contains("deployments: none"), "{shown}");
+    // Shell completions.
+    for shell in ["bash", "zsh", "fish"] {
+        let c = ok(cli(&app.url, None, &["completions", shell]));
+        assert!(c.contains("modelvault") && c.contains("pull"), "{shell}");
+    }
+}

@@ -35,9 +35,14 @@ pub enum AuthError {
     /// A permission name that does not exist.
     #[error("unknown permission {0:?}")]
     UnknownPermission(String),
-    /// A role name that the roles table lacks.
-    #[error("unknown role {0:?}")]
-    UnknownRole(String),
+    /// A role name that the roles table lacks (with the roles it has).
+    #[error("unknown role {role:?} (roles: {known})")]
+    UnknownRole {
+        /// The name given.
+        role: String,
+        /// The table's roles, comma-separated.
+        known: String,
+    },
     /// A duration that does not parse.
     #[error("invalid duration {0:?}: use a number followed by s, m, h or d (e.g. 90s, 30m, 7d)")]
     InvalidDuration(String),
@@ -176,10 +181,10 @@ impl RolesTable {
     pub fn permissions(&self, roles: &[String]) -> Result<BTreeSet<Permission>, AuthError> {
         let mut out = BTreeSet::new();
         for r in roles {
-            let perms = self
-                .0
-                .get(r)
-                .ok_or_else(|| AuthError::UnknownRole(r.clone()))?;
+            let perms = self.0.get(r).ok_or_else(|| AuthError::UnknownRole {
+                role: r.clone(),
+                known: self.0.keys().cloned().collect::<Vec<_>>().join(", "),
+            })?;
             out.extend(perms.iter().copied());
         }
         Ok(out)
@@ -404,7 +409,10 @@ mod tests {
         assert!(ds.contains(&Permission::Download) && ds.contains(&Permission::AuditRead));
         assert_eq!(
             t.permissions(&["root".into()]),
-            Err(AuthError::UnknownRole("root".into()))
+            Err(AuthError::UnknownRole {
+                role: "root".into(),
+                known: "admin, auditor, data-scientist, ml-engineer, model-manager".into()
+            })
         );
         assert_eq!(
             "manage-keys".parse::<Permission>().unwrap(),

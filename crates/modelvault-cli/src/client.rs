@@ -44,7 +44,13 @@ impl std::fmt::Display for ApiFailure {
             clean(&self.message),
             clean(&self.code),
             self.status
-        )
+        )?;
+        if self.code == "not_found" && self.message.starts_with("version ") {
+            f.write_str(
+                "; hint: `modelvault model show NS/NAME` lists the versions, and NS/NAME@latest names the newest",
+            )?;
+        }
+        Ok(())
     }
 }
 

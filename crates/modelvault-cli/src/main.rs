@@ -228,6 +228,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Print a shell completion script: `source <(modelvault completions bash)`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Download a version's files, verified against their SHA-256.
     Pull {
         /// NS/NAME@VERSION (VERSION may be `latest`)
@@ -465,16 +470,70 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(async {
+        match run(cli).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let hint = did_you_mean(&e).await;
+                Err((e, hint))
+            }
+        }
+    }) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err((e, hint)) => {
             // One clear line on stderr.
-            let msg = format!("{e:#}").replace('\n', " ");
+            let mut msg = format!("{e:#}").replace('\n', " ");
+            if let Some(h) = hint {
+                msg.push_str("; ");
+                msg.push_str(&h);
+            }
             let msg = term::clean_line(&msg);
             eprintln!("error: {msg}");
             ExitCode::from(client::exit_code(&e))
         }
     }
+}
+
+/// For a model the server did not find: the closest name among the
+/// models the caller can see in that namespace ("did you mean ..."), if
+/// one is within two edits.
+async fn did_you_mean(e: &anyhow::Error) -> Option<String> {
+    let f = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<client::ApiFailure>())?;
+    let wanted = f
+        .message
+        .strip_prefix("model ")?
+        .strip_suffix(" not found")?;
+    let (ns, name) = wanted.split_once('/')?;
+    let client = Client::from_env().ok()?;
+    let list: modelvault_api::ModelList = client
+        .get_json(&format!("/v1/models?namespace={}", paths::segment(ns)))
+        .await
+        .ok()?;
+    let best = list
+        .models
+        .iter()
+        .map(|m| (edit_distance(name, &m.name), &m.name))
+        .filter(|(d, _)| *d <= 2)
+        .min()?;
+    Some(format!("did you mean {ns}/{}?", best.1))
+}
+
+/// Levenshtein distance of two short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -499,6 +558,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => login::login(args).await,
         Command::Logout => login::logout(),
         Command::Whoami { output } => identity::whoami(output).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "modelvault", &mut buf);
+            // Raw: the script is ours, not server text. A reader that
+            // stops early (`| head`) is not an error.
+            match std::io::Write::write_all(&mut std::io::stdout(), &buf) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
+        }
         Command::Access(cmd) => identity::access(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
@@ -752,9 +822,43 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                             for (k, v) in &d.tags {
                                 println!("tag:         {k}={v}");
                             }
+                            for (k, v) in &d.metadata {
+                                println!("metadata:    {k}={v}");
+                            }
+                            for (k, v) in &d.version_metadata {
+                                println!("version metadata: {k}={v}");
+                            }
                             println!("files:");
                             for f in &d.files {
                                 println!("  {:>14}  {}  {}", f.size, f.sha256, f.path);
+                            }
+                            println!(
+                                "approvals:{}",
+                                if d.approvals.is_empty() { " none" } else { "" }
+                            );
+                            for a in &d.approvals {
+                                println!(
+                                    "  {}  by {}  {}",
+                                    a.environment,
+                                    a.approver,
+                                    a.time.to_rfc3339()
+                                );
+                            }
+                            println!(
+                                "deployments:{}",
+                                if d.deployments.is_empty() {
+                                    " none"
+                                } else {
+                                    ""
+                                }
+                            );
+                            for dep in &d.deployments {
+                                println!(
+                                    "  {}  by {}  {}",
+                                    dep.environment,
+                                    dep.deployer,
+                                    dep.time.to_rfc3339()
+                                );
                             }
                         }
                     }
@@ -869,7 +973,7 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
             } else {
                 format!("/v1/models?{}", query.join("&"))
             };
-            let list: ModelList = client.get_json(&path).await?;
+            let list: modelvault_api::ModelList = client.get_json(&path).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
                 Output::Text => {
