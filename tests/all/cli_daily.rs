@@ -732,3 +732,117 @@ fn discoverability_hints_and_completions() {
         assert!(c.contains("modelvault") && c.contains("pull"), "{shell}");
     }
 }
+
+/// The CLI with a config directory of its own and no MODELVAULT_* set.
+fn cli_in(config: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("MODELVAULT_URL")
+        .env_remove("MODELVAULT_TOKEN")
+        .env_remove("MODELVAULT_CA_CERT")
+        .env_remove("MODELVAULT_PROFILE")
+        .env("MODELVAULT_CONFIG_DIR", config)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn cli_in_stdin(config: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("MODELVAULT_URL")
+        .env_remove("MODELVAULT_TOKEN")
+        .env("MODELVAULT_CONFIG_DIR", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn profiles_hold_url_and_token_and_a_token_goes_only_to_its_server() {
+    let app = TestApp::start();
+    let other = TestApp::start();
+    let ds = app.token("ds", &["data-scientist"], &["nlp"]);
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/m"]));
+    let config = tempfile::tempdir().unwrap();
+    let c = config.path();
+    ok(cli_in_stdin(
+        c,
+        &["profile", "set", "work", "--url", &app.url, "--token-stdin"],
+        &ds,
+    ));
+    let file = c.join("config.toml");
+    assert_eq!(mode(&file), 0o600);
+    // Selected by flag and by MODELVAULT_PROFILE.
+    let listed = ok(cli_in(c, &[], &["--profile", "work", "model", "list"]));
+    assert!(listed.contains("nlp/m"), "{listed}");
+    let listed = ok(cli_in(
+        c,
+        &[("MODELVAULT_PROFILE", "work")],
+        &["model", "list"],
+    ));
+    assert!(listed.contains("nlp/m"), "{listed}");
+    // The list never shows the token.
+    let profiles = ok(cli_in(c, &[], &["profile", "list", "--output", "json"]));
+    assert!(!profiles.contains(&ds[6..]), "{profiles}");
+    let v: serde_json::Value = serde_json::from_str(&profiles).unwrap();
+    assert_eq!(v[0]["name"], "work");
+    assert_eq!(v[0]["token"], true);
+    // MODELVAULT_URL pointing elsewhere: the profile's token is not sent.
+    let elsewhere = cli_in(
+        c,
+        &[
+            ("MODELVAULT_PROFILE", "work"),
+            ("MODELVAULT_URL", &other.url),
+        ],
+        &["model", "list"],
+    );
+    assert!(!elsewhere.status.success());
+    assert!(
+        stderr(&elsewhere).contains("is not sent there"),
+        "{}",
+        stderr(&elsewhere)
+    );
+    let seen = ok(other.cli(Some(&other.admin), &["audit", "export"]));
+    assert!(
+        !seen.contains("\"ds\""),
+        "the other server never saw the token"
+    );
+    // MODELVAULT_TOKEN overrides the profile's.
+    let o = cli_in(
+        c,
+        &[
+            ("MODELVAULT_PROFILE", "work"),
+            ("MODELVAULT_TOKEN", "mv_bogus"),
+        ],
+        &["model", "list"],
+    );
+    assert_eq!(code(&o), 3);
+    // Changing a profile's URL drops its token (it was bound to the old one).
+    ok(cli_in(
+        c,
+        &[],
+        &["profile", "set", "work", "--url", &other.url],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&ok(cli_in(
+        c,
+        &[],
+        &["profile", "list", "--output", "json"],
+    )))
+    .unwrap();
+    assert_eq!(v[0]["token"], false);
+    // An unknown profile is a clear error.
+    let o = cli_in(c, &[], &["--profile", "nope", "model", "list"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no profile \"nope\""), "{}", stderr(&o));
+    ok(cli_in(c, &[], &["profile", "remove", "work"]));
+}

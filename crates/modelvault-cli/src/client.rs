@@ -130,6 +130,26 @@ pub fn is_api_error(e: &anyhow::Error, code: &str) -> bool {
 /// Default server URL.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8780";
 
+/// The server: `MODELVAULT_URL`, else the profile's URL, else
+/// [`DEFAULT_URL`]; checked to be http(s).
+pub fn server_url() -> anyhow::Result<String> {
+    let base = match std::env::var("MODELVAULT_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        Some(u) => u,
+        None => crate::profile::selected()?
+            .map(|(_, p)| p.url)
+            .unwrap_or_else(|| DEFAULT_URL.into()),
+    };
+    let parsed =
+        url::Url::parse(&base).with_context(|| format!("MODELVAULT_URL {base:?} is not a URL"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!("MODELVAULT_URL must be http:// or https://");
+    }
+    Ok(base.trim_end_matches('/').to_string())
+}
+
 /// A configured client.
 pub struct Client {
     pub http: reqwest::Client,
@@ -234,20 +254,28 @@ impl Client {
     }
 
     fn build(with_token: bool) -> anyhow::Result<Self> {
-        let base = std::env::var("MODELVAULT_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-        let parsed = url::Url::parse(&base)
-            .with_context(|| format!("MODELVAULT_URL {base:?} is not a URL"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            anyhow::bail!("MODELVAULT_URL must be http:// or https://");
-        }
-        // MODELVAULT_TOKEN wins over a stored login.
+        let base = server_url()?;
+        let profile = crate::profile::selected()?;
+        // MODELVAULT_TOKEN wins over a profile's token and a stored login;
+        // those are sent only to the server they were stored for.
         let token = match std::env::var("MODELVAULT_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
         {
             _ if !with_token => None,
             Some(t) => Some(zeroize::Zeroizing::new(t)),
-            None => crate::login::stored_token()?,
+            None => match profile {
+                Some((name, p)) if p.token.is_some() => {
+                    if !crate::profile::same_server(&p.url, &base) {
+                        anyhow::bail!(
+                            "profile {name}'s token is for {}, not {base}: it is not sent there (set MODELVAULT_TOKEN for that server)",
+                            p.url
+                        );
+                    }
+                    p.token.map(zeroize::Zeroizing::new)
+                }
+                _ => crate::login::stored_token(&base)?,
+            },
         };
         let http = http_client()?;
         Ok(Self {

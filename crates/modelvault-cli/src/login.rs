@@ -41,6 +41,9 @@ pub struct LoginArgs {
 /// What `login` stores.
 #[derive(Serialize, Deserialize)]
 struct Stored {
+    /// The server URL the token was stored for: it is sent nowhere else.
+    #[serde(default)]
+    server: Option<String>,
     issuer: Option<String>,
     access_token: String,
     /// Seconds since the epoch, when known.
@@ -54,7 +57,7 @@ impl Drop for Stored {
     }
 }
 
-fn config_dir() -> anyhow::Result<PathBuf> {
+pub fn config_dir() -> anyhow::Result<PathBuf> {
     if let Some(d) = std::env::var_os("MODELVAULT_CONFIG_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d));
     }
@@ -69,7 +72,7 @@ fn credentials_path() -> anyhow::Result<PathBuf> {
 
 /// The stored login token, if any; an expired one is an error that says
 /// what to do.
-pub fn stored_token() -> anyhow::Result<Option<Zeroizing<String>>> {
+pub fn stored_token(server: &str) -> anyhow::Result<Option<Zeroizing<String>>> {
     let path = credentials_path()?;
     let text = match std::fs::read(&path) {
         Ok(t) => Zeroizing::new(t),
@@ -78,6 +81,12 @@ pub fn stored_token() -> anyhow::Result<Option<Zeroizing<String>>> {
     };
     let stored: Stored = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not a modelvault login", path.display()))?;
+    match &stored.server {
+        Some(s) if crate::profile::same_server(s, server) => {}
+        // Stored for another server (or by a version that did not record
+        // one): not sent.
+        _ => return Ok(None),
+    }
     if let Some(exp) = stored.expires_at
         && exp <= chrono::Utc::now().timestamp()
     {
@@ -172,6 +181,7 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
             anyhow::bail!("no token on stdin");
         }
         let path = store(&Stored {
+            server: Some(client::server_url()?),
             issuer: None,
             access_token: token.to_string(),
             expires_at: None,
@@ -311,6 +321,7 @@ fn save_answer(issuer: &str, answer: TokenAnswer) -> anyhow::Result<()> {
         .expires_in
         .map(|s| chrono::Utc::now().timestamp() + s);
     let path = store(&Stored {
+        server: Some(client::server_url()?),
         issuer: Some(issuer.to_string()),
         access_token: token.to_string(),
         expires_at,

@@ -29,6 +29,7 @@ mod identity;
 mod keys;
 mod login;
 mod policy;
+mod profile;
 mod serve;
 mod term;
 mod transfer;
@@ -54,6 +55,11 @@ struct Cli {
     /// provider, besides the system's.
     #[arg(long, global = true, env = "MODELVAULT_CA_CERT")]
     ca_cert: Option<PathBuf>,
+    /// Client profile from the config file (server URL, CA certificate,
+    /// token); MODELVAULT_URL, MODELVAULT_TOKEN and MODELVAULT_CA_CERT
+    /// override it.
+    #[arg(long, global = true, env = "MODELVAULT_PROFILE")]
+    profile: Option<String>,
     /// Seconds to open a connection to the server.
     #[arg(
         long,
@@ -228,6 +234,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Client profiles: server URL, CA certificate and token per profile.
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
     /// Print a shell completion script: `source <(modelvault completions bash)`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -537,8 +546,18 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(ca) = cli.ca_cert {
-        let _ = client::CA_CERT.set(ca);
+    let _ = profile::SELECTED.set(cli.profile.clone());
+    match cli.ca_cert {
+        Some(ca) => {
+            let _ = client::CA_CERT.set(ca);
+        }
+        None => {
+            if let Some((_, p)) = profile::selected()?
+                && let Some(ca) = p.ca_cert
+            {
+                let _ = client::CA_CERT.set(ca);
+            }
+        }
     }
     let secs = |what: &str, s: f64| {
         if s.is_finite() && s > 0.0 && s <= 86_400.0 {
@@ -558,6 +577,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => login::login(args).await,
         Command::Logout => login::logout(),
         Command::Whoami { output } => identity::whoami(output).await,
+        Command::Profile(cmd) => profile::run(cmd),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut buf = Vec::new();
