@@ -846,3 +846,42 @@ fn profiles_hold_url_and_token_and_a_token_goes_only_to_its_server() {
     assert!(stderr(&o).contains("no profile \"nope\""), "{}", stderr(&o));
     ok(cli_in(c, &[], &["profile", "remove", "work"]));
 }
+
+#[test]
+fn approvals_list_shows_what_waits_and_who_may_approve() {
+    let app = TestApp::start();
+    let ds = app.token("ds", &["data-scientist"], &["nlp"]);
+    let mm = app.token("mm", &["model-manager"], &["nlp"]);
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/a"]));
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a.bin"), b"a").unwrap();
+    for v in ["v1", "v2"] {
+        ok(app.cli(
+            Some(&ds),
+            &["push", &format!("nlp/a@{v}"), src.path().to_str().unwrap()],
+        ));
+    }
+    ok(app.cli(Some(&mm), &["approve", "nlp/a@v1", "--env", "dev"]));
+    let list = |token: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(
+            app.cli(Some(token), &["approvals", "list", "--output", "json"])
+        ))
+        .unwrap()
+    };
+    let by_mm = list(&mm);
+    assert_eq!(by_mm.as_array().unwrap().len(), 1, "{by_mm}");
+    assert_eq!(by_mm[0]["version"], "v2");
+    assert_eq!(by_mm[0]["environment"], "dev");
+    assert_eq!(by_mm[0]["you_can_approve"], true);
+    let by_ds = list(&ds);
+    assert_eq!(by_ds[0]["version"], "v2");
+    assert_eq!(
+        by_ds[0]["you_can_approve"], false,
+        "the uploader cannot approve"
+    );
+    let text = ok(app.cli(Some(&mm), &["approvals", "list"]));
+    assert!(
+        text.contains("nlp/a@v2  waits for dev") && text.contains("you can approve"),
+        "{text}"
+    );
+}

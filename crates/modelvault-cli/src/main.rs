@@ -23,6 +23,7 @@ macro_rules! eprint {
     ($($arg:tt)*) => { ::std::eprint!("{}", $crate::term::clean_output(&::std::format!($($arg)*))) };
 }
 
+mod approvals;
 mod audit;
 mod client;
 mod identity;
@@ -234,6 +235,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
+    /// Approvals: what waits for one in your environment.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// Client profiles: server URL, CA certificate and token per profile.
     #[command(subcommand)]
     Profile(profile::ProfileCommand),
@@ -578,6 +582,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout => login::logout(),
         Command::Whoami { output } => identity::whoami(output).await,
         Command::Profile(cmd) => profile::run(cmd),
+        Command::Approvals(cmd) => approvals::run(cmd).await,
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut buf = Vec::new();
