@@ -96,7 +96,7 @@ pub async fn run(cmd: ApprovalsCommand) -> anyhow::Result<()> {
             });
         }
     }
-    pending.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    pending.sort_by_key(|p| std::cmp::Reverse(p.created_at));
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&pending)?),
         Output::Text => {
