@@ -458,9 +458,22 @@ fn an_interrupted_push_uploads_only_what_is_missing() {
 struct FlakyProxy {
     url: String,
     gets: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether an upload was cut off.
+    put_cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn flaky_proxy(upstream: &str, fail_first: usize, cut_after: Option<usize>) -> FlakyProxy {
+    flaky_proxy_full(upstream, fail_first, cut_after, None)
+}
+
+/// [`flaky_proxy`], that also breaks the first upload (`PUT`) after
+/// `cut_put_after` bytes of it.
+fn flaky_proxy_full(
+    upstream: &str,
+    fail_first: usize,
+    cut_after: Option<usize>,
+    cut_put_after: Option<usize>,
+) -> FlakyProxy {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let upstream = upstream.trim_start_matches("http://").to_string();
@@ -469,6 +482,8 @@ fn flaky_proxy(upstream: &str, fail_first: usize, cut_after: Option<usize>) -> F
     let gets = Arc::new(AtomicUsize::new(0));
     let counter = gets.clone();
     let cut_done = Arc::new(AtomicBool::new(false));
+    let put_cut = Arc::new(AtomicBool::new(false));
+    let put_cut_seen = put_cut.clone();
     std::thread::spawn(move || {
         let mut failed = 0;
         for mut client in listener.incoming().map_while(Result::ok) {
@@ -486,14 +501,27 @@ fn flaky_proxy(upstream: &str, fail_first: usize, cut_after: Option<usize>) -> F
             };
             let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
             let counter = counter.clone();
+            let put_cut = put_cut.clone();
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 64 * 1024];
+                let mut put_bytes: Option<usize> = None;
                 while let Ok(n) = c_r.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
                     let text = String::from_utf8_lossy(&buf[..n]);
                     counter.fetch_add(text.matches("GET /v1/").count(), Ordering::SeqCst);
+                    if text.contains("PUT /v1/") && !put_cut.load(Ordering::SeqCst) {
+                        put_bytes = Some(0);
+                    }
+                    if let (Some(seen), Some(limit)) = (put_bytes.as_mut(), cut_put_after) {
+                        *seen += n;
+                        if *seen > limit && !put_cut.swap(true, Ordering::SeqCst) {
+                            let _ = s_w.shutdown(std::net::Shutdown::Both);
+                            let _ = c_r.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                    }
                     if s_w.write_all(&buf[..n]).is_err() {
                         break;
                     }
@@ -525,7 +553,11 @@ fn flaky_proxy(upstream: &str, fail_first: usize, cut_after: Option<usize>) -> F
             });
         }
     });
-    FlakyProxy { url, gets }
+    FlakyProxy {
+        url,
+        gets,
+        put_cut: put_cut_seen,
+    }
 }
 
 #[test]
@@ -553,7 +585,7 @@ fn idempotent_requests_are_retried_and_refusals_are_not() {
 
     // A 404 is an answer, not a failure: asked once.
     let p = flaky_proxy(&app.url, 0, None);
-    let o = cli(&p.url, Some(&ds), &["model", "show", "nlp/nope"]);
+    let o = cli(&p.url, Some(&ds), &["model", "show", "nlp/m@v9"]);
     assert_eq!(code(&o), 5);
     assert_eq!(p.gets.load(std::sync::atomic::Ordering::SeqCst), 1);
 

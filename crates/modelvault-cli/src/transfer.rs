@@ -266,24 +266,39 @@ pub async fn push(
         }
         let pb = progress(size);
         pb.set_message(rel.clone());
-        let (stream, digest) = file_stream(abs.clone(), pb.clone());
-        let rb = client
-            .request(
-                reqwest::Method::PUT,
-                &paths::version_file(&t.namespace, &t.name, version, rel),
-            )
-            .header(reqwest::header::CONTENT_LENGTH, size)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(reqwest::Body::wrap_stream(stream));
-        let resp = match client.send(rb).await {
-            Ok(r) => r,
-            // Committed already: a retry of a push whose commit landed
-            // (the answer lost to a crash or a dropped connection).
-            Err(e) if crate::client::is_api_error(&e, "version_committed") => {
-                pb.finish_and_clear();
-                return recommit(client, t, &base, &files, meta).await;
+        // A whole-file upload the server may have missed (a connection
+        // error, or a 502/503/504) is sent again from the start of the
+        // file, with backoff; an upload is idempotent (the newest upload of
+        // a path wins at commit).
+        let mut attempt = 0u32;
+        let (resp, digest) = loop {
+            let (stream, digest) = file_stream(abs.clone(), pb.clone());
+            pb.set_position(0);
+            let rb = client
+                .request(
+                    reqwest::Method::PUT,
+                    &paths::version_file(&t.namespace, &t.name, version, rel),
+                )
+                .header(reqwest::header::CONTENT_LENGTH, size)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(reqwest::Body::wrap_stream(stream));
+            match client.send(rb).await {
+                Ok(r) => break (r, digest),
+                // Committed already: a retry of a push whose commit landed
+                // (the answer lost to a crash or a dropped connection).
+                Err(e) if crate::client::is_api_error(&e, "version_committed") => {
+                    pb.finish_and_clear();
+                    return recommit(client, t, &base, &files, meta).await;
+                }
+                Err(e)
+                    if crate::client::exit_code(&e) == 9
+                        && attempt < crate::client::net().retries =>
+                {
+                    tokio::time::sleep(crate::client::backoff(attempt, None)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.context(format!("uploading {rel}"))),
             }
-            Err(e) => return Err(e.context(format!("uploading {rel}"))),
         };
         let receipt: UploadResponse = resp.json().await?;
         let (sent, sha256) = digest
