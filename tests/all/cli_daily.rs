@@ -626,6 +626,27 @@ fn idempotent_requests_are_retried_and_refusals_are_not() {
         &["--read-timeout", "0", "model", "list"],
     );
     assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+
+    // An upload cut off mid-file is sent again, whole, in the same push.
+    let p = flaky_proxy_full(&app.url, 0, None, Some(1 << 20));
+    let big = tempfile::tempdir().unwrap();
+    std::fs::write(big.path().join("w.bin"), &data).unwrap();
+    let o = cli(
+        &p.url,
+        Some(&ds),
+        &["push", "nlp/m@v2", big.path().to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        p.put_cut.load(std::sync::atomic::Ordering::SeqCst),
+        "the upload was cut"
+    );
+    let out = tempfile::tempdir().unwrap();
+    ok(app.cli(
+        Some(&ds),
+        &["pull", "nlp/m@v2", "-o", out.path().to_str().unwrap()],
+    ));
+    assert!(std::fs::read(out.path().join("w.bin")).unwrap() == data);
 }
 
 #[test]
