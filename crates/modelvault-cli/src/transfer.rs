@@ -291,7 +291,9 @@ pub async fn push(
                     return recommit(client, t, &base, &files, meta).await;
                 }
                 Err(e)
-                    if crate::client::exit_code(&e) == 9
+                    if (crate::client::exit_code(&e) == 9
+                        || e.downcast_ref::<crate::client::ApiFailure>()
+                            .is_some_and(|f| f.status == 429))
                         && attempt < crate::client::net().retries =>
                 {
                     tokio::time::sleep(crate::client::backoff(attempt, None)).await;
