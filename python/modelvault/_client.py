@@ -137,6 +137,43 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "modelvault"
 
 
+def _profile() -> Tuple[Optional[str], Optional[str]]:
+    """``(url, token)`` of the CLI profile in effect (``MODELVAULT_PROFILE``,
+    else the one named ``default``) from ``config.toml`` in
+    ``$MODELVAULT_CONFIG_DIR`` or ``~/.config/modelvault``; ``(None, None)``
+    when there is none (or Python lacks ``tomllib``, before 3.11)."""
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ImportError:
+        return None, None
+    base = os.environ.get("MODELVAULT_CONFIG_DIR") or os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config"), "modelvault"
+    )
+    try:
+        with open(os.path.join(base, "config.toml"), "rb") as f:
+            profiles = tomllib.load(f).get("profiles", {})
+    except (OSError, ValueError):
+        return None, None
+    name = os.environ.get("MODELVAULT_PROFILE") or "default"
+    p = profiles.get(name)
+    if p is None:
+        if os.environ.get("MODELVAULT_PROFILE"):
+            raise ModelvaultError(f"no CLI profile {name!r} in {base}/config.toml")
+        return None, None
+    return p.get("url"), p.get("token")
+
+
+def _same_server(a: str, b: str) -> bool:
+    ua, ub = urllib.parse.urlsplit(a), urllib.parse.urlsplit(b)
+    port = {"http": 80, "https": 443}
+    return (
+        ua.scheme == ub.scheme
+        and ua.hostname == ub.hostname
+        and (ua.port or port.get(ua.scheme)) == (ub.port or port.get(ub.scheme))
+        and ua.path.rstrip("/") == ub.path.rstrip("/")
+    )
+
+
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -207,8 +244,17 @@ class Client:
     ) -> None:
         url = url or os.environ.get("MODELVAULT_URL")
         token = token or os.environ.get("MODELVAULT_TOKEN")
+        if not url or not token:
+            p_url, p_token = _profile()
+            if not url:
+                url = p_url
+            # A profile's token goes only to the server it was stored for.
+            if not token and p_token and p_url and _same_server(p_url, url or ""):
+                token = p_token
         if not url:
-            raise ModelvaultError("no server: pass url= or set MODELVAULT_URL")
+            raise ModelvaultError(
+                "no server: pass url=, set MODELVAULT_URL, or select a CLI profile"
+            )
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ModelvaultError(f"{url!r}: expected http(s)://host[:port]")

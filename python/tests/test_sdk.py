@@ -231,3 +231,23 @@ def test_typed_errors(server, sdk, tmp_path):
         reader.model_info("sdk/ranker@doomed")
     with pytest.raises(ValueError):
         reader.model_info("no-slash")
+
+
+def test_the_cli_profile_is_read_and_its_token_stays_with_its_server(server, sdk, tmp_path, monkeypatch):
+    import subprocess
+
+    from conftest import BIN
+
+    monkeypatch.delenv("MODELVAULT_URL", raising=False)
+    monkeypatch.delenv("MODELVAULT_TOKEN", raising=False)
+    monkeypatch.setenv("MODELVAULT_CONFIG_DIR", str(tmp_path))
+    subprocess.run(
+        [BIN, "profile", "set", "work", "--url", server.url, "--token-stdin"],
+        input=sdk["reader"], text=True, check=True,
+        env={**os.environ, "MODELVAULT_CONFIG_DIR": str(tmp_path)},
+    )
+    monkeypatch.setenv("MODELVAULT_PROFILE", "work")
+    assert modelvault.Client().model_info("sdk/ranker@v1").version == "v1"
+    # Another server named in MODELVAULT_URL: the profile's token is not sent.
+    monkeypatch.setenv("MODELVAULT_URL", "http://127.0.0.1:9")
+    assert "<set>" not in repr(modelvault.Client())
