@@ -89,6 +89,19 @@ class ModelSummary:
     tags: Dict[str, str] = field(default_factory=dict)
     metadata: Dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_json(cls, m: Dict[str, Any]) -> "ModelSummary":
+        """From the server's model view."""
+        return cls(
+            namespace=m["namespace"],
+            name=m["name"],
+            sensitivity=m["sensitivity"],
+            owner=m["owner"],
+            created_at=m["created_at"],
+            tags=m.get("tags", {}),
+            metadata=m.get("metadata", {}),
+        )
+
 
 def parse_ref(ref: str) -> Tuple[str, str, str]:
     """``NS/NAME@VERSION`` (``@latest`` when the version is left out)."""
@@ -352,15 +365,7 @@ class Client:
         q = f"?namespace={_segment(namespace)}" if namespace else ""
         d = self._get_json(f"/v1/models{q}")
         return [
-            ModelSummary(
-                namespace=m["namespace"],
-                name=m["name"],
-                sensitivity=m["sensitivity"],
-                owner=m["owner"],
-                created_at=m["created_at"],
-                tags=m.get("tags", {}),
-                metadata=m.get("metadata", {}),
-            )
+            ModelSummary.from_json(m)
             for m in d["models"]
         ]
 
@@ -596,16 +601,7 @@ class Client:
         body: Dict[str, Any] = {"namespace": ns, "name": name, "tags": tags or {}}
         if sensitivity is not None:
             body["sensitivity"] = sensitivity
-        m = self._post_json("/v1/models", body)
-        return ModelSummary(
-            namespace=m["namespace"],
-            name=m["name"],
-            sensitivity=m["sensitivity"],
-            owner=m["owner"],
-            created_at=m["created_at"],
-            tags=m.get("tags", {}),
-            metadata=m.get("metadata", {}),
-        )
+        return ModelSummary.from_json(self._post_json("/v1/models", body))
 
     def push(
         self,

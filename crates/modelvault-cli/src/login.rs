@@ -96,26 +96,40 @@ pub fn stored_token(server: &str) -> anyhow::Result<Option<Zeroizing<String>>> {
 }
 
 fn store(stored: &Stored) -> anyhow::Result<PathBuf> {
-    let dir = config_dir()?;
+    let path = config_dir()?.join("credentials.json");
+    let body = Zeroizing::new(serde_json::to_vec(stored)?);
+    write_private(&path, &body)?;
+    Ok(path)
+}
+
+/// Writes a file only its owner can read (0600, in a 0700 directory made
+/// if missing), whole or not at all: a temporary file beside it, synced,
+/// then renamed over it.
+pub fn write_private(path: &std::path::Path, body: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow::anyhow!("{} has no directory", path.display()))?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("credentials.json");
-    let tmp = dir.join(".credentials.json.tmp");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
-    let body = Zeroizing::new(serde_json::to_vec(stored)?);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(&body)?;
+    f.write_all(body)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `modelvault logout`: removes the stored token.

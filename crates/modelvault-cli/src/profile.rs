@@ -67,27 +67,9 @@ fn read() -> anyhow::Result<File> {
 }
 
 fn write(file: &File) -> anyhow::Result<PathBuf> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
     let p = path()?;
-    let dir = p.parent().map(PathBuf::from).unwrap_or_default();
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(".config.toml.tmp");
-    let _ = std::fs::remove_file(&tmp);
     let body = Zeroizing::new(toml::to_string(file)?);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(body.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))?;
+    crate::login::write_private(&p, body.as_bytes())?;
     Ok(p)
 }
 
