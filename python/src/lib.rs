@@ -190,7 +190,6 @@ struct FileSink {
 fn sink_thread(
     path: std::path::PathBuf,
     append: bool,
-    mut opener: Option<modelvault_format::StreamOpener>,
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
     free: std::sync::mpsc::Sender<Vec<u8>>,
 ) -> SinkResult {
@@ -217,23 +216,11 @@ fn sink_thread(
         .truncate(!append)
         .open(&path)
         .map_err(SinkError::Io)?;
-    let mut plain = Vec::new();
     while let Ok(chunk) = rx.recv() {
-        let bytes: &[u8] = match opener.as_mut() {
-            Some(o) => {
-                plain.clear();
-                o.update(&chunk, &mut plain).map_err(SinkError::Decrypt)?;
-                &plain
-            }
-            None => &chunk,
-        };
-        sha.update(bytes);
-        file.write_all(bytes).map_err(SinkError::Io)?;
-        written += bytes.len() as u64;
+        sha.update(&chunk);
+        file.write_all(&chunk).map_err(SinkError::Io)?;
+        written += chunk.len() as u64;
         let _ = free.send(chunk);
-    }
-    if let Some(o) = &opener {
-        o.finish().map_err(SinkError::Decrypt)?;
     }
     file.sync_all().map_err(SinkError::Io)?;
     Ok((written, hex::encode(sha.finish())))
@@ -247,7 +234,37 @@ impl FileSink {
     ) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let (free_tx, free) = std::sync::mpsc::channel::<Vec<u8>>();
-        let worker = std::thread::spawn(move || sink_thread(path, append, opener, rx, free_tx));
+        let worker = match opener {
+            None => std::thread::spawn(move || sink_thread(path, append, rx, free_tx)),
+            // Client-side mode: opening (AES-GCM) on a thread of its own,
+            // hashing and writing the plaintext on another, so the two
+            // overlap as receiving does with both.
+            Some(mut o) => std::thread::spawn(move || {
+                let (ptx, prx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+                let opening = std::thread::spawn(move || -> Result<(), SinkError> {
+                    while let Ok(chunk) = rx.recv() {
+                        let mut plain = Vec::with_capacity(chunk.len());
+                        o.update(&chunk, &mut plain).map_err(SinkError::Decrypt)?;
+                        let _ = free_tx.send(chunk);
+                        if ptx.send(plain).is_err() {
+                            break;
+                        }
+                    }
+                    o.finish().map_err(SinkError::Decrypt)
+                });
+                let (unused_tx, _unused) = std::sync::mpsc::channel::<Vec<u8>>();
+                let written = sink_thread(path, append, prx, unused_tx);
+                let opened = opening.join();
+                match (written, opened) {
+                    (Err(e), _) => Err(e),
+                    (Ok(w), Ok(Ok(()))) => Ok(w),
+                    (Ok(_), Ok(Err(e))) => Err(e),
+                    (Ok(_), Err(_)) => Err(SinkError::Io(std::io::Error::other(
+                        "the opening thread panicked",
+                    ))),
+                }
+            }),
+        };
         Self {
             tx: Some(tx),
             free: std::sync::Mutex::new(free),
