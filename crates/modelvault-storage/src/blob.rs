@@ -603,14 +603,33 @@ impl Store {
         use futures::StreamExt as _;
         let path = Path::parse(blob)
             .map_err(|_| StorageError::Integrity(format!("bad blob key {blob:?}")))?;
-        match self.objects.get(&path).await {
-            Ok(got) => Ok(Some(
-                got.into_stream()
-                    .map(|r| r.map_err(StorageError::from))
-                    .boxed(),
-            )),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        let size = match self.objects.head(&path).await {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // Read in ranges of 4 MiB, two in flight: a plain GET stream of
+        // the local store reads in small chunks on a blocking thread each,
+        // about seven times slower than the decrypting download.
+        const STEP: u64 = 4 << 20;
+        let objects = self.objects.clone();
+        let ranges: Vec<std::ops::Range<u64>> = (0..size.div_ceil(STEP))
+            .map(|i| i * STEP..((i + 1) * STEP).min(size))
+            .collect();
+        Ok(Some(
+            futures::stream::iter(ranges)
+                .map(move |r| {
+                    let objects = objects.clone();
+                    let path = path.clone();
+                    async move {
+                        objects
+                            .get_range(&path, r)
+                            .await
+                            .map_err(StorageError::from)
+                    }
+                })
+                .buffered(2)
+                .boxed(),
+        ))
     }
 }
