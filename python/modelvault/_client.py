@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import ssl
+import sys
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ from ._errors import (
 # Read size of downloads and hashing: 1 MiB measured steadier than 4 MiB
 # (larger buffers fall out of the allocator's heap into fresh mappings).
 _CHUNK = 1024 * 1024
+# The CLI's default server.
+DEFAULT_URL = "http://127.0.0.1:8780"
 _DEFAULT_TIMEOUT = 60.0
 
 PatternsT = Union[str, Sequence[str], None]
@@ -150,30 +153,41 @@ def default_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "modelvault"
 
 
-def _profile() -> Tuple[Optional[str], Optional[str]]:
-    """``(url, token)`` of the CLI profile in effect (``MODELVAULT_PROFILE``,
-    else the one named ``default``) from ``config.toml`` in
-    ``$MODELVAULT_CONFIG_DIR`` or ``~/.config/modelvault``; ``(None, None)``
-    when there is none (or Python lacks ``tomllib``, before 3.11)."""
+def _config_dir() -> str:
+    """The CLI's config directory: ``$MODELVAULT_CONFIG_DIR``, else the
+    platform's (``~/Library/Application Support/modelvault`` on macOS,
+    ``$XDG_CONFIG_HOME/modelvault`` or ``~/.config/modelvault`` elsewhere)."""
+    env = os.environ.get("MODELVAULT_CONFIG_DIR")
+    if env:
+        return env
+    if sys.platform == "darwin":
+        return os.path.join(Path.home(), "Library", "Application Support", "modelvault")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config")
+    return os.path.join(xdg, "modelvault")
+
+
+def _profile() -> Tuple[Optional[str], Optional[str], Optional[str]]:
+    """``(url, token, ca_cert)`` of the CLI profile in effect
+    (``MODELVAULT_PROFILE``, else the one named ``default``) from
+    ``config.toml`` in the CLI's config directory; all ``None`` when there
+    is none (or Python lacks ``tomllib``, before 3.11)."""
     try:
         import tomllib  # type: ignore[import-not-found]
     except ImportError:
-        return None, None
-    base = os.environ.get("MODELVAULT_CONFIG_DIR") or os.path.join(
-        os.environ.get("XDG_CONFIG_HOME") or os.path.join(Path.home(), ".config"), "modelvault"
-    )
+        return None, None, None
+    base = _config_dir()
     try:
         with open(os.path.join(base, "config.toml"), "rb") as f:
             profiles = tomllib.load(f).get("profiles", {})
     except (OSError, ValueError):
-        return None, None
+        return None, None, None
     name = os.environ.get("MODELVAULT_PROFILE") or "default"
     p = profiles.get(name)
     if p is None:
         if os.environ.get("MODELVAULT_PROFILE"):
             raise ModelvaultError(f"no CLI profile {name!r} in {base}/config.toml")
-        return None, None
-    return p.get("url"), p.get("token")
+        return None, None, None
+    return p.get("url"), p.get("token"), p.get("ca_cert")
 
 
 def _same_server(a: str, b: str) -> bool:
@@ -245,8 +259,11 @@ class Client:
     """A client of one Modelvault server.
 
     ``url`` and ``token`` default to ``MODELVAULT_URL`` and
-    ``MODELVAULT_TOKEN``, as the CLI's do. ``timeout`` (seconds) bounds
-    connecting and each read.
+    ``MODELVAULT_TOKEN``, then to the CLI profile in effect, then (the URL)
+    to the CLI's default, ``http://127.0.0.1:8780``. ``ca_cert`` (default
+    ``MODELVAULT_CA_CERT``, then the profile's) is a PEM file of CA
+    certificates to trust besides the system's. ``timeout`` (seconds)
+    bounds connecting and each read.
     """
 
     def __init__(
@@ -254,20 +271,19 @@ class Client:
         url: Optional[str] = None,
         token: Optional[str] = None,
         timeout: float = _DEFAULT_TIMEOUT,
+        *,
+        ca_cert: Optional[str] = None,
     ) -> None:
         url = url or os.environ.get("MODELVAULT_URL")
         token = token or os.environ.get("MODELVAULT_TOKEN")
-        if not url or not token:
-            p_url, p_token = _profile()
-            if not url:
-                url = p_url
-            # A profile's token goes only to the server it was stored for.
-            if not token and p_token and p_url and _same_server(p_url, url or ""):
-                token = p_token
+        ca_cert = ca_cert or os.environ.get("MODELVAULT_CA_CERT")
+        p_url, p_token, p_ca = _profile()
         if not url:
-            raise ModelvaultError(
-                "no server: pass url=, set MODELVAULT_URL, or select a CLI profile"
-            )
+            url = p_url or DEFAULT_URL
+        # A profile's token (and CA) go only to the server it was stored for.
+        if p_url and _same_server(p_url, url):
+            token = token or p_token
+            ca_cert = ca_cert or p_ca
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ModelvaultError(f"{url!r}: expected http(s)://host[:port]")
@@ -278,6 +294,7 @@ class Client:
         self._base = parts.path.rstrip("/")
         self.__token = token
         self.timeout = timeout
+        self._ssl = ssl.create_default_context(cafile=ca_cert) if ca_cert else None
 
     def __repr__(self) -> str:
         return f"Client(url={self.url!r}, token={'<set>' if self.__token else None})"
@@ -287,7 +304,7 @@ class Client:
     def _connect(self, scheme: str, host: str, port: Optional[int]) -> http.client.HTTPConnection:
         if scheme == "https":
             return http.client.HTTPSConnection(
-                host, port, timeout=self.timeout, context=ssl.create_default_context()
+                host, port, timeout=self.timeout, context=self._ssl or ssl.create_default_context()
             )
         return http.client.HTTPConnection(host, port, timeout=self.timeout)
 

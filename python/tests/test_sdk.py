@@ -64,9 +64,12 @@ def test_client_reads_the_environment_and_hides_the_token(server, sdk, monkeypat
     assert c.url == server.url
     assert sdk["reader"] not in repr(c)
     assert [m.name for m in c.list_models("sdk")] == ["ranker", "secret"]
+    # Without MODELVAULT_URL (and no profile): the CLI's default server.
     monkeypatch.delenv("MODELVAULT_URL")
+    monkeypatch.setenv("MODELVAULT_CONFIG_DIR", "/nonexistent")
+    assert modelvault.Client().url == "http://127.0.0.1:8780"
     with pytest.raises(modelvault.ModelvaultError):
-        modelvault.Client()
+        modelvault.Client("ftp://example.com")
 
 
 def test_snapshot_is_verified_cached_and_shared_between_versions(server, sdk, tmp_path):
