@@ -11,6 +11,7 @@ import huggingface_hub
 import pytest
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
+    EntryNotFoundError,
     HfHubHTTPError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
@@ -200,6 +201,17 @@ def test_not_found_errors_do_not_leak(hub, tmp_path):
         api.model_info("hf/tiny", revision="v9")
     with pytest.raises(RevisionNotFoundError):
         api.model_info("hf/tiny", revision="0" * 40)
+    # A file the version lacks, in a version that exists.
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(
+            "hf/tiny", "nope.bin", revision="v1", endpoint=hub["endpoint"],
+            token=hub["reader"], cache_dir=tmp_path / "entry",
+        )
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download(
+            "hf/tiny", "config.json", revision="v9", endpoint=hub["endpoint"],
+            token=hub["reader"], cache_dir=tmp_path / "rev",
+        )
     # Outside the token's namespaces: the same answer as a missing model.
     outsider = HfApi(endpoint=hub["endpoint"], token=hub["outsider"])
     with pytest.raises(RepositoryNotFoundError) as existing:

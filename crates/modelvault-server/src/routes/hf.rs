@@ -154,6 +154,43 @@ pub async fn hf_error_body(resp: Response) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
+/// Which thing a 404 under `/hf` is about, worked out only once a lookup
+/// failed (the success path reads nothing extra): the model, else the
+/// version (when one is named), else the entry.
+async fn classify(
+    state: &AppState,
+    e: impl Into<ApiError>,
+    ns: &str,
+    name: &str,
+    version: Option<&str>,
+    otherwise: Missing,
+) -> HfError {
+    let e = e.into();
+    if e.status != StatusCode::NOT_FOUND {
+        return e.into();
+    }
+    let missing = match state.store.get_model(ns, name).await {
+        Ok(None) => Missing::Repo,
+        Ok(Some(_)) => match version {
+            Some(v) => {
+                let v = VersionRef {
+                    namespace: ns,
+                    model: name,
+                    version: v,
+                };
+                match state.store.show_version(&v).await {
+                    Err(modelvault_storage::StorageError::NotFound(_)) => Missing::Revision,
+                    _ => otherwise,
+                }
+            }
+            None => otherwise,
+        },
+        // The lookup failed too: answer its own error.
+        Err(other) => return ApiError::from(other).into(),
+    };
+    HfError::missing(e, missing)
+}
+
 /// The version a Hub revision names, for a principal the role gate let
 /// read the model (404 `RepoNotFound` otherwise, the same answer as for a
 /// model that does not exist).
@@ -166,29 +203,16 @@ async fn resolve(
 ) -> Result<String, HfError> {
     gate::admit(p, Action::Read, &Resource::model(ns, name))
         .map_err(|e| HfError::missing(e, Missing::Repo))?;
-    if state
-        .store
-        .get_model(ns, name)
-        .await
-        .map_err(|e| HfError::missing(e, Missing::Repo))?
-        .is_none()
-    {
-        return Err(HfError::missing(
-            ApiError::not_found(format!("model {ns}/{name} not found")),
-            Missing::Repo,
-        ));
-    }
     let revision = if revision == "main" {
         "latest"
     } else {
         revision
     };
     if is_commit_id(revision) {
-        let names = state
-            .store
-            .version_names(ns, name)
-            .await
-            .map_err(|e| HfError::missing(e, Missing::Repo))?;
+        let names = match state.store.version_names(ns, name).await {
+            Ok(n) => n,
+            Err(e) => return Err(classify(state, e, ns, name, None, Missing::Revision).await),
+        };
         return names
             .into_iter()
             .find(|v| v == revision || commit_id(ns, name, v) == revision)
@@ -199,37 +223,29 @@ async fn resolve(
                 )
             });
     }
-    super::approvals::resolve_version(state, ns, name, revision)
-        .await
-        .map_err(|e| HfError::missing(e, Missing::Revision))
+    match super::approvals::resolve_version(state, ns, name, revision).await {
+        Ok(v) => Ok(v),
+        Err(e) => Err(classify(state, e, ns, name, None, Missing::Revision).await),
+    }
 }
 
-/// The files of a resolved version (404 `RevisionNotFound` if it has
-/// none: a draft or a name that was never committed).
+/// The files of a resolved version (404 `RepoNotFound` or
+/// `RevisionNotFound` as the case is).
 async fn files_of(
     state: &AppState,
     ns: &str,
     name: &str,
     version: &str,
-) -> Result<
-    (
-        modelvault_storage::VersionView,
-        chrono::DateTime<chrono::Utc>,
-    ),
-    HfError,
-> {
+) -> Result<modelvault_storage::VersionView, HfError> {
     let v = VersionRef {
         namespace: ns,
         model: name,
         version,
     };
-    let view = state
-        .store
-        .show_version(&v)
-        .await
-        .map_err(|e| HfError::missing(e, Missing::Revision))?;
-    let created = view.manifest.created_at;
-    Ok((view, created))
+    match state.store.show_version(&v).await {
+        Ok(view) => Ok(view),
+        Err(e) => Err(classify(state, e, ns, name, None, Missing::Revision).await),
+    }
 }
 
 fn blob_id(sha256: &str) -> String {
@@ -253,18 +269,19 @@ pub async fn model_info(
     ApiPath((ns, name, revision)): ApiPath<(String, String, String)>,
 ) -> Result<Json<HfModelInfo>, HfError> {
     let version = resolve(&state, &p, &ns, &name, &revision).await?;
+    let view = files_of(&state, &ns, &name, &version).await?;
+    let committed = view.manifest.created_at;
     let model = state
         .store
         .get_model(&ns, &name)
         .await
-        .map_err(|e| HfError::missing(e, Missing::Repo))?
+        .map_err(ApiError::from)?
         .ok_or_else(|| {
             HfError::missing(
                 ApiError::not_found(format!("model {ns}/{name} not found")),
                 Missing::Repo,
             )
         })?;
-    let (view, committed) = files_of(&state, &ns, &name, &version).await?;
     let mut tags = vec!["modelvault".to_owned()];
     tags.extend(model.tags.iter().map(|(k, v)| format!("{k}:{v}")));
     Ok(Json(HfModelInfo {
@@ -327,7 +344,7 @@ pub async fn tree(
         })
     });
     let version = resolve(&state, &p, &ns, &name, &revision).await?;
-    let (view, _) = files_of(&state, &ns, &name, &version).await?;
+    let view = files_of(&state, &ns, &name, &version).await?;
     let folder = path.trim_matches('/');
     let prefix = if folder.is_empty() {
         String::new()
@@ -400,11 +417,16 @@ pub async fn resolve_file(
     headers: HeaderMap,
 ) -> Result<Response, HfError> {
     let version = resolve(&state, &p, &ns, &name, &revision).await?;
-    let served = files::governed_download(
+    let served = match files::governed_download(
         &state, &p, &ns, &name, &version, &path, request_id, &headers,
     )
     .await
-    .map_err(|e| HfError::missing(e, Missing::Entry))?;
+    {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(classify(&state, e, &ns, &name, Some(&version), Missing::Entry).await);
+        }
+    };
     let mut resp = served.response;
     let commit = commit_id(&ns, &name, &served.version);
     hub_headers(resp.headers_mut(), &commit, served.size);
@@ -425,7 +447,7 @@ pub async fn head_file(
     resource.path = Some(&path);
     gate::admit(&p, Action::Download, &resource).map_err(|e| HfError::missing(e, Missing::Repo))?;
     let wanted = modelvault_storage::names::lookup_file_path(&path).map_err(ApiError::from)?;
-    let (view, _) = files_of(&state, &ns, &name, &version).await?;
+    let view = files_of(&state, &ns, &name, &version).await?;
     let Some(f) = view.files.into_iter().find(|f| f.path == wanted) else {
         let mut e = HfError::missing(
             ApiError::not_found(format!("{wanted} not found in {ns}/{name}@{version}")),
