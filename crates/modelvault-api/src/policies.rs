@@ -39,6 +39,14 @@ pub struct PolicyInfo {
     /// section), null when it carries none.
     #[serde(default)]
     pub metadata: Option<EmbeddedMetadata>,
+    /// Shadow policies only: live decisions this server ran it in since it
+    /// started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_decisions: Option<u64>,
+    /// Shadow policies only: of those, how many it would have flipped (a
+    /// deny where the chain allowed, or an allow where it denied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_flips: Option<u64>,
 }
 
 /// What a component says about itself: its `modelvault:metadata` section

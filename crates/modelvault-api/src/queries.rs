@@ -49,6 +49,18 @@ pub struct AccessReviewQuery {
     /// Start of the period (RFC 3339; default 90 days ago).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<DateTime<Utc>>,
+    /// Only versions in this namespace (`unused_access` then covers only
+    /// the versions reviewed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
+    pub namespace: Option<String>,
+    /// Only versions of models with this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
+    pub model: Option<String>,
+    /// Only this version name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// `GET .../ciphertext/{path}?generation=`

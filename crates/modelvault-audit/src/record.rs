@@ -101,6 +101,10 @@ pub struct AuditRecord {
     /// Source address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// How the request came: `ui` for the web console (a console session);
+    /// absent for API clients (a bearer token or OIDC access token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
     /// Action (`download`, `read`, `write`, `authentication`, ...).
     pub action: String,
     /// Resource.

@@ -47,6 +47,8 @@ pub struct Slot {
     audit_down: Option<bool>,
     /// Refused (503) because the audit store is failing.
     refused: bool,
+    /// `ui` when a console session authenticated the request.
+    channel: Option<&'static str>,
 }
 
 fn with_slot(f: impl FnOnce(&mut Slot)) {
@@ -75,6 +77,11 @@ pub fn principal_ref(p: &Principal) -> PrincipalRef {
 pub fn note_principal(p: &Principal) {
     let r = principal_ref(p);
     with_slot(|s| s.principal = Some(r));
+}
+
+/// Notes the channel the request came through (`ui`: a console session).
+pub fn note_channel(channel: &'static str) {
+    with_slot(|s| s.channel = Some(channel));
 }
 
 /// Notes that authentication failed (the counter records it).
@@ -285,15 +292,16 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         return unavailable().into_response();
     }
     let status = resp.status();
-    let (principal, decisions, version, detail, skip) = match slot.lock() {
+    let (principal, decisions, version, detail, channel, skip) = match slot.lock() {
         Ok(mut s) => (
             s.principal.take(),
             std::mem::take(&mut s.decisions),
             s.version.take(),
             s.detail.take(),
+            s.channel,
             s.handled || s.auth_failed,
         ),
-        Err(_) => (None, Vec::new(), None, None, false),
+        Err(_) => (None, Vec::new(), None, None, None, false),
     };
     if status == StatusCode::FORBIDDEN
         && let Some(p) = &principal
@@ -316,6 +324,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     rec.status = Some(status.as_u16());
     rec.decisions = decisions;
     rec.detail = detail;
+    rec.channel = channel.map(str::to_string);
     audit.record(rec).await;
     resp
 }
@@ -354,12 +363,13 @@ pub async fn intent(state: &AppState, i: Intent<'_>) -> Result<Option<u64>, ApiE
     rec.principal = Some(principal_ref(i.principal));
     rec.resource = Some(i.resource);
     rec.keys = i.keys;
-    let source = SLOT
-        .try_with(|s| s.lock().ok().map(|g| g.decisions.clone()))
+    let (decisions, channel) = SLOT
+        .try_with(|s| s.lock().ok().map(|g| (g.decisions.clone(), g.channel)))
         .ok()
         .flatten()
         .unwrap_or_default();
-    rec.decisions = source;
+    rec.decisions = decisions;
+    rec.channel = channel.map(str::to_string);
     rec.status = Some(200);
     let seq = audit.durable(rec).await.map_err(|e| {
         tracing::error!(error = %e, "audit intent not written; refusing the release");

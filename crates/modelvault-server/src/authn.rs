@@ -29,7 +29,7 @@ pub struct Authenticated(pub Principal);
 /// The one answer every failed authentication gets: it never says whether
 /// a token exists, nor why a JWT was refused (the reason goes to the
 /// failure log and the audit trail).
-fn unauthenticated() -> ApiError {
+pub(crate) fn unauthenticated() -> ApiError {
     ApiError::unauthenticated("invalid or expired credentials")
 }
 
@@ -50,20 +50,15 @@ impl FromRequestParts<AppState> for Authenticated {
     ) -> Result<Self, Self::Rejection> {
         let source = source_addr(parts);
         let rid = crate::gate::RequestId::from_headers(&parts.headers).map(|r| r.0);
-        let fail = |credential: &'static str, reason: &str| {
-            let first = state.auth_failures.record(source, credential, reason);
-            state
-                .metrics
-                .auth_failures
-                .get_or_create(&crate::metrics::ReasonLabels {
-                    reason: reason.to_string(),
-                })
-                .inc();
-            crate::audit::auth_failure(state, first, source, reason, rid.clone());
-            state.alerts.failed_auth(source);
-        };
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
-            fail("none", "missing_credentials");
+            // A web console session (a cookie) stands in for the bearer
+            // token; state-changing requests must carry its CSRF token.
+            if let Some(cookie) = crate::console::session::cookie_value(&parts.headers, state) {
+                return crate::console::session::authenticate(state, parts, &cookie, source, rid)
+                    .await
+                    .map(Self);
+            }
+            record_failure(state, source, rid, "none", "missing_credentials");
             return Err(ApiError::unauthenticated(
                 "missing bearer token (set MODELVAULT_TOKEN or run modelvault login)",
             ));
@@ -74,31 +69,64 @@ impl FromRequestParts<AppState> for Authenticated {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
         else {
-            fail("none", "not_bearer");
+            record_failure(state, source, rid, "none", "not_bearer");
             return Err(ApiError::unauthenticated(
                 "authorization header is not a bearer token",
             ));
         };
-        let result = if bearer.starts_with(modelvault_auth::TOKEN_PREFIX) {
-            authenticate_token(state, bearer)
-                .await
-                .map_err(|reason| ("api-token", reason))
-        } else if modelvault_oidc::Verifier::looks_like_jwt(bearer) {
-            authenticate_jwt(state, bearer)
-                .await
-                .map_err(|reason| ("jwt", reason))
-        } else {
-            Err(("unknown", "malformed".to_string()))
-        };
-        match result {
-            Ok(p) => {
-                crate::audit::note_principal(&p);
-                Ok(Self(p))
-            }
-            Err((credential, reason)) => {
-                fail(credential, &reason);
-                Err(unauthenticated())
-            }
+        verify_bearer(state, bearer, source, rid).await.map(Self)
+    }
+}
+
+/// Counts, logs, audits and alerts one failed authentication (the audit
+/// record never waits on the store).
+pub(crate) fn record_failure(
+    state: &AppState,
+    source: Option<IpAddr>,
+    rid: Option<String>,
+    credential: &'static str,
+    reason: &str,
+) {
+    let first = state.auth_failures.record(source, credential, reason);
+    state
+        .metrics
+        .auth_failures
+        .get_or_create(&crate::metrics::ReasonLabels {
+            reason: reason.to_string(),
+        })
+        .inc();
+    crate::audit::auth_failure(state, first, source, reason, rid);
+    state.alerts.failed_auth(source);
+}
+
+/// Verifies a bearer credential (an API token or an OIDC access token) and
+/// notes the principal for the audit record; a failure is recorded and
+/// answered with the one `unauthenticated` error.
+pub(crate) async fn verify_bearer(
+    state: &AppState,
+    bearer: &str,
+    source: Option<IpAddr>,
+    rid: Option<String>,
+) -> Result<Principal, ApiError> {
+    let result = if bearer.starts_with(modelvault_auth::TOKEN_PREFIX) {
+        authenticate_token(state, bearer)
+            .await
+            .map_err(|reason| ("api-token", reason))
+    } else if modelvault_oidc::Verifier::looks_like_jwt(bearer) {
+        authenticate_jwt(state, bearer)
+            .await
+            .map_err(|reason| ("jwt", reason))
+    } else {
+        Err(("unknown", "malformed".to_string()))
+    };
+    match result {
+        Ok(p) => {
+            crate::audit::note_principal(&p);
+            Ok(p)
+        }
+        Err((credential, reason)) => {
+            record_failure(state, source, rid, credential, &reason);
+            Err(unauthenticated())
         }
     }
 }
@@ -118,7 +146,10 @@ pub(crate) async fn binding_grants(
 }
 
 /// Verifies an API token; the error is an audit-ready reason code.
-async fn authenticate_token(state: &AppState, bearer: &str) -> Result<Principal, String> {
+pub(crate) async fn authenticate_token(
+    state: &AppState,
+    bearer: &str,
+) -> Result<Principal, String> {
     let (id, secret) = parse_bearer(bearer).map_err(|_| "malformed".to_string())?;
     // A revocation marker wins even over a token record put back into the
     // bucket (a replayed record verifies: it is authentic, just withdrawn).
@@ -185,7 +216,7 @@ pub(crate) async fn token_principal(
 }
 
 /// Verifies an OIDC access token; the error is an audit-ready reason code.
-async fn authenticate_jwt(state: &AppState, bearer: &str) -> Result<Principal, String> {
+pub(crate) async fn authenticate_jwt(state: &AppState, bearer: &str) -> Result<Principal, String> {
     let Some(verifier) = &state.oidc else {
         return Err("no_issuer_configured".into());
     };

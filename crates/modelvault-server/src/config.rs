@@ -49,6 +49,50 @@ pub struct Config {
     /// Alert rules and the webhook.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The web console at `/ui/`.
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the web console served at `/ui/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Lifetime of a console session in seconds (the cookie holds the
+    /// session, never the API token or the OIDC token): 60 to 43200,
+    /// default 3600.
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_secs: u64,
+    /// The console's public base URL (`https://vault.example.com`), used for
+    /// the OIDC redirect URI `<public_url>/ui/oidc/callback`. Unset: taken
+    /// from the request's `Host` (the issuer still checks the redirect URI
+    /// against the client's registered ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// OIDC sign-in: issuer URL → the public client id registered for the
+    /// console (authorization code + PKCE, redirect URI
+    /// `<public_url>/ui/oidc/callback`). Each issuer must also be an
+    /// `[[oidc.issuers]]` entry (its access tokens are verified the same way).
+    #[serde(default)]
+    pub oidc_clients: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_ttl_secs: default_session_ttl(),
+            public_url: None,
+            oidc_clients: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+fn default_session_ttl() -> u64 {
+    3600
 }
 
 /// `[metrics]`
@@ -711,6 +755,7 @@ impl Config {
             audit: AuditConfig::default(),
             metrics: MetricsConfig::default(),
             alerts: AlertsConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 
@@ -740,6 +785,23 @@ impl Config {
 
     /// The rules behind [`Config::validate`]; each message names its key.
     fn check_rules(&self) -> Result<(), String> {
+        if !(60..=43_200).contains(&self.console.session_ttl_secs) {
+            return Err("console.session_ttl_secs must be between 60 and 43200".into());
+        }
+        for issuer in self.console.oidc_clients.keys() {
+            if !self.oidc.issuers.iter().any(|i| &i.issuer == issuer) {
+                return Err(format!(
+                    "console.oidc_clients: {issuer} is not an [[oidc.issuers]] entry"
+                ));
+            }
+        }
+        if let Some(u) = &self.console.public_url {
+            let parsed =
+                url::Url::parse(u).map_err(|e| format!("console.public_url {u:?}: {e}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(format!("console.public_url {u:?}: must be http or https"));
+            }
+        }
         if modelvault_format::SegmentSize::from_bytes(self.store.segment_size).is_none() {
             return Err(format!(
                 "store.segment_size {} is not one of 65536, 262144, 1048576, 4194304",

@@ -19,6 +19,7 @@ pub mod audit;
 pub mod authn;
 pub mod config;
 pub mod conn;
+pub mod console;
 mod error;
 mod extract;
 pub mod gate;

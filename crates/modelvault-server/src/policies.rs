@@ -77,6 +77,8 @@ impl From<&PolicyRecord> for PolicyInfo {
             installed_at: r.installed_at,
             signed_by: r.signed_by.clone(),
             metadata: r.metadata.clone(),
+            shadow_decisions: None,
+            shadow_flips: None,
         }
     }
 }
@@ -137,6 +139,9 @@ pub struct PolicyRegistry {
     evaluation_slots: Arc<tokio::sync::Semaphore>,
     /// Each plugin's circuit.
     breakers: Arc<modelvault_policy::Breakers>,
+    /// Shadow policies' live record since this server started, by (name,
+    /// component SHA-256): (decisions, decisions it would have flipped).
+    shadow_stats: Arc<std::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>>,
     /// Where circuit changes go (set by [`Self::attach_monitoring`]).
     monitoring: std::sync::OnceLock<Monitoring>,
 }
@@ -184,6 +189,7 @@ impl PolicyRegistry {
                 config.circuit_breaker.clone(),
             )),
             monitoring: std::sync::OnceLock::new(),
+            shadow_stats: Arc::default(),
             config,
         })
     }
@@ -211,7 +217,7 @@ impl PolicyRegistry {
         &self.host
     }
 
-    fn plugin_config(&self, name: &str) -> Vec<(String, String)> {
+    pub(crate) fn plugin_config(&self, name: &str) -> Vec<(String, String)> {
         match self.plugin_configs.read() {
             Ok(c) => pairs(c.get(name)),
             // Poisoned (a panic while replacing it): the start-up config.
@@ -527,7 +533,24 @@ impl PolicyRegistry {
         }
         let s = self.state.read().map_err(|_| lock_err())?;
         match &*s {
-            Ok(l) => Ok(l.records.iter().map(PolicyInfo::from).collect()),
+            Ok(l) => {
+                let stats = self.shadow_stats.lock().map_err(|_| lock_err())?;
+                Ok(l.records
+                    .iter()
+                    .map(|r| {
+                        let mut info = PolicyInfo::from(r);
+                        if info.mode == PolicyMode::Shadow {
+                            let (seen, flips) = stats
+                                .get(&(info.name.clone(), info.sha256.clone()))
+                                .copied()
+                                .unwrap_or_default();
+                            info.shadow_decisions = Some(seen);
+                            info.shadow_flips = Some(flips);
+                        }
+                        info
+                    })
+                    .collect())
+            }
             Err(e) => Err(ApiError::internal(format!(
                 "installed policies unavailable: {e}"
             ))),
@@ -695,6 +718,7 @@ impl PolicyRegistry {
         // its thread before the evaluation ends.
         let host = self.host.clone();
         let breakers = self.breakers.clone();
+        let shadow_stats = self.shadow_stats.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job = Box::new(move || {
             let _permit = permit;
@@ -702,6 +726,7 @@ impl PolicyRegistry {
             if let Some(m) = &monitoring {
                 report_circuits(m, breakers.config(), &run);
             }
+            count_shadow(&shadow_stats, &run.decision);
             let _ = tx.send(run.decision);
         });
         if let Err(e) = pool.submit(job) {
@@ -735,6 +760,31 @@ fn evaluation_pool(config: &PolicyConfig) -> Result<modelvault_policy::Evaluatio
             tracing::error!(error = %e, "cannot start the policy evaluation threads; denying every policy-checked request");
             Err(e.to_string())
         }
+    }
+}
+
+/// Counts, for each shadow policy in a decision, whether its answer would
+/// have flipped the chain's (a deny where the chain allowed, an allow where
+/// it denied; an abstention flips nothing).
+fn count_shadow(
+    stats: &std::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
+    d: &ChainDecision,
+) {
+    use modelvault_policy::Outcome;
+    let shadows = d.results.iter().filter(|r| r.shadow);
+    let Ok(mut stats) = stats.lock() else {
+        return;
+    };
+    for r in shadows {
+        let flipped = matches!(
+            (r.decision.outcome, d.outcome),
+            (Outcome::Deny, Outcome::Allow) | (Outcome::Allow, Outcome::Deny)
+        );
+        let e = stats
+            .entry((r.plugin.clone(), r.sha256.clone()))
+            .or_default();
+        e.0 += 1;
+        e.1 += u64::from(flipped);
     }
 }
 

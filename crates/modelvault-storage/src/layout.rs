@@ -195,6 +195,16 @@ pub fn audit_signing_keys() -> Path {
     Path::from("audit/signing-keys")
 }
 
+/// A console session record, by session id.
+pub fn console_session(id: &str) -> Path {
+    Path::from(format!("console-sessions/{id}.json"))
+}
+
+/// A console session's revocation marker (sign-out; never removed).
+pub fn console_session_revocation(id: &str) -> Path {
+    Path::from(format!("console-session-revocations/{id}.json"))
+}
+
 /// A token's revocation marker (create-if-absent; never removed).
 pub fn token_revocation(id: &str) -> Path {
     Path::from(format!("token-revocations/{id}.json"))

@@ -72,7 +72,7 @@ pub(crate) use deks::{digest_seal_key, seal_digests, unseal_digests, version_met
 pub use error::StorageError;
 pub use failpoint::failpoint;
 pub use gc::GcReport;
-pub use repos::{RecordSeries, Tokens};
+pub use repos::{ConsoleSessions, RecordSeries, Tokens};
 pub use rotation::{KeyDir, Rewrap};
 pub use shred::ShredReport;
 pub use signing_key::{AuditSigningKey, SigningSeed};

@@ -126,6 +126,65 @@ impl Store {
     pub fn tokens(&self) -> Tokens<'_> {
         Tokens { store: self }
     }
+
+    /// Web console sessions.
+    pub fn console_sessions(&self) -> ConsoleSessions<'_> {
+        ConsoleSessions { store: self }
+    }
+}
+
+/// Web console sessions: one authenticated record per session (the caller
+/// brings the type; it holds a hash of the session secret, never the
+/// secret) and a revocation marker written at sign-out. Stored in the
+/// bucket so every server behind a load balancer sees a sign-out at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsoleSessions<'a> {
+    store: &'a Store,
+}
+
+impl ConsoleSessions<'_> {
+    /// Stores a new session record (create-if-absent: a session id is
+    /// never reused).
+    pub async fn create<T: Serialize>(&self, id: &str, record: &T) -> Result<(), StorageError> {
+        self.store
+            .create_record("console-session", &layout::console_session(id), record)
+            .await
+    }
+
+    /// A session record by id, verified; `None` if absent.
+    pub async fn get<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>, StorageError> {
+        self.store
+            .read_record("console-session", &layout::console_session(id))
+            .await
+    }
+
+    /// Whether the session was signed out (the marker wins even over a
+    /// session record put back into the bucket).
+    pub async fn is_revoked(&self, id: &str) -> Result<bool, StorageError> {
+        Ok(self
+            .store
+            .get_bytes(&layout::console_session_revocation(id))
+            .await?
+            .is_some())
+    }
+
+    /// Signs a session out: its revocation marker (an existing one is
+    /// fine), then its record is removed.
+    pub async fn revoke<T: Serialize>(&self, id: &str, marker: &T) -> Result<(), StorageError> {
+        match self
+            .store
+            .create_record(
+                "console-session-revocation",
+                &layout::console_session_revocation(id),
+                marker,
+            )
+            .await
+        {
+            Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.store.delete_object(&layout::console_session(id)).await
+    }
 }
 
 /// API token records, their unique-name claims and revocation markers.

@@ -168,6 +168,11 @@ pub async fn whoami(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
 ) -> Result<Json<WhoAmI>, ApiError> {
+    Ok(Json(whoami_of(&state, p).await?))
+}
+
+/// The caller as `GET /v1/whoami` (and the console's session) shows it.
+pub(crate) async fn whoami_of(state: &AppState, p: Principal) -> Result<WhoAmI, ApiError> {
     let token_name = match &p.token_id {
         Some(id) => state
             .store
@@ -177,7 +182,7 @@ pub async fn whoami(
             .map(|r| r.name),
         None => None,
     };
-    Ok(Json(WhoAmI {
+    Ok(WhoAmI {
         attributes: p.attributes.clone(),
         roles: p.roles(),
         grants: p
@@ -205,7 +210,7 @@ pub async fn whoami(
         token_name,
         issuer: p.issuer,
         expires_at: p.expires_at,
-    }))
+    })
 }
 
 /// Failed authentications by source and window

@@ -423,3 +423,130 @@ pub async fn list_deployments(
         deployments: model_deployments(&state, &ns, &name).await?,
     }))
 }
+
+/// The approval rules of the enforcing bundled policies for `env`: (plugin,
+/// approvals required, the rule in words), read from their
+/// `[policy.config]` the same way the plugins read it.
+fn approval_rules(state: &AppState, env: &str) -> Result<Vec<(String, u32, String)>, ApiError> {
+    let installed = state.policies.list()?;
+    let enforcing = |name: &str| {
+        installed
+            .iter()
+            .any(|p| p.name == name && p.mode == crate::api::PolicyMode::Enforce)
+    };
+    let mut cfg = std::collections::BTreeMap::new();
+    for plugin in ["separation-of-duties", "approval-gate"] {
+        cfg.insert(
+            plugin,
+            state
+                .policies
+                .plugin_config(plugin)
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+        );
+    }
+    let gated = |plugin: &str| {
+        cfg.get(plugin)
+            .and_then(|c| c.get("gated"))
+            .map_or("production", String::as_str)
+            .split(',')
+            .any(|g| g.trim() == env)
+    };
+    let mut rules = Vec::new();
+    if enforcing("separation-of-duties") && gated("separation-of-duties") {
+        let required = cfg
+            .get("separation-of-duties")
+            .and_then(|c| c.get("required_approvals"))
+            .map_or(Ok(2), |v| v.trim().parse::<u32>())
+            .unwrap_or(2)
+            .max(1);
+        rules.push((
+            "separation-of-duties".to_string(),
+            required,
+            format!("{required} approvals for {env} by people other than the uploader"),
+        ));
+    }
+    if enforcing("approval-gate") && gated("approval-gate") {
+        rules.push((
+            "approval-gate".to_string(),
+            1,
+            format!("an approval for {env} before any release there"),
+        ));
+    }
+    Ok(rules)
+}
+
+/// Versions waiting for an approval the caller may give
+///
+/// Versions in namespaces where the caller holds `approve`, short of the
+/// approvals that the enforcing bundled policies (`separation-of-duties`,
+/// `approval-gate`) require in the caller's environment. Approving is
+/// still decided by the server: the list only says what is waiting.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals/inbox",
+    tag = "approvals",
+    responses(
+        (status = 200, description = "What waits for the caller's approval", body = crate::api::Inbox),
+    ),
+)]
+pub async fn inbox(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+) -> Result<Json<crate::api::Inbox>, ApiError> {
+    use modelvault_auth::Permission;
+    let env = p.environment.clone();
+    let rules = approval_rules(&state, &env)?;
+    let mut items = Vec::new();
+    let Some((plugin, required, rule)) = rules.into_iter().max_by_key(|r| r.1) else {
+        return Ok(Json(crate::api::Inbox { items }));
+    };
+    for ns in state.store.list_namespaces().await? {
+        if !p.can_in(Permission::Approve, &ns) || !p.can_in(Permission::Read, &ns) {
+            continue;
+        }
+        for m in state.store.list_models(&ns).await? {
+            for manifest in state.store.list_versions(&ns, &m.name).await? {
+                let v = VersionRef {
+                    namespace: &ns,
+                    model: &m.name,
+                    version: &manifest.version,
+                };
+                let effective: Vec<ApprovalRecord> = approvals(&state, &v)
+                    .await?
+                    .into_iter()
+                    .filter(|a| a.environment == env)
+                    .collect();
+                let counted = effective
+                    .iter()
+                    .filter(|a| a.approver != manifest.uploader)
+                    .count();
+                if counted >= required as usize {
+                    continue;
+                }
+                items.push(crate::api::InboxItem {
+                    namespace: ns.clone(),
+                    model: m.name.clone(),
+                    version: manifest.version.clone(),
+                    uploader: manifest.uploader.clone(),
+                    created_at: manifest.created_at,
+                    environment: env.clone(),
+                    plugin: plugin.clone(),
+                    rule: rule.clone(),
+                    required,
+                    you_approved: effective.iter().any(|a| a.approver == p.id),
+                    approvals: effective
+                        .into_iter()
+                        .map(|a| ApprovalView {
+                            approver: a.approver,
+                            environment: a.environment,
+                            time: a.time,
+                        })
+                        .collect(),
+                });
+            }
+        }
+    }
+    items.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(Json(crate::api::Inbox { items }))
+}

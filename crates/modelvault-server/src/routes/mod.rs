@@ -14,6 +14,7 @@ mod release;
 mod review;
 mod tokens;
 
+pub(crate) use access::whoami_of;
 pub(crate) use keys::retire_checked;
 
 use axum::Router;
@@ -116,6 +117,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/tokens/{name}",
             axum::routing::delete(tokens::revoke.layer(Declare("revoke-token"))),
         )
+        .route(
+            "/v1/approvals/inbox",
+            get(approvals::inbox.layer(Declare("read"))),
+        )
         .route("/v1/whoami", get(access::whoami.layer(Declare("whoami"))))
         .route(
             "/v1/auth/config",
@@ -202,6 +207,7 @@ pub fn router(state: AppState) -> Router {
         .merge(hf)
         .merge(uploads)
         .merge(admin)
+        .merge(crate::console::audited_routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::audit::middleware,
@@ -215,8 +221,13 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(audited)
+        .merge(crate::console::asset_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::console::security_headers,
+        ))
         .with_state(state)
 }
 

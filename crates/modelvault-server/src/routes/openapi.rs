@@ -110,6 +110,7 @@ pub(crate) struct FilePath {
         super::files::commit,
         super::files::uploads,
         super::approvals::list_deployments,
+        super::approvals::inbox,
         super::approvals::approve,
         super::approvals::revoke,
         super::approvals::deploy,

@@ -50,6 +50,15 @@ pub async fn review(
             p.id
         )));
     }
+    if let Some(ns) = &q.namespace {
+        modelvault_storage::names::validate_name("namespace", ns)?;
+    }
+    if let Some(m) = &q.model {
+        modelvault_storage::names::validate_name("model", m)?;
+    }
+    if let Some(v) = &q.version {
+        modelvault_storage::names::validate_version(v)?;
+    }
     let now = Utc::now();
     let since = q.since.unwrap_or(now - chrono::Duration::days(90));
 
@@ -163,8 +172,20 @@ pub async fn review(
     let mut can_download_any: BTreeSet<String> = BTreeSet::new();
     let mut downloaded_any: BTreeSet<String> = BTreeSet::new();
     for ns in state.store.list_namespaces().await? {
+        if q.namespace.as_ref().is_some_and(|want| *want != ns) {
+            continue;
+        }
         for model in state.store.list_models(&ns).await? {
+            if q.model.as_ref().is_some_and(|want| *want != model.name) {
+                continue;
+            }
             for manifest in state.store.list_versions(&ns, &model.name).await? {
+                if q.version
+                    .as_ref()
+                    .is_some_and(|want| *want != manifest.version)
+                {
+                    continue;
+                }
                 let v = VersionRef {
                     namespace: &ns,
                     model: &model.name,
