@@ -165,6 +165,23 @@ log "installing huggingface_hub, mlflow-skinny and pytest into $sdk_venv"
 "$sdk_venv/bin/pip" install --quiet --disable-pip-version-check \
   'huggingface_hub==2.4.0' 'mlflow-skinny==3.18.0' 'numpy==2.4.6' 'pandas==3.1.1' \
   'sqlalchemy==2.1.9' 'alembic==1.20.1' 'pytest==9.2.0'
+# The console's browser tests: Debian's Chromium and ChromeDriver, Selenium
+# (PyPI; 4.52.0 needs a certifi newer than the registry has) and axe-core
+# (npm), all pinned.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  log "installing chromium and chromium-driver (Debian packages)"
+  $sudo_cmd apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 ||
+    { $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q chromium chromium-driver >/dev/null; }
+fi
+"$sdk_venv/bin/pip" install --quiet --disable-pip-version-check 'selenium==4.51.0'
+axe_dir="$env_dir/axe"
+if [ ! -f "$axe_dir/node_modules/axe-core/axe.min.js" ]; then
+  log "installing axe-core into $axe_dir"
+  mkdir -p "$axe_dir"
+  npm install --silent --no-audit --no-fund --prefix "$axe_dir" axe-core@4.14.1 >/dev/null
+fi
+export MODELVAULT_TEST_AXE="$axe_dir/node_modules/axe-core/axe.min.js" MODELVAULT_REQUIRE_CONSOLE=1
 log "installing the Python SDK (pip install ./python)"
 CARGO_TARGET_DIR="$root/python/target" "$sdk_venv/bin/pip" install --quiet \
   --disable-pip-version-check --force-reinstall --no-deps ./python

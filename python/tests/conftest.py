@@ -21,11 +21,14 @@ BIN = os.environ.get("MODELVAULT_BIN", str(ROOT / "target" / "debug" / "modelvau
 
 
 class Server:
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, extra_config: str = "") -> None:
         out = subprocess.run(
             [BIN, "init", "--data-dir", str(data)], capture_output=True, text=True, check=True
         )
         self.admin = out.stdout.strip()
+        if extra_config:
+            with open(data / "config.toml", "a") as f:
+                f.write(extra_config)
         self.data = data
         self.log: List[str] = []
         self.proc = subprocess.Popen(
@@ -65,6 +68,10 @@ class Server:
         if check and out.returncode != 0:
             raise AssertionError(f"modelvault {' '.join(args)} failed: {out.stderr}")
         return out.stdout
+
+    def run(self, *args: str, token: Optional[str] = None) -> subprocess.CompletedProcess:
+        env = {**os.environ, "MODELVAULT_URL": self.url, "MODELVAULT_TOKEN": token or self.admin}
+        return subprocess.run([BIN, *args], capture_output=True, text=True, env=env)
 
     def token(self, name: str, roles: List[str], namespaces: List[str], env: str = "dev") -> str:
         args = ["token", "create", "--name", name, "--env", env, "--principal", name]

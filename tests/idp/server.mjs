@@ -9,7 +9,8 @@
 // - Access tokens for the resource `urn:modelvault` are RS256 JWTs with
 //   `typ: at+jwt` and a `groups` claim.
 // - Clients: `modelvault-cli` (public, device flow and authorization code +
-//   PKCE, loopback redirect), `deployer` and `trainer` (client credentials).
+//   PKCE, loopback redirect), `modelvault-console` (the web console's
+//   code + PKCE sign-in), `deployer` and `trainer` (client credentials).
 // - People: alice (nlp-writers), bob (auditors), carol (sensitive-readers),
 //   password `pw-<name>`. The login page is a bare form; consent is
 //   granted automatically (a first-party CLI).
@@ -48,6 +49,16 @@ const provider = new Provider(issuer, {
       grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'authorization_code', 'refresh_token'],
       response_types: ['code'],
       redirect_uris: ['http://127.0.0.1/callback'],
+    },
+    {
+      // The web console: a public client (authorization code + PKCE); a
+      // loopback redirect URI matches any port (RFC 8252).
+      client_id: 'modelvault-console',
+      application_type: 'native',
+      token_endpoint_auth_method: 'none',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1/ui/oidc/callback'],
     },
     {
       client_id: 'deployer',
