@@ -27,7 +27,7 @@ class Server:
         )
         self.admin = out.stdout.strip()
         if extra_config:
-            with open(data / "config.toml", "a") as f:
+            with open(data / "modelvault.toml", "a") as f:
                 f.write(extra_config)
         self.data = data
         self.log: List[str] = []

@@ -116,8 +116,8 @@ def wait(driver, cond, secs: float = 15):
     return WebDriverWait(driver, secs).until(cond)
 
 
-def css(driver, sel: str):
-    return wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, sel)))
+def css(driver, sel: str, secs: float = 15):
+    return wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, sel)), secs)
 
 
 def visible_text(driver, sel: str, text: str, secs: float = 15):
@@ -202,6 +202,43 @@ def test_console_headers_and_assets_are_locked_down(console):
         json.dumps({"token": "mv_nope_nope"}).encode(),
     )
     assert status == 401 and headers.get("Set-Cookie") is None
+
+
+def _open_session(url: str, token: str) -> str:
+    status, headers, body = http(
+        "POST", url + "/ui/api/session", {"Content-Type": "application/json"},
+        json.dumps({"token": token}).encode(),
+    )
+    assert status == 200, body
+    cookie = headers.get("Set-Cookie")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and token not in cookie
+    assert token.encode() not in body  # the answer holds a CSRF token, not the API token
+    return cookie.split(";")[0]
+
+
+def test_a_session_dies_with_its_token_and_cannot_be_forged(console):
+    s, _ = console
+    # Revoking the API token a session was opened with ends the session.
+    token = s.token("ui-short", ["auditor"], ["ui"])
+    cookie = _open_session(s.url, token)
+    assert http("GET", s.url + "/v1/whoami", {"Cookie": cookie})[0] == 200
+    s.cli("token", "revoke", "ui-short")
+    assert http("GET", s.url + "/v1/whoami", {"Cookie": cookie})[0] == 401
+
+    # As a bucket writer: extending a stored session's expiry breaks its
+    # record MAC, so the session stops working (fail closed).
+    token = s.token("ui-long", ["auditor"], ["ui"])
+    cookie = _open_session(s.url, token)
+    sid = cookie.split("=", 1)[1].split(".")[0]
+    record = Path(s.data) / "store" / "console-sessions" / f"{sid}.json"
+    text = record.read_text()
+    assert '"expires_at"' in text and token not in text
+    record.write_text(text.replace('"expires_at":"2', '"expires_at":"3', 1))
+    assert record.read_text() != text
+    assert http("GET", s.url + "/v1/whoami", {"Cookie": cookie})[0] == 401
+    # A made-up cookie of the right shape is refused too.
+    fake = "mv_session=" + "A" * 22 + "." + "B" * 43
+    assert http("GET", s.url + "/v1/whoami", {"Cookie": fake})[0] == 401
 
 
 def test_two_managers_approve_in_the_browser_and_the_download_becomes_allowed(console, browser):

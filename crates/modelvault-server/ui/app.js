@@ -25,6 +25,10 @@
     return el;
   }
 
+  // add(el, ...children): like Element.append, but null, undefined and
+  // false add nothing (Element.append would add the text "null").
+  const add = (el, ...children) => append(el, children);
+
   // h(tag, attrs, ...children): string children become text nodes;
   // attributes named onX with a function value become event listeners.
   function h(tag, attrs, ...children) {
@@ -326,7 +330,7 @@
       }
     });
     const issuers = h('ul', { id: 'oidc-issuers', class: 'issuers' });
-    main.append(form, h('h2', null, 'Single sign-on'), issuers);
+    add(main, form, h('h2', null, 'Single sign-on'), issuers);
     api('GET', '/ui/api/login-options').then((opts) => {
       for (const i of (opts && opts.issuers) || []) {
         const href = safeHref(i.login_url);
@@ -382,7 +386,7 @@
       count.textContent = `${shown} of ${rows.length} models`;
     };
     filter.addEventListener('input', apply);
-    main.append(
+    add(main, 
       h('div', { class: 'field' }, h('label', { for: 'model-filter' }, 'Filter models'), filter),
       count,
       table('models-table', ['Namespace', 'Name', 'Sensitivity', 'Tags', 'Owner', 'Created'], rows, { empty: 'No models are visible to you.' }));
@@ -400,7 +404,7 @@
       }),
     ]);
     wait.remove();
-    main.append(
+    add(main, 
       facts([
         ['Sensitivity', sensBadge(m.sensitivity)],
         ['Owner', txt(m.owner)],
@@ -464,7 +468,7 @@
       actions.appendChild(h('p', { class: 'muted' }, 'Your session has no environment, so you cannot approve.'));
     }
 
-    main.append(
+    add(main, 
       h('p', null, h('a', { href: modelHash(ns, name) }, `Back to ${ns}/${name}`)),
       facts([
         ['Sensitivity', sensBadge(v.sensitivity)],
@@ -501,7 +505,9 @@
       if (err === STALE) throw err;
       if (err.status === 401) { showSignin(); return; }
       wait2.remove();
-      section.appendChild(h('p', { class: 'page-error' }, errorText(err)));
+      section.appendChild(err.status === 403
+        ? h('p', { class: 'muted' }, 'Who can download a version comes from the access review, which needs the audit-read permission for all namespaces (auditors and admins). ', h('span', { class: 'detail' }, errorText(err)))
+        : h('p', { class: 'page-error' }, errorText(err)));
       return;
     }
     wait2.remove();
@@ -526,7 +532,7 @@
         ])), { empty: 'No one can download this version in that environment.' }));
     };
     select.addEventListener('change', draw);
-    section.append(h('div', { class: 'field' }, h('label', { for: 'review-env' }, 'Environment'), select), holder);
+    add(section, h('div', { class: 'field' }, h('label', { for: 'review-env' }, 'Environment'), select), holder);
     draw();
   }
 
@@ -638,7 +644,7 @@
     const more = h('button', { type: 'button', id: 'audit-more', class: 'secondary hidden' }, 'Load more');
     const exp = h('button', { type: 'button', id: 'audit-export', class: 'secondary' }, 'Export JSON lines');
     const verify = h('section', { id: 'audit-verify', 'aria-labelledby': 'verify-heading' }, h('h2', { id: 'verify-heading' }, 'Chain verification'));
-    main.append(form, h('h2', null, 'Records'), tableWrap, h('div', { class: 'actions' }, more, exp), verify);
+    add(main, form, h('h2', null, 'Records'), tableWrap, h('div', { class: 'actions' }, more, exp), verify);
 
     let filter = {};
     let cursor = null;
@@ -658,7 +664,7 @@
       const data = await get(seq, query({ limit: 50, cursor: append_ ? cursor : '' }));
       if (!append_) clear(tbody);
       const records = (data && data.records) || [];
-      for (const r of records) tbody.append(...auditRows(r));
+      for (const r of records) add(tbody, auditRows(r));
       if (!tbody.children.length) tbody.appendChild(h('tr', null, h('td', { colspan: 8, class: 'empty' }, 'No records match.')));
       cursor = (data && data.next_cursor) || null;
       more.classList.toggle('hidden', !cursor);
@@ -701,7 +707,7 @@
       try {
         const v = await get(seq, '/v1/audit/verify');
         wait.remove();
-        verify.append(
+        add(verify, 
           h('p', { id: 'verify-ok', class: v.ok ? 'ok' : 'problem' }, v.ok ? 'All chains verify' : 'Problems found'),
           table('verify-table', ['Chain', 'Records', 'Last seq', 'Verified to', 'Status', 'Open intents'],
             (v.chains || []).map((c) => tr([
@@ -783,7 +789,7 @@
       download('review.md', reviewMarkdown(r), 'text/markdown');
       setStatus('Downloaded review.md.');
     });
-    main.append(
+    add(main, 
       facts([['Generated', time(r.generated_at)], ['Activity since', val(r.since)]]),
       h('div', { class: 'actions' }, bJson, bMd));
     for (const v of r.versions || []) {
@@ -793,7 +799,7 @@
         if (unused.has(a.principal)) cells[0] = h('span', null, txt(a.principal), ' ', h('span', { class: 'marker' }, 'unused'));
         return tr(cells, { class: unused.has(a.principal) ? 'unused' : null });
       });
-      main.append(h('section', { class: 'review-version' },
+      add(main, h('section', { class: 'review-version' },
         h('h2', null, h('a', { href: versionHash(v.namespace, v.model, v.version) }, label), ' ', sensBadge(v.sensitivity)),
         table(null, accessHeaders, rows, { class: 'access-table', empty: 'No one has access.' }),
         (v.downloaded_without_access_today || []).length
@@ -801,7 +807,7 @@
           : null));
     }
     if (!(r.versions || []).length) main.appendChild(h('p', { class: 'muted' }, 'No versions in the report.'));
-    main.append(
+    add(main, 
       h('section', { id: 'unused-access', 'aria-labelledby': 'unused-heading' },
         h('h2', { id: 'unused-heading' }, 'Unused access'),
         unused.size ? h('ul', null, [...unused].map((p) => h('li', null, txt(p))))
@@ -858,7 +864,7 @@
     const k = await get(seq, '/v1/keys/status');
     wait.remove();
     const jobs = k.jobs || [];
-    main.append(
+    add(main, 
       facts([['Provider', txt(k.provider)], ['Current KEK version', txt(k.current_kek_version)]]),
       h('h2', null, 'Key encryption keys'),
       table('kek-table', ['Version', 'State', 'Key records wrapped'], (k.kek_versions || []).map((v) => tr([
