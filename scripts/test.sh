@@ -59,6 +59,7 @@ if ! command -v clang >/dev/null 2>&1 || [ ! -e /usr/lib/wasm32-wasi/libc.a ] ||
   c_pkgs=(clang wasi-libc libclang-rt-dev-wasm32)
   $sudo_cmd apt-get install -y -q "${c_pkgs[@]}" >/dev/null 2>&1 ||
     { $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q "${c_pkgs[@]}" >/dev/null; }
+  [ "${MODELVAULT_CLEAN_APT_CACHE:-}" != 1 ] || $sudo_cmd apt-get clean
 fi
 if [ "$("$env_dir/tools/bin/wit-bindgen" --version 2>/dev/null)" != "wit-bindgen-cli 0.46.0" ]; then
   log "installing wit-bindgen-cli 0.46.0 (C generator only) into $env_dir/tools"
@@ -125,6 +126,7 @@ if ! command -v softhsm2-util >/dev/null 2>&1 || [ ! -e /usr/lib/softhsm/libsoft
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get install -y -q softhsm2 >/dev/null 2>&1 ||
     { $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q softhsm2 >/dev/null; }
+  [ "${MODELVAULT_CLEAN_APT_CACHE:-}" != 1 ] || $sudo_cmd apt-get clean
 fi
 hsm_dir="$env_dir/softhsm"
 rm -rf "$hsm_dir"
@@ -173,6 +175,7 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   log "installing chromium and chromium-driver (Debian packages)"
   $sudo_cmd apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 ||
     { $sudo_cmd apt-get update -q >/dev/null && $sudo_cmd apt-get install -y -q chromium chromium-driver >/dev/null; }
+  [ "${MODELVAULT_CLEAN_APT_CACHE:-}" != 1 ] || $sudo_cmd apt-get clean
 fi
 "$sdk_venv/bin/pip" install --quiet --disable-pip-version-check 'selenium==4.51.0'
 axe_dir="$env_dir/axe"
