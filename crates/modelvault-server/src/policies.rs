@@ -28,6 +28,9 @@ mod reconfigure;
 pub use reconfigure::spawn_config_reloader;
 
 /// Each plugin's `[policy.config.NAME]`, by installed name.
+/// (plugin name, component SHA-256) → (decisions, would-be flips).
+type ShadowStats = std::collections::HashMap<(String, String), (u64, u64)>;
+
 type PluginConfigs = std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
 
 pub mod signing;
@@ -141,7 +144,7 @@ pub struct PolicyRegistry {
     breakers: Arc<modelvault_policy::Breakers>,
     /// Shadow policies' live record since this server started, by (name,
     /// component SHA-256): (decisions, decisions it would have flipped).
-    shadow_stats: Arc<std::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>>,
+    shadow_stats: Arc<std::sync::Mutex<ShadowStats>>,
     /// Where circuit changes go (set by [`Self::attach_monitoring`]).
     monitoring: std::sync::OnceLock<Monitoring>,
 }
@@ -766,10 +769,7 @@ fn evaluation_pool(config: &PolicyConfig) -> Result<modelvault_policy::Evaluatio
 /// Counts, for each shadow policy in a decision, whether its answer would
 /// have flipped the chain's (a deny where the chain allowed, an allow where
 /// it denied; an abstention flips nothing).
-fn count_shadow(
-    stats: &std::sync::Mutex<std::collections::HashMap<(String, String), (u64, u64)>>,
-    d: &ChainDecision,
-) {
+fn count_shadow(stats: &std::sync::Mutex<ShadowStats>, d: &ChainDecision) {
     use modelvault_policy::Outcome;
     let shadows = d.results.iter().filter(|r| r.shadow);
     let Ok(mut stats) = stats.lock() else {

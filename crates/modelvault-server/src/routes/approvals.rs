@@ -547,6 +547,6 @@ pub async fn inbox(
             }
         }
     }
-    items.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    items.sort_by_key(|i| std::cmp::Reverse(i.created_at));
     Ok(Json(crate::api::Inbox { items }))
 }
