@@ -74,8 +74,14 @@ role = "auditor"
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
     data = tmp_path_factory.mktemp("console") / "data"
-    extra = oidc_config(IDP) if IDP else ""
+    # A stricter separation of duties (three approvals), installed in
+    # shadow mode: once two approvals let a download through, it would
+    # have denied it, and the policies page counts that flip.
+    extra = '\n[policy.config.strict-sod]\ngated = "production"\nrequired_approvals = "3"\n'
+    extra += oidc_config(IDP) if IDP else ""
     s = Server(data, extra_config=extra)
+    bundled = ROOT / "crates" / "modelvault-bundled-policies" / "bundled" / "separation_of_duties.wasm"
+    s.cli("policy", "install", "strict-sod", str(bundled), "--shadow")
     src = tmp_path_factory.mktemp("console-src")
     make_files(src, {"model.bin": os.urandom(4096), "config.json": b'{"layers": 2}'})
     # The uploader may also approve (model-manager): the policy, not the
@@ -97,6 +103,11 @@ def console(tmp_path_factory):
 def browser(tmp_path_factory):
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
+    downloads = tmp_path_factory.mktemp("downloads")
+    opts.add_experimental_option("prefs", {
+        "download.default_directory": str(downloads),
+        "download.prompt_for_download": False,
+    })
     for flag in (
         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -108,6 +119,7 @@ def browser(tmp_path_factory):
     service = Service(CHROMEDRIVER, env={**os.environ, "TZ": "Asia/Kolkata"})
     driver = webdriver.Chrome(service=service, options=opts)
     driver.set_page_load_timeout(30)
+    driver.downloads = downloads
     yield driver
     driver.quit()
 
@@ -152,6 +164,11 @@ def check_page(driver, name: str) -> None:
         raise AssertionError(f"an alert opened on {name}")
     except NoAlertPresentException:
         pass
+
+
+def _downloaded(driver, name: str):
+    p = Path(driver.downloads) / name
+    return p if p.exists() and p.stat().st_size > 0 else None
 
 
 def sign_in(driver, url: str, token: str) -> None:
@@ -352,13 +369,29 @@ def test_two_managers_approve_in_the_browser_and_the_download_becomes_allowed(co
     visible_text(d, "#audit-table", "separation-of-duties")
     visible_text(d, "#verify-ok", "All chains verify")
     check_page(d, "audit")
+    # Export of the filtered set as JSON lines.
+    d.find_element(By.ID, "audit-export").click()
+    exported = wait(d, lambda _: _downloaded(d, "audit.jsonl"))
+    lines = [json.loads(x) for x in exported.read_text().splitlines() if x.strip()]
+    assert len(lines) >= 3 and {r["action"] for r in lines} == {"approve"}
 
     d.get(url + "/ui/#/access")
     css(d, "#unused-access")
     check_page(d, "access-review")
+    d.find_element(By.ID, "review-md").click()
+    md = wait(d, lambda _: _downloaded(d, "review.md")).read_text()
+    assert "ui/ranker" in md and "ui-engineer" in md
+    d.find_element(By.ID, "review-json").click()
+    review = json.loads(wait(d, lambda _: _downloaded(d, "review.json")).read_text())
+    assert any(v["model"] == "ranker" for v in review["versions"])
     d.get(url + "/ui/#/policies")
     css(d, "#policies-table")
-    assert "separation-of-duties" in d.find_element(By.ID, "policies-table").text
+    policies = d.find_element(By.ID, "policies-table").text
+    assert "separation-of-duties" in policies
+    row = next(r.text for r in d.find_elements(By.CSS_SELECTOR, "#policies-table tr") if "strict-sod" in r.text)
+    assert "shadow" in row and "would have flipped" in row, row
+    flips = int(row.split("would have flipped ")[1].split(" ")[0])
+    assert flips >= 1, row  # the engineer's allowed download, which it would have denied
     check_page(d, "policies")
     # Dates are in the viewer's time zone (the browser runs in Asia/Kolkata,
     # UTC+05:30): an install time stored in UTC is shown in local time.
