@@ -193,3 +193,52 @@ fn metrics_behind_a_bearer_token_when_configured() {
     assert_eq!(r.status(), 200);
     assert!(r.text().unwrap().contains("modelvault_audit_backlog"));
 }
+
+/// `/readyz` checks what a load balancer needs to know: the policies are
+/// loaded, the store answers and the key provider verifies the store's
+/// marker. Each failure is named; the server recovers when the cause goes.
+#[test]
+fn readiness_checks_the_store_and_the_key_provider() {
+    let app = TestApp::start();
+    let ready = |url: &str| {
+        let r = reqwest::blocking::get(format!("{url}/readyz")).unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().unwrap())
+    };
+    let (s, body) = ready(&app.url);
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["checks"]["store"], "ok", "{body}");
+    assert_eq!(body["checks"]["keys"], "ok", "{body}");
+    assert_eq!(body["checks"]["policies"], "ready", "{body}");
+
+    // The store's marker is gone (wrong bucket, lost data): not ready.
+    let marker = app.data_dir().join("store").join("modelvault.json");
+    let kept = std::fs::read(&marker).unwrap();
+    std::fs::remove_file(&marker).unwrap();
+    let (s, body) = ready(&app.url);
+    assert_eq!(
+        (s, body["status"].as_str()),
+        (503, Some("store_unavailable")),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["store"], "not_initialized", "{body}");
+
+    // A marker that does not verify (another key provider's store, or a
+    // forged one): the key provider is named.
+    let mut forged = kept.clone();
+    let at = forged.iter().position(|&b| b == b'2').unwrap();
+    forged[at] = b'3';
+    std::fs::write(&marker, &forged).unwrap();
+    let (s, body) = ready(&app.url);
+    assert_eq!(
+        (s, body["status"].as_str()),
+        (503, Some("key_provider_unavailable")),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["keys"], "mismatch", "{body}");
+
+    // Put back: ready again, without a restart.
+    std::fs::write(&marker, &kept).unwrap();
+    let (s, body) = ready(&app.url);
+    assert_eq!(s, 200, "{body}");
+}

@@ -76,6 +76,7 @@ pub use repos::{ConsoleSessions, RecordSeries, Tokens};
 pub use rotation::{KeyDir, Rewrap};
 pub use shred::ShredReport;
 pub use signing_key::{AuditSigningKey, SigningSeed};
+pub use store::Readiness;
 #[cfg(any(test, feature = "test-hooks"))]
 pub use store::open_object_store;
 pub use types::*;

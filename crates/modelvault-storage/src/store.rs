@@ -180,6 +180,21 @@ impl Store {
         .await
     }
 
+    /// Whether the store and the key provider can serve now: one read of
+    /// the store's marker and one check of its MAC (`/readyz`).
+    pub async fn readiness(&self) -> Readiness {
+        match self
+            .read_record::<serde_json::Value>("store", &layout::marker())
+            .await
+        {
+            Ok(Some(_)) => Readiness::Ready,
+            Ok(None) => Readiness::MarkerMissing,
+            Err(StorageError::Integrity(_)) => Readiness::KeysMismatch,
+            Err(StorageError::Keys(e)) => Readiness::KeysFailing(e.to_string()),
+            Err(e) => Readiness::StoreFailing(e.to_string()),
+        }
+    }
+
     /// Checks the store was initialized with this key provider.
     pub async fn check_initialized(&self) -> Result<(), StorageError> {
         match self
@@ -198,4 +213,20 @@ impl Store {
             Err(e) => Err(e),
         }
     }
+}
+
+/// What [`Store::readiness`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// The marker was read and its MAC verified.
+    Ready,
+    /// The store answered but holds no marker (wrong bucket or prefix, or
+    /// the data is gone).
+    MarkerMissing,
+    /// The marker does not verify: another key provider's store.
+    KeysMismatch,
+    /// The key provider failed (why).
+    KeysFailing(String),
+    /// The store failed (why).
+    StoreFailing(String),
 }

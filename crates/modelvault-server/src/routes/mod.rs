@@ -304,21 +304,62 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// 200 once the enforcing policies are loaded; 503 while they still
-/// compile after a start (`loading`) or when the installed set cannot be
-/// loaded and every policy-checked request is denied (`broken`).
+/// 200 when this server can serve: the enforcing policies are loaded, the
+/// store answers and the key provider verifies the store's marker (one
+/// read and one MAC check, at most two seconds). 503 otherwise, with the
+/// failing check: policies still compiling after a start (`loading`) or
+/// unloadable (`broken`), the store unreachable, the key provider failing
+/// (or not the one the store was initialized with).
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> (StatusCode, axum::Json<serde_json::Value>) {
     let phase = state.policies.phase();
-    let status = if phase == crate::policies::Phase::Ready {
-        StatusCode::OK
+    use modelvault_storage::Readiness;
+    let probe =
+        tokio::time::timeout(std::time::Duration::from_secs(2), state.store.readiness()).await;
+    let (store, keys) = match probe {
+        Ok(Readiness::Ready) => ("ok", "ok"),
+        Ok(Readiness::MarkerMissing) => {
+            tracing::warn!("readiness: the store holds no Modelvault marker");
+            ("not_initialized", "unknown")
+        }
+        Ok(Readiness::KeysMismatch) => {
+            tracing::warn!("readiness: the store's marker does not verify with this key provider");
+            ("ok", "mismatch")
+        }
+        Ok(Readiness::KeysFailing(e)) => {
+            tracing::warn!(error = %e, "readiness: key provider failing");
+            ("ok", "unavailable")
+        }
+        Ok(Readiness::StoreFailing(e)) => {
+            tracing::warn!(error = %e, "readiness: store failing");
+            ("unavailable", "unknown")
+        }
+        Err(_) => {
+            tracing::warn!("readiness: store or key provider did not answer within 2 s");
+            ("timeout", "unknown")
+        }
+    };
+    let ready = phase == crate::policies::Phase::Ready && store == "ok" && keys == "ok";
+    let status_word = if phase != crate::policies::Phase::Ready {
+        phase.as_str()
+    } else if store != "ok" {
+        "store_unavailable"
+    } else if keys != "ok" {
+        "key_provider_unavailable"
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        phase.as_str()
     };
     (
-        status,
-        axum::Json(serde_json::json!({ "status": phase.as_str() })),
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        axum::Json(serde_json::json!({
+            "status": status_word,
+            "checks": { "policies": phase.as_str(), "store": store, "keys": keys },
+        })),
     )
 }
 
