@@ -286,6 +286,16 @@ pub fn spawn_garbage_collector(state: &AppState) {
         tick.tick().await; // the first tick is immediate: skip it
         loop {
             tick.tick().await;
+            // Console sessions live at most 12 hours (console.session_ttl_secs).
+            match store
+                .console_sessions()
+                .prune(std::time::Duration::from_secs(13 * 3600))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "expired console sessions pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning console sessions failed"),
+            }
             match store.collect_garbage(grace).await {
                 Ok(r) => tracing::info!(
                     blobs_seen = r.blobs_seen,

@@ -200,7 +200,18 @@ pub fn console_session(id: &str) -> Path {
     Path::from(format!("console-sessions/{id}.json"))
 }
 
-/// A console session's revocation marker (sign-out; never removed).
+/// All console session records.
+pub fn console_sessions_root() -> Path {
+    Path::from("console-sessions")
+}
+
+/// All console sign-out markers.
+pub fn console_session_revocations_root() -> Path {
+    Path::from("console-session-revocations")
+}
+
+/// A console session's revocation marker (sign-out; pruned with the
+/// session record once any session it could name has expired).
 pub fn console_session_revocation(id: &str) -> Path {
     Path::from(format!("console-session-revocations/{id}.json"))
 }

@@ -168,6 +168,31 @@ impl ConsoleSessions<'_> {
             .is_some())
     }
 
+    /// Deletes session records and sign-out markers written more than
+    /// `older_than` ago (pass more than the longest session lifetime: an
+    /// expired session is refused by its own `expires_at`, which the record
+    /// MAC protects, so neither object is needed any more). Returns how
+    /// many were deleted. Safe with several servers: deletes are
+    /// idempotent.
+    pub async fn prune(&self, older_than: std::time::Duration) -> Result<usize, StorageError> {
+        let cutoff =
+            now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        let mut deleted = 0;
+        for root in [
+            layout::console_sessions_root(),
+            layout::console_session_revocations_root(),
+        ] {
+            let entries: Vec<_> = self.store.objects.list(Some(&root)).try_collect().await?;
+            for e in entries.into_iter().filter(|e| e.last_modified < cutoff) {
+                match self.store.objects.delete(&e.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Signs a session out: its revocation marker (an existing one is
     /// fine), then its record is removed.
     pub async fn revoke<T: Serialize>(&self, id: &str, marker: &T) -> Result<(), StorageError> {

@@ -1102,3 +1102,51 @@ async fn a_dek_unwraps_as_format_md_documents() {
         .unwrap();
     assert_eq!(plain, &dek.expose_secret()[..]);
 }
+
+#[tokio::test]
+async fn console_sessions_are_revoked_and_pruned() {
+    let f = fixture(local_location()).await;
+    let sessions = f.store.console_sessions();
+    let record = serde_json::json!({"id": "s1", "expires_at": "2026-01-01T00:00:00Z"});
+    sessions.create("s1", &record).await.unwrap();
+    // Never reused.
+    assert!(matches!(
+        sessions.create("s1", &record).await,
+        Err(StorageError::AlreadyExists(_))
+    ));
+    let got: serde_json::Value = sessions.get("s1").await.unwrap().unwrap();
+    assert_eq!(got, record);
+    assert!(!sessions.is_revoked("s1").await.unwrap());
+    sessions
+        .revoke("s1", &serde_json::json!({"by": "alice"}))
+        .await
+        .unwrap();
+    assert!(sessions.is_revoked("s1").await.unwrap());
+    assert!(
+        sessions
+            .get::<serde_json::Value>("s1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    sessions.create("s2", &record).await.unwrap();
+    // Nothing is older than an hour yet;
+    assert_eq!(
+        sessions
+            .prune(std::time::Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    // everything is older than a cutoff of now.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(sessions.prune(std::time::Duration::ZERO).await.unwrap(), 2);
+    assert!(
+        sessions
+            .get::<serde_json::Value>("s2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!sessions.is_revoked("s1").await.unwrap());
+}
