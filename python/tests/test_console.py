@@ -20,6 +20,7 @@ import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -191,6 +192,11 @@ def session_cookie(driver) -> dict:
     return cookies["mv_session"]
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # noqa: D102 - keep the 303
+        return None
+
+
 def http(method: str, url: str, headers: dict | None = None, body: bytes | None = None):
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
@@ -239,6 +245,15 @@ def test_a_session_dies_with_its_token_and_cannot_be_forged(console):
     token = s.token("ui-short", ["auditor"], ["ui"])
     cookie = _open_session(s.url, token)
     assert http("GET", s.url + "/v1/whoami", {"Cookie": cookie})[0] == 200
+    # A cookie-authenticated answer is kept by no cache (a cookie, unlike
+    # an Authorization header, does not keep it out of shared caches).
+    status, headers, _ = http("GET", s.url + "/v1/models", {"Cookie": cookie})
+    assert status == 200
+    assert headers.get("Cache-Control") == "no-store" and "Cookie" in headers.get("Vary", "")
+    # Sign-out ends the cookie's own session only: a bearer token cannot
+    # sign someone else's session out, nor can a made-up id.
+    assert http("DELETE", s.url + "/ui/api/session",
+                {"Cookie": cookie, "Authorization": f"Bearer {s.admin}"})[0] == 400
     s.cli("token", "revoke", "ui-short")
     assert http("GET", s.url + "/v1/whoami", {"Cookie": cookie})[0] == 401
 
@@ -454,6 +469,41 @@ def test_phone_width_and_keyboard(console, browser):
     finally:
         d.set_window_size(1280, 900)
         sign_out(d)
+
+
+@pytest.mark.skipif(not IDP, reason="no test IdP (MODELVAULT_TEST_OIDC_ISSUER)")
+def test_oidc_sign_in_refuses_forged_hosts_states_and_planted_cookies(console):
+    s, _ = console
+    start = s.url + "/ui/oidc/login?" + urllib.parse.urlencode({"issuer": IDP})
+    # A forged Host never picks the redirect URI (no public_url here).
+    status, _, body = http("GET", start, {"Host": "evil.example"})
+    assert status == 400 and b"public_url" in body
+    # A real start: a redirect to the issuer with PKCE (S256), and the flow
+    # cookie (HttpOnly, scoped to /ui/oidc).
+    try:
+        urllib.request.build_opener(NoRedirect).open(start)
+        raise AssertionError("no redirect to the issuer")
+    except urllib.error.HTTPError as r:
+        assert r.code == 303
+        location = r.headers["Location"]
+        flow = r.headers["Set-Cookie"]
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
+    assert q["code_challenge_method"] == ["S256"] and len(q["code_challenge"][0]) == 43
+    assert q["client_id"] == ["modelvault-console"] and "HttpOnly" in flow and "Path=/ui/oidc" in flow
+    cookie = flow.split(";")[0]
+    assert q["state"][0] in cookie and q["code_challenge"][0] not in cookie
+    callback = s.url + "/ui/oidc/callback?"
+    # Another sign-in's state: refused, and the flow cookie is cleared.
+    status, headers, _ = http("GET", callback + "code=x&state=not-mine", {"Cookie": cookie})
+    assert status == 401 and "Max-Age=0" in headers.get("Set-Cookie", "")
+    # Two flow cookies (one planted): refused.
+    status, _, _ = http("GET", callback + "code=x&state=" + q["state"][0],
+                        {"Cookie": cookie + "; mv_oidc=a.b.c"})
+    assert status == 400
+    # The issuer's own error text is not echoed to the page.
+    status, _, body = http("GET", callback + "error=access_denied&error_description=%3Cb%3Eboo%3C%2Fb%3E",
+                           {"Cookie": cookie})
+    assert status == 401 and b"boo" not in body and b"access_denied" in body
 
 
 @pytest.mark.skipif(not IDP, reason="no test IdP (MODELVAULT_TEST_OIDC_ISSUER)")

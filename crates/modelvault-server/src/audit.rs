@@ -173,7 +173,10 @@ where
         } else {
             self.action
         };
-        let read_only = req.method() == Method::GET && action != "download";
+        // A download releases data and a console sign-in (the OIDC
+        // callback is a GET) opens a session: neither is a metadata read.
+        let read_only =
+            req.method() == Method::GET && !matches!(action, "download" | "console-sign-in");
         let mut refused = false;
         with_slot(|s| {
             s.action = Some(action);

@@ -78,7 +78,24 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
         return ApiError::not_found("the console is off ([console] enabled = false)")
             .into_response();
     }
+    // A browser's cookie-authenticated answer (any route) must not be kept
+    // by a shared cache or the browser's disk cache: unlike a request with
+    // an Authorization header, a cookie does not keep it out of caches.
+    let by_cookie = !req
+        .headers()
+        .contains_key(axum::http::header::AUTHORIZATION)
+        && session::cookie_value(req.headers(), &state).is_some();
     let mut resp = next.run(req).await;
+    if by_cookie {
+        let h = resp.headers_mut();
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.append(axum::http::header::VARY, HeaderValue::from_static("Cookie"));
+        h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        h.insert(
+            "cross-origin-resource-policy",
+            HeaderValue::from_static("same-origin"),
+        );
+    }
     if console {
         let h = resp.headers_mut();
         h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
@@ -93,7 +110,7 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
             "cross-origin-resource-policy",
             HeaderValue::from_static("same-origin"),
         );
-        if state.tls {
+        if session::secure(&state) {
             h.insert(
                 "strict-transport-security",
                 HeaderValue::from_static("max-age=31536000"),

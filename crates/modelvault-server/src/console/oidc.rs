@@ -24,6 +24,16 @@ use zeroize::Zeroizing;
 use crate::{ApiError, AppState};
 
 const FLOW_COOKIE: &str = "mv_oidc";
+/// Over HTTPS: pinned to this host (no sibling subdomain can plant one).
+const FLOW_COOKIE_SECURE: &str = "__Host-mv_oidc";
+
+fn flow_cookie_name(state: &AppState) -> &'static str {
+    if super::session::secure(state) {
+        FLOW_COOKIE_SECURE
+    } else {
+        FLOW_COOKIE
+    }
+}
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// `GET /ui/oidc/login?issuer=`
@@ -35,15 +45,24 @@ pub struct LoginQuery {
 }
 
 /// `GET /ui/oidc/callback?code=&state=` (or `error=`).
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct CallbackQuery {
     code: Option<Zeroizing<String>>,
     state: Option<String>,
     error: Option<String>,
-    error_description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+impl std::fmt::Debug for CallbackQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackQuery")
+            .field("code", &self.code.as_ref().map(|_| "[redacted]"))
+            .field("state", &self.state)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 struct Discovery {
     authorization_endpoint: String,
     token_endpoint: String,
@@ -104,7 +123,28 @@ fn http_client(cfg: &modelvault_oidc::IssuerConfig) -> Result<reqwest::Client, A
         .map_err(|e| ApiError::internal(format!("HTTP client: {e}")))
 }
 
+/// Discovery documents by issuer, kept five minutes: a flood of sign-in
+/// starts costs the issuer one fetch per issuer and period.
+type DiscoveryCache =
+    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Discovery)>>;
+static DISCOVERY: std::sync::OnceLock<DiscoveryCache> = std::sync::OnceLock::new();
+
 async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Discovery, ApiError> {
+    let cache = DISCOVERY.get_or_init(Default::default);
+    if let Ok(c) = cache.lock()
+        && let Some((at, d)) = c.get(issuer)
+        && at.elapsed() < std::time::Duration::from_secs(300)
+    {
+        return Ok(d.clone());
+    }
+    let d = fetch_discovery(http, issuer).await?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(issuer.to_string(), (std::time::Instant::now(), d.clone()));
+    }
+    Ok(d)
+}
+
+async fn fetch_discovery(http: &reqwest::Client, issuer: &str) -> Result<Discovery, ApiError> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -134,14 +174,30 @@ fn redirect_uri(state: &AppState, headers: &HeaderMap) -> Result<String, ApiErro
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         })
         .ok_or_else(|| ApiError::bad_request("no usable Host header (set console.public_url)"))?;
+    // Without a configured public URL only a loopback Host is trusted: a
+    // forged Host must never pick where the issuer sends the code.
+    let hostname = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h);
+    if !matches!(hostname, "127.0.0.1" | "localhost" | "[::1]") {
+        return Err(ApiError::bad_request(
+            "OIDC sign-in off loopback needs console.public_url (the redirect URI is never taken from the Host header)",
+        ));
+    }
     let scheme = if state.tls { "https" } else { "http" };
     Ok(format!("{scheme}://{host}/ui/oidc/callback"))
 }
 
 fn flow_cookie(state: &AppState, value: &str, max_age: u32) -> Result<HeaderValue, ApiError> {
+    // `__Host-` cookies must have `Path=/`.
+    let (name, path, secure) = if super::session::secure(state) {
+        (FLOW_COOKIE_SECURE, "/", "; Secure")
+    } else {
+        (FLOW_COOKIE, "/ui/oidc", "")
+    };
     HeaderValue::from_str(&format!(
-        "{FLOW_COOKIE}={value}; Path=/ui/oidc; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
-        if state.tls { "; Secure" } else { "" }
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     ))
     .map_err(|_| ApiError::internal("sign-in cookie is not a header value"))
 }
@@ -192,35 +248,61 @@ pub async fn login(
 }
 
 /// `GET /ui/oidc/callback`: exchanges the code, verifies the access token,
-/// opens a console session and sends the browser to the console.
+/// opens a console session and sends the browser to the console. Every
+/// answer clears the sign-in cookie: a flow is used once, success or not.
 pub async fn callback(
     State(state): State<AppState>,
     parts: Parts,
     Query(q): Query<CallbackQuery>,
-) -> Result<Response, ApiError> {
+) -> Response {
     crate::audit::note_channel("ui");
-    let source = crate::authn::source_addr(&parts);
+    let clear = flow_cookie(&state, "", 0).ok();
+    let mut resp = match finish(&state, &parts, q).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    if let Some(c) = clear {
+        resp.headers_mut().append(SET_COOKIE, c);
+    }
+    resp
+}
+
+/// An issuer's error code, reduced to what is safe to show (no free text
+/// from the issuer reaches the page).
+fn safe_code(e: &str) -> String {
+    e.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(64)
+        .collect()
+}
+
+async fn finish(state: &AppState, parts: &Parts, q: CallbackQuery) -> Result<Response, ApiError> {
+    let source = crate::authn::source_addr(parts);
     let rid = crate::gate::RequestId::from_headers(&parts.headers).map(|r| r.0);
     if let Some(e) = &q.error {
-        crate::authn::record_failure(&state, source, rid, "oidc-console", "issuer_refused");
+        crate::authn::record_failure(state, source, rid, "oidc-console", "issuer_refused");
         return Err(ApiError::unauthenticated(format!(
-            "the issuer refused the sign-in: {e}{}",
-            q.error_description
-                .as_deref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default()
+            "the issuer refused the sign-in ({}); start again at /ui/",
+            safe_code(e)
         )));
     }
-    let flow = parts
+    let name = flow_cookie_name(state);
+    let flows: Vec<Zeroizing<String>> = parts
         .headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == FLOW_COOKIE)
+        .filter(|(k, _)| *k == name)
         .map(|(_, v)| Zeroizing::new(v.to_string()))
-        .ok_or_else(|| ApiError::bad_request("no sign-in in progress (start at /ui/)"))?;
+        .collect();
+    // Two flow cookies: one was planted (by a sibling site); refuse both.
+    let [flow] = flows.as_slice() else {
+        return Err(ApiError::bad_request(
+            "no single sign-in in progress in this browser (start at /ui/)",
+        ));
+    };
     let mut it = flow.splitn(3, '.');
     let (Some(want_state), Some(verifier), Some(issuer_b64)) = (it.next(), it.next(), it.next())
     else {
@@ -229,9 +311,9 @@ pub async fn callback(
     let got_state = q.state.as_deref().unwrap_or("");
     let same: bool = want_state.as_bytes().ct_eq(got_state.as_bytes()).into();
     if !same || got_state.is_empty() {
-        crate::authn::record_failure(&state, source, rid, "oidc-console", "state_mismatch");
+        crate::authn::record_failure(state, source, rid, "oidc-console", "state_mismatch");
         return Err(ApiError::unauthenticated(
-            "the sign-in answer does not belong to this browser's sign-in",
+            "the sign-in answer does not belong to this browser's sign-in; start again at /ui/",
         ));
     }
     let issuer = B64
@@ -239,13 +321,13 @@ pub async fn callback(
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| ApiError::bad_request("sign-in cookie malformed"))?;
-    let (cfg, client_id) = issuer_config(&state, &issuer)?;
+    let (cfg, client_id) = issuer_config(state, &issuer)?;
     let code = q
         .code
         .ok_or_else(|| ApiError::bad_request("no code in the issuer's answer"))?;
     let http = http_client(cfg)?;
     let d = discover(&http, &cfg.issuer).await?;
-    let redirect = redirect_uri(&state, &parts.headers)?;
+    let redirect = redirect_uri(state, &parts.headers)?;
     let answer = http
         .post(&d.token_endpoint)
         .form(&[
@@ -257,27 +339,39 @@ pub async fn callback(
         ])
         .send()
         .await
-        .map_err(|e| bad_gateway(format!("token endpoint: {e}")))?;
+        .map_err(|e| bad_gateway(format!("token endpoint: {}", e.without_url())))?;
     if !answer.status().is_success() {
-        crate::authn::record_failure(&state, source, rid, "oidc-console", "code_refused");
+        crate::authn::record_failure(state, source, rid, "oidc-console", "code_refused");
         return Err(ApiError::unauthenticated(format!(
-            "the issuer refused the code ({})",
+            "the issuer refused the code ({}); start again at /ui/",
             answer.status()
         )));
     }
     let token: TokenAnswer = answer
         .json()
         .await
-        .map_err(|e| bad_gateway(format!("token endpoint answer: {e}")))?;
-    let principal = crate::authn::verify_bearer(&state, &token.access_token, source, rid).await?;
-    let (cookie, _, _) = super::session::open(&state, &principal).await?;
+        .map_err(|e| bad_gateway(format!("token endpoint answer: {}", e.without_url())))?;
+    // Only a JWT from the issuer this flow started with: never an API
+    // token, never another trusted issuer's token (mix-up).
+    let principal = match crate::authn::authenticate_jwt(state, &token.access_token).await {
+        Ok(p) if p.issuer.as_deref() == Some(cfg.issuer.as_str()) => p,
+        Ok(_) => {
+            crate::authn::record_failure(state, source, rid, "oidc-console", "issuer_mismatch");
+            return Err(crate::authn::unauthenticated());
+        }
+        Err(reason) => {
+            crate::authn::record_failure(state, source, rid, "oidc-console", &reason);
+            return Err(crate::authn::unauthenticated());
+        }
+    };
+    crate::audit::note_principal(&principal);
+    let (cookie, _, _) = super::session::open(state, &principal).await?;
     tracing::info!(principal = %principal.id, issuer = %issuer, "console session opened (OIDC)");
     Ok((
         StatusCode::SEE_OTHER,
         AppendHeaders([
             (LOCATION, HeaderValue::from_static("/ui/#/models")),
             (SET_COOKIE, cookie),
-            (SET_COOKIE, flow_cookie(&state, "", 0)?),
         ]),
     )
         .into_response())

@@ -103,15 +103,35 @@ pub struct SessionView {
 }
 
 /// `POST /ui/api/session`.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     /// An API token (`mv_...`).
     pub token: Zeroizing<String>,
 }
 
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignIn")
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Whether the browser reaches the console over HTTPS: this server speaks
+/// TLS, or `console.public_url` says a TLS-terminating proxy is in front.
+pub(crate) fn secure(state: &AppState) -> bool {
+    state.tls
+        || state
+            .config
+            .console
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+}
+
 fn cookie_name(state: &AppState) -> &'static str {
-    if state.tls {
+    if secure(state) {
         COOKIE_NAME_TLS
     } else {
         COOKIE_NAME
@@ -365,7 +385,7 @@ pub(crate) async fn open(
         "{}={id}.{}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
         cookie_name(state),
         secret.as_str(),
-        if state.tls { "; Secure" } else { "" },
+        if secure(state) { "; Secure" } else { "" },
     ));
     let value = HeaderValue::from_str(&cookie)
         .map_err(|_| ApiError::internal("session cookie is not a header value"))?;
@@ -376,7 +396,7 @@ fn clear_cookie(state: &AppState) -> HeaderValue {
     let v = format!(
         "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
         cookie_name(state),
-        if state.tls { "; Secure" } else { "" },
+        if secure(state) { "; Secure" } else { "" },
     );
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("mv_session=; Max-Age=0"))
 }
@@ -442,9 +462,18 @@ pub async fn sign_out(
     headers: HeaderMap,
     Authenticated(p): Authenticated,
 ) -> Result<Response, ApiError> {
+    if headers.contains_key(axum::http::header::AUTHORIZATION) {
+        return Err(ApiError::bad_request(
+            "sign-out ends the cookie's session: send the session cookie, not a bearer token",
+        ));
+    }
     let cookie = cookie_value(&headers, &state)
         .ok_or_else(|| ApiError::unauthenticated("no console session to sign out of"))?;
     let (id, _) = split_cookie(&cookie).ok_or_else(crate::authn::unauthenticated)?;
+    // The cookie's own session (id and secret), not just any id.
+    session_record(&state, &cookie)
+        .await
+        .map_err(|_| crate::authn::unauthenticated())?;
     state
         .store
         .console_sessions()
