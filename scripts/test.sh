@@ -155,6 +155,10 @@ cargo test --workspace --locked -- "${extra[@]}"
 #     installed into .test-env/venv) on the binary `cargo test` just built.
 MODELVAULT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/modelvault" bash scripts/fuzz-openapi.sh
 
+# 3a'. The deployment files (deploy/): Kubernetes manifests against the
+#      schemas, the systemd unit with systemd-analyze, the Dockerfile parsed.
+MODELVAULT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/modelvault" bash scripts/check-deploy.sh
+
 # 3c. The Python side, with the users' own tools, in a virtualenv of its
 #     own (.test-env/sdk-venv): the SDK built from python/ (maturin + PyO3
 #     over the workspace crates, its own target directory), huggingface_hub,
