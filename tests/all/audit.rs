@@ -210,16 +210,35 @@ fn copy_dir(from: &Path, to: &Path) {
 fn tampering_with_the_audit_trail_is_detected() {
     let app = TestApp::start();
     let (ds, auditor, _) = setup(&app);
-    // Concurrent requests share segments (group commit).
-    std::thread::scope(|s| {
-        for _ in 0..8 {
-            s.spawn(|| {
-                for _ in 0..25 {
-                    assert_eq!(app.get(Some(&ds), "/v1/models/nlp/bert").status(), 200);
-                }
-            });
+    // Concurrent requests share segments (group commit). How many records
+    // one segment gets depends on timing: burst again (a few times at most)
+    // until some segment holds three, which the tampering below needs.
+    let has_group = || {
+        chain_dirs(&app).iter().any(|c| {
+            std::fs::read_dir(c).unwrap().any(|e| {
+                std::fs::read_to_string(e.unwrap().path())
+                    .unwrap()
+                    .lines()
+                    .count()
+                    >= 3
+            })
+        })
+    };
+    for attempt in 0.. {
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..25 {
+                        assert_eq!(app.get(Some(&ds), "/v1/models/nlp/bert").status(), 200);
+                    }
+                });
+            }
+        });
+        if has_group() {
+            break;
         }
-    });
+        assert!(attempt < 5, "no segment ever held three records");
+    }
     // Signs a checkpoint over everything so far.
     ok(app.cli(Some(&auditor), &["audit", "verify"]));
     let key_file = app.dir.path().join("audit.pub");
