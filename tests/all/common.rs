@@ -157,6 +157,12 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for the process to end; its exit code.
     pub fn wait_exit(&mut self) -> Option<i32> {
         for _ in 0..200 {

@@ -19,6 +19,7 @@ mod monitoring;
 mod openapi;
 mod policy;
 mod policy_loading;
+mod replicas;
 mod rollback;
 mod roundtrip;
 mod s3;
