@@ -36,7 +36,7 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "MODELVAULT_LOG": "info"},
+            env={**os.environ, "MODELVAULT_LOG": "info", "MODELVAULT_LOG_FORMAT": "text"},
         )
         found = threading.Event()
         self.url = ""

@@ -101,6 +101,7 @@ fn spawn_serve_env(
         ])
         .args(extra)
         .env("MODELVAULT_LOG", "info")
+        .env("MODELVAULT_LOG_FORMAT", "text")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

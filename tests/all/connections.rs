@@ -211,6 +211,7 @@ fn serve_with_open_files(data: &std::path::Path, soft: u32, hard: u32) -> Limite
         .args(["serve", "--data-dir", data.to_str().unwrap()])
         .args(["--listen", "127.0.0.1:0"])
         .env("MODELVAULT_LOG", "info")
+        .env("MODELVAULT_LOG_FORMAT", "text")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -242,3 +242,54 @@ fn readiness_checks_the_store_and_the_key_provider() {
     let (s, body) = ready(&app.url);
     assert_eq!(s, 200, "{body}");
 }
+
+/// Logs are JSON lines when stderr is not a terminal (a container, the
+/// journal, a pipe), each with a time, a level and a message; a bad
+/// MODELVAULT_LOG_FORMAT is refused at start.
+#[test]
+fn logs_are_json_lines_off_a_terminal() {
+    use std::io::BufRead as _;
+    let app = TestApp::start();
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(app.data_dir())
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("MODELVAULT_LOG_FORMAT")
+        .env("MODELVAULT_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let done = line.contains("listening on ");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(lines.len() >= 3, "{lines:?}");
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
+        assert!(v["message"].is_string(), "{l}");
+    }
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .contains("\"message\":\"modelvault listening on http://127.0.0.1:")
+    );
+    let bad = std::process::Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(app.data_dir())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("MODELVAULT_LOG_FORMAT", "yaml")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("MODELVAULT_LOG_FORMAT"));
+}

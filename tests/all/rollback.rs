@@ -343,6 +343,7 @@ fn try_serve(data: &Path, args: &[&str]) -> Result<Server, String> {
         ])
         .args(args)
         .env("MODELVAULT_LOG", "info")
+        .env("MODELVAULT_LOG_FORMAT", "text")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -32,10 +32,26 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MODELVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    // JSON lines for log collectors when stderr is not a terminal (a
+    // container, systemd's journal, a pipe); MODELVAULT_LOG_FORMAT=text
+    // or =json says which.
+    let json = match std::env::var("MODELVAULT_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        Ok(other) => anyhow::bail!("MODELVAULT_LOG_FORMAT={other:?}: use text or json"),
+        Err(_) => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        logs.init();
+    }
 
     // Before anything opens files: a server with many clients needs more
     // descriptors than the usual default soft limit (1,024).
@@ -127,10 +143,17 @@ pub async fn run(
     );
     let closing = state.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    eprintln!(
-        "modelvault listening on {scheme}://{addr} (store {})",
-        state.store.url()
-    );
+    if json {
+        tracing::info!(
+            "modelvault listening on {scheme}://{addr} (store {})",
+            state.store.url()
+        );
+    } else {
+        eprintln!(
+            "modelvault listening on {scheme}://{addr} (store {})",
+            state.store.url()
+        );
+    }
     match tls {
         Some(tls) => modelvault_server::serve_tls(listener, tls, state, shutdown_signal()).await?,
         None => modelvault_server::serve(listener, state, shutdown_signal()).await?,
