@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod aws_kms;
 pub mod conformance;
 mod error;
 mod local;
@@ -22,6 +23,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use modelvault_format::Dek;
 use serde::{Deserialize, Serialize};
 
+pub use aws_kms::{AwsKmsProvider, AwsKmsSettings};
 pub use error::KeyError;
 pub use local::LocalKeyring;
 pub use pkcs11::{Pkcs11Provider, Pkcs11Settings};
