@@ -87,6 +87,7 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true
 export MODELVAULT_TEST_S3_BUCKET=modelvault-test
 export MODELVAULT_REQUIRE_S3=1   # a missing S3 server is a failure, not a skip
+export MODELVAULT_REQUIRE_KMS=1  # moto serves KMS on the same port: the aws-kms provider suite runs
 
 # 2c. The OIDC identity provider (oidc-provider on loopback) with throwaway
 #     signing keys the tests may also sign with.

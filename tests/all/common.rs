@@ -244,6 +244,18 @@ impl TestApp {
         )
     }
 
+    /// A server whose keys are AWS KMS keys (moto's KMS, from the AWS_*
+    /// variables) under an alias prefix of its own, over `store`.
+    pub fn start_aws_kms(store: Option<&str>, prefix: &str) -> Self {
+        let init = [
+            "--key-provider".to_string(),
+            "aws-kms".into(),
+            "--kms-alias-prefix".into(),
+            prefix.to_string(),
+        ];
+        Self::start_init(store, |_| {}, &[], &init, &[])
+    }
+
     fn start_init(
         store: Option<&str>,
         edit: impl FnOnce(&mut String),

@@ -19,12 +19,12 @@ const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
 fn router_v1_paths(app: &TestApp) -> BTreeSet<String> {
     let config =
         modelvault_server::Config::load(&app.data_dir().join("modelvault.toml")).expect("config");
-    let keys = config.keys.open_provider().expect("keys");
-    let store = modelvault_storage::Store::open(&config.store.url, keys).expect("store");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let keys = rt.block_on(config.keys.open_provider()).expect("keys");
+    let store = modelvault_storage::Store::open(&config.store.url, keys).expect("store");
     let _guard = rt.enter();
     let state = modelvault_server::AppState::from_parts(store, config, None).expect("state");
     let router = modelvault_server::router(state);

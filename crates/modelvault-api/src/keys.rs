@@ -84,6 +84,8 @@ wire_enum! {
         LocalKeyring = "local-keyring",
         /// A PKCS#11 token (an HSM).
         Pkcs11 = "pkcs11",
+        /// AWS KMS keys.
+        AwsKms = "aws-kms",
     }
 }
 

@@ -97,10 +97,19 @@ enum Command {
         #[arg(long)]
         store: Option<String>,
         /// Where the KEKs live: `local` (a keyring file in the data
-        /// directory) or `pkcs11` (a token; the PIN is read from
-        /// $MODELVAULT_PKCS11_PIN).
-        #[arg(long, default_value = "local", value_parser = ["local", "pkcs11"])]
+        /// directory), `pkcs11` (a token; the PIN is read from
+        /// $MODELVAULT_PKCS11_PIN) or `aws-kms` (AWS KMS keys; credentials,
+        /// region and endpoint from the standard AWS_* variables).
+        #[arg(long, default_value = "local", value_parser = ["local", "pkcs11", "aws-kms"])]
         key_provider: String,
+        /// With --key-provider aws-kms: an existing symmetric KMS key (id,
+        /// ARN or alias) to use as KEK version 1 (default: a new key).
+        #[arg(long)]
+        kms_key_id: Option<String>,
+        /// With --key-provider aws-kms: the alias prefix of Modelvault's KMS
+        /// keys (`alias/<prefix>-kek-<N>`, `alias/<prefix>-mac`).
+        #[arg(long, default_value = "modelvault")]
+        kms_alias_prefix: String,
         /// The vendor's PKCS#11 module (with --key-provider pkcs11).
         #[arg(long, required_if_eq("key_provider", "pkcs11"))]
         pkcs11_module: Option<PathBuf>,
@@ -615,9 +624,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             pkcs11_module,
             pkcs11_token,
             pkcs11_key_prefix,
+            kms_key_id,
+            kms_alias_prefix,
         } => {
             let dir = serve::data_dir(data_dir)?;
+            if kms_key_id.is_some() && key_provider != "aws-kms" {
+                return Err(
+                    client::UsageError("--kms-key-id needs --key-provider aws-kms".into()).into(),
+                );
+            }
             let keys = match (key_provider.as_str(), pkcs11_module, pkcs11_token) {
+                ("aws-kms", _, _) => {
+                    let mut k = modelvault_server::Config::new(&dir, String::new()).keys;
+                    k.provider = "aws-kms".into();
+                    k.keyring = PathBuf::new();
+                    k.aws_kms = Some(modelvault_server::config::AwsKmsConfig {
+                        alias_prefix: kms_alias_prefix,
+                        region: None,
+                        endpoint: None,
+                    });
+                    Some(k)
+                }
                 ("pkcs11", Some(module), Some(token_label)) => {
                     let mut k = modelvault_server::Config::new(&dir, String::new()).keys;
                     k.provider = "pkcs11".into();
@@ -632,7 +659,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 _ => None,
             };
-            let (_, token) = modelvault_server::init::initialize_with(&dir, store, keys).await?;
+            let (_, token) =
+                modelvault_server::init::initialize_with(&dir, store, keys, kms_key_id.as_deref())
+                    .await?;
             eprintln!("initialized {}", dir.display());
             println!("{token}");
             Ok(())

@@ -510,6 +510,9 @@ pub struct KeysConfig {
     /// The token, for `provider = "pkcs11"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pkcs11: Option<Pkcs11Config>,
+    /// The KMS keys, for `provider = "aws-kms"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_kms: Option<AwsKmsConfig>,
     /// Lifetime in seconds of the presigned ciphertext URLs a key release
     /// hands out on S3 stores.
     #[serde(default = "default_presign_secs")]
@@ -523,6 +526,35 @@ pub struct KeysConfig {
 
 fn default_dek_grace_secs() -> u64 {
     3600
+}
+
+/// `[keys.aws_kms]`: where the KMS keys are. Credentials are never in the
+/// file: they come from the standard `AWS_*` variables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsKmsConfig {
+    /// Aliases are `alias/<prefix>-kek-<N>` (KEK version N) and
+    /// `alias/<prefix>-mac` (the record MAC key).
+    #[serde(default = "default_key_prefix")]
+    pub alias_prefix: String,
+    /// The region (default: `AWS_REGION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The KMS endpoint (default: `AWS_ENDPOINT_URL_KMS`,
+    /// `AWS_ENDPOINT_URL`, then `https://kms.<region>.amazonaws.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+impl AwsKmsConfig {
+    fn settings(&self) -> Result<modelvault_keys::AwsKmsSettings, ConfigError> {
+        modelvault_keys::AwsKmsSettings::from_env(
+            self.region.as_deref(),
+            self.endpoint.as_deref(),
+            &self.alias_prefix,
+        )
+        .map_err(ConfigError::Provider)
+    }
 }
 
 /// `[keys.pkcs11]`: where the token is. The PIN is never in the file: it
@@ -575,11 +607,26 @@ impl KeysConfig {
         })
     }
 
+    fn aws_kms_settings(&self) -> Result<modelvault_keys::AwsKmsSettings, ConfigError> {
+        self.aws_kms
+            .as_ref()
+            .ok_or_else(|| {
+                ConfigError::Rule(
+                    "keys.provider is \"aws-kms\" but [keys.aws_kms] is missing".into(),
+                )
+            })?
+            .settings()
+    }
+
     /// Opens the configured provider (its keys must exist).
-    pub fn open_provider(
+    pub async fn open_provider(
         &self,
     ) -> Result<std::sync::Arc<dyn modelvault_keys::KeyProvider>, ConfigError> {
         match self.provider.as_str() {
+            "aws-kms" => modelvault_keys::AwsKmsProvider::open(self.aws_kms_settings()?)
+                .await
+                .map(|k| std::sync::Arc::new(k) as _)
+                .map_err(ConfigError::Provider),
             "local" => modelvault_keys::LocalKeyring::open(&self.keyring)
                 .map(|k| std::sync::Arc::new(k) as _)
                 .map_err(ConfigError::Provider),
@@ -593,11 +640,19 @@ impl KeysConfig {
     }
 
     /// Creates the configured provider's keys (first `init`); refuses if
-    /// they exist.
-    pub fn create_provider(
+    /// they exist. With `aws-kms`, `kms_key_id` (an existing symmetric KMS
+    /// key) becomes KEK version 1; without it a new key is made.
+    pub async fn create_provider(
         &self,
+        kms_key_id: Option<&str>,
     ) -> Result<std::sync::Arc<dyn modelvault_keys::KeyProvider>, ConfigError> {
         match self.provider.as_str() {
+            "aws-kms" => {
+                modelvault_keys::AwsKmsProvider::initialize(self.aws_kms_settings()?, kms_key_id)
+                    .await
+                    .map(|k| std::sync::Arc::new(k) as _)
+                    .map_err(ConfigError::Provider)
+            }
             "local" => modelvault_keys::LocalKeyring::create(&self.keyring)
                 .map(|k| std::sync::Arc::new(k) as _)
                 .map_err(ConfigError::Provider),
@@ -739,6 +794,7 @@ impl Config {
                 provider: default_provider(),
                 keyring: data_dir.join("keyring.json"),
                 pkcs11: None,
+                aws_kms: None,
                 presign_secs: default_presign_secs(),
                 dek_rotation_grace_secs: default_dek_grace_secs(),
             },
@@ -825,6 +881,15 @@ impl Config {
                 );
             }
             "local" => {}
+            "aws-kms" => match &self.keys.aws_kms {
+                None => {
+                    return Err("keys.provider is \"aws-kms\" but [keys.aws_kms] is missing".into());
+                }
+                Some(a) if a.alias_prefix.is_empty() => {
+                    return Err("keys.aws_kms.alias_prefix must not be empty".into());
+                }
+                Some(_) => {}
+            },
             "pkcs11" => match &self.keys.pkcs11 {
                 None => {
                     return Err("keys.provider is \"pkcs11\" but [keys.pkcs11] is missing".into());
@@ -836,7 +901,7 @@ impl Config {
             },
             other => {
                 return Err(format!(
-                    "keys.provider {other:?} is not supported (use \"local\" or \"pkcs11\")"
+                    "keys.provider {other:?} is not supported (use \"local\", \"pkcs11\" or \"aws-kms\")"
                 ));
             }
         }
@@ -1005,7 +1070,8 @@ gc_grace_secs = {gc_grace}
 
 [keys]
 # Key provider holding the KEKs and the record MAC key: "local" (the
-# keyring file below) or "pkcs11" (a token, [keys.pkcs11]).
+# keyring file below), "pkcs11" (a token, [keys.pkcs11]) or "aws-kms"
+# (AWS KMS keys, [keys.aws_kms]).
 provider = {provider}
 # The local keyring file (mode 0600, outside the store). Servers sharing a
 # store must share this file.
@@ -1017,7 +1083,7 @@ presign_secs = {presign}
 # new ones, so downloads and presigned URLs in flight finish. At least
 # presign_secs; keep it above your longest download.
 dek_rotation_grace_secs = {dek_grace}
-{pkcs11}
+{pkcs11}{aws_kms}
 [environments]
 # Declared environments; any other name is rejected.
 names = [{names}]
@@ -1115,6 +1181,21 @@ allow_reads_when_unavailable = {allow_reads}
             keyring = q(&self.keys.keyring.display().to_string()),
             presign = self.keys.presign_secs,
             dek_grace = self.keys.dek_rotation_grace_secs,
+            aws_kms = match &self.keys.aws_kms {
+                None => String::new(),
+                Some(a) => format!(
+                    "\n[keys.aws_kms]\n# KEK version N is the key behind alias/<prefix>-kek-<N>; record MACs use alias/<prefix>-mac.\n# Credentials come from the AWS_* variables, never from this file.\nalias_prefix = {}\n{}{}",
+                    q(&a.alias_prefix),
+                    a.region
+                        .as_ref()
+                        .map(|r| format!("region = {}\n", q(r)))
+                        .unwrap_or_default(),
+                    a.endpoint
+                        .as_ref()
+                        .map(|e| format!("endpoint = {}\n", q(e)))
+                        .unwrap_or_default(),
+                ),
+            },
             pkcs11 = match &self.keys.pkcs11 {
                 None => String::new(),
                 Some(p) => format!(

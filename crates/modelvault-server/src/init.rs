@@ -42,7 +42,7 @@ pub async fn initialize(
     data_dir: &Path,
     store_url: Option<String>,
 ) -> Result<(Config, String), InitError> {
-    initialize_with(data_dir, store_url, None).await
+    initialize_with(data_dir, store_url, None, None).await
 }
 
 /// [`initialize`] with a chosen key provider (`None`: the local keyring in
@@ -52,6 +52,7 @@ pub async fn initialize_with(
     data_dir: &Path,
     store_url: Option<String>,
     keys_config: Option<crate::config::KeysConfig>,
+    kms_key_id: Option<&str>,
 ) -> Result<(Config, String), InitError> {
     let other = |e: &dyn std::fmt::Display| InitError::Other(e.to_string());
     let cfg_path = config_path(data_dir);
@@ -79,7 +80,7 @@ pub async fn initialize_with(
     }
     config.validate()?;
     let keyring_path = (config.keys.provider == "local").then(|| config.keys.keyring.clone());
-    let keys = config.keys.create_provider()?;
+    let keys = config.keys.create_provider(kms_key_id).await?;
     let cleanup = || {
         if let Some(p) = &keyring_path {
             let _ = std::fs::remove_file(p);

@@ -121,6 +121,7 @@ impl AppState {
         let keys = config
             .keys
             .open_provider()
+            .await
             .map_err(ServeError::KeyProvider)?;
         let segment = modelvault_format::SegmentSize::from_bytes(config.store.segment_size)
             .unwrap_or_default();
