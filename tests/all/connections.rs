@@ -546,3 +546,63 @@ fn a_request_with_both_content_length_and_transfer_encoding_gets_400() {
         assert!(answer.starts_with("HTTP/1.1 401"), "{req:?}: {answer:?}");
     }
 }
+
+/// SIGTERM drains: a download in flight when the signal arrives finishes
+/// byte-exact, new connections are refused (the listener is closed, so a
+/// load balancer moves on), and the process exits cleanly.
+#[test]
+fn sigterm_lets_a_download_in_flight_finish() {
+    use std::io::Read as _;
+    let app = TestApp::start();
+    let ds = app.token("drain-ds", &["data-scientist"], &["nlp"]);
+    ok(app.cli(Some(&ds), &["model", "create", "nlp/drain"]));
+    let src = tempfile::tempdir().unwrap();
+    let data = modelvault_test_utils::pseudo_random(24 << 20, 3);
+    std::fs::write(src.path().join("big.bin"), &data).unwrap();
+    ok(app.cli(
+        Some(&ds),
+        &["push", "nlp/drain@1", src.path().to_str().unwrap()],
+    ));
+    let mut resp = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/v1/models/nlp/drain/versions/1/files/big.bin",
+            app.url
+        ))
+        .bearer_auth(&ds)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut got = vec![0u8; 1 << 20];
+    resp.read_exact(&mut got).unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &app.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // New connections are refused while the download goes on.
+    let refused = reqwest::blocking::Client::new()
+        .get(format!("{}/healthz", app.url))
+        .timeout(std::time::Duration::from_secs(2))
+        .send();
+    assert!(
+        refused.is_err(),
+        "a new request was served during the drain"
+    );
+    resp.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "the drained download is not byte-exact");
+    // The process ends once the download is done (well within the grace).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::path::Path::new(&format!("/proc/{}/status", app.pid())).exists()
+        && !std::fs::read_to_string(format!("/proc/{}/status", app.pid()))
+            .unwrap_or_default()
+            .contains("State:\tZ")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not exit after draining"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
