@@ -548,8 +548,8 @@ fn a_request_with_both_content_length_and_transfer_encoding_gets_400() {
 }
 
 /// SIGTERM drains: a download in flight when the signal arrives finishes
-/// byte-exact, new connections are refused (the listener is closed, so a
-/// load balancer moves on), and the process exits cleanly.
+/// byte-exact, a new request meanwhile is answered 503 `shutting_down`
+/// with `Connection: close`, and the process exits once the download ends.
 #[test]
 fn sigterm_lets_a_download_in_flight_finish() {
     use std::io::Read as _;
@@ -580,15 +580,19 @@ fn sigterm_lets_a_download_in_flight_finish() {
         .unwrap();
     assert!(term.success());
     std::thread::sleep(std::time::Duration::from_millis(300));
-    // New connections are refused while the download goes on.
+    // A new request while the download goes on: 503 shutting_down, and
+    // the connection closes (a client retries elsewhere).
     let refused = reqwest::blocking::Client::new()
-        .get(format!("{}/healthz", app.url))
-        .timeout(std::time::Duration::from_secs(2))
-        .send();
-    assert!(
-        refused.is_err(),
-        "a new request was served during the drain"
-    );
+        .get(format!("{}/v1/models/nlp/drain", app.url))
+        .bearer_auth(&ds)
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["connection"], "close");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: serde_json::Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "shutting_down", "{body}");
     resp.read_to_end(&mut got).unwrap();
     assert_eq!(got.len(), data.len());
     assert!(got == data, "the drained download is not byte-exact");

@@ -178,6 +178,7 @@ pub async fn serve(
     h2.http2().timer(TokioTimer::new());
     let shared = Arc::new(Shared {
         router,
+        draining: std::sync::atomic::AtomicBool::new(false),
         limits,
         tls,
         h1,
@@ -248,18 +249,59 @@ pub async fn serve(
         };
         tokio::spawn(conn.run(tcp));
     }
-    drop(listener);
+    // Draining: connections close once their request in flight is
+    // answered; until every one has (at most SHUTDOWN_GRACE), the listener
+    // stays open and answers each new request 503 `shutting_down` with
+    // `Connection: close`, so a client or load balancer retries elsewhere.
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     stop_tx.send_replace(true);
-    // Every connection holds a slot until it ends.
-    if tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(max))
-        .await
-        .is_err()
-    {
-        tracing::info!(
-            "shutdown: connections still open after {}s are dropped",
-            SHUTDOWN_GRACE.as_secs()
-        );
+    tracing::info!(
+        "shutdown: draining (requests in flight get {}s; new requests are answered 503)",
+        SHUTDOWN_GRACE.as_secs()
+    );
+    // Connections accepted while draining get a stop signal that never
+    // fires, so each is read and answered (503) before it closes.
+    let (_drain_tx, drain_rx) = watch::channel(false);
+    // They hold slots of their own: the connection slots are all being
+    // gathered to see the requests in flight end.
+    let drain_slots = Arc::new(Semaphore::new(256));
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let mut all_done = std::pin::pin!(slots.clone().acquire_many_owned(max));
+    loop {
+        tokio::select! {
+            _ = &mut all_done => break,
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::info!(
+                    "shutdown: connections still open after {}s are dropped",
+                    SHUTDOWN_GRACE.as_secs()
+                );
+                break;
+            }
+            a = listener.accept() => {
+                let Ok((tcp, peer)) = a else {
+                    // (Out of descriptors, say: do not spin.)
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let Ok(permit) = drain_slots.clone().try_acquire_owned() else { continue };
+                let id = next_id;
+                next_id += 1;
+                let conn = Conn {
+                    id,
+                    peer,
+                    shared: shared.clone(),
+                    stop: drain_rx.clone(),
+                    shed: shed_rx.clone(),
+                    shed_open: true,
+                    _slot: permit,
+                };
+                tokio::spawn(conn.run(tcp));
+            }
+        }
     }
+    drop(listener);
     Ok(())
 }
 
@@ -296,6 +338,9 @@ impl RateLimited {
 
 struct Shared {
     router: Router,
+    /// Set once shutdown starts: every request not yet answered gets a 503
+    /// `shutting_down` (and its connection closes).
+    draining: std::sync::atomic::AtomicBool,
     limits: ConnLimits,
     tls: Option<RustlsAcceptor>,
     h1: auto::Builder<TokioExecutor>,
@@ -367,11 +412,16 @@ impl Conn {
         };
         let peer = self.peer;
         let router = self.shared.router.clone();
+        let shared = self.shared.clone();
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let refused = framing.refuses(&req);
+            let draining = shared.draining.load(std::sync::atomic::Ordering::SeqCst);
             let mut router = router.clone();
             async move {
+                if draining {
+                    return Ok::<_, Infallible>(shutting_down());
+                }
                 if refused {
                     tracing::warn!(%peer, method = %req.method(), path = %req.uri().path(), "refused a request with both Content-Length and Transfer-Encoding");
                     return Ok::<_, Infallible>(ambiguous_framing());
@@ -419,6 +469,21 @@ impl Conn {
             }
         }
     }
+}
+
+/// The answer to a request that arrives while the server shuts down.
+fn shutting_down() -> Response {
+    let mut resp = ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "shutting_down",
+        "this server is shutting down; retry on another",
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 /// The answer to a request framed both by length and by chunks.
