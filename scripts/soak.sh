@@ -31,4 +31,4 @@ export MODELVAULT_TEST_S3_BUCKET=modelvault-soak MODELVAULT_REQUIRE_S3=1
 export MODELVAULT_SOAK_SECS="${MODELVAULT_SOAK_SECS:-60}"
 timeout $((MODELVAULT_SOAK_SECS * 3 + 1800)) \
   cargo test --locked -p modelvault-cli --test all replicas::soak -- --ignored --nocapture 2>&1 |
-  grep -E '^soak:|test result|panicked|FAILED|error' 
+  grep -E '^(soak|replicas):|test result|panicked|FAILED|error'

@@ -44,6 +44,12 @@ fn percentile(v: &mut [u128], p: f64) -> u128 {
 
 #[test]
 fn three_replicas_over_one_bucket_under_load() {
+    scenario(3);
+}
+
+/// The whole scenario; the mixed load runs `load_secs` more after the
+/// restarted replica joins (3 s in the test command, longer in the soak).
+fn scenario(load_secs: u64) {
     let Some(loc) = s3_location() else { return };
     let app = TestApp::start_configured(Some(&loc.url), |t| {
         // Fast propagation of policies and role bindings.
@@ -135,6 +141,8 @@ fn three_replicas_over_one_bucket_under_load() {
         committed.insert(version, sources[winners[0]].1.clone());
     }
 
+    let committed = std::sync::Mutex::new(committed);
+
     // 2. Approvals through two replicas, a deploy through the third.
     ok(cli(
         &urls[1],
@@ -156,33 +164,68 @@ fn three_replicas_over_one_bucket_under_load() {
     //    ids of our own to count in the audit trail.
     let stop = std::sync::atomic::AtomicBool::new(false);
     let rids = std::sync::Mutex::new(Vec::<String>::new());
+    let r0 = committed.lock().unwrap()["r0"].clone();
     let load = |replicas: Vec<String>, id: usize| {
         let http = reqwest::blocking::Client::new();
         let mut n = 0usize;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let url = &replicas[n % replicas.len()];
-            let (version, files) = committed.iter().nth(n % committed.len()).unwrap();
-            match n % 3 {
-                0 => pull_exact(url, &ds, &format!("nlp/rep@{version}"), files, &[]),
+            let other = |k: usize| &replicas[(n + k) % replicas.len()];
+            let (version, files) = {
+                let c = committed.lock().unwrap();
+                let (v, f) = c.iter().nth(n % c.len()).unwrap();
+                (v.clone(), f.clone())
+            };
+            match n % 4 {
+                0 => pull_exact(url, &ds, &format!("nlp/rep@{version}"), &files, &[]),
                 // A key release and the ciphertext route, decrypted here.
-                1 => pull_exact(
-                    url,
-                    &eng,
-                    "nlp/rep@r0",
-                    &committed["r0"],
-                    &["--client-side"],
-                ),
+                1 => pull_exact(url, &eng, "nlp/rep@r0", &r0, &["--client-side"]),
+                // A new version pushed through one replica, approved
+                // through two others and deployed through a third.
+                2 => {
+                    let v = format!("w{id}-{n}");
+                    let target = format!("nlp/rep@{v}");
+                    let dir = tempfile::tempdir().unwrap();
+                    let bytes = pseudo_random(50_000, (id * 1000 + n) as u64);
+                    std::fs::write(dir.path().join("m.bin"), &bytes).unwrap();
+                    ok(cli(
+                        url,
+                        Some(&ds),
+                        &["push", &target, dir.path().to_str().unwrap()],
+                    ));
+                    ok(cli(
+                        other(1),
+                        Some(&mgr1),
+                        &["approve", &target, "--env", "production"],
+                    ));
+                    ok(cli(
+                        other(2),
+                        Some(&mgr2),
+                        &["approve", &target, "--env", "production"],
+                    ));
+                    ok(cli(
+                        other(3),
+                        Some(&eng),
+                        &["deploy", &target, "--env", "production"],
+                    ));
+                    committed
+                        .lock()
+                        .unwrap()
+                        .insert(v, [("m.bin".to_string(), bytes)].into());
+                }
                 _ => {
                     // The server names each request (x-request-id); the
-                    // record of it must be in the trail, once.
-                    let r = http
-                        .get(format!("{url}/v1/models/nlp/rep"))
-                        .bearer_auth(&ds)
-                        .send()
-                        .unwrap();
-                    assert_eq!(r.status(), 200, "worker {id}");
-                    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
-                    rids.lock().unwrap().push(rid);
+                    // record of each must be in the trail, once.
+                    for k in 0..4 {
+                        let r = http
+                            .get(format!("{}/v1/models/nlp/rep", other(k)))
+                            .bearer_auth(&ds)
+                            .send()
+                            .unwrap();
+                        assert_eq!(r.status(), 200, "worker {id}");
+                        let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+                        rids.lock().unwrap().push(rid);
+                    }
                 }
             }
             n += 1;
@@ -315,7 +358,7 @@ fn three_replicas_over_one_bucket_under_load() {
             let load = &load;
             s.spawn(move || load(all, 9))
         };
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_secs(load_secs));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         workers
             .into_iter()
@@ -329,13 +372,15 @@ fn three_replicas_over_one_bucket_under_load() {
         c.as_ref().map(|p| p.url.clone()).unwrap(),
     ];
     eprintln!(
-        "replicas: {ops} operations; token revocation seen by every replica after p50 {} ms, max {} ms; policy install after p50 {} ms, max {} ms",
+        "replicas: {ops} operations under the mixed load; token revocation seen by every replica after p50 {} ms, max {} ms; policy install after p50 {} ms, max {} ms",
         percentile(&mut revocation_ms.clone(), 0.5),
         percentile(&mut revocation_ms, 1.0),
         percentile(&mut policy_ms.clone(), 0.5),
         percentile(&mut policy_ms, 1.0),
     );
 
+    let committed = committed.into_inner().unwrap();
+    assert!(committed.len() > 4, "no version was pushed under load");
     // 4. The collector over the bucket (as a server's would run it once the
     //    grace period, at least ten minutes, has passed; nothing is in
     //    flight now), then every committed version byte-exact from every
@@ -606,4 +651,10 @@ fn soak() {
     for u in &urls {
         pull_exact(u, &ds, "nlp/soak@cost", &want, &[]);
     }
+    drop(peers);
+    drop(app);
+    // Then the whole mixed scenario (racing commits, approvals, deploys,
+    // key releases, revocations, a policy install, a KEK rotation and a
+    // SIGKILLed replica) with its load running half the soak time.
+    scenario((secs / 2).max(3));
 }
