@@ -643,6 +643,10 @@ fn soak() {
             ops as f64 / started.elapsed().as_secs_f64()
         );
     }
+    println!(
+        "soak: on a machine with {} cores the replicas, moto and the clients share the same CPUs, so more replicas add contention, not throughput; what scales on a real bucket is the per-request S3 work counted above",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     let verify: Value = serde_json::from_str(&ok(
         app.cli(Some(&app.admin), &["audit", "verify", "--output", "json"])
     ))
