@@ -4,7 +4,9 @@
 # seconds (default 60), reporting throughput with one, two and three
 # replicas and the S3 requests one push, one download and one key release
 # cost; then the audit chains verify and every replica pulls byte-exact.
-# Bounded: the whole run takes the soak time plus start-up and a build.
+# Bounded: about one and a half times the soak time (three throughput
+# phases, then the mixed-load scenario for half of it) plus start-up and a
+# build.
 #   MODELVAULT_SOAK_SECS=300 bash scripts/soak.sh
 # Needs what scripts/test.sh installs (.test-env/venv with moto); run that
 # once first. The figures are for this machine: on two cores three replicas
