@@ -57,7 +57,7 @@ trap cleanup EXIT
 # `init` prints the admin token as its only stdout line.
 admin=$("$bin" init --data-dir "$data" 2>"$work/init.log")
 
-MODELVAULT_LOG=info "$bin" serve --data-dir "$data" --listen 127.0.0.1:0 >"$serve_log" 2>&1 &
+MODELVAULT_LOG=info MODELVAULT_LOG_FORMAT=text "$bin" serve --data-dir "$data" --listen 127.0.0.1:0 >"$serve_log" 2>&1 &
 pid=$!
 url=""
 for _ in $(seq 1 300); do
@@ -137,6 +137,8 @@ if grep -q 'request failed' "$serve_log"; then
   log "the server logged failed requests"
   exit 1
 fi
-status=0
 answered=$(sed 's/\x1b\[[0-9;]*m//g' "$serve_log" | grep -c ' request request_id=' || true)
+# A count of zero means the log format changed under this check: fail.
+[ "$answered" -gt 0 ] || { log "no answered request found in $serve_log"; exit 1; }
+status=0
 log "$answered requests answered: no server errors, no responses outside the document, no crash; audit verify passed"
