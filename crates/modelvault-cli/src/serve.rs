@@ -76,10 +76,13 @@ pub async fn run(
             .open(&token_path)
             .with_context(|| format!("writing {}", token_path.display()))?;
         writeln!(f, "{token}")?;
-        eprintln!(
-            "initialized {}; the admin token is in {} (mode 0600)",
-            dir.display(),
-            token_path.display()
+        announce(
+            json,
+            format!(
+                "initialized {}; the admin token is in {} (mode 0600)",
+                dir.display(),
+                token_path.display()
+            ),
         );
     }
     let mut config = Config::load(&cfg_path)?;
@@ -143,23 +146,19 @@ pub async fn run(
     );
     let closing = state.clone();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    if json {
-        tracing::info!(
+    announce(
+        json,
+        format!(
             "modelvault listening on {scheme}://{addr} (store {})",
             state.store.url()
-        );
-    } else {
-        eprintln!(
-            "modelvault listening on {scheme}://{addr} (store {})",
-            state.store.url()
-        );
-    }
+        ),
+    );
     match tls {
         Some(tls) => modelvault_server::serve_tls(listener, tls, state, shutdown_signal()).await?,
         None => modelvault_server::serve(listener, state, shutdown_signal()).await?,
     }
     closing.close_audit().await;
-    eprintln!("modelvault stopped");
+    announce(json, "modelvault stopped".into());
     Ok(())
 }
 
@@ -174,5 +173,24 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// A line a supervisor waits for (initialized, listening, stopped): printed
+/// whatever the log level, as text or, in JSON mode, as a JSON log line.
+fn announce(json: bool, message: String) {
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": "INFO",
+                "message": message,
+                "target": "modelvault",
+            })
+        );
+    } else {
+        eprintln!("{message}");
     }
 }
