@@ -238,16 +238,15 @@ pub async fn serve(
         };
         let id = next_id;
         next_id += 1;
-        let conn = Conn {
+        Conn::spawn(
             id,
             peer,
-            shared: shared.clone(),
-            stop: stop_rx.clone(),
-            shed: shed_rx.clone(),
-            shed_open: true,
-            _slot: permit,
-        };
-        tokio::spawn(conn.run(tcp));
+            &shared,
+            stop_rx.clone(),
+            shed_rx.clone(),
+            permit,
+            tcp,
+        );
     }
     // Draining: connections close once their request in flight is
     // answered; until every one has (at most SHUTDOWN_GRACE), the listener
@@ -288,16 +287,7 @@ pub async fn serve(
                 let Ok(permit) = drain_slots.clone().try_acquire_owned() else { continue };
                 let id = next_id;
                 next_id += 1;
-                let conn = Conn {
-                    id,
-                    peer,
-                    shared: shared.clone(),
-                    stop: drain_rx.clone(),
-                    shed: shed_rx.clone(),
-                    shed_open: true,
-                    _slot: permit,
-                };
-                tokio::spawn(conn.run(tcp));
+                Conn::spawn(id, peer, &shared, drain_rx.clone(), shed_rx.clone(), permit, tcp);
             }
         }
     }
@@ -360,6 +350,28 @@ struct Conn {
 }
 
 impl Conn {
+    /// Serves an accepted connection on its own task.
+    fn spawn(
+        id: u64,
+        peer: SocketAddr,
+        shared: &Arc<Shared>,
+        stop: watch::Receiver<bool>,
+        shed: watch::Receiver<u64>,
+        slot: OwnedSemaphorePermit,
+        tcp: TcpStream,
+    ) {
+        let conn = Conn {
+            id,
+            peer,
+            shared: shared.clone(),
+            stop,
+            shed,
+            shed_open: true,
+            _slot: slot,
+        };
+        tokio::spawn(conn.run(tcp));
+    }
+
     async fn run(mut self, tcp: TcpStream) {
         // Small responses must not wait on Nagle's algorithm and the peer's
         // delayed ACK (~40 ms a request).

@@ -161,11 +161,9 @@ impl ConsoleSessions<'_> {
     /// Whether the session was signed out (the marker wins even over a
     /// session record put back into the bucket).
     pub async fn is_revoked(&self, id: &str) -> Result<bool, StorageError> {
-        Ok(self
-            .store
-            .get_bytes(&layout::console_session_revocation(id))
-            .await?
-            .is_some())
+        self.store
+            .marker_exists(&layout::console_session_revocation(id))
+            .await
     }
 
     /// Deletes session records and sign-out markers written more than
@@ -196,19 +194,38 @@ impl ConsoleSessions<'_> {
     /// Signs a session out: its revocation marker (an existing one is
     /// fine), then its record is removed.
     pub async fn revoke<T: Serialize>(&self, id: &str, marker: &T) -> Result<(), StorageError> {
-        match self
-            .store
-            .create_record(
+        self.store
+            .revoke_record(
                 "console-session-revocation",
                 &layout::console_session_revocation(id),
                 marker,
+                &layout::console_session(id),
             )
             .await
-        {
+    }
+}
+
+impl Store {
+    /// Whether the object at `path` exists (a revocation marker).
+    async fn marker_exists(&self, path: &Path) -> Result<bool, StorageError> {
+        Ok(self.get_bytes(path).await?.is_some())
+    }
+
+    /// Writes a revocation marker (create-if-absent; an existing one is
+    /// fine), then removes the record it revokes: the marker first, so a
+    /// failure in between leaves the record refused, never live.
+    async fn revoke_record<T: Serialize>(
+        &self,
+        kind: &'static str,
+        marker_path: &Path,
+        marker: &T,
+        record_path: &Path,
+    ) -> Result<(), StorageError> {
+        match self.create_record(kind, marker_path, marker).await {
             Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
             Err(e) => return Err(e),
         }
-        self.store.delete_object(&layout::console_session(id)).await
+        self.delete_object(record_path).await
     }
 }
 
@@ -275,29 +292,22 @@ impl Tokens<'_> {
     /// Whether a revocation marker exists for the token (it wins even over
     /// a token record put back into the bucket).
     pub async fn is_revoked(&self, id: &str) -> Result<bool, StorageError> {
-        Ok(self
-            .store
-            .get_bytes(&layout::token_revocation(id))
-            .await?
-            .is_some())
+        self.store
+            .marker_exists(&layout::token_revocation(id))
+            .await
     }
 
     /// Revokes a token: writes its revocation marker (create-if-absent; an
     /// existing one is fine), then removes its record.
     pub async fn revoke<T: Serialize>(&self, id: &str, revocation: &T) -> Result<(), StorageError> {
-        match self
-            .store
-            .create_record(
+        self.store
+            .revoke_record(
                 "token-revocation",
                 &layout::token_revocation(id),
                 revocation,
+                &layout::token(id),
             )
             .await
-        {
-            Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
-            Err(e) => return Err(e),
-        }
-        self.store.delete_object(&layout::token(id)).await
     }
 
     /// Every stored token record, verified (a record that vanished between

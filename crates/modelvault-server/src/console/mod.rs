@@ -38,6 +38,32 @@ const INDEX_HTML: &str = include_str!("../../ui/index.html");
 const APP_JS: &str = include_str!("../../ui/app.js");
 const APP_CSS: &str = include_str!("../../ui/app.css");
 
+/// Every value of the cookies named `name` the request carries, in order
+/// (each zeroized on drop: they hold secrets).
+pub(crate) fn cookies_named(
+    headers: &axum::http::HeaderMap,
+    name: &str,
+) -> Vec<zeroize::Zeroizing<String>> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .filter(|(k, _)| *k == name)
+        .map(|(_, v)| zeroize::Zeroizing::new(v.trim().to_string()))
+        .collect()
+}
+
+/// `n` random bytes from the system's source, base64url without padding.
+pub(crate) fn random_b64(n: usize) -> Result<String, ApiError> {
+    use base64::Engine as _;
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; n]);
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut buf)
+        .map_err(|_| ApiError::internal("the system's random source failed"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*buf))
+}
+
 /// The console's Content-Security-Policy.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'";
 

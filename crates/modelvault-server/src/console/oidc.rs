@@ -77,13 +77,6 @@ fn bad_gateway(msg: String) -> ApiError {
     ApiError::new(StatusCode::BAD_GATEWAY, "issuer_unavailable", msg)
 }
 
-fn random(n: usize) -> Result<String, ApiError> {
-    let mut buf = Zeroizing::new(vec![0u8; n]);
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut buf)
-        .map_err(|_| ApiError::internal("no randomness for a sign-in"))?;
-    Ok(B64.encode(&*buf))
-}
-
 /// The issuer's config and the console's client id for it.
 fn issuer_config<'a>(
     state: &'a AppState,
@@ -213,8 +206,8 @@ pub async fn login(
     let http = http_client(cfg)?;
     let d = discover(&http, &cfg.issuer).await?;
     let redirect = redirect_uri(&state, &headers)?;
-    let flow_state = random(16)?;
-    let verifier = Zeroizing::new(random(32)?);
+    let flow_state = super::random_b64(16)?;
+    let verifier = Zeroizing::new(super::random_b64(32)?);
     let challenge = B64.encode(ring::digest::digest(
         &ring::digest::SHA256,
         verifier.as_bytes(),
@@ -286,17 +279,7 @@ async fn finish(state: &AppState, parts: &Parts, q: CallbackQuery) -> Result<Res
             safe_code(e)
         )));
     }
-    let name = flow_cookie_name(state);
-    let flows: Vec<Zeroizing<String>> = parts
-        .headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .filter(|(k, _)| *k == name)
-        .map(|(_, v)| Zeroizing::new(v.to_string()))
-        .collect();
+    let flows = super::cookies_named(&parts.headers, flow_cookie_name(state));
     // Two flow cookies: one was planted (by a sibling site); refuse both.
     let [flow] = flows.as_slice() else {
         return Err(ApiError::bad_request(

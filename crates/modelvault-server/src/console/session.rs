@@ -18,11 +18,10 @@ use std::net::IpAddr;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::header::SET_COOKIE;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 use modelvault_auth::{Principal, PrincipalKind, TokenRecord};
 use serde::{Deserialize, Serialize};
@@ -144,15 +143,9 @@ pub fn cookie_value(headers: &HeaderMap, state: &AppState) -> Option<Zeroizing<S
     if !state.config.console.enabled {
         return None;
     }
-    let name = cookie_name(state);
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| Zeroizing::new(v.trim().to_string()))
+    super::cookies_named(headers, cookie_name(state))
+        .into_iter()
+        .next()
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -162,13 +155,6 @@ fn sha256_hex(data: &[u8]) -> String {
 /// The CSRF token of a session secret.
 fn csrf_of(secret: &str) -> String {
     sha256_hex(format!("modelvault-console-csrf-v1:{secret}").as_bytes())
-}
-
-fn random_b64(n: usize) -> Result<String, ApiError> {
-    let mut buf = Zeroizing::new(vec![0u8; n]);
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut buf)
-        .map_err(|_| ApiError::internal("no randomness for a session"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*buf))
 }
 
 /// Splits `<id>.<secret>`; ids are 22 base64url characters.
@@ -370,8 +356,8 @@ pub(crate) async fn open(
         },
         (None, None) => return Err(ApiError::internal("a principal with no credential")),
     };
-    let id = random_b64(16)?;
-    let secret = Zeroizing::new(random_b64(32)?);
+    let id = super::random_b64(16)?;
+    let secret = Zeroizing::new(super::random_b64(32)?);
     let record = SessionRecord {
         id: id.clone(),
         secret_sha256: sha256_hex(secret.as_bytes()),
