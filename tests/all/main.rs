@@ -10,6 +10,7 @@ mod common;
 mod connections;
 mod examples;
 mod forgery;
+mod governance;
 mod hostile;
 mod identity;
 mod keyring_race;

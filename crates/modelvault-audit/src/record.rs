@@ -119,6 +119,12 @@ pub struct AuditRecord {
     /// Per-plugin decisions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decisions: Vec<DecisionRef>,
+    /// The complete policy input the decisions were made on (the policy
+    /// request in its one JSON mapping, docs/POLICY-AUTHORING.md), on every
+    /// record with decisions: what `policy replay` evaluates a candidate
+    /// against. It holds verified facts only, never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
     /// Keys touched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyRef>,

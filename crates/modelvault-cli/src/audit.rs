@@ -65,6 +65,33 @@ pub fn parse_time(s: &str) -> anyhow::Result<String> {
     Ok(t.to_rfc3339())
 }
 
+/// Calls `each` with every record `GET /v1/audit` answers for `query`
+/// (`key=value` pairs, already encoded), page by page, oldest first, each
+/// exactly as stored.
+pub async fn each_record(
+    client: &Client,
+    query: &[String],
+    mut each: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = query.to_vec();
+        if let Some(c) = &cursor {
+            q.push(format!("cursor={}", paths::segment(c)));
+        }
+        let page: AuditPage = client
+            .get_json(&format!("/v1/audit?{}", q.join("&")))
+            .await?;
+        for r in &page.records {
+            each(r.get())?;
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
+}
+
 pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
         AuditCommand::Export {
@@ -97,28 +124,16 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
-            let mut cursor: Option<String> = None;
             let mut n = 0u64;
-            loop {
-                let mut q = query.clone();
-                if let Some(c) = &cursor {
-                    q.push(format!("cursor={}", paths::segment(c)));
-                }
-                let page: AuditPage = client
-                    .get_json(&format!("/v1/audit?{}", q.join("&")))
-                    .await?;
-                for r in &page.records {
-                    // Exactly as stored: the lines still hash to each next
-                    // record's `prev`.
-                    out.write_all(r.get().as_bytes())?;
-                    out.write_all(b"\n")?;
-                    n += 1;
-                }
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
+            each_record(&client, &query, |line| {
+                // Exactly as stored: the lines still hash to each next
+                // record's `prev`.
+                out.write_all(line.as_bytes())?;
+                out.write_all(b"\n")?;
+                n += 1;
+                Ok(())
+            })
+            .await?;
             out.flush()?;
             if output.is_some() {
                 eprintln!("exported {n} record(s)");

@@ -73,12 +73,14 @@ pub enum Failure {
     Integrity(String),
     /// The server could not be reached, or the connection broke.
     Network(String),
+    /// A gate the caller set was not passed (`policy replay --max-flips`).
+    Gate(String),
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Integrity(m) | Self::Network(m) => f.write_str(m),
+            Self::Integrity(m) | Self::Network(m) | Self::Gate(m) => f.write_str(m),
         }
     }
 }
@@ -88,7 +90,8 @@ impl std::error::Error for Failure {}
 /// The process exit code for an error (README, "Exit codes"): 2 usage or
 /// a request the server calls invalid, 3 not authenticated, 4 forbidden
 /// (a policy denial included), 5 not found, 6 conflict, 7 gone, 8
-/// integrity failure, 9 server or network failure, 1 anything else.
+/// integrity failure, 9 server or network failure, 10 a gate the caller
+/// set not passed (`policy replay --max-flips`), 1 anything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if let Some(f) = cause.downcast_ref::<ApiFailure>() {
@@ -107,6 +110,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         match cause.downcast_ref::<Failure>() {
             Some(Failure::Integrity(_)) => return 8,
             Some(Failure::Network(_)) => return 9,
+            Some(Failure::Gate(_)) => return 10,
             None => {}
         }
         if cause.downcast_ref::<reqwest::Error>().is_some() {

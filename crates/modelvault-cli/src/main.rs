@@ -31,6 +31,7 @@ mod keys;
 mod login;
 mod policy;
 mod profile;
+mod replay;
 mod serve;
 mod term;
 mod transfer;
@@ -49,7 +50,7 @@ use crate::client::Client;
     name = "modelvault",
     version,
     about = "Encrypted, policy-gated model store",
-    after_help = "Exit codes: 0 ok; 1 other failure; 2 usage (or a request the server calls invalid); 3 not authenticated (401); 4 forbidden (403, a policy denial included); 5 not found; 6 conflict (409); 7 gone (410, deleted); 8 integrity failure; 9 server or network failure."
+    after_help = "Exit codes: 0 ok; 1 other failure; 2 usage (or a request the server calls invalid); 3 not authenticated (401); 4 forbidden (403, a policy denial included); 5 not found; 6 conflict (409); 7 gone (410, deleted); 8 integrity failure; 9 server or network failure; 10 a gate the caller set not passed (policy replay --max-flips)."
 )]
 struct Cli {
     /// CA certificate (PEM) to trust for the server and the identity

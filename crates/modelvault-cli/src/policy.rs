@@ -63,6 +63,39 @@ pub enum PolicyCommand {
         #[arg(long = "config")]
         config: Vec<String>,
     },
+    /// Replay a candidate component against the decisions recorded in the
+    /// audit trail (through the server, or offline from an `audit export`
+    /// file) and report the ones it would flip. Exits 10 when the flips
+    /// exceed --max-flips, so a CI job can gate a policy change.
+    Replay {
+        /// The candidate component (.wasm).
+        file: PathBuf,
+        /// The installed policy the candidate would replace (default: it is
+        /// added to the chain as a new enforcing policy named `candidate`).
+        #[arg(long, value_name = "NAME")]
+        replaces: Option<String>,
+        /// Decisions from this time: RFC 3339 or an age such as 30d
+        /// (default 30d through the server; every record of a file).
+        #[arg(long)]
+        since: Option<String>,
+        /// An `audit export` file (JSON lines) to replay offline instead of
+        /// asking the server.
+        #[arg(long, value_name = "EXPORT.jsonl")]
+        audit_file: Option<PathBuf>,
+        /// Fail (exit 10) when more decisions than this would flip.
+        #[arg(long, value_name = "N")]
+        max_flips: Option<u64>,
+        /// The candidate's configuration KEY=VALUE (repeatable): give it the
+        /// `[policy.config.NAME]` pairs it will run with.
+        #[arg(long = "config")]
+        config: Vec<String>,
+        /// Flips shown as examples.
+        #[arg(long, default_value_t = 20)]
+        examples: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
     /// Run a cases file against a component, offline; exits non-zero on any
     /// mismatch.
     Test {
@@ -114,7 +147,7 @@ fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 /// The offline host: default limits, compiled components cached in the
 /// user's cache directory (a Python or JavaScript policy takes seconds to
 /// compile; a second `policy test` should not pay that again).
-fn local_host() -> anyhow::Result<PolicyHost> {
+pub fn local_host() -> anyhow::Result<PolicyHost> {
     let cache = dirs::cache_dir().map(|d| d.join("modelvault").join("policy-cache"));
     Ok(PolicyHost::new(Limits::default(), cache)?)
 }
@@ -252,13 +285,7 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             let bytes = read(&file)?;
             let req: PolicyRequest = serde_json::from_slice(&read(&request)?)
                 .with_context(|| format!("{} is not a policy request", request.display()))?;
-            let mut pairs = Vec::new();
-            for kv in config {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("config {kv:?} is not KEY=VALUE"))?;
-                pairs.push((k.to_string(), v.to_string()));
-            }
+            let pairs = config_pairs(&config)?;
             let decision = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let host = local_host()?;
                 let name = file
@@ -273,6 +300,39 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&decision.decision)?);
             if let Some(e) = decision.error {
                 anyhow::bail!("the plugin failed: {e}");
+            }
+        }
+        PolicyCommand::Replay {
+            file,
+            replaces,
+            since,
+            audit_file,
+            max_flips,
+            config,
+            examples,
+            output,
+        } => {
+            let report = crate::replay::run(crate::replay::Args {
+                bytes: read(&file)?,
+                name: replaces.unwrap_or_else(|| "candidate".into()),
+                since,
+                audit_file,
+                config: config_pairs(&config)?,
+                examples,
+            })
+            .await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Text => crate::replay::print(&report),
+            }
+            if let Some(max) = max_flips
+                && report.flips() > max
+            {
+                return Err(crate::client::Failure::Gate(format!(
+                    "{} decision(s) would flip, more than --max-flips {max}",
+                    report.flips()
+                ))
+                .into());
             }
         }
         PolicyCommand::Test {
@@ -321,4 +381,16 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `KEY=VALUE` arguments as configuration pairs.
+fn config_pairs(config: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    config
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("config {kv:?} is not KEY=VALUE"))
+        })
+        .collect()
 }

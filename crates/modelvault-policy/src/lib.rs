@@ -23,6 +23,7 @@ pub mod cases;
 mod compile;
 pub mod metadata;
 pub mod pool;
+pub mod replay;
 pub mod signing;
 pub mod text;
 mod trap;

@@ -34,6 +34,8 @@ tokio::task_local! {
 pub struct Slot {
     principal: Option<PrincipalRef>,
     decisions: Vec<DecisionRef>,
+    /// The policy input the decisions were made on.
+    input: Option<serde_json::Value>,
     version: Option<String>,
     /// Free detail for the record (a policy install's digest and signer).
     detail: Option<String>,
@@ -89,8 +91,12 @@ pub fn note_auth_failed() {
     with_slot(|s| s.auth_failed = true);
 }
 
-/// Notes the policy chain's per-plugin results.
-pub fn note_decisions(results: &[modelvault_policy::PluginResult]) {
+/// Notes the policy chain's per-plugin results and the input they were
+/// made on (`None` when no audit trail is kept).
+pub fn note_decisions(
+    results: &[modelvault_policy::PluginResult],
+    input: Option<serde_json::Value>,
+) {
     let d: Vec<DecisionRef> = results
         .iter()
         .map(|r| DecisionRef {
@@ -107,7 +113,10 @@ pub fn note_decisions(results: &[modelvault_policy::PluginResult]) {
             mode: if r.shadow { "shadow" } else { "enforce" }.into(),
         })
         .collect();
-    with_slot(|s| s.decisions = d);
+    with_slot(|s| {
+        s.decisions = d;
+        s.input = input;
+    });
 }
 
 /// Notes the resolved version (`latest` → `3`).
@@ -295,16 +304,17 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         return unavailable().into_response();
     }
     let status = resp.status();
-    let (principal, decisions, version, detail, channel, skip) = match slot.lock() {
+    let (principal, decisions, input, version, detail, channel, skip) = match slot.lock() {
         Ok(mut s) => (
             s.principal.take(),
             std::mem::take(&mut s.decisions),
+            s.input.take(),
             s.version.take(),
             s.detail.take(),
             s.channel,
             s.handled || s.auth_failed,
         ),
-        Err(_) => (None, Vec::new(), None, None, None, false),
+        Err(_) => (None, Vec::new(), None, None, None, None, false),
     };
     if status == StatusCode::FORBIDDEN
         && let Some(p) = &principal
@@ -326,6 +336,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     });
     rec.status = Some(status.as_u16());
     rec.decisions = decisions;
+    rec.input = input;
     rec.detail = detail;
     rec.channel = channel.map(str::to_string);
     audit.record(rec).await;
@@ -366,12 +377,17 @@ pub async fn intent(state: &AppState, i: Intent<'_>) -> Result<Option<u64>, ApiE
     rec.principal = Some(principal_ref(i.principal));
     rec.resource = Some(i.resource);
     rec.keys = i.keys;
-    let (decisions, channel) = SLOT
-        .try_with(|s| s.lock().ok().map(|g| (g.decisions.clone(), g.channel)))
+    let (decisions, input, channel) = SLOT
+        .try_with(|s| {
+            s.lock()
+                .ok()
+                .map(|g| (g.decisions.clone(), g.input.clone(), g.channel))
+        })
         .ok()
         .flatten()
         .unwrap_or_default();
     rec.decisions = decisions;
+    rec.input = input;
     rec.channel = channel.map(str::to_string);
     rec.status = Some(200);
     let seq = audit.durable(rec).await.map_err(|e| {

@@ -477,6 +477,10 @@ pub async fn enforce_policy(
     let action = request.action;
     let request_id = request.context.request_id.clone();
     let principal = request.principal.id.clone();
+    let input = state
+        .audit
+        .as_ref()
+        .and_then(|_| serde_json::to_value(&request).ok());
     let started = std::time::Instant::now();
     let decision = state.policies.decide(request).await;
     state
@@ -498,7 +502,7 @@ pub async fn enforce_policy(
             })
             .inc();
     }
-    crate::audit::note_decisions(&decision.results);
+    crate::audit::note_decisions(&decision.results, input);
     if tracing::enabled!(tracing::Level::INFO) {
         let results = serde_json::to_string(&decision.results).unwrap_or_default();
         tracing::info!(
