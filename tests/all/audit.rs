@@ -193,7 +193,7 @@ fn every_request_is_recorded_and_the_chain_verifies() {
 }
 
 /// Copies `dir` recursively.
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();

@@ -18,7 +18,13 @@ fn json(o: std::process::Output) -> serde_json::Value {
 /// An internal model downloaded (allowed) and a confidential one refused
 /// in dev, so the trail holds decisions both ways.
 fn decisions_both_ways(app: &TestApp) -> String {
-    let alice = app.token_in("alice", &["data-scientist"], &["nlp"], "dev", "alice");
+    let alice = app.token_in(
+        "alice",
+        &["data-scientist", "ml-engineer"],
+        &["nlp"],
+        "dev",
+        "alice",
+    );
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("w.bin"), b"weights").unwrap();
     for (model, sensitivity) in [("open", "internal"), ("secret", "confidential")] {
@@ -43,10 +49,8 @@ fn decisions_both_ways(app: &TestApp) -> String {
     }
     let open = app.get(Some(&alice), "/v1/models/nlp/open/versions/1/files/w.bin");
     assert_eq!(open.status(), 200);
-    let (s, code, _) = error_code(app.get(
-        Some(&alice),
-        "/v1/models/nlp/secret/versions/1/files/w.bin",
-    ));
+    let (s, code, _) =
+        error_code(app.get(Some(&alice), "/v1/models/nlp/secret/versions/1/files/w.bin"));
     assert_eq!((s, code.as_str()), (403, "policy_denied"));
     alice
 }
@@ -196,10 +200,7 @@ fn policy_replay_reports_the_decisions_a_candidate_would_flip() {
     // inputs were recorded are counted, not replayed.
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("audit.jsonl");
-    ok(app.cli(
-        admin,
-        &["audit", "export", "-o", export.to_str().unwrap()],
-    ));
+    ok(app.cli(admin, &["audit", "export", "-o", export.to_str().unwrap()]));
     let offline = |file: &std::path::Path| {
         json(cli(
             "http://127.0.0.1:9",
@@ -251,7 +252,13 @@ fn policy_replay_reports_the_decisions_a_candidate_would_flip() {
     let o = cli(
         "http://127.0.0.1:9",
         None,
-        &["policy", "replay", &se, "--audit-file", junk.to_str().unwrap()],
+        &[
+            "policy",
+            "replay",
+            &se,
+            "--audit-file",
+            junk.to_str().unwrap(),
+        ],
     );
     fails(o, "line 1 is not an audit record");
     let o = cli(
@@ -266,4 +273,270 @@ fn policy_replay_reports_the_decisions_a_candidate_would_flip() {
         ],
     );
     fails(o, "not a policy component");
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, b))
+}
+
+#[test]
+fn releases_carry_signed_receipts_that_the_trail_must_hold() {
+    let app = TestApp::start();
+    let alice = decisions_both_ways(&app);
+    let key = ok(app.cli(None, &["audit", "public-key"]));
+    let key_file = app.dir.path().join("audit.pub");
+    std::fs::write(&key_file, key.trim()).unwrap();
+    let key_arg = key_file.to_str().unwrap();
+    let verify = |file: &std::path::Path| {
+        app.cli(
+            None,
+            &[
+                "receipt",
+                "verify",
+                file.to_str().unwrap(),
+                "--public-key",
+                key_arg,
+                "--output",
+                "json",
+            ],
+        )
+    };
+
+    // A plain download carries one in its header.
+    let resp = app.get(Some(&alice), "/v1/models/nlp/open/versions/1/files/w.bin");
+    assert_eq!(resp.status(), 200);
+    let header = resp.headers()["modelvault-receipt"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(header.split('.').count(), 3);
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one.jws");
+    std::fs::write(&one, &header).unwrap();
+    let v = json(verify(&one));
+    let r = &v["valid"][0];
+    assert_eq!(r["action"], "download");
+    assert_eq!(r["principal"]["id"], "alice");
+    assert_eq!(r["environment"], "dev");
+    assert_eq!(
+        (
+            r["namespace"].as_str(),
+            r["model"].as_str(),
+            r["version"].as_str()
+        ),
+        (Some("nlp"), Some("open"), Some("1"))
+    );
+    assert_eq!(r["file"], "w.bin");
+    assert_eq!(r["file_sha256"], sha256_hex(b"weights"));
+    // The manifest digest is `sha256sum` of the files, sorted by path.
+    let listing = format!("{}  w.bin\n", sha256_hex(b"weights"));
+    assert_eq!(r["manifest_sha256"], sha256_hex(listing.as_bytes()));
+    let decisions = r["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 3);
+    for d in decisions {
+        assert_eq!(d["sha256"].as_str().unwrap().len(), 64, "{d}");
+    }
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["plugin"] == "sensitivity-environment" && d["outcome"] == "allow")
+    );
+    // It names the durable intent record of this request.
+    let chain = r["audit"]["chain"].as_str().unwrap().to_string();
+    let seq = r["audit"]["seq"].as_u64().unwrap();
+    let export = ok(app.cli(Some(&app.admin), &["audit", "export"]));
+    let intent: serde_json::Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|x| x["chain"] == chain.as_str() && x["seq"] == seq)
+        .expect("the receipt's record");
+    assert_eq!(intent["type"], "intent");
+    assert_eq!(intent["request_id"], r["request_id"]);
+
+    // Forged: another principal under the same signature, or alg none.
+    let parts: Vec<&str> = header.split('.').collect();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims: serde_json::Value =
+        serde_json::from_slice(&b64.decode(parts[1]).unwrap()).unwrap();
+    claims["principal"]["id"] = "mallory".into();
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64.encode(claims.to_string()),
+        parts[2]
+    );
+    let bad = dir.path().join("forged.jws");
+    std::fs::write(&bad, format!("{header}\n{forged}\n")).unwrap();
+    let o = verify(&bad);
+    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 of 2 receipt(s) do not verify"),
+        "{}",
+        stderr(&o)
+    );
+    let none = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"modelvault-receipt+jws","kid":""}"#),
+        parts[1]
+    );
+    std::fs::write(&bad, none).unwrap();
+    assert_eq!(verify(&bad).status.code(), Some(8));
+
+    // `pull` keeps one receipt per file in the output directory, and the
+    // client-side pull the key release's.
+    let out = tempfile::tempdir().unwrap();
+    ok(app.cli(
+        Some(&alice),
+        &["pull", "nlp/open@1", "-o", out.path().to_str().unwrap()],
+    ));
+    ok(app.cli(
+        Some(&alice),
+        &[
+            "pull",
+            "nlp/open@1",
+            "-o",
+            out.path().join("cs").to_str().unwrap(),
+            "--client-side",
+        ],
+    ));
+    let kept = out.path().join(".modelvault-receipts");
+    let v = json(verify(&kept));
+    assert_eq!(v["valid"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["valid"][0]["file"], "w.bin");
+    let kept_cs = out.path().join("cs/.modelvault-receipts");
+    let v = json(verify(&kept_cs));
+    assert_eq!(v["valid"][0]["action"], "key-release");
+    assert!(v["valid"][0]["file"].is_null());
+    assert_eq!(
+        v["valid"][0]["manifest_sha256"],
+        sha256_hex(listing.as_bytes())
+    );
+    let text = ok(app.cli(
+        None,
+        &[
+            "receipt",
+            "verify",
+            kept.to_str().unwrap(),
+            "--public-key",
+            key_arg,
+        ],
+    ));
+    assert!(
+        text.contains("valid  download nlp/open@1/w.bin by alice in dev"),
+        "{text}"
+    );
+    // A later push of the pulled folder leaves the receipts behind.
+    ok(app.cli(
+        Some(&alice),
+        &[
+            "push",
+            "nlp/open@2",
+            out.path().to_str().unwrap(),
+            "--exclude",
+            "cs",
+        ],
+    ));
+    let listed = json(app.cli(
+        Some(&alice),
+        &["model", "show", "nlp/open@2", "--output", "json"],
+    ));
+    let files: Vec<&str> = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["w.bin"]);
+
+    // `audit verify --receipts`: through the server and offline, every
+    // receipt has its record.
+    let all = dir.path().join("all");
+    std::fs::write(
+        &all,
+        format!(
+            "{header}\n{}{}",
+            std::fs::read_to_string(&kept).unwrap(),
+            std::fs::read_to_string(&kept_cs).unwrap()
+        ),
+    )
+    .unwrap();
+    let auditor = app.token("auditor", &["auditor"], &["*"]);
+    let online = json(app.cli(
+        Some(&auditor),
+        &[
+            "audit",
+            "verify",
+            "--receipts",
+            all.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    ));
+    assert_eq!(online["receipts"].as_array().unwrap().len(), 3, "{online}");
+    assert!(
+        online["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "recorded"),
+        "{online}"
+    );
+    let store = format!("file://{}", app.store_dir().display());
+    let offline = json(app.cli(
+        None,
+        &[
+            "audit",
+            "verify",
+            "--store",
+            &store,
+            "--public-key",
+            key_arg,
+            "--receipts",
+            all.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    ));
+    assert!(
+        offline["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "recorded"),
+        "{offline}"
+    );
+
+    // A bucket writer removes this server's whole chain (its segments and
+    // checkpoints): the other chains still verify, but the receipts
+    // prove records are missing.
+    let copy = tempfile::tempdir().unwrap();
+    crate::audit::copy_dir(&app.store_dir().join("audit"), &copy.path().join("audit"));
+    let _ = std::fs::remove_dir_all(copy.path().join("audit/chains").join(&chain));
+    let _ = std::fs::remove_dir_all(copy.path().join("audit/checkpoints").join(&chain));
+    let store = format!("file://{}", copy.path().display());
+    let o = app.cli(
+        None,
+        &[
+            "audit",
+            "verify",
+            "--store",
+            &store,
+            "--public-key",
+            key_arg,
+            "--receipts",
+            all.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(8), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(": missing: no record"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("audit verification failed: receipt of request"),
+        "{}",
+        stderr(&o)
+    );
 }

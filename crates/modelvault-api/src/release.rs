@@ -59,4 +59,10 @@ pub struct KeyReleaseResponse {
     pub sealed_dek: String,
     /// Every file.
     pub files: Vec<ReleasedFile>,
+    /// The signed decision receipt (also in the `Modelvault-Receipt`
+    /// header): a compact JWS, EdDSA by the audit signing key
+    /// (docs/AUDIT.md, "Receipts"). Absent when the server keeps no audit
+    /// trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }

@@ -20,14 +20,21 @@
 
 mod checkpoint;
 mod reader;
+mod receipt;
 mod record;
 mod verify;
 mod writer;
 
 pub use checkpoint::Checkpoint;
 pub use reader::{AuditReader, Entry, StoredRecord};
+pub use receipt::{
+    AuditPointer, RECEIPT_HEADER, RECEIPT_TYPE, Receipt, manifest_digest, receipt_key_id,
+    sign_receipt, verify_receipt,
+};
 pub use record::{AuditRecord, DecisionRef, GENESIS, KeyRef, PrincipalRef, ResourceRef, line_hash};
-pub use verify::{ChainReport, Problem, VerifyReport, read_all, verify_store};
+pub use verify::{
+    ChainReport, Problem, ReceiptCheck, VerifyReport, read_all, records_at, verify_store,
+};
 pub use writer::{
     AuditLog, AuditOptions, SegmentHook, load_signing_key, read_signing_key, rewrap_signing_key,
     signing_key_kek, start_signing_key,

@@ -185,6 +185,8 @@ pub struct AuditLog {
     tx: mpsc::Sender<Cmd>,
     chain: Arc<str>,
     public_key: Arc<[u8]>,
+    /// The checkpoint key, shared with the writer task (receipts).
+    signer: Arc<ring::signature::Ed25519KeyPair>,
     backlog: Arc<AtomicU64>,
     healthy: Arc<AtomicBool>,
     checkpoints: Arc<tokio::sync::broadcast::Sender<Checkpoint>>,
@@ -203,7 +205,7 @@ impl AuditLog {
     /// is written before this returns) and its writer task.
     pub async fn start(store: Store, options: AuditOptions) -> Result<Self, AuditError> {
         use ring::signature::KeyPair as _;
-        let key = start_signing_key(&store, &options).await?;
+        let key = Arc::new(start_signing_key(&store, &options).await?);
         let chain: Arc<str> = uuid::Uuid::now_v7().to_string().into();
         let (tx, rx) = mpsc::channel(65_536);
         let (cp_tx, _) = tokio::sync::broadcast::channel(64);
@@ -211,6 +213,7 @@ impl AuditLog {
             tx,
             chain: chain.clone(),
             public_key: key.public_key().as_ref().into(),
+            signer: key.clone(),
             backlog: Arc::new(AtomicU64::new(0)),
             healthy: Arc::new(AtomicBool::new(true)),
             checkpoints: Arc::new(cp_tx),
@@ -243,6 +246,12 @@ impl AuditLog {
     /// The raw Ed25519 public key that signs checkpoints.
     pub fn public_key(&self) -> &[u8] {
         &self.public_key
+    }
+
+    /// Signs a decision receipt with the checkpoint key; call it only
+    /// after the receipt's intent record is durable.
+    pub fn sign_receipt(&self, r: &crate::Receipt) -> Result<String, AuditError> {
+        crate::sign_receipt(&self.signer, r)
     }
 
     /// Records waiting to be stored.
@@ -315,7 +324,7 @@ struct Writer {
     chain: Arc<str>,
     next_seq: u64,
     prev: String,
-    key: ring::signature::Ed25519KeyPair,
+    key: Arc<ring::signature::Ed25519KeyPair>,
     checkpointed: Option<u64>,
     options: AuditOptions,
     backlog: Arc<AtomicU64>,

@@ -46,6 +46,10 @@ pub enum AuditCommand {
         /// public-key` prints it), or the JSON of GET /v1/audit/public-key.
         #[arg(long, requires = "store")]
         public_key: Option<PathBuf>,
+        /// Receipts files (as `pull` keeps them): report any receipt whose
+        /// intent record the trail lacks (repeatable).
+        #[arg(long, value_name = "FILE")]
+        receipts: Vec<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -149,29 +153,37 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify {
             store,
             public_key,
+            receipts,
             output,
         } => {
-            let report: modelvault_audit::VerifyReport = match (store, public_key) {
+            let mut receipt_texts = Vec::new();
+            for f in &receipts {
+                receipt_texts.extend(crate::receipt::read_receipts(f)?);
+            }
+            let mut report: modelvault_audit::VerifyReport = match (store, public_key) {
                 (Some(url), Some(key_file)) => {
-                    let text = std::fs::read_to_string(&key_file)
-                        .with_context(|| format!("reading {}", key_file.display()))?;
-                    let hex_key = match serde_json::from_str::<serde_json::Value>(&text) {
-                        Ok(v) if v.is_object() => {
-                            v["public_key"].as_str().unwrap_or("").to_string()
-                        }
-                        _ => text.trim().to_string(),
-                    };
-                    let key = hex::decode(&hex_key)
-                        .ok()
-                        .filter(|k| k.len() == 32)
-                        .ok_or_else(|| {
-                            anyhow::anyhow!("{} holds no Ed25519 public key", key_file.display())
-                        })?;
+                    let key = crate::receipt::read_public_key(&key_file)?;
                     let objects = modelvault_storage::AuditObjects::open(&url)?;
-                    modelvault_audit::verify_store(&objects, &key).await?
+                    let mut report = modelvault_audit::verify_store(&objects, &key).await?;
+                    if !receipt_texts.is_empty() {
+                        report.receipts =
+                            check_receipts_offline(&objects, &key, &receipt_texts).await?;
+                    }
+                    report
                 }
-                _ => Client::from_env()?.get_json("/v1/audit/verify").await?,
+                _ => {
+                    let client = Client::from_env()?;
+                    let mut report: modelvault_audit::VerifyReport =
+                        client.get_json("/v1/audit/verify").await?;
+                    if !receipt_texts.is_empty() {
+                        report.receipts = check_receipts_online(&client, &receipt_texts).await?;
+                    }
+                    report
+                }
             };
+            if report.receipts.iter().any(|r| r.status != "recorded") {
+                report.ok = false;
+            }
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Output::Text => {
@@ -188,7 +200,20 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                     if report.chains.is_empty() {
                         println!("no audit chains in the store");
                     }
+                    for r in &report.receipts {
+                        println!(
+                            "receipt of request {} (chain {} seq {}): {}: {}",
+                            r.request_id, r.chain, r.seq, r.status, r.message
+                        );
+                    }
                 }
+            }
+            if let Some(bad) = report.receipts.iter().find(|r| r.status != "recorded") {
+                return Err(crate::client::Failure::Integrity(format!(
+                    "audit verification failed: receipt of request {} ({}/{}) {}: {}",
+                    bad.request_id, bad.chain, bad.seq, bad.status, bad.message
+                ))
+                .into());
             }
             if let Some(bad) = report.chains.iter().find(|c| c.problem.is_some()) {
                 let p = bad.problem.as_ref().map(|p| (p.seq, p.kind.clone()));
@@ -202,4 +227,73 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Each receipt verified with `key`, then looked up in the store.
+async fn check_receipts_offline(
+    objects: &modelvault_storage::AuditObjects,
+    key: &[u8],
+    texts: &[String],
+) -> anyhow::Result<Vec<modelvault_audit::ReceiptCheck>> {
+    use modelvault_audit::ReceiptCheck;
+    let mut verified = Vec::new();
+    let mut out = Vec::new();
+    for t in texts {
+        match modelvault_audit::verify_receipt(t, key) {
+            Ok(r) => verified.push(r),
+            Err(e) => out.push(ReceiptCheck::bad_signature(e.to_string())),
+        }
+    }
+    let wanted = verified
+        .iter()
+        .map(|r| (r.audit.chain.clone(), r.audit.seq))
+        .collect();
+    let found = modelvault_audit::records_at(objects, &wanted).await?;
+    for r in &verified {
+        out.push(ReceiptCheck::of(
+            r,
+            found.get(&(r.audit.chain.clone(), r.audit.seq)),
+        ));
+    }
+    Ok(out)
+}
+
+/// Each receipt verified with the server's audit key, then looked up
+/// through `GET /v1/audit` (the intents of its principal around its time).
+async fn check_receipts_online(
+    client: &Client,
+    texts: &[String],
+) -> anyhow::Result<Vec<modelvault_audit::ReceiptCheck>> {
+    use modelvault_audit::ReceiptCheck;
+    let k: AuditPublicKey = client.get_json("/v1/audit/public-key").await?;
+    let key = hex::decode(&k.public_key).context("the server's audit public key is not hex")?;
+    let mut out = Vec::new();
+    for t in texts {
+        let r = match modelvault_audit::verify_receipt(t, &key) {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(ReceiptCheck::bad_signature(e.to_string()));
+                continue;
+            }
+        };
+        let window = chrono::Duration::minutes(10);
+        let query = vec![
+            "limit=1000".to_string(),
+            "type=intent".to_string(),
+            format!("principal={}", paths::segment(&r.principal.id)),
+            format!("since={}", paths::segment(&(r.time - window).to_rfc3339())),
+            format!("until={}", paths::segment(&(r.time + window).to_rfc3339())),
+        ];
+        let mut found: Option<modelvault_audit::AuditRecord> = None;
+        each_record(client, &query, |line| {
+            let rec: modelvault_audit::AuditRecord = serde_json::from_str(line)?;
+            if rec.chain == r.audit.chain && rec.seq == r.audit.seq {
+                found = Some(rec);
+            }
+            Ok(())
+        })
+        .await?;
+        out.push(ReceiptCheck::of(&r, found.as_ref()));
+    }
+    Ok(out)
 }

@@ -31,6 +31,7 @@ mod keys;
 mod login;
 mod policy;
 mod profile;
+mod receipt;
 mod replay;
 mod serve;
 mod term;
@@ -160,6 +161,9 @@ enum Command {
     /// The audit trail: export, verify, public key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Signed decision receipts: verify them offline.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
     /// Keys: status, KEK rotation and retirement, keyring backup.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -606,6 +610,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Access(cmd) => identity::access(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Receipt(cmd) => receipt::run(cmd),
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Delete {
             target,

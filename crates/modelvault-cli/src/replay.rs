@@ -85,8 +85,8 @@ pub async fn run(args: Args) -> anyhow::Result<ReplayReport> {
                 .as_deref()
                 .map(chrono::DateTime::parse_from_rfc3339)
                 .transpose()?;
-            let f = std::fs::File::open(path)
-                .with_context(|| format!("opening {}", path.display()))?;
+            let f =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
                 let line = line.with_context(|| format!("reading {}", path.display()))?;
                 if line.trim().is_empty() {
@@ -177,7 +177,10 @@ pub fn print(r: &ReplayReport) {
             String::new()
         },
         if r.candidate_errors > 0 {
-            format!(", {} candidate failure(s) counted as deny", r.candidate_errors)
+            format!(
+                ", {} candidate failure(s) counted as deny",
+                r.candidate_errors
+            )
         } else {
             String::new()
         },

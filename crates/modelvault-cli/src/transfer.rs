@@ -46,7 +46,13 @@ pub struct Selection {
 }
 
 /// Skipped unless `--no-default-excludes`.
-const DEFAULT_EXCLUDES: [&str; 4] = [".git", "**/.git/**", "**/.DS_Store", "**/__pycache__/**"];
+const DEFAULT_EXCLUDES: [&str; 5] = [
+    ".git",
+    "**/.git/**",
+    "**/.DS_Store",
+    "**/__pycache__/**",
+    crate::receipt::RECEIPTS_FILE,
+];
 
 fn globs(patterns: &[String], what: &str) -> anyhow::Result<globset::GlobSet> {
     let mut b = globset::GlobSetBuilder::new();
@@ -532,12 +538,22 @@ async fn fetch_into_part(
     part: &Path,
     kept: u64,
     pb: &ProgressBar,
+    receipts: &mut Vec<String>,
 ) -> anyhow::Result<Fetched> {
     let mut rb = client.request(reqwest::Method::GET, url);
     if kept > 0 {
         rb = rb.header(reqwest::header::RANGE, format!("bytes={kept}-"));
     }
     let resp = client.send(rb).await?;
+    // Every answer that releases bytes carries a receipt: kept, even if the
+    // transfer then breaks off.
+    if let Some(r) = resp
+        .headers()
+        .get(modelvault_audit::RECEIPT_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        receipts.push(r.to_string());
+    }
     // A 206 continues the partial file; a 200 is the whole file.
     let append = kept > 0 && resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
     pb.set_position(if append { kept } else { 0 });
@@ -619,6 +635,7 @@ pub async fn pull(
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut resumed = 0u64;
     let mut written = Vec::with_capacity(plan.len());
+    let mut receipts = Vec::new();
     for (f, target) in plan {
         let resumed_before = resumed;
         let dir = target.parent().unwrap_or(out).to_path_buf();
@@ -649,18 +666,23 @@ pub async fn pull(
                 })
                 .await??;
             }
-            let fetched = match fetch_into_part(client, &url, &part, kept, &pb).await {
+            let fetched = match fetch_into_part(client, &url, &part, kept, &pb, &mut receipts).await
+            {
                 Ok(x) => x,
                 // The server went away (after this run's retries): what
                 // arrived stays in the partial file.
                 Err(e) if crate::client::exit_code(&e) == 9 => {
                     pb.finish_and_clear();
+                    crate::receipt::keep(out, &receipts)?;
                     return Err(e.context(format!(
                         "downloading {}; run the same pull again to continue it",
                         f.path
                     )));
                 }
-                Err(e) => return Err(e.context(format!("downloading {}", f.path))),
+                Err(e) => {
+                    crate::receipt::keep(out, &receipts)?;
+                    return Err(e.context(format!("downloading {}", f.path)));
+                }
             };
             match fetched {
                 Fetched::Done {
@@ -677,6 +699,7 @@ pub async fn pull(
                 }
                 Fetched::Broken(e) => {
                     pb.finish_and_clear();
+                    crate::receipt::keep(out, &receipts)?;
                     return Err(crate::client::Failure::Network(format!(
                         "downloading {}: transfer aborted ({e}); run the same pull again to continue it",
                         f.path
@@ -702,6 +725,7 @@ pub async fn pull(
             continued: resumed > resumed_before,
         });
     }
+    crate::receipt::keep(out, &receipts)?;
     let continued = if resumed > 0 {
         format!(", {resumed} continued from a partial file")
     } else {
@@ -786,6 +810,8 @@ pub async fn pull_client_side(
         plan.push((f, target));
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // The key is released: its receipt is kept whatever happens next.
+    crate::receipt::keep(out, rel.receipt.as_slice())?;
     let mut pulled = Vec::with_capacity(plan.len());
     for (f, target) in plan {
         let dir = target.parent().unwrap_or(out).to_path_buf();

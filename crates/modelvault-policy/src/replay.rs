@@ -164,9 +164,9 @@ impl<'a> Replay<'a> {
             micros: 0,
         };
         let old = combine(case.decisions.iter().map(recorded).collect());
-        let mut fresh = self
-            .host
-            .evaluate(&self.candidate.policy, &case.input, &self.candidate.config);
+        let mut fresh =
+            self.host
+                .evaluate(&self.candidate.policy, &case.input, &self.candidate.config);
         if fresh.error.is_some() {
             self.report.candidate_errors += 1;
         }

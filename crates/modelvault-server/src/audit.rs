@@ -368,15 +368,15 @@ pub struct Intent<'a> {
 
 /// Writes a release's intent record durably; returns its sequence number.
 /// An error is a 503: release nothing.
-pub async fn intent(state: &AppState, i: Intent<'_>) -> Result<Option<u64>, ApiError> {
+pub async fn intent(state: &AppState, i: &Intent<'_>) -> Result<Option<u64>, ApiError> {
     let Some(audit) = &state.audit else {
         return Ok(None);
     };
     let mut rec = AuditRecord::new("intent", i.action, "allowed");
     rec.request_id = Some(i.request_id.to_string());
     rec.principal = Some(principal_ref(i.principal));
-    rec.resource = Some(i.resource);
-    rec.keys = i.keys;
+    rec.resource = Some(i.resource.clone());
+    rec.keys = i.keys.clone();
     let (decisions, input, channel) = SLOT
         .try_with(|s| {
             s.lock()
@@ -396,6 +396,66 @@ pub async fn intent(state: &AppState, i: Intent<'_>) -> Result<Option<u64>, ApiE
     })?;
     with_slot(|s| s.handled = true);
     Ok(Some(seq))
+}
+
+/// What a receipt states beyond its intent record.
+pub struct ReceiptFacts {
+    /// [`modelvault_audit::manifest_digest`] of the version's files.
+    pub manifest_sha256: String,
+    /// The downloaded file's SHA-256.
+    pub file_sha256: Option<String>,
+}
+
+/// The signed decision receipt of a release whose intent record `seq` is
+/// durable, as the value of the `Modelvault-Receipt` header; `None`
+/// without an audit trail.
+pub fn receipt(
+    state: &AppState,
+    i: &Intent<'_>,
+    seq: Option<u64>,
+    facts: ReceiptFacts,
+) -> Option<axum::http::HeaderValue> {
+    let (audit, seq) = (state.audit.as_ref()?, seq?);
+    let decisions = SLOT
+        .try_with(|s| s.lock().ok().map(|g| g.decisions.clone()))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let r = &i.resource;
+    let receipt = modelvault_audit::Receipt {
+        v: 1,
+        request_id: i.request_id.to_string(),
+        principal: principal_ref(i.principal),
+        action: i.action.to_string(),
+        environment: i.principal.environment.clone(),
+        namespace: r.namespace.clone().unwrap_or_default(),
+        model: r.model.clone().unwrap_or_default(),
+        version: r.version.clone().unwrap_or_default(),
+        manifest_sha256: facts.manifest_sha256,
+        file: r.file.clone(),
+        file_sha256: facts.file_sha256,
+        range: r.range.clone(),
+        decisions,
+        time: chrono::Utc::now(),
+        audit: modelvault_audit::AuditPointer {
+            chain: audit.chain().to_string(),
+            seq,
+        },
+    };
+    match audit
+        .sign_receipt(&receipt)
+        .map(axum::http::HeaderValue::try_from)
+    {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "receipt is not a header value");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "receipt not signed");
+            None
+        }
+    }
 }
 
 /// Records the source address for an intent (the middleware knows it; the

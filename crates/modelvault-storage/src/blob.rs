@@ -262,8 +262,12 @@ impl Store {
         let generation = manifest.dek_generation;
         let key = self.version_key(v, KeyWant::Generation(generation)).await?;
         let dek = key.dek();
-        let sha256 = crate::unseal_digests(dek, v, generation, manifest)?
-            .remove(path)
+        let digests = crate::unseal_digests(dek, v, generation, manifest)?;
+        let manifest_sha256 =
+            crate::manifest_digest(digests.iter().map(|(p, d)| (p.as_str(), d.as_str())));
+        let sha256 = digests
+            .get(path)
+            .cloned()
             .ok_or_else(|| StorageError::Integrity(format!("no digest for {path} in {v}")))?;
         let blob = Path::parse(&entry.blob)
             .map_err(|_| StorageError::Integrity(format!("bad blob key in {v}")))?;
@@ -326,6 +330,7 @@ impl Store {
             ciphertext_len: meta.size,
             plaintext_len: entry.size,
             sha256,
+            manifest_sha256,
         })
     }
 }
@@ -393,6 +398,7 @@ pub struct FileReader {
     ciphertext_len: u64,
     plaintext_len: u64,
     sha256: String,
+    manifest_sha256: String,
 }
 
 impl std::fmt::Debug for FileReader {
@@ -430,6 +436,11 @@ impl FileReader {
     /// Hex SHA-256 of the whole plaintext (from the sealed manifest).
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// [`crate::manifest_digest`] of the version this file belongs to.
+    pub fn manifest_sha256(&self) -> &str {
+        &self.manifest_sha256
     }
 
     /// Streams plaintext bytes `range` (clamped to the file), reading only

@@ -251,3 +251,19 @@ impl std::fmt::Display for VersionRef<'_> {
         write!(f, "{}/{}@{}", self.namespace, self.model, self.version)
     }
 }
+
+/// The digest of a version's files that decision receipts carry: hex
+/// SHA-256 of one line `<hex sha256>  <path>\n` per file (what
+/// `sha256sum` prints), sorted by path bytewise.
+pub fn manifest_digest<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut files: Vec<(&str, &str)> = files.into_iter().collect();
+    files.sort_unstable();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for (path, sha) in files {
+        ctx.update(sha.as_bytes());
+        ctx.update(b"  ");
+        ctx.update(path.as_bytes());
+        ctx.update(b"\n");
+    }
+    hex::encode(ctx.finish())
+}

@@ -417,27 +417,25 @@ pub(crate) async fn governed_download(
     // The intent's group commit (an fsync) overlaps with opening the blob
     // (key record, unwrap, header): no byte is read into the response
     // until both are done.
+    let intent = crate::audit::Intent {
+        principal: p,
+        action: "download",
+        resource: modelvault_audit::ResourceRef {
+            namespace: Some(ns.clone()),
+            model: Some(name.clone()),
+            version: Some(version.clone()),
+            file: Some(path.clone()),
+            range: Some(format!("{start}-{end}")),
+            name: None,
+        },
+        keys: vec![modelvault_audit::KeyRef {
+            kek_version: None,
+            dek_generation: Some(manifest.dek_generation),
+        }],
+        request_id: &request_id,
+    };
     let (intent_seq, reader) = tokio::join!(
-        crate::audit::intent(
-            state,
-            crate::audit::Intent {
-                principal: p,
-                action: "download",
-                resource: modelvault_audit::ResourceRef {
-                    namespace: Some(ns.clone()),
-                    model: Some(name.clone()),
-                    version: Some(version.clone()),
-                    file: Some(path.clone()),
-                    range: Some(format!("{start}-{end}")),
-                    name: None,
-                },
-                keys: vec![modelvault_audit::KeyRef {
-                    kek_version: None,
-                    dek_generation: Some(manifest.dek_generation),
-                }],
-                request_id: &request_id,
-            },
-        ),
+        crate::audit::intent(state, &intent),
         state.store.open_file_in(&v, &manifest, &path)
     );
     let intent_seq = intent_seq?;
@@ -461,6 +459,15 @@ pub(crate) async fn governed_download(
         }
     }
     let etag = format!("\"{}\"", reader.sha256());
+    let receipt = crate::audit::receipt(
+        state,
+        &intent,
+        intent_seq,
+        crate::audit::ReceiptFacts {
+            manifest_sha256: reader.manifest_sha256().to_string(),
+            file_sha256: Some(reader.sha256().to_string()),
+        },
+    );
     // The first segment is checked (segment table, then AEAD) before the
     // status is sent: stored data that fails authentication at the start is
     // a clean error answer, not a 200 that breaks off.
@@ -496,6 +503,9 @@ pub(crate) async fn governed_download(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
+    }
+    if let Some(r) = receipt {
+        h.insert(modelvault_audit::RECEIPT_HEADER, r);
     }
     if status == StatusCode::PARTIAL_CONTENT
         && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1))

@@ -66,7 +66,7 @@ pub async fn release(
     headers: HeaderMap,
     request_id: RequestId,
     ApiJson(req): ApiJson<KeyReleaseRequest>,
-) -> Result<Json<KeyReleaseResponse>, ApiError> {
+) -> Result<(HeaderMap, Json<KeyReleaseResponse>), ApiError> {
     let admitted = gate::version(&p, Action::KeyRelease, &ns, &name, &version, None)?;
     check_transport(&state, &headers, Some(peer.ip()))?;
     let public_key = B64
@@ -116,25 +116,22 @@ pub async fn release(
     })?;
     drop(key); // The DEK is wiped here.
     // Durable intent before the sealed key leaves.
-    let intent_seq = crate::audit::intent(
-        &state,
-        crate::audit::Intent {
-            principal: &p,
-            action: "key-release",
-            resource: modelvault_audit::ResourceRef {
-                namespace: Some(ns.clone()),
-                model: Some(name.clone()),
-                version: Some(version.clone()),
-                ..Default::default()
-            },
-            keys: vec![modelvault_audit::KeyRef {
-                kek_version: Some(kek.0),
-                dek_generation: Some(generation),
-            }],
-            request_id: &rid,
+    let intent = crate::audit::Intent {
+        principal: &p,
+        action: "key-release",
+        resource: modelvault_audit::ResourceRef {
+            namespace: Some(ns.clone()),
+            model: Some(name.clone()),
+            version: Some(version.clone()),
+            ..Default::default()
         },
-    )
-    .await?;
+        keys: vec![modelvault_audit::KeyRef {
+            kek_version: Some(kek.0),
+            dek_generation: Some(generation),
+        }],
+        request_id: &rid,
+    };
+    let intent_seq = crate::audit::intent(&state, &intent).await?;
     // From here on every outcome completes the intent: an error after it is
     // an aborted completion, never an open intent.
     let files = match released_files(&state, &view, &v, generation).await {
@@ -144,20 +141,43 @@ pub async fn release(
             return Err(e);
         }
     };
+    let manifest_sha256 = modelvault_audit::manifest_digest(
+        view.files
+            .iter()
+            .map(|f| (f.path.as_str(), f.sha256.as_str())),
+    );
+    let receipt = crate::audit::receipt(
+        &state,
+        &intent,
+        intent_seq,
+        crate::audit::ReceiptFacts {
+            manifest_sha256,
+            file_sha256: None,
+        },
+    );
     state.metrics.key_releases.inc();
     crate::audit::completion(&state, intent_seq, rid.clone(), "key-release", 0, true);
-    Ok(Json(KeyReleaseResponse {
-        request_id: rid,
-        suite: modelvault_release::SUITE.into(),
-        namespace: ns.clone(),
-        model: name.clone(),
-        version: version.clone(),
-        dek_generation: generation,
-        kek_version: kek.0,
-        enc: B64.encode(&sealed.enc),
-        sealed_dek: B64.encode(&sealed.ciphertext),
-        files,
-    }))
+    let mut headers = HeaderMap::new();
+    if let Some(r) = &receipt {
+        headers.insert(modelvault_audit::RECEIPT_HEADER, r.clone());
+    }
+    let receipt = receipt.and_then(|r| r.to_str().ok().map(str::to_string));
+    Ok((
+        headers,
+        Json(KeyReleaseResponse {
+            request_id: rid,
+            suite: modelvault_release::SUITE.into(),
+            namespace: ns.clone(),
+            model: name.clone(),
+            version: version.clone(),
+            dek_generation: generation,
+            kek_version: kek.0,
+            enc: B64.encode(&sealed.enc),
+            sealed_dek: B64.encode(&sealed.ciphertext),
+            files,
+            receipt,
+        }),
+    ))
 }
 
 /// Where each file of the released manifest is read (presigned on S3, the
