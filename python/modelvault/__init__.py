@@ -16,6 +16,7 @@ from ._client import (
     VersionInfo,
     default_cache_dir,
     parse_ref,
+    verify_receipt,
 )
 from ._errors import (
     AuthenticationError,
@@ -43,6 +44,7 @@ __all__ = [
     "VersionInfo",
     "default_cache_dir",
     "parse_ref",
+    "verify_receipt",
 ]
 
 __version__ = "0.1.0"

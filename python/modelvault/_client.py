@@ -106,6 +106,25 @@ class ModelSummary:
         )
 
 
+RECEIPT_HEADER = "Modelvault-Receipt"
+
+
+def verify_receipt(receipt: str, public_key: Union[bytes, str]) -> Dict[str, Any]:
+    """Checks a decision receipt (``Client.receipts``, the
+    ``Modelvault-Receipt`` header, a line of ``.modelvault-receipts``)
+    against the audit public key (raw 32 bytes or its hex) and returns its
+    claims: ``request_id``, ``principal``, ``action``, ``environment``,
+    ``namespace``, ``model``, ``version``, ``manifest_sha256``, ``file``,
+    ``file_sha256``, ``decisions``, ``time``, ``audit`` (``chain``,
+    ``seq``). Raises :class:`IntegrityError` when it does not verify."""
+    key = bytes.fromhex(public_key) if isinstance(public_key, str) else bytes(public_key)
+    try:
+        claims = _native.verify_receipt(receipt, key)
+    except ValueError as e:
+        raise IntegrityError(str(e)) from None
+    return json.loads(claims)
+
+
 def parse_ref(ref: str) -> Tuple[str, str, str]:
     """``NS/NAME@VERSION`` (``@latest`` when the version is left out)."""
     name_part, _, version = ref.partition("@")
@@ -294,6 +313,10 @@ class Client:
         self._base = parts.path.rstrip("/")
         self.__token = token
         self.timeout = timeout
+        #: Signed decision receipts of every release this client received
+        #: (one per file download, one per key release), oldest first: compact
+        #: JWS strings; check them with :func:`verify_receipt`.
+        self.receipts: List[str] = []
         self._ssl = ssl.create_default_context(cafile=ca_cert) if ca_cert else None
 
     def __repr__(self) -> str:
@@ -496,6 +519,16 @@ class Client:
         os.replace(tmp, dest)
         return dest
 
+    def _keep_receipt(self, receipt: Optional[str]) -> None:
+        if receipt:
+            self.receipts.append(receipt)
+
+    def audit_public_key(self) -> bytes:
+        """The server's audit signing key (raw Ed25519), which signs
+        receipts and audit checkpoints. Pin a copy kept away from the
+        server rather than fetching it each time."""
+        return bytes.fromhex(self._get_json("/v1/audit/public-key")["public_key"])
+
     @staticmethod
     def _cached_ok(blob: Path, f: FileInfo) -> bool:
         try:
@@ -543,6 +576,7 @@ class Client:
                     resp.close()
                     resp = self._send("GET", path)
                 offset = 0
+            self._keep_receipt(resp.headers.get(RECEIPT_HEADER))
             return _drain(resp, _native.FileSink(str(part), append=bool(offset)))
         finally:
             resp.close()
@@ -567,6 +601,7 @@ class Client:
             int(rel["dek_generation"]),
         )
         del key
+        self._keep_receipt(rel.get("receipt"))
         wanted = {f.path: f for f in files}
         for r in rel["files"]:
             f = wanted.get(r["path"])

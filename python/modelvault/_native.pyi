@@ -2,6 +2,8 @@
 
 class DecryptError(Exception): ...
 
+def verify_receipt(receipt: str, public_key: bytes) -> bytes: ...
+
 class Dek:
     """A released data key, opaque to Python; zeroized when dropped."""
 

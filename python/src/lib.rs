@@ -330,8 +330,26 @@ impl FileSink {
     }
 }
 
+/// Checks a decision receipt (a compact JWS, EdDSA) against the raw
+/// 32-byte Ed25519 audit public key; returns its claims as JSON bytes.
+/// Raises `ValueError` naming what failed.
+#[pyfunction]
+fn verify_receipt<'py>(
+    py: Python<'py>,
+    receipt: &str,
+    public_key: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    modelvault_release::jws::verify(receipt, RECEIPT_TYPE, public_key)
+        .map(|claims| PyBytes::new(py, &claims))
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// The JWS `typ` of a receipt (`modelvault_audit::RECEIPT_TYPE`).
+const RECEIPT_TYPE: &str = "modelvault-receipt+jws";
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(verify_receipt, m)?)?;
     m.add_class::<ReleaseKey>()?;
     m.add_class::<Dek>()?;
     m.add_class::<FileOpener>()?;

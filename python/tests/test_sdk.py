@@ -205,6 +205,10 @@ def test_push_model_info_and_round_trip(server, sdk, tmp_path):
     assert shown.version == "v3" and shown.uploader == "sdk-writer"
     out = tmp_path / "pulled"
     server.cli("pull", "sdk/ranker@v3", "--output-dir", str(out), token=sdk["reader"])
+    # The files, and the pull's receipts (one per file) beside them.
+    receipts = (out / ".modelvault-receipts").read_text().split()
+    assert len(receipts) == len(FILES)
+    (out / ".modelvault-receipts").unlink()
     assert tree(out) == FILES
     with pytest.raises(modelvault.Conflict):
         c.push("sdk/ranker@v3", src)
@@ -254,3 +258,44 @@ def test_the_cli_profile_is_read_and_its_token_stays_with_its_server(server, sdk
     # Another server named in MODELVAULT_URL: the profile's token is not sent.
     monkeypatch.setenv("MODELVAULT_URL", "http://127.0.0.1:9")
     assert "<set>" not in repr(modelvault.Client())
+
+
+def test_downloads_and_key_releases_hand_back_signed_receipts(server, sdk, tmp_path):
+    c = modelvault.Client(server.url, sdk["engineer"])
+    key = c.audit_public_key()
+    assert len(key) == 32
+    out = c.snapshot_download("sdk/ranker@v1", cache_dir=tmp_path / "cache", local_dir=tmp_path / "out")
+    assert len(c.receipts) == len(FILES)
+    claims = [modelvault.verify_receipt(r, key) for r in c.receipts]
+    assert sorted(x["file"] for x in claims) == sorted(FILES)
+    for x in claims:
+        assert x["action"] == "download"
+        assert x["principal"]["id"] == "sdk-engineer"
+        assert (x["namespace"], x["model"], x["version"]) == ("sdk", "ranker", "v1")
+        assert x["file_sha256"] == hashlib.sha256(FILES[x["file"]]).hexdigest()
+        assert {d["plugin"] for d in x["decisions"]} >= {"sensitivity-environment"}
+        assert isinstance(x["audit"]["seq"], int)
+    listing = "".join(f"{hashlib.sha256(FILES[p]).hexdigest()}  {p}\n" for p in sorted(FILES))
+    assert claims[0]["manifest_sha256"] == hashlib.sha256(listing.encode()).hexdigest()
+    assert tree(out) == FILES
+    # Kept in a file, one per line, the CLI verifies them and the trail holds
+    # each one's record.
+    kept = tmp_path / "receipts"
+    kept.write_text("".join(r + "\n" for r in c.receipts))
+    (tmp_path / "audit.pub").write_text(key.hex())
+    server.cli("receipt", "verify", str(kept), "--public-key", str(tmp_path / "audit.pub"))
+    server.cli("audit", "verify", "--receipts", str(kept))
+    # A cache hit releases nothing and gets no receipt.
+    c.snapshot_download("sdk/ranker@v1", cache_dir=tmp_path / "cache")
+    assert len(c.receipts) == len(FILES)
+    # A key release carries one too.
+    c.snapshot_download("sdk/ranker@v1", cache_dir=tmp_path / "cache2", client_side=True)
+    release = modelvault.verify_receipt(c.receipts[-1], key.hex())
+    assert release["action"] == "key-release"
+    assert release["manifest_sha256"] == claims[0]["manifest_sha256"]
+    # Forged or foreign: refused.
+    h, p, s = c.receipts[0].split(".")
+    with pytest.raises(modelvault.IntegrityError):
+        modelvault.verify_receipt(f"{h}.{c.receipts[1].split('.')[1]}.{s}", key)
+    with pytest.raises(modelvault.IntegrityError):
+        modelvault.verify_receipt(c.receipts[0], bytes(32))

@@ -13,8 +13,6 @@
 //! - a receipt holds no secret: the principal's verified facts, the
 //!   version, digests of plaintext files the holder was allowed, decisions.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -72,78 +70,36 @@ pub struct Receipt {
     pub audit: AuditPointer,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Header {
-    alg: String,
-    typ: String,
-    /// Hex Ed25519 public key of the signer.
-    kid: String,
-}
-
 pub use modelvault_storage::manifest_digest;
 
-/// Signs `r` as a compact JWS.
+/// Signs `r` as a compact JWS ([`modelvault_release::jws`]).
 pub fn sign_receipt(
     key: &ring::signature::Ed25519KeyPair,
     r: &Receipt,
 ) -> Result<String, AuditError> {
-    use ring::signature::KeyPair as _;
-    let header = Header {
-        alg: "EdDSA".into(),
-        typ: RECEIPT_TYPE.into(),
-        kid: hex::encode(key.public_key().as_ref()),
-    };
-    let h =
-        B64URL.encode(serde_json::to_vec(&header).map_err(|e| AuditError::Invalid(e.to_string()))?);
-    let p = B64URL.encode(serde_json::to_vec(r).map_err(|e| AuditError::Invalid(e.to_string()))?);
-    let signing_input = format!("{h}.{p}");
-    let sig = key.sign(signing_input.as_bytes());
-    Ok(format!("{signing_input}.{}", B64URL.encode(sig.as_ref())))
+    let payload = serde_json::to_vec(r).map_err(|e| AuditError::Invalid(e.to_string()))?;
+    Ok(modelvault_release::jws::sign(key, RECEIPT_TYPE, &payload))
 }
 
 /// Checks a compact JWS receipt against `public_key` (raw 32 bytes) and
 /// returns its claims.
 pub fn verify_receipt(jws: &str, public_key: &[u8]) -> Result<Receipt, AuditError> {
-    let bad = |why: &str| AuditError::Invalid(format!("receipt: {why}"));
-    let jws = jws.trim();
-    let mut parts = jws.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("not a compact JWS (three dot-separated parts)"));
-    };
-    let header: Header = B64URL
-        .decode(h)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| bad("header is not a receipt header"))?;
-    if header.alg != "EdDSA" || header.typ != RECEIPT_TYPE {
-        return Err(bad("header names another algorithm or type"));
-    }
-    let sig = B64URL
-        .decode(s)
-        .map_err(|_| bad("signature is not base64url"))?;
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public_key)
-        .verify(format!("{h}.{p}").as_bytes(), &sig)
-        .map_err(|_| bad("signature does not verify with this public key"))?;
-    let claims = B64URL
-        .decode(p)
-        .map_err(|_| bad("payload is not base64url"))?;
-    serde_json::from_slice(&claims).map_err(|e| bad(&format!("payload: {e}")))
+    let payload = modelvault_release::jws::verify(jws, RECEIPT_TYPE, public_key)
+        .map_err(|e| AuditError::Invalid(e.to_string()))?;
+    serde_json::from_slice(&payload)
+        .map_err(|e| AuditError::Invalid(format!("receipt: the payload is not a receipt ({e})")))
 }
 
-/// The signer's public key (hex) a receipt names, unverified: to pick the
-/// key to verify with.
+/// The signer's public key (hex) a receipt names, unverified.
 pub fn receipt_key_id(jws: &str) -> Option<String> {
-    let h = jws.trim().split('.').next()?;
-    let header: Header = serde_json::from_slice(&B64URL.decode(h).ok()?).ok()?;
-    Some(header.kid)
+    modelvault_release::jws::key_id(jws)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 
     fn sample() -> Receipt {
         Receipt {

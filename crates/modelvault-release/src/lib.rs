@@ -15,6 +15,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod jws;
+
 use hpke::aead::AesGcm256;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
@@ -44,6 +46,9 @@ pub enum ReleaseError {
     /// HPKE failed while sealing.
     #[error("sealing failed")]
     Seal,
+    /// A signed receipt that does not verify ([`jws`]).
+    #[error("receipt: {0}")]
+    Receipt(&'static str),
 }
 
 /// What a release is bound to.

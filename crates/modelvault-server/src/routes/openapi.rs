@@ -385,6 +385,7 @@ mod tests {
         let report = modelvault_audit::VerifyReport {
             chains: vec![chain],
             ok: true,
+            receipts: vec![],
         };
         assert_eq!(shape("VerifyReport").0, keys(&report));
     }
