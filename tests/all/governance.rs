@@ -540,3 +540,177 @@ fn releases_carry_signed_receipts_that_the_trail_must_hold() {
         stderr(&o)
     );
 }
+
+#[test]
+fn access_review_candidate_shows_who_would_gain_and_lose_access() {
+    let app = TestApp::start();
+    let alice = decisions_both_ways(&app);
+    let admin = Some(app.admin.as_str());
+    app.token_in("carol", &["ml-engineer"], &["nlp"], "production", "carol");
+    ok(app.cli(
+        admin,
+        &[
+            "access",
+            "grant",
+            "--group",
+            "ml-team",
+            "--role",
+            "ml-engineer",
+            "--namespace",
+            "nlp",
+        ],
+    ));
+    // One production approval: the approval gate is satisfied, separation
+    // of duties (two approvals) is not, so production is refused today.
+    let mia = app.token_in("mia", &["model-manager"], &["nlp"], "production", "mia");
+    ok(app.cli(
+        Some(&mia),
+        &["approve", "nlp/open@1", "--env", "production"],
+    ));
+    let review = |candidate: &str| {
+        json(app.cli(
+            admin,
+            &[
+                "access",
+                "review",
+                "--candidate",
+                candidate,
+                "--output",
+                "json",
+            ],
+        ))
+    };
+
+    // Separation of duties replaced by a one-approval gate: carol and the
+    // ml-team group gain both accesses to nlp/open@1 from production.
+    let r = review(&format!("separation-of-duties={}", plugin("approval_gate")));
+    assert_eq!(r["replaces"], true);
+    assert_eq!(r["losses"], 0, "{r}");
+    let changes = r["changes"].as_array().unwrap();
+    let got: std::collections::BTreeSet<(String, String, String, String, String)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c["subject_type"].as_str().unwrap().to_string(),
+                c["subject"].as_str().unwrap().to_string(),
+                format!(
+                    "{}/{}@{}",
+                    c["namespace"].as_str().unwrap(),
+                    c["model"].as_str().unwrap(),
+                    c["version"].as_str().unwrap()
+                ),
+                c["environment"].as_str().unwrap().to_string(),
+                c["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: std::collections::BTreeSet<_> = [
+        ("principal", "carol", "download"),
+        ("principal", "carol", "key-release"),
+        ("group", "ml-team", "download"),
+        ("group", "ml-team", "key-release"),
+    ]
+    .into_iter()
+    .map(|(t, s, a)| {
+        (
+            t.to_string(),
+            s.to_string(),
+            "nlp/open@1".to_string(),
+            "production".to_string(),
+            a.to_string(),
+        )
+    })
+    .collect();
+    assert_eq!(got, want, "{r}");
+    assert!(
+        changes.iter().all(|c| c["change"] == "gains"
+            && c["old_reason_code"] == "separation-of-duties.insufficient-approvals"),
+        "{r}"
+    );
+    assert_eq!(r["gains"], 4);
+
+    // Sensitivity-environment replaced by a plugin that abstains in dev:
+    // alice (and the group, from dev) lose nlp/open@1 there.
+    let r = review(&format!(
+        "sensitivity-environment={}",
+        plugin("separation_of_duties")
+    ));
+    assert_eq!(r["gains"], 0, "{r}");
+    let lost: Vec<_> = r["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["subject"] == "alice")
+        .collect();
+    assert_eq!(lost.len(), 2, "{r}");
+    assert!(lost.iter().all(|c| c["change"] == "loses"
+        && c["version"] == "1"
+        && c["model"] == "open"
+        && c["environment"] == "dev"
+        && c["old_reason_code"] == "sensitivity-environment.allowed"
+        && c["new_reason_code"] == "policy.no-allow"));
+    // Markdown for people.
+    let md = ok(app.cli(
+        admin,
+        &[
+            "access",
+            "review",
+            "--candidate",
+            &format!("sensitivity-environment={}", plugin("separation_of_duties")),
+        ],
+    ));
+    assert!(
+        md.contains("| nlp/open@1 | dev | principal alice | download | **loses** |"),
+        "{md}"
+    );
+
+    // Nothing was installed.
+    let list = json(app.cli(admin, &["policy", "list", "--output", "json"]));
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["name"] != "candidate")
+    );
+
+    // Refused: without audit-read and manage-policies, a file that is not
+    // a component, an empty body, a bad NAME=FILE.
+    let o = app.cli(
+        Some(&alice),
+        &[
+            "access",
+            "review",
+            "--candidate",
+            &format!("x={}", plugin("approval_gate")),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let junk = app.dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let o = app.cli(
+        admin,
+        &[
+            "access",
+            "review",
+            "--candidate",
+            &format!("x={}", junk.display()),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("invalid_policy"), "{}", stderr(&o));
+    let resp = app
+        .http()
+        .post(format!("{}/v1/access/review/candidate?name=x", app.url))
+        .bearer_auth(&app.admin)
+        .send()
+        .unwrap();
+    let (s, code, _) = error_code(resp);
+    assert_eq!((s, code.as_str()), (400, "invalid_request"));
+    fails(
+        app.cli(
+            admin,
+            &["access", "review", "--candidate", "no-equals-sign"],
+        ),
+        "is not NAME=FILE",
+    );
+}

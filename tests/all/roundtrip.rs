@@ -91,8 +91,11 @@ fn push_then_pull_a_multi_file_version() {
     for (p, data) in &files {
         assert_eq!(&std::fs::read(dest.join(p)).unwrap(), data, "{p}");
     }
-    // No temporary files left behind; a second pull refuses to overwrite.
-    assert_eq!(walk(&dest).len(), files.len());
+    // No temporary files left behind, only the pull's receipts (one per
+    // file); a second pull refuses to overwrite.
+    let receipts = std::fs::read_to_string(dest.join(".modelvault-receipts")).unwrap();
+    assert_eq!(receipts.lines().count(), files.len());
+    assert_eq!(walk(&dest).len(), files.len() + 1);
     fails(
         app.cli(
             Some(&ds),

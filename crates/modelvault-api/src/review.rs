@@ -84,3 +84,84 @@ pub struct AccessReview {
     /// Caveats.
     pub notes: Vec<String>,
 }
+
+/// `POST /v1/access/review/candidate?name=NAME`: the query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct CandidateReviewQuery {
+    /// The installed policy the candidate would replace (added to the
+    /// chain under this name if none is installed).
+    #[cfg_attr(feature = "openapi", param(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
+    pub name: String,
+    /// Only versions in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
+    pub namespace: Option<String>,
+    /// Only versions of models with this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
+    pub model: Option<String>,
+    /// Only this version name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The candidate's detached signature, as for an install (required
+    /// under `policy.require_signed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// One access the candidate would change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AccessChange {
+    /// Namespace.
+    pub namespace: String,
+    /// Model.
+    pub model: String,
+    /// Version.
+    pub version: String,
+    /// The environment the access is evaluated from.
+    pub environment: String,
+    /// `principal` or `group`.
+    pub subject_type: String,
+    /// The principal id or group name.
+    pub subject: String,
+    /// `download` or `key-release`.
+    pub action: String,
+    /// `gains` or `loses`.
+    pub change: String,
+    /// The deciding reason code today.
+    pub old_reason_code: String,
+    /// The deciding reason code with the candidate.
+    pub new_reason_code: String,
+    /// The deciding reason with the candidate.
+    pub new_reason: String,
+}
+
+/// Who would gain or lose download and key-release access if a candidate
+/// policy replaced an installed one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CandidateReview {
+    /// When it was made.
+    pub generated_at: DateTime<Utc>,
+    /// The policy name the candidate takes.
+    pub name: String,
+    /// The candidate's SHA-256.
+    pub sha256: String,
+    /// Whether a policy of that name is installed (else the candidate is
+    /// added).
+    pub replaces: bool,
+    /// Decisions compared (subject × version × environment × action).
+    pub evaluated: u64,
+    /// Accesses gained.
+    pub gains: u64,
+    /// Accesses lost.
+    pub losses: u64,
+    /// Every change, by version, then environment, subject and action.
+    pub changes: Vec<AccessChange>,
+    /// How to read it.
+    pub notes: Vec<String>,
+}

@@ -1,6 +1,7 @@
 //! Client commands about who may do what: `whoami`, `access
 //! grant|revoke|list`, `token list|revoke`.
 
+use anyhow::Context as _;
 use modelvault_api::{BindingList, BindingRequest, BindingSubject, TokenList, WhoAmI, paths};
 
 use crate::Output;
@@ -51,6 +52,14 @@ pub enum AccessCommand {
         /// Start of the period: RFC 3339 or an age such as 90d (default 90d).
         #[arg(long)]
         since: Option<String>,
+        /// Instead of the review: who would gain or lose download and
+        /// key-release access if component FILE replaced installed policy
+        /// NAME (needs audit-read and manage-policies).
+        #[arg(long, value_name = "NAME=FILE")]
+        candidate: Option<String>,
+        /// The candidate's detached signature (as for `policy install`).
+        #[arg(long, value_name = "FILE", requires = "candidate")]
+        signature: Option<std::path::PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: ReviewOutput,
@@ -71,6 +80,55 @@ pub enum ReviewOutput {
     Markdown,
     /// The JSON document.
     Json,
+}
+
+fn candidate_markdown(r: &modelvault_api::CandidateReview) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# Who can decrypt: candidate for {}\n\nCandidate sha256 {} {} policy {}. {} decision(s) compared: {} access(es) gained, {} lost.\n",
+        r.name,
+        r.sha256,
+        if r.replaces {
+            "replacing the installed"
+        } else {
+            "added as the new"
+        },
+        r.name,
+        r.evaluated,
+        r.gains,
+        r.losses
+    );
+    if r.changes.is_empty() {
+        let _ = writeln!(o, "No principal or group gains or loses access.\n");
+    } else {
+        let _ = writeln!(
+            o,
+            "| version | environment | subject | action | change | today | with the candidate |\n| --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for c in &r.changes {
+            let _ = writeln!(
+                o,
+                "| {}/{}@{} | {} | {} {} | {} | **{}** | {} | {} |",
+                c.namespace,
+                c.model,
+                c.version,
+                c.environment,
+                c.subject_type,
+                c.subject,
+                c.action,
+                c.change,
+                c.old_reason_code,
+                c.new_reason_code
+            );
+        }
+        let _ = writeln!(o);
+    }
+    for n in &r.notes {
+        let _ = writeln!(o, "- {n}");
+    }
+    o
 }
 
 fn markdown(r: &modelvault_api::AccessReview) -> String {
@@ -227,7 +285,35 @@ pub async fn access(cmd: AccessCommand) -> anyhow::Result<()> {
             }
             eprintln!("revoked {}", req.role);
         }
-        AccessCommand::Review { since, output } => {
+        AccessCommand::Review {
+            candidate: Some(candidate),
+            signature,
+            output,
+            ..
+        } => {
+            let (name, file) = candidate.split_once('=').ok_or_else(|| {
+                crate::client::UsageError(format!("--candidate {candidate:?} is not NAME=FILE"))
+            })?;
+            let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+            let mut path = format!("/v1/access/review/candidate?name={}", paths::segment(name));
+            if let Some(sig) = signature {
+                let raw =
+                    std::fs::read(&sig).with_context(|| format!("reading {}", sig.display()))?;
+                let sig = modelvault_policy::signing::decode_signature_file(&raw)
+                    .with_context(|| format!("reading the signature {}", sig.display()))?;
+                path.push_str(&format!("&signature={}", hex::encode(sig)));
+            }
+            let rb = client
+                .request(reqwest::Method::POST, &path)
+                .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+                .body(bytes);
+            let r: modelvault_api::CandidateReview = client.send(rb).await?.json().await?;
+            match output {
+                ReviewOutput::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                ReviewOutput::Markdown => print!("{}", candidate_markdown(&r)),
+            }
+        }
+        AccessCommand::Review { since, output, .. } => {
             let path = match since {
                 Some(s) => format!(
                     "/v1/access/review?since={}",

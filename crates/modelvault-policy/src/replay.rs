@@ -16,7 +16,8 @@
 use serde::Serialize;
 
 use crate::{
-    ChainEntry, Outcome, PluginResult, PolicyDecision, PolicyHost, PolicyRequest, combine,
+    ChainDecision, ChainEntry, Outcome, PluginResult, PolicyDecision, PolicyHost, PolicyRequest,
+    combine,
 };
 
 /// One decision as the audit trail recorded it.
@@ -117,6 +118,28 @@ impl ReplayReport {
     }
 }
 
+/// The chain's verdict with `candidate` in place of the result of the
+/// plugin of the same name (enforcing), or added when there is none; and
+/// whether it replaced one. Used by replay and the access review's
+/// candidate diff.
+pub fn substitute(results: &[PluginResult], mut candidate: PluginResult) -> (ChainDecision, bool) {
+    candidate.shadow = false;
+    let mut replaced = false;
+    let mut out: Vec<PluginResult> = Vec::with_capacity(results.len() + 1);
+    for r in results {
+        if r.plugin == candidate.plugin {
+            replaced = true;
+            out.push(candidate.clone());
+        } else {
+            out.push(r.clone());
+        }
+    }
+    if !replaced {
+        out.push(candidate);
+    }
+    (combine(out), replaced)
+}
+
 /// Replays `cases` with `candidate` (named `name`, with `config`) in place
 /// of `name` in each recorded chain; keeps up to `max_examples` flips.
 pub struct Replay<'a> {
@@ -164,31 +187,19 @@ impl<'a> Replay<'a> {
             micros: 0,
         };
         let old = combine(case.decisions.iter().map(recorded).collect());
-        let mut fresh =
-            self.host
-                .evaluate(&self.candidate.policy, &case.input, &self.candidate.config);
+        let fresh = self
+            .host
+            .evaluate(&self.candidate.policy, &case.input, &self.candidate.config);
         if fresh.error.is_some() {
             self.report.candidate_errors += 1;
         }
-        fresh.shadow = false;
-        let mut replaced = false;
-        let mut new_results: Vec<PluginResult> = Vec::with_capacity(case.decisions.len() + 1);
-        for d in &case.decisions {
-            if &d.plugin == name {
-                replaced = true;
-                new_results.push(fresh.clone());
-            } else {
-                new_results.push(recorded(d));
-            }
-        }
-        if !replaced {
-            new_results.push(fresh);
-        } else {
+        let recorded: Vec<PluginResult> = case.decisions.iter().map(recorded).collect();
+        let (new, replaced) = substitute(&recorded, fresh);
+        if replaced {
             self.report.replaces = Some(name.clone());
         }
-        let new = combine(new_results);
         self.report.evaluated += 1;
-        let verdict = |c: &crate::ChainDecision| Verdict {
+        let verdict = |c: &ChainDecision| Verdict {
             outcome: c.outcome,
             plugin: c.plugin.clone(),
             reason_code: c.reason_code.clone(),

@@ -583,6 +583,44 @@ impl PolicyRegistry {
         // unsigned component is never compiled.
         let (bytes, provenance) = signing::inspect(&self.supply, bytes, signature).await?;
         self.check_room_for(store, name).await?;
+        let (bytes, compiled) = self.validated(name, bytes).await?;
+        let sha256 = compiled.sha256.clone();
+        let size = bytes.len() as u64;
+        store.put_policy_component(&sha256, bytes).await?;
+        // Held (not dropped by a concurrent reload) until this install's
+        // reload has put it in the chain.
+        let _pin = self
+            .compiled
+            .insert_pinned(&loading::key(name, &sha256), Arc::new(compiled));
+        let now = Utc::now();
+        let (_, record) = store
+            .policy(name)
+            .append(|seq| PolicyRecord {
+                name: name.into(),
+                seq,
+                sha256: sha256.clone(),
+                size,
+                mode,
+                installed_by: by.into(),
+                installed_at: now,
+                removed: false,
+                signed_by: provenance.signed_by.clone(),
+                signature: provenance.signature.clone(),
+                metadata: provenance.metadata.clone(),
+            })
+            .await?;
+        tracing::info!(policy = name, sha256 = %sha256, mode = ?mode, by, signed_by = provenance.signed_by.as_deref().unwrap_or("-"), "policy installed");
+        self.reload(store).await;
+        Ok(PolicyInfo::from(&record))
+    }
+
+    /// Compiles and smoke-evaluates a component as it would run as `name`
+    /// (with `name`'s configuration).
+    async fn validated(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(Vec<u8>, modelvault_policy::CompiledPolicy), ApiError> {
         let host = self.host.clone();
         let n = name.to_string();
         // Smoke-evaluated with the configuration it will run with.
@@ -612,34 +650,51 @@ impl PolicyRegistry {
                 e.to_string(),
             ),
         })?;
-        let sha256 = compiled.sha256.clone();
-        let size = bytes.len() as u64;
-        store.put_policy_component(&sha256, bytes).await?;
-        // Held (not dropped by a concurrent reload) until this install's
-        // reload has put it in the chain.
-        let _pin = self
-            .compiled
-            .insert_pinned(&loading::key(name, &sha256), Arc::new(compiled));
-        let now = Utc::now();
-        let (_, record) = store
-            .policy(name)
-            .append(|seq| PolicyRecord {
-                name: name.into(),
-                seq,
-                sha256: sha256.clone(),
-                size,
-                mode,
-                installed_by: by.into(),
-                installed_at: now,
-                removed: false,
-                signed_by: provenance.signed_by.clone(),
-                signature: provenance.signature.clone(),
-                metadata: provenance.metadata.clone(),
-            })
-            .await?;
-        tracing::info!(policy = name, sha256 = %sha256, mode = ?mode, by, signed_by = provenance.signed_by.as_deref().unwrap_or("-"), "policy installed");
-        self.reload(store).await;
-        Ok(PolicyInfo::from(&record))
+        Ok((bytes, compiled))
+    }
+
+    /// A candidate for `name`, validated as an install would validate it
+    /// (signature under `policy.require_signed`, compile, smoke evaluation
+    /// with `name`'s configuration) but neither stored nor put in the chain.
+    pub async fn candidate(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        signature: Option<[u8; modelvault_policy::signing::SIGNATURE_BYTES]>,
+    ) -> Result<ChainEntry, ApiError> {
+        validate_policy_name(name)?;
+        let (bytes, _) = signing::inspect(&self.supply, bytes, signature).await?;
+        let (_, compiled) = self.validated(name, bytes).await?;
+        Ok(ChainEntry {
+            policy: Arc::new(compiled),
+            shadow: false,
+            config: self.plugin_config(name),
+        })
+    }
+
+    /// The chain's decision on `request`, and what it would be with
+    /// `candidate` in place of the plugin of its name (added if none).
+    pub async fn decide_with(
+        &self,
+        request: PolicyRequest,
+        candidate: &ChainEntry,
+    ) -> (ChainDecision, ChainDecision) {
+        let now = self.decide(request.clone()).await;
+        let host = self.host.clone();
+        let entry = candidate.clone();
+        let Ok(_slot) = self.slots.acquire().await else {
+            let b = broken("evaluation slots closed".into());
+            return (now, b);
+        };
+        let fresh = tokio::task::spawn_blocking(move || {
+            host.evaluate(&entry.policy, &request, &entry.config)
+        })
+        .await;
+        let then = match fresh {
+            Ok(r) => modelvault_policy::replay::substitute(&now.results, r).0,
+            Err(e) => broken(e.to_string()),
+        };
+        (now, then)
     }
 
     /// Removes a policy (a removal record; the history stays).

@@ -38,6 +38,37 @@ pub async fn install(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<PolicyInfo>), ApiError> {
     authorize(&p, Action::ManagePolicies, &Resource::default())?;
+    let (body, signature) = component_upload(body, q.signature.as_deref())?;
+    let info = state
+        .policies
+        .install(
+            &state.store,
+            &name,
+            body,
+            q.mode.unwrap_or(PolicyMode::Enforce),
+            &p.id,
+            signature,
+        )
+        .await?;
+    state
+        .alerts
+        .policy_change("installed", &name, &crate::audit::principal_ref(&p));
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// A component upload's body and its detached signature (hex or base64),
+/// checked: an empty or oversized body, or a signature that does not
+/// decode, is refused.
+pub(crate) fn component_upload(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    signature: Option<&str>,
+) -> Result<
+    (
+        Vec<u8>,
+        Option<[u8; modelvault_policy::signing::SIGNATURE_BYTES]>,
+    ),
+    ApiError,
+> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -54,27 +85,11 @@ pub async fn install(
             "empty body: send the component bytes",
         ));
     }
-    let signature = q
-        .signature
-        .as_deref()
+    let signature = signature
         .map(modelvault_policy::signing::decode_signature)
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("signature: {e}")))?;
-    let info = state
-        .policies
-        .install(
-            &state.store,
-            &name,
-            body.to_vec(),
-            q.mode.unwrap_or(PolicyMode::Enforce),
-            &p.id,
-            signature,
-        )
-        .await?;
-    state
-        .alerts
-        .policy_change("installed", &name, &crate::audit::principal_ref(&p));
-    Ok((StatusCode::CREATED, Json(info)))
+    Ok((body.to_vec(), signature))
 }
 
 /// Installed policy plugins, in chain order

@@ -176,6 +176,10 @@ pub fn router(state: AppState) -> Router {
             put(admin::install.layer(Declare("install-policy")))
                 .delete(admin::remove.layer(Declare("remove-policy"))),
         )
+        .route(
+            "/v1/access/review/candidate",
+            post(review::candidate.layer(Declare("review-candidate"))),
+        )
         .layer(DefaultBodyLimit::max(component_limit));
     // The Hugging Face Hub-compatible read API (read-only; its errors in
     // the Hub's shape).

@@ -129,6 +129,7 @@ pub(crate) struct FilePath {
         super::access::revoke,
         super::access::auth_failures,
         super::review::review,
+        super::review::candidate,
         super::audit::list,
         super::audit::public_key,
         super::audit::verify,

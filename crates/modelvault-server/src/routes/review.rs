@@ -61,109 +61,11 @@ pub async fn review(
     }
     let now = Utc::now();
     let since = q.since.unwrap_or(now - chrono::Duration::days(90));
-
-    // Principals: every live API token, and every OIDC principal seen in the
-    // audit trail (with the groups and environment it last had).
-    let mut candidates: BTreeMap<String, Candidate> = BTreeMap::new();
-    let mut expiring = Vec::new();
-    for r in state.store.tokens().list::<TokenRecord>().await? {
-        let expired = r.expires_at.is_some_and(|t| t <= now);
-        if r.expires_at
-            .is_some_and(|t| t <= now + chrono::Duration::days(30))
-        {
-            expiring.push(ExpiringToken {
-                name: r.name.clone(),
-                principal: r.principal.clone(),
-                expires_at: r.expires_at,
-                expired,
-            });
-        }
-        if expired {
-            continue;
-        }
-        let name = r.name.clone();
-        let Ok(principal) = token_principal(&state, r).await else {
-            continue;
-        };
-        match candidates.get_mut(&principal.id) {
-            Some(c) => {
-                c.via.push(format!("token:{name}"));
-                c.principal.grants.extend(principal.grants);
-            }
-            None => {
-                candidates.insert(
-                    principal.id.clone(),
-                    Candidate {
-                        principal,
-                        via: vec![format!("token:{name}")],
-                    },
-                );
-            }
-        }
-    }
-    // (ns, model, version) → principal → (count, last)
-    let mut used: BTreeMap<(String, String, String), Downloads> = BTreeMap::new();
-    let mut seen_oidc: BTreeMap<String, modelvault_audit::PrincipalRef> = BTreeMap::new();
-    let reader = modelvault_audit::AuditReader::new(state.store.audit_objects());
-    let mut records =
-        std::pin::pin!(reader.records(move |e| e.time >= since && e.principal.is_some()));
-    while let Some((r, _)) = futures::TryStreamExt::try_next(&mut records)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-    {
-        let Some(pr) = &r.principal else { continue };
-        if !candidates.contains_key(&pr.id) {
-            seen_oidc.insert(pr.id.clone(), pr.clone());
-        }
-        if r.kind == "intent"
-            && r.action == "download"
-            && let Some(res) = &r.resource
-            && let (Some(ns), Some(m), Some(v)) = (&res.namespace, &res.model, &res.version)
-        {
-            let e = used
-                .entry((ns.clone(), m.clone(), v.clone()))
-                .or_default()
-                .entry(pr.id.clone())
-                .or_insert((0, r.time));
-            e.0 += 1;
-            e.1 = e.1.max(r.time);
-        }
-    }
-    for (id, pr) in seen_oidc {
-        let grants = binding_grants(&state, &id, &pr.groups)
-            .await
-            .map_err(ApiError::internal)?;
-        if grants.is_empty() {
-            continue;
-        }
-        let via = grants
-            .iter()
-            .map(|g| g.source.clone())
-            .collect::<BTreeSet<_>>();
-        candidates.insert(
-            id.clone(),
-            Candidate {
-                principal: Principal {
-                    id,
-                    kind: if pr.kind == "service" {
-                        PrincipalKind::Service
-                    } else {
-                        PrincipalKind::Person
-                    },
-                    groups: pr.groups.clone(),
-                    grants,
-                    environment: pr.environment.clone(),
-                    token_id: None,
-                    issuer: None,
-                    expires_at: None,
-                    // Not recorded in the audit trail: a policy keyed on
-                    // attributes sees none here.
-                    attributes: Default::default(),
-                },
-                via: via.into_iter().collect(),
-            },
-        );
-    }
+    let Subjects {
+        candidates,
+        expiring,
+        used,
+    } = subjects(&state, now, since).await?;
 
     // The report runs the chain: not on a set still compiling after a start.
     state.policies.wait_ready().await?;
@@ -171,21 +73,16 @@ pub async fn review(
     let mut versions = Vec::new();
     let mut can_download_any: BTreeSet<String> = BTreeSet::new();
     let mut downloaded_any: BTreeSet<String> = BTreeSet::new();
-    for ns in state.store.list_namespaces().await? {
-        if q.namespace.as_ref().is_some_and(|want| *want != ns) {
-            continue;
-        }
-        for model in state.store.list_models(&ns).await? {
-            if q.model.as_ref().is_some_and(|want| *want != model.name) {
-                continue;
-            }
-            for manifest in state.store.list_versions(&ns, &model.name).await? {
-                if q.version
-                    .as_ref()
-                    .is_some_and(|want| *want != manifest.version)
-                {
-                    continue;
-                }
+    for (ns, model, manifest) in versions_in_scope(
+        &state,
+        q.namespace.as_deref(),
+        q.model.as_deref(),
+        q.version.as_deref(),
+    )
+    .await?
+    {
+        {
+            {
                 let v = VersionRef {
                     namespace: &ns,
                     model: &model.name,
@@ -289,6 +186,332 @@ pub async fn review(
         notes: vec![
             "OIDC principals appear by name only once the audit trail has seen them in the period; anyone else the identity provider puts in a bound group has that group's access too (see group_bindings).".into(),
             "The policy chain is evaluated as of now, for a download from each principal's own environment.".into(),
+        ],
+    }))
+}
+
+/// Who the review considers: every live API token's principal, and every
+/// OIDC principal the audit trail saw since `since` that holds a binding;
+/// the tokens expiring within 30 days; and who downloaded what.
+struct Subjects {
+    candidates: BTreeMap<String, Candidate>,
+    expiring: Vec<ExpiringToken>,
+    /// (ns, model, version) → principal → (count, last)
+    used: BTreeMap<(String, String, String), Downloads>,
+}
+
+async fn subjects(
+    state: &AppState,
+    now: DateTime<Utc>,
+    since: DateTime<Utc>,
+) -> Result<Subjects, ApiError> {
+    // Principals: every live API token, and every OIDC principal seen in the
+    // audit trail (with the groups and environment it last had).
+    let mut candidates: BTreeMap<String, Candidate> = BTreeMap::new();
+    let mut expiring = Vec::new();
+    for r in state.store.tokens().list::<TokenRecord>().await? {
+        let expired = r.expires_at.is_some_and(|t| t <= now);
+        if r.expires_at
+            .is_some_and(|t| t <= now + chrono::Duration::days(30))
+        {
+            expiring.push(ExpiringToken {
+                name: r.name.clone(),
+                principal: r.principal.clone(),
+                expires_at: r.expires_at,
+                expired,
+            });
+        }
+        if expired {
+            continue;
+        }
+        let name = r.name.clone();
+        let Ok(principal) = token_principal(state, r).await else {
+            continue;
+        };
+        match candidates.get_mut(&principal.id) {
+            Some(c) => {
+                c.via.push(format!("token:{name}"));
+                c.principal.grants.extend(principal.grants);
+            }
+            None => {
+                candidates.insert(
+                    principal.id.clone(),
+                    Candidate {
+                        principal,
+                        via: vec![format!("token:{name}")],
+                    },
+                );
+            }
+        }
+    }
+    // (ns, model, version) → principal → (count, last)
+    let mut used: BTreeMap<(String, String, String), Downloads> = BTreeMap::new();
+    let mut seen_oidc: BTreeMap<String, modelvault_audit::PrincipalRef> = BTreeMap::new();
+    let reader = modelvault_audit::AuditReader::new(state.store.audit_objects());
+    let mut records =
+        std::pin::pin!(reader.records(move |e| e.time >= since && e.principal.is_some()));
+    while let Some((r, _)) = futures::TryStreamExt::try_next(&mut records)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+    {
+        let Some(pr) = &r.principal else { continue };
+        if !candidates.contains_key(&pr.id) {
+            seen_oidc.insert(pr.id.clone(), pr.clone());
+        }
+        if r.kind == "intent"
+            && r.action == "download"
+            && let Some(res) = &r.resource
+            && let (Some(ns), Some(m), Some(v)) = (&res.namespace, &res.model, &res.version)
+        {
+            let e = used
+                .entry((ns.clone(), m.clone(), v.clone()))
+                .or_default()
+                .entry(pr.id.clone())
+                .or_insert((0, r.time));
+            e.0 += 1;
+            e.1 = e.1.max(r.time);
+        }
+    }
+    for (id, pr) in seen_oidc {
+        let grants = binding_grants(state, &id, &pr.groups)
+            .await
+            .map_err(ApiError::internal)?;
+        if grants.is_empty() {
+            continue;
+        }
+        let via = grants
+            .iter()
+            .map(|g| g.source.clone())
+            .collect::<BTreeSet<_>>();
+        candidates.insert(
+            id.clone(),
+            Candidate {
+                principal: Principal {
+                    id,
+                    kind: if pr.kind == "service" {
+                        PrincipalKind::Service
+                    } else {
+                        PrincipalKind::Person
+                    },
+                    groups: pr.groups.clone(),
+                    grants,
+                    environment: pr.environment.clone(),
+                    token_id: None,
+                    issuer: None,
+                    expires_at: None,
+                    // Not recorded in the audit trail: a policy keyed on
+                    // attributes sees none here.
+                    attributes: Default::default(),
+                },
+                via: via.into_iter().collect(),
+            },
+        );
+    }
+
+    Ok(Subjects {
+        candidates,
+        expiring,
+        used,
+    })
+}
+
+/// Every committed version the filters select, with its model record.
+async fn versions_in_scope(
+    state: &AppState,
+    namespace: Option<&str>,
+    model: Option<&str>,
+    version: Option<&str>,
+) -> Result<
+    Vec<(
+        String,
+        modelvault_storage::ModelRecord,
+        modelvault_storage::Manifest,
+    )>,
+    ApiError,
+> {
+    let mut out = Vec::new();
+    for ns in state.store.list_namespaces().await? {
+        if namespace.is_some_and(|want| want != ns) {
+            continue;
+        }
+        for m in state.store.list_models(&ns).await? {
+            if model.is_some_and(|want| want != m.name) {
+                continue;
+            }
+            for manifest in state.store.list_versions(&ns, &m.name).await? {
+                if version.is_some_and(|want| want != manifest.version) {
+                    continue;
+                }
+                out.push((ns.clone(), m.clone(), manifest));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Who would gain or lose access if a candidate replaced a policy
+///
+/// Evaluates, for every version in scope, every principal the access
+/// review considers (in its own environment) and every group binding (as
+/// a member of the group in each declared environment), with download and
+/// key-release: the chain as installed against the chain with the
+/// candidate in place of the policy `name` (added if none is installed).
+/// The candidate is validated as an install would be (signature under
+/// `policy.require_signed`, compile, smoke evaluation with `name`'s
+/// configuration), then discarded: nothing is stored or installed. Needs
+/// `audit-read` for all namespaces and `manage-policies`.
+#[utoipa::path(
+    post,
+    path = "/v1/access/review/candidate",
+    tag = "audit",
+    params(crate::api::CandidateReviewQuery),
+    request_body(content = inline(super::openapi::RawBytes), content_type = "application/octet-stream", description = "The candidate component (`wasm32-wasip2`)"),
+    responses(
+        (status = 200, description = "The changes", body = crate::api::CandidateReview),
+        (status = 400, description = "`invalid_request`: an empty body, a bad signature encoding or filter", body = crate::api::ErrorBody),
+        (status = 403, description = "`forbidden`: no global `audit-read` or no `manage-policies`", body = crate::api::ErrorBody),
+        (status = 422, description = "`invalid_policy`, `signature_required` or `invalid_signature`, as for an install", body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn candidate(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiQuery(q): ApiQuery<crate::api::CandidateReviewQuery>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<crate::api::CandidateReview>, ApiError> {
+    use crate::api::{AccessChange, CandidateReview};
+    use modelvault_policy::{Outcome, PolicyAction};
+    if !p.can(Permission::AuditRead) || !p.can(Permission::ManagePolicies) {
+        return Err(ApiError::forbidden(format!(
+            "principal {} needs audit-read for all namespaces and manage-policies",
+            p.id
+        )));
+    }
+    crate::policies::validate_policy_name(&q.name)?;
+    if let Some(ns) = &q.namespace {
+        modelvault_storage::names::validate_name("namespace", ns)?;
+    }
+    if let Some(m) = &q.model {
+        modelvault_storage::names::validate_name("model", m)?;
+    }
+    if let Some(v) = &q.version {
+        modelvault_storage::names::validate_version(v)?;
+    }
+    let (bytes, signature) = super::admin::component_upload(body, q.signature.as_deref())?;
+    let cand = state.policies.candidate(&q.name, bytes, signature).await?;
+    let replaces = state.policies.list()?.iter().any(|i| i.name == q.name);
+    let now = Utc::now();
+    let Subjects { candidates, .. } =
+        subjects(&state, now, now - chrono::Duration::days(90)).await?;
+    // Every principal in its own environment; every group binding as a
+    // member of the group, in each declared environment.
+    let mut who: Vec<(&'static str, String, Principal)> = candidates
+        .into_values()
+        .map(|c| ("principal", c.principal.id.clone(), c.principal))
+        .collect();
+    let set = state.bindings.current(&state.store).await?;
+    let groups: BTreeSet<String> = set
+        .bindings
+        .iter()
+        .filter_map(|b| match &b.subject {
+            modelvault_auth::BindingSubject::Group(g) => Some(g.clone()),
+            _ => None,
+        })
+        .collect();
+    for g in groups {
+        let grants = binding_grants(&state, "", std::slice::from_ref(&g))
+            .await
+            .map_err(ApiError::internal)?;
+        for env in &state.config.environments.names {
+            who.push((
+                "group",
+                g.clone(),
+                Principal {
+                    id: format!("group:{g}"),
+                    kind: PrincipalKind::Person,
+                    groups: vec![g.clone()],
+                    grants: grants.clone(),
+                    environment: env.clone(),
+                    token_id: None,
+                    issuer: None,
+                    expires_at: None,
+                    attributes: Default::default(),
+                },
+            ));
+        }
+    }
+    state.policies.wait_ready().await?;
+    let mut changes = Vec::new();
+    let mut evaluated = 0u64;
+    for (ns, model, manifest) in versions_in_scope(
+        &state,
+        q.namespace.as_deref(),
+        q.model.as_deref(),
+        q.version.as_deref(),
+    )
+    .await?
+    {
+        let v = VersionRef {
+            namespace: &ns,
+            model: &model.name,
+            version: &manifest.version,
+        };
+        let facts = crate::gate::version_facts(&state, &v, &manifest).await?;
+        for (subject_type, subject, principal) in &who {
+            for (action, permission) in [
+                (PolicyAction::Download, Permission::Download),
+                (PolicyAction::KeyRelease, Permission::KeyRelease),
+            ] {
+                if !principal.can_in(permission, &ns) {
+                    continue;
+                }
+                let req = policy_request(
+                    principal,
+                    action,
+                    &model,
+                    facts.clone(),
+                    None,
+                    None,
+                    "access-review",
+                );
+                let (today, with) = state.policies.decide_with(req, &cand).await;
+                evaluated += 1;
+                let (was, will) = (
+                    today.outcome == Outcome::Allow,
+                    with.outcome == Outcome::Allow,
+                );
+                if was == will {
+                    continue;
+                }
+                changes.push(AccessChange {
+                    namespace: ns.clone(),
+                    model: model.name.clone(),
+                    version: manifest.version.clone(),
+                    environment: principal.environment.clone(),
+                    subject_type: subject_type.to_string(),
+                    subject: subject.clone(),
+                    action: action.as_str().to_string(),
+                    change: if will { "gains" } else { "loses" }.to_string(),
+                    old_reason_code: today.reason_code,
+                    new_reason_code: with.reason_code,
+                    new_reason: with.reason,
+                });
+            }
+        }
+    }
+    let gains = changes.iter().filter(|c| c.change == "gains").count() as u64;
+    Ok(Json(CandidateReview {
+        generated_at: now,
+        name: q.name.clone(),
+        sha256: cand.policy.sha256.clone(),
+        replaces,
+        evaluated,
+        gains,
+        losses: changes.len() as u64 - gains,
+        changes,
+        notes: vec![
+            "Principals are every live API token's principal and every OIDC principal the audit trail saw in the last 90 days, each in its own environment; a group is evaluated as a member of it holding only the group's bindings, in each declared environment.".into(),
+            "The candidate runs with the configuration of the policy it replaces ([policy.config.NAME]).".into(),
         ],
     }))
 }
