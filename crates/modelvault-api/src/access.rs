@@ -36,6 +36,15 @@ pub struct CreateTokenRequest {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub ttl_seconds: Option<u64>,
+    /// Groups the token's principal is in, as policies see them (like an
+    /// identity provider's groups).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// What the token may use models for (`training`, ...), as policies
+    /// see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$"))]
+    pub purpose: Option<String>,
 }
 
 /// `POST /v1/tokens` response. `token` is shown once and never stored.
@@ -273,6 +282,12 @@ pub struct TokenView {
     pub expires_at: Option<DateTime<Utc>>,
     /// Whether it has expired.
     pub expired: bool,
+    /// Groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Purpose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
 }
 
 /// `GET /v1/tokens`.

@@ -3,13 +3,68 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// `{"environment": ENV}`
+wire_enum! {
+    /// What an approval vouches for.
+    #[derive(Default)]
+    ApprovalKind {
+        /// The model was reviewed (the default).
+        #[default]
+        Review = "review",
+        /// Compliance signed it off.
+        Compliance = "compliance",
+        /// It may be used to train other models.
+        Training = "training",
+    }
+}
+
+/// `{"environment": ENV}`, and for an approval optionally `"kind"`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentRequest {
     /// Target environment.
     pub environment: String,
+    /// Approvals only: the kind (default `review`). A deployment with a
+    /// kind is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ApprovalKind>,
+}
+
+wire_enum! {
+    /// A version's lifecycle stage.
+    Stage {
+        /// New and unreviewed (the default).
+        Candidate = "candidate",
+        /// Fit for production.
+        ProductionReady = "production-ready",
+        /// Still served, on its way out.
+        Deprecated = "deprecated",
+        /// Not served; `latest` skips it.
+        Archived = "archived",
+    }
+}
+
+/// `POST .../versions/{version}/stage`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StageRequest {
+    /// The new stage.
+    pub stage: Stage,
+}
+
+/// A version's stage as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StageView {
+    /// The stage in force.
+    pub stage: Stage,
+    /// Who set it (absent for the default `candidate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// When.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<DateTime<Utc>>,
 }
 
 /// An approval as the API shows it.
@@ -22,6 +77,9 @@ pub struct ApprovalView {
     pub environment: String,
     /// When.
     pub time: DateTime<Utc>,
+    /// Its kind.
+    #[serde(default)]
+    pub kind: ApprovalKind,
 }
 
 /// A deployment as the API shows it.

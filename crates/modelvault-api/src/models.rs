@@ -194,6 +194,9 @@ pub struct VersionDetail {
     /// Effective approvals.
     #[serde(default)]
     pub approvals: Vec<ApprovalView>,
+    /// Lifecycle stage (`candidate` until one is set).
+    #[serde(default = "default_stage")]
+    pub stage: crate::Stage,
     /// Deployments of this version, oldest first.
     #[serde(default)]
     pub deployments: Vec<DeploymentView>,
@@ -262,4 +265,8 @@ pub struct CommitFile {
     /// Hex SHA-256 of the plaintext.
     #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub sha256: String,
+}
+
+fn default_stage() -> crate::Stage {
+    crate::Stage::Candidate
 }

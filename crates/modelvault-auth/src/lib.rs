@@ -153,6 +153,7 @@ impl Default for RolesTable {
             ),
             ("ml-engineer", vec![Read, Download, KeyRelease, Deploy]),
             ("model-manager", vec![Read, EditMetadata, Approve]),
+            ("compliance-officer", vec![Read, Approve]),
             ("auditor", vec![Read, AuditRead]),
             (
                 "admin",
@@ -411,7 +412,9 @@ mod tests {
             t.permissions(&["root".into()]),
             Err(AuthError::UnknownRole {
                 role: "root".into(),
-                known: "admin, auditor, data-scientist, ml-engineer, model-manager".into()
+                known:
+                    "admin, auditor, compliance-officer, data-scientist, ml-engineer, model-manager"
+                        .into()
             })
         );
         assert_eq!(

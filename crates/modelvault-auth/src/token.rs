@@ -60,6 +60,12 @@ pub struct TokenRecord {
     pub expires_at: Option<DateTime<Utc>>,
     /// Hex SHA-256 of the secret part.
     pub secret_sha256: String,
+    /// Groups its principal is in (as policies see them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// What it may use models for (`training`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
 }
 
 impl TokenRecord {
@@ -141,6 +147,8 @@ mod tests {
             created_by: "x".into(),
             expires_at: None,
             secret_sha256: hash,
+            groups: vec![],
+            purpose: None,
         };
         rec.verify(secret, now).unwrap();
         let mut wrong = secret.to_string();

@@ -234,7 +234,24 @@ enum Command {
         /// Environment (must be your token's).
         #[arg(long = "env")]
         environment: String,
-        /// Output format (json: the version's effective approvals, [{approver, environment, time}]).
+        /// What the approval vouches for: review (default), compliance or
+        /// training.
+        #[arg(long, value_parser = ["review", "compliance", "training"])]
+        kind: Option<String>,
+        /// Output format (json: the version's effective approvals, [{approver, environment, time, kind}]).
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Set a version's lifecycle stage: candidate, production-ready,
+    /// deprecated or archived (needs approve; `latest` skips archived
+    /// versions and the bundled policies refuse their downloads).
+    Stage {
+        /// NS/NAME@VERSION
+        target: String,
+        /// The stage.
+        #[arg(value_parser = ["candidate", "production-ready", "deprecated", "archived"])]
+        stage: String,
+        /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
@@ -326,6 +343,15 @@ struct TokenCreate {
     /// server config: 90d and 365d).
     #[arg(long)]
     ttl: Option<String>,
+    /// A group the token's principal is in, as policies see it (repeatable;
+    /// grants nothing by itself: role bindings on groups apply to identity
+    /// provider groups only).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// What the token may use models for, as policies see it (`training`:
+    /// the bundled approval gate then needs a training approval).
+    #[arg(long)]
+    purpose: Option<String>,
     /// Unique token name.
     #[arg(long)]
     name: Option<String>,
@@ -705,6 +731,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 namespaces: t.namespaces,
                 environment: t.environment,
                 ttl_seconds,
+                groups: t.groups,
+                purpose: t.purpose,
             };
             let resp: modelvault_api::CreateTokenResponse =
                 client.post_json("/v1/tokens", &req).await?;
@@ -719,15 +747,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Approve {
             target,
             environment,
+            kind,
             output,
         } => {
+            let kind = kind
+                .as_deref()
+                .map(str::parse::<modelvault_api::ApprovalKind>)
+                .transpose()
+                .map_err(|e| crate::client::UsageError(e.to_string()))?;
             let list: Vec<modelvault_api::ApprovalView> =
-                post_environment(&target, "approvals", &environment).await?;
-            let n = list.iter().filter(|a| a.environment == environment).count();
+                post_environment(&target, "approvals", &environment, kind).await?;
+            let word = kind.unwrap_or_default();
+            let n = list
+                .iter()
+                .filter(|a| a.environment == environment && a.kind == word)
+                .count();
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             }
-            eprintln!("approved {target} for {environment} ({n} approval(s) for {environment})");
+            eprintln!(
+                "approved {target} for {environment} ({word}; {n} {word} approval(s) for {environment})"
+            );
+            Ok(())
+        }
+        Command::Stage {
+            target,
+            stage,
+            output,
+        } => {
+            let t = parse_target(&target, true)?;
+            let stage: modelvault_api::Stage =
+                stage.parse().map_err(|e: modelvault_api::UnknownWord| {
+                    crate::client::UsageError(e.to_string())
+                })?;
+            let client = Client::from_env()?;
+            let path = format!(
+                "{}/stage",
+                paths::version(
+                    &t.namespace,
+                    &t.name,
+                    t.version.as_deref().unwrap_or_default()
+                )
+            );
+            let view: modelvault_api::StageView = client
+                .post_json(&path, &modelvault_api::StageRequest { stage })
+                .await?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            }
+            eprintln!("{target} is now {}", view.stage);
             Ok(())
         }
         Command::Deploy {
@@ -737,7 +805,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let t = parse_target(&target, true)?;
             let d: modelvault_api::DeploymentView =
-                post_environment(&target, "deployments", &environment).await?;
+                post_environment(&target, "deployments", &environment, None).await?;
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             }
@@ -879,6 +947,7 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                             println!("sensitivity: {}", d.sensitivity);
                             println!("uploader:    {}", d.uploader);
                             println!("created:     {}", d.created_at.to_rfc3339());
+                            println!("stage:       {}", d.stage);
                             for (k, v) in &d.tags {
                                 println!("tag:         {k}={v}");
                             }
@@ -898,8 +967,9 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                             );
                             for a in &d.approvals {
                                 println!(
-                                    "  {}  by {}  {}",
+                                    "  {}  {}  by {}  {}",
                                     a.environment,
+                                    a.kind,
                                     a.approver,
                                     a.time.to_rfc3339()
                                 );
@@ -1053,6 +1123,7 @@ async fn post_environment<T: serde::de::DeserializeOwned>(
     target: &str,
     collection: &str,
     environment: &str,
+    kind: Option<modelvault_api::ApprovalKind>,
 ) -> anyhow::Result<T> {
     let t = parse_target(target, true)?;
     let client = Client::from_env()?;
@@ -1069,6 +1140,7 @@ async fn post_environment<T: serde::de::DeserializeOwned>(
             &path,
             &modelvault_api::EnvironmentRequest {
                 environment: environment.to_string(),
+                kind,
             },
         )
         .await

@@ -30,6 +30,8 @@ fn request() -> PolicyRequest {
             approver: a.to_string(),
             environment: "production".into(),
             time: "2026-11-23T00:00:00Z".into(),
+            kind: Default::default(),
+            approver_roles: vec![],
         })
         .collect();
     r

@@ -29,6 +29,7 @@ pub mod text;
 mod trap;
 mod types;
 mod v0_1_0;
+mod v0_2_0;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -167,7 +168,7 @@ pub enum PolicyError {
     Invalid(String),
     /// Does not export the interface version this host speaks.
     #[error(
-        "component does not export {expected} (exports: {found}); build it against wit/since_v0.1.0"
+        "component does not export {expected} (exports: {found}); build it against wit/since_v0.2.0 (or wit/since_v0.1.0)"
     )]
     WrongInterface {
         /// What is required.
@@ -249,7 +250,66 @@ pub struct CompiledPolicy {
     pub sha256: String,
     /// Component size in bytes.
     pub size: usize,
-    pre: v0_1_0::PolicyPre<HostState>,
+    pre: Pre,
+}
+
+/// A linked component of one interface version.
+enum Pre {
+    V0_1_0(v0_1_0::PolicyPre<HostState>),
+    V0_2_0(v0_2_0::PolicyPre<HostState>),
+}
+
+/// An instance of one interface version.
+enum Instance {
+    V0_1_0(v0_1_0::Policy),
+    V0_2_0(v0_2_0::Policy),
+}
+
+/// The interface versions this host runs, newest first.
+pub const INTERFACES: [&str; 2] = [v0_2_0::EXPORT, v0_1_0::EXPORT];
+
+impl Pre {
+    fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Instance> {
+        Ok(match self {
+            Self::V0_1_0(p) => Instance::V0_1_0(p.instantiate(store)?),
+            Self::V0_2_0(p) => Instance::V0_2_0(p.instantiate(store)?),
+        })
+    }
+}
+
+impl Instance {
+    /// One `evaluate` call, the request converted to the instance's version.
+    fn evaluate(
+        &self,
+        store: &mut Store<HostState>,
+        req: &PolicyRequest,
+        config: &[(String, String)],
+    ) -> wasmtime::Result<PolicyDecision> {
+        match self {
+            Self::V0_1_0(i) => {
+                let r = v0_1_0::exports::modelvault::policy::evaluator::Request::from(req);
+                i.modelvault_policy_evaluator()
+                    .call_evaluate(store, &r, config)
+                    .map(PolicyDecision::from)
+            }
+            Self::V0_2_0(i) => {
+                let r = v0_2_0::exports::modelvault::policy::evaluator::Request::from(req);
+                i.modelvault_policy_evaluator()
+                    .call_evaluate(store, &r, config)
+                    .map(PolicyDecision::from)
+            }
+        }
+    }
+}
+
+impl CompiledPolicy {
+    /// The interface export it provides (`modelvault:policy/evaluator@X`).
+    pub fn interface(&self) -> &'static str {
+        match self.pre {
+            Pre::V0_1_0(_) => v0_1_0::EXPORT,
+            Pre::V0_2_0(_) => v0_2_0::EXPORT,
+        }
+    }
 }
 
 impl std::fmt::Debug for CompiledPolicy {
@@ -581,24 +641,33 @@ impl PolicyHost {
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
             .collect();
-        if !exports.iter().any(|e| e == v0_1_0::EXPORT) {
+        let Some(version) = INTERFACES
+            .iter()
+            .find(|want| exports.iter().any(|e| e == *want))
+            .copied()
+        else {
             return Err(PolicyError::WrongInterface {
-                expected: v0_1_0::EXPORT,
+                expected: "modelvault:policy/evaluator@0.2.0 or @0.1.0",
                 found: if exports.is_empty() {
                     "nothing".into()
                 } else {
                     exports.join(", ")
                 },
             });
-        }
-        let pre = self
+        };
+        let linked = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| PolicyError::Capability(format!("{e:#}")))?;
-        let pre = v0_1_0::PolicyPre::new(pre).map_err(|e| PolicyError::WrongInterface {
-            expected: v0_1_0::EXPORT,
-            found: format!("a mismatched {}: {e:#}", v0_1_0::EXPORT),
-        })?;
+        let mismatched = |e: wasmtime::Error| PolicyError::WrongInterface {
+            expected: version,
+            found: format!("a mismatched {version}: {e:#}"),
+        };
+        let pre = if version == v0_2_0::EXPORT {
+            Pre::V0_2_0(v0_2_0::PolicyPre::new(linked).map_err(mismatched)?)
+        } else {
+            Pre::V0_1_0(v0_1_0::PolicyPre::new(linked).map_err(mismatched)?)
+        };
         Ok(CompiledPolicy {
             name: name.into(),
             sha256,
@@ -693,19 +762,17 @@ impl PolicyHost {
         store.limiter(|s| &mut s.limits);
         let ticks = (self.limits.timeout_ms / EPOCH_TICK.as_millis() as u64).max(1) + 1;
         store.set_epoch_deadline(ticks);
-        let wit_req = v0_1_0::exports::modelvault::policy::evaluator::Request::from(req);
-        let outcome = policy.pre.instantiate(&mut store).and_then(|inst| {
-            inst.modelvault_policy_evaluator()
-                .call_evaluate(&mut store, &wit_req, config)
-        });
+        let outcome = policy
+            .pre
+            .instantiate(&mut store)
+            .and_then(|inst| inst.evaluate(&mut store, req, config));
         let micros = started.elapsed().as_micros() as u64;
         let output = stdio.contents();
         if !output.is_empty() {
             tracing::info!(plugin = %policy.name, output = %text::escape_unsafe(&String::from_utf8_lossy(&output)), "plugin output");
         }
         let (decision, error) = match outcome {
-            Ok(d) => {
-                let mut d = PolicyDecision::from(d);
+            Ok(mut d) => {
                 if d.reason.len() > self.limits.max_reason_bytes
                     || d.reason_code.len() > MAX_REASON_CODE_BYTES
                 {
@@ -798,7 +865,7 @@ impl PolicyHost {
 /// one call to the next), so the server never uses it.
 pub struct ReusedInstance {
     store: Store<HostState>,
-    instance: v0_1_0::Policy,
+    instance: Instance,
 }
 
 impl PolicyHost {
@@ -833,11 +900,8 @@ impl ReusedInstance {
         req: &PolicyRequest,
         config: &[(String, String)],
     ) -> Result<PolicyDecision, PolicyError> {
-        let wit_req = v0_1_0::exports::modelvault::policy::evaluator::Request::from(req);
         self.instance
-            .modelvault_policy_evaluator()
-            .call_evaluate(&mut self.store, &wit_req, config)
-            .map(PolicyDecision::from)
+            .evaluate(&mut self.store, req, config)
             .map_err(|e| PolicyError::Smoke(format!("{e:#}")))
     }
 }

@@ -27,6 +27,10 @@ pub struct PrincipalInfo {
     /// Further verified attributes.
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// What the identity may use models for (`training`, ...), from a token
+    /// or binding attribute (interface 0.2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
 }
 
 /// Person or service.
@@ -103,6 +107,30 @@ pub enum SensitivityInfo {
     Restricted,
 }
 
+/// What an approval vouches for (interface 0.2.0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalKindInfo {
+    /// Reviewed (the default).
+    #[default]
+    Review,
+    /// Compliance signed it off.
+    Compliance,
+    /// May be used for training.
+    Training,
+}
+
+impl ApprovalKindInfo {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Review => "review",
+            Self::Compliance => "compliance",
+            Self::Training => "training",
+        }
+    }
+}
+
 /// One approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +141,85 @@ pub struct ApprovalInfo {
     pub environment: String,
     /// RFC 3339.
     pub time: String,
+    /// Its kind (interface 0.2.0; `review` when absent).
+    #[serde(default)]
+    pub kind: ApprovalKindInfo,
+    /// The approver's roles in the namespace when approving (0.2.0).
+    #[serde(default)]
+    pub approver_roles: Vec<String>,
+}
+
+/// A version's lifecycle stage (interface 0.2.0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageInfo {
+    /// New and unreviewed (the default).
+    #[default]
+    Candidate,
+    /// Fit for production.
+    ProductionReady,
+    /// Still served, on its way out.
+    Deprecated,
+    /// Not served.
+    Archived,
+}
+
+impl StageInfo {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Candidate => "candidate",
+            Self::ProductionReady => "production-ready",
+            Self::Deprecated => "deprecated",
+            Self::Archived => "archived",
+        }
+    }
+}
+
+/// One file of a version (interface 0.2.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileFactInfo {
+    /// Path inside the version.
+    pub path: String,
+    /// Plaintext size.
+    pub size: u64,
+    /// Hex SHA-256 of the plaintext.
+    pub sha256: String,
+}
+
+/// A version's OpenSSF model signature as verified at commit (0.2.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSignatureInfo {
+    /// `key` or `certificate`.
+    pub method: String,
+    /// The trusted key's name or the certificate subject; empty if none
+    /// matched.
+    pub signer: String,
+    /// Verified with a signer the namespace trusts.
+    pub trusted: bool,
+    /// The signed digests are exactly the version's files.
+    pub files_match: bool,
+}
+
+/// Facts of a committed version (interface 0.2.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionFactsInfo {
+    /// RFC 3339 commit time.
+    pub created: String,
+    /// Who committed it.
+    pub uploader: String,
+    /// Lifecycle stage.
+    #[serde(default)]
+    pub stage: StageInfo,
+    /// Files.
+    #[serde(default)]
+    pub files: Vec<FileFactInfo>,
+    /// The model signature, if one was pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ModelSignatureInfo>,
 }
 
 /// One deployment.
@@ -160,6 +267,12 @@ pub struct ResourceInfo {
     /// Target environment of approve and deploy.
     #[serde(default)]
     pub target_environment: Option<String>,
+    /// The kind an approve asks to record (interface 0.2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_kind: Option<ApprovalKindInfo>,
+    /// Facts of the committed version (interface 0.2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<VersionFactsInfo>,
 }
 
 /// Where and when.
@@ -221,7 +334,11 @@ impl PolicyRequest {
         r.action = action;
         match action {
             PolicyAction::Download => r.resource.file_path = Some("sample.bin".into()),
-            PolicyAction::Approve | PolicyAction::Deploy => {
+            PolicyAction::Approve => {
+                r.resource.target_environment = Some(r.context.environment.clone());
+                r.resource.approval_kind = Some(ApprovalKindInfo::Review);
+            }
+            PolicyAction::Deploy => {
                 r.resource.target_environment = Some(r.context.environment.clone())
             }
             _ => {}
@@ -239,6 +356,7 @@ impl PolicyRequest {
                 groups: vec![],
                 namespaces: vec!["sample".into()],
                 attributes: BTreeMap::new(),
+                purpose: None,
             },
             action: PolicyAction::Read,
             resource: ResourceInfo {
@@ -253,6 +371,19 @@ impl PolicyRequest {
                 deployments: vec![],
                 file_path: None,
                 target_environment: None,
+                approval_kind: None,
+                facts: Some(VersionFactsInfo {
+                    created: "2026-01-01T00:00:00Z".into(),
+                    uploader: "sample".into(),
+                    stage: StageInfo::Candidate,
+                    files: vec![FileFactInfo {
+                        path: "sample.bin".into(),
+                        size: 0,
+                        sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                            .into(),
+                    }],
+                    signature: None,
+                }),
             },
             context: ContextInfo {
                 environment: "dev".into(),

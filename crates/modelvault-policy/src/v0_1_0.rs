@@ -54,10 +54,13 @@ impl From<&PolicyRequest> for wit::Request {
                 tags: pairs(&r.resource.tags),
                 owner: r.resource.owner.clone(),
                 uploader: r.resource.uploader.clone(),
+                // 0.1.0 knew only review approvals: a compliance or training
+                // approval is not one it could tell apart.
                 approvals: r
                     .resource
                     .approvals
                     .iter()
+                    .filter(|a| a.kind == ApprovalKindInfo::Review)
                     .map(|a| wit::Approval {
                         approver: a.approver.clone(),
                         environment: a.environment.clone(),

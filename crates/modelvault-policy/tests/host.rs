@@ -54,6 +54,8 @@ fn request(env: &str, sensitivity: SensitivityInfo, approvals: &[(&str, &str)]) 
             approver: a.to_string(),
             environment: e.to_string(),
             time: "2026-11-23T00:00:00Z".into(),
+            kind: Default::default(),
+            approver_roles: vec![],
         })
         .collect();
     r

@@ -37,6 +37,47 @@ pub mod convert {
         }
     }
 
+    /// An approval kind as policies see it.
+    pub fn approval_kind(k: wire::ApprovalKind) -> modelvault_policy::ApprovalKindInfo {
+        match k {
+            wire::ApprovalKind::Review => modelvault_policy::ApprovalKindInfo::Review,
+            wire::ApprovalKind::Compliance => modelvault_policy::ApprovalKindInfo::Compliance,
+            wire::ApprovalKind::Training => modelvault_policy::ApprovalKindInfo::Training,
+        }
+    }
+
+    /// A stored stage as the API spells it.
+    pub fn stage(s: modelvault_storage::Stage) -> wire::Stage {
+        match s {
+            modelvault_storage::Stage::Candidate => wire::Stage::Candidate,
+            modelvault_storage::Stage::ProductionReady => wire::Stage::ProductionReady,
+            modelvault_storage::Stage::Deprecated => wire::Stage::Deprecated,
+            modelvault_storage::Stage::Archived => wire::Stage::Archived,
+        }
+    }
+
+    /// A requested stage as the store keeps it.
+    pub fn stored_stage(s: wire::Stage) -> modelvault_storage::Stage {
+        match s {
+            wire::Stage::Candidate => modelvault_storage::Stage::Candidate,
+            wire::Stage::ProductionReady => modelvault_storage::Stage::ProductionReady,
+            wire::Stage::Deprecated => modelvault_storage::Stage::Deprecated,
+            wire::Stage::Archived => modelvault_storage::Stage::Archived,
+        }
+    }
+
+    /// A stored stage as policies see it.
+    pub fn policy_stage(s: modelvault_storage::Stage) -> modelvault_policy::StageInfo {
+        match s {
+            modelvault_storage::Stage::Candidate => modelvault_policy::StageInfo::Candidate,
+            modelvault_storage::Stage::ProductionReady => {
+                modelvault_policy::StageInfo::ProductionReady
+            }
+            modelvault_storage::Stage::Deprecated => modelvault_policy::StageInfo::Deprecated,
+            modelvault_storage::Stage::Archived => modelvault_policy::StageInfo::Archived,
+        }
+    }
+
     /// A requested binding subject as the binding set keeps it.
     pub fn binding_subject(s: &wire::BindingSubject) -> BindingSubject {
         match s {

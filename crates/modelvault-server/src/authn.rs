@@ -201,17 +201,24 @@ pub(crate) async fn token_principal(
             source: "token".into(),
         });
     }
+    // A token's groups are facts for policies; group role bindings grant
+    // nothing through them (only an identity provider's groups do).
     grants.extend(binding_grants(state, &record.principal, &[]).await?);
+    let mut attributes: std::collections::BTreeMap<String, String> =
+        [("auth".to_string(), "api-token".to_string())].into();
+    if let Some(purpose) = record.purpose {
+        attributes.insert("purpose".into(), purpose);
+    }
     Ok(Principal {
         id: record.principal,
         kind: record.kind,
-        groups: Vec::new(),
+        groups: record.groups,
         grants,
         environment: record.environment,
         token_id: Some(record.id),
         issuer: None,
         expires_at: record.expires_at,
-        attributes: [("auth".to_string(), "api-token".to_string())].into(),
+        attributes,
     })
 }
 
@@ -405,6 +412,10 @@ pub struct VersionFacts {
     pub approvals: Vec<modelvault_policy::ApprovalInfo>,
     /// Deployments.
     pub deployments: Vec<modelvault_policy::DeploymentInfo>,
+    /// The kind an approve asks to record.
+    pub approval_kind: Option<modelvault_policy::ApprovalKindInfo>,
+    /// The committed version's facts (interface 0.2.0).
+    pub facts: Option<modelvault_policy::VersionFactsInfo>,
 }
 
 /// Builds the policy request from verified sources only: the principal from
@@ -433,6 +444,7 @@ pub fn policy_request(
             groups: principal.groups.clone(),
             namespaces: principal.namespaces().to_list(),
             attributes: principal.attributes.clone(),
+            purpose: principal.attributes.get("purpose").cloned(),
         },
         action,
         resource: ResourceInfo {
@@ -452,6 +464,8 @@ pub fn policy_request(
             deployments: facts.deployments,
             file_path: file_path.map(str::to_string),
             target_environment: target_environment.map(str::to_string),
+            approval_kind: facts.approval_kind,
+            facts: facts.facts,
         },
         context: ContextInfo {
             environment: principal.environment.clone(),

@@ -117,6 +117,8 @@ pub struct Decision<'a> {
     pub file: Option<&'a str>,
     /// The environment an approve or deploy is for.
     pub environment: Option<&'a str>,
+    /// The kind an approve asks to record.
+    pub approval_kind: Option<modelvault_policy::ApprovalKindInfo>,
 }
 
 impl Decision<'_> {
@@ -126,6 +128,7 @@ impl Decision<'_> {
             action,
             file: None,
             environment: None,
+            approval_kind: None,
         }
     }
 }
@@ -177,7 +180,8 @@ impl Admitted<'_> {
             approvals,
             deployments,
         } = loaded;
-        let facts = facts(&version, &manifest, approvals, deployments)?;
+        let mut facts = facts(state, &version, &manifest, approvals, deployments).await?;
+        facts.approval_kind = d.approval_kind;
         let p = self.principal;
         if d.action == PolicyAction::Download
             && model.sensitivity == Sensitivity::Restricted
@@ -227,12 +231,14 @@ pub async fn version_facts(
         approvals.all::<ApprovalRecord>(),
         deployments.all::<DeploymentRecord>()
     );
-    facts(v.version, manifest, approvals?, deployments?)
+    facts(state, v.version, manifest, approvals?, deployments?).await
 }
 
 /// The policy's view of a version: effective approvals and every
-/// deployment, from the verified records.
-fn facts(
+/// deployment, from the verified records; its stage; its files with their
+/// digests (unsealed once per manifest, then cached, [`crate::FileFacts`]).
+async fn facts(
+    state: &AppState,
     version: &str,
     manifest: &Manifest,
     approvals: Vec<(u64, ApprovalRecord)>,
@@ -245,7 +251,25 @@ fn facts(
         model: &manifest.model,
         version,
     };
+    let (stage, files) = futures::join!(state.store.stage_of(&v), file_facts(state, &v, manifest));
+    let facts = modelvault_policy::VersionFactsInfo {
+        created: rfc3339(manifest.created_at),
+        uploader: manifest.uploader.clone(),
+        stage: crate::api::convert::policy_stage(stage?),
+        files: files?.as_ref().clone(),
+        signature: manifest
+            .signature
+            .as_ref()
+            .map(|s| modelvault_policy::ModelSignatureInfo {
+                method: s.method.clone(),
+                signer: s.signer.clone(),
+                trusted: s.trusted,
+                files_match: s.files_match,
+            }),
+    };
     Ok(VersionFacts {
+        approval_kind: None,
+        facts: Some(facts),
         version: Some(version.to_string()),
         uploader: Some(manifest.uploader.clone()),
         approvals: crate::routes::approvals::effective(&v, approvals)?
@@ -254,6 +278,8 @@ fn facts(
                 approver: a.approver,
                 environment: a.environment,
                 time: rfc3339(a.time),
+                kind: crate::api::convert::approval_kind(a.kind),
+                approver_roles: a.approver_roles,
             })
             .collect(),
         deployments: deployments
@@ -265,4 +291,53 @@ fn facts(
             })
             .collect(),
     })
+}
+
+/// Versions' files with their digests, as policies see them: the digests
+/// are sealed in the manifest, so the first decision on a manifest unwraps
+/// its DEK once; later ones read this cache. Keyed by the manifest's
+/// identity (version, revision, DEK generation): a rewrapped or rotated
+/// manifest is a new entry. Bounded: emptied when full.
+#[derive(Default)]
+pub struct FileFactsCache {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<Vec<modelvault_policy::FileFactInfo>>>,
+    >,
+}
+
+/// Most manifests whose file facts are kept.
+const FILE_FACTS_ENTRIES: usize = 4096;
+
+async fn file_facts(
+    state: &AppState,
+    v: &VersionRef<'_>,
+    manifest: &Manifest,
+) -> Result<std::sync::Arc<Vec<modelvault_policy::FileFactInfo>>, ApiError> {
+    let key = format!(
+        "{}/{}@{}#{}#{}",
+        v.namespace, v.model, v.version, manifest.revision, manifest.dek_generation
+    );
+    if let Ok(m) = state.file_facts.entries.lock()
+        && let Some(f) = m.get(&key)
+    {
+        return Ok(f.clone());
+    }
+    let (view, _key) = state.store.version_view_of(v, manifest.clone()).await?;
+    let files: std::sync::Arc<Vec<_>> = std::sync::Arc::new(
+        view.files
+            .into_iter()
+            .map(|f| modelvault_policy::FileFactInfo {
+                path: f.path,
+                size: f.size,
+                sha256: f.sha256,
+            })
+            .collect(),
+    );
+    if let Ok(mut m) = state.file_facts.entries.lock() {
+        if m.len() >= FILE_FACTS_ENTRIES {
+            m.clear();
+        }
+        m.insert(key, files.clone());
+    }
+    Ok(files)
 }

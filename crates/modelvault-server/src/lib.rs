@@ -66,6 +66,8 @@ pub struct AppState {
     pub audit: Option<modelvault_audit::AuditLog>,
     /// Whether this server speaks TLS (key release off loopback needs it).
     pub tls: bool,
+    /// Versions' file facts for policies, unsealed once per manifest.
+    pub file_facts: Arc<gate::FileFactsCache>,
     /// Only false in the authorization benchmark's baseline server (see
     /// [`AppState::without_policy_chain_for_benchmarks`]); no config key or
     /// command reaches it.
@@ -196,6 +198,7 @@ impl AppState {
             oidc,
             audit: None,
             tls: false,
+            file_facts: Arc::default(),
             alerts: Arc::new(alerts::Alerts::new(config.alerts.clone(), metrics.clone())),
             metrics,
             config: Arc::new(config),

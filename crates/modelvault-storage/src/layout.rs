@@ -129,6 +129,11 @@ pub fn approvals_dir(ns: &str, model: &str, version: &str) -> Path {
     Path::from(format!("models/{ns}/{model}/versions/{version}/approvals"))
 }
 
+/// A version's lifecycle-stage records.
+pub fn stages_dir(ns: &str, model: &str, version: &str) -> Path {
+    Path::from(format!("models/{ns}/{model}/versions/{version}/stages"))
+}
+
 /// A version's deployment records.
 pub fn deployments_dir(ns: &str, model: &str, version: &str) -> Path {
     Path::from(format!(

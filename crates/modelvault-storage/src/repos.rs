@@ -56,6 +56,25 @@ impl Store {
         }
     }
 
+    /// A version's lifecycle-stage records ([`crate::StageRecord`]).
+    pub fn stages(&self, v: &VersionRef<'_>) -> RecordSeries<'_> {
+        RecordSeries {
+            store: self,
+            kind: "stage",
+            dir: layout::stages_dir(v.namespace, v.model, v.version),
+        }
+    }
+
+    /// The stage of a version in force: its newest stage record's,
+    /// `candidate` when it has none.
+    pub async fn stage_of(&self, v: &VersionRef<'_>) -> Result<Stage, StorageError> {
+        Ok(self
+            .stages(v)
+            .latest::<StageRecord>()
+            .await?
+            .map_or(Stage::Candidate, |(_, r)| r.stage))
+    }
+
     /// A version's deployment records.
     pub fn deployments(&self, v: &VersionRef<'_>) -> RecordSeries<'_> {
         RecordSeries {

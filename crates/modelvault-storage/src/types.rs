@@ -200,6 +200,70 @@ pub struct Manifest {
     /// (base64); absent when there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_metadata: Option<String>,
+    /// The OpenSSF model signature pushed with the version, as verified at
+    /// commit; absent when none was pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ManifestSignature>,
+}
+
+/// A model signature (OpenSSF `model-signing`) as verified at commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSignature {
+    /// The signature file's path in the version.
+    pub file: String,
+    /// `key` or `certificate`.
+    pub method: String,
+    /// The trusted key's name or the certificate subject; empty when no
+    /// trusted signer matched.
+    pub signer: String,
+    /// It verifies with a signer the namespace trusts.
+    pub trusted: bool,
+    /// The signed digests are exactly the version's other files.
+    pub files_match: bool,
+    /// Why it is not trusted or does not match, for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// A version's lifecycle stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// New and unreviewed (the default).
+    #[default]
+    Candidate,
+    /// Fit for production.
+    ProductionReady,
+    /// Still served, on its way out.
+    Deprecated,
+    /// Not served; `latest` skips it.
+    Archived,
+}
+
+impl Stage {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Candidate => "candidate",
+            Self::ProductionReady => "production-ready",
+            Self::Deprecated => "deprecated",
+            Self::Archived => "archived",
+        }
+    }
+}
+
+/// One change of a version's lifecycle stage (a series per version, the
+/// newest in force).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// Sequence number.
+    pub seq: u64,
+    /// The stage set.
+    pub stage: Stage,
+    /// Who set it.
+    pub by: String,
+    /// When.
+    pub time: DateTime<Utc>,
 }
 
 /// A file as shown to an authorized reader (digest unsealed).

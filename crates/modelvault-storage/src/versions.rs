@@ -79,8 +79,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Resolves `latest` to the newest committed version; other names pass
-    /// through after validation.
+    /// Resolves `latest` to the newest committed version that is not
+    /// archived; other names pass through after validation.
     pub async fn resolve_version(
         &self,
         namespace: &str,
@@ -89,9 +89,19 @@ impl Store {
     ) -> Result<String, StorageError> {
         if version == "latest" {
             let versions = self.list_versions(namespace, model).await?;
-            return versions.last().map(|m| m.version.clone()).ok_or_else(|| {
-                StorageError::NotFound(format!("committed version of {namespace}/{model}"))
-            });
+            for m in versions.iter().rev() {
+                let v = VersionRef {
+                    namespace,
+                    model,
+                    version: &m.version,
+                };
+                if self.stage_of(&v).await? != crate::Stage::Archived {
+                    return Ok(m.version.clone());
+                }
+            }
+            return Err(StorageError::NotFound(format!(
+                "committed version of {namespace}/{model} that is not archived"
+            )));
         }
         names::validate_version(version)?;
         Ok(version.to_string())

@@ -34,6 +34,12 @@ pub struct ApprovalRecord {
     /// Set when this record revokes the approver's approval.
     #[serde(default)]
     pub revoked: bool,
+    /// Its kind (`review` in records written before kinds existed).
+    #[serde(default)]
+    pub kind: modelvault_api::ApprovalKind,
+    /// The roles the approver held in the namespace.
+    #[serde(default)]
+    pub approver_roles: Vec<String>,
 }
 
 /// One deployment record.
@@ -64,14 +70,17 @@ pub(crate) fn effective(
     v: &VersionRef<'_>,
     series: Vec<(u64, ApprovalRecord)>,
 ) -> Result<Vec<ApprovalRecord>, ApiError> {
-    let mut latest: BTreeMap<(String, String), ApprovalRecord> = BTreeMap::new();
+    let mut latest: BTreeMap<(String, String, &'static str), ApprovalRecord> = BTreeMap::new();
     for (seq, r) in series {
         if r.seq != seq {
             return Err(ApiError::internal(format!(
                 "approval record {seq} of {v} is misnumbered"
             )));
         }
-        latest.insert((r.approver.clone(), r.environment.clone()), r);
+        latest.insert(
+            (r.approver.clone(), r.environment.clone(), r.kind.as_str()),
+            r,
+        );
     }
     let mut out: Vec<_> = latest.into_values().filter(|r| !r.revoked).collect();
     out.sort_by_key(|r| r.seq);
@@ -172,6 +181,8 @@ pub struct EnvironmentGate<A> {
     /// The resolved version.
     version: String,
     environment: String,
+    /// The approval kind (`review` for a deployment).
+    kind: modelvault_api::ApprovalKind,
     action: std::marker::PhantomData<A>,
 }
 
@@ -186,9 +197,13 @@ impl<A: EnvironmentAction> axum::extract::FromRequest<AppState> for EnvironmentG
             ApiPath::<(String, String, String)>::from_request_parts(&mut parts, state).await?;
         let Ok(request_id) = RequestId::from_request_parts(&mut parts, state).await;
         let req = axum::extract::Request::from_parts(parts, body);
-        let ApiJson(EnvironmentRequest { environment }) =
+        let ApiJson(EnvironmentRequest { environment, kind }) =
             ApiJson::<EnvironmentRequest>::from_request(req, state).await?;
         let admitted = gate::version(&p, A::ACTION, &ns, &name, &version, None)?;
+        if kind.is_some() && A::POLICY != modelvault_policy::PolicyAction::Approve {
+            return Err(ApiError::bad_request("kind applies to approvals only"));
+        }
+        let kind = kind.unwrap_or_default();
         if !state.config.environments.names.contains(&environment) {
             return Err(ApiError::bad_request(format!(
                 "environment {environment:?} is not declared"
@@ -205,6 +220,8 @@ impl<A: EnvironmentAction> axum::extract::FromRequest<AppState> for EnvironmentG
             action: A::POLICY,
             file: None,
             environment: Some(&environment),
+            approval_kind: (A::POLICY == modelvault_policy::PolicyAction::Approve)
+                .then_some(crate::api::convert::approval_kind(kind)),
         };
         let version = admitted.decide(state, decision, &request_id).await?.version;
         Ok(Self {
@@ -212,6 +229,7 @@ impl<A: EnvironmentAction> axum::extract::FromRequest<AppState> for EnvironmentG
             name,
             version,
             environment,
+            kind,
             p,
             action: std::marker::PhantomData,
         })
@@ -246,6 +264,7 @@ pub async fn approve(
         name,
         version,
         environment,
+        kind,
         ..
     } = g;
     let v = VersionRef {
@@ -256,11 +275,19 @@ pub async fn approve(
     let current = approvals(&state, &v).await?;
     let already = current
         .iter()
-        .any(|a| a.approver == p.id && a.environment == environment);
+        .any(|a| a.approver == p.id && a.environment == environment && a.kind == kind);
     let status = if already {
         StatusCode::OK
     } else {
-        record_approval(&state, &v, &p.id, &environment, false).await?;
+        let roles: Vec<String> = p
+            .grants
+            .iter()
+            .filter(|g| g.namespaces.contains(&ns))
+            .map(|g| g.role.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        record_approval(&state, &v, &p.id, &environment, kind, roles, false).await?;
         StatusCode::CREATED
     };
     Ok((status, Json(approval_views(approvals(&state, &v).await?))))
@@ -268,11 +295,14 @@ pub async fn approve(
 
 /// Appends an approval (or, with `revoked`, its revocation) by `approver`
 /// for `environment` to the version's approval series.
+#[allow(clippy::too_many_arguments)]
 async fn record_approval(
     state: &AppState,
     v: &VersionRef<'_>,
     approver: &str,
     environment: &str,
+    kind: modelvault_api::ApprovalKind,
+    approver_roles: Vec<String>,
     revoked: bool,
 ) -> Result<(), ApiError> {
     let now = Utc::now();
@@ -285,6 +315,8 @@ async fn record_approval(
             environment: environment.to_owned(),
             time: now,
             revoked,
+            kind,
+            approver_roles: approver_roles.clone(),
         })
         .await?;
     let what = if revoked {
@@ -292,16 +324,18 @@ async fn record_approval(
     } else {
         "approved"
     };
-    tracing::info!(principal = %approver, version = %v, environment = %environment, "{what}");
+    tracing::info!(principal = %approver, version = %v, environment = %environment, kind = kind.as_str(), "{what}");
     Ok(())
 }
 
-fn approval_views(list: Vec<ApprovalRecord>) -> Vec<ApprovalView> {
+/// Approval records as the API shows them.
+pub(crate) fn approval_views(list: Vec<ApprovalRecord>) -> Vec<ApprovalView> {
     list.into_iter()
         .map(|a| ApprovalView {
             approver: a.approver,
             environment: a.environment,
             time: a.time,
+            kind: a.kind,
         })
         .collect()
 }
@@ -335,18 +369,87 @@ pub async fn revoke(
         model: &name,
         version: &version,
     };
-    let has = approvals(&state, &v)
+    // Every kind of the caller's approval for the environment.
+    let kinds: Vec<modelvault_api::ApprovalKind> = approvals(&state, &v)
         .await?
         .iter()
-        .any(|a| a.approver == p.id && a.environment == environment);
-    if !has {
+        .filter(|a| a.approver == p.id && a.environment == environment)
+        .map(|a| a.kind)
+        .collect();
+    if kinds.is_empty() {
         return Err(ApiError::not_found(format!(
             "no approval of {v} for {environment} by {}",
             p.id
         )));
     }
-    record_approval(&state, &v, &p.id, &environment, true).await?;
+    for kind in kinds {
+        record_approval(&state, &v, &p.id, &environment, kind, Vec::new(), true).await?;
+    }
     Ok(Json(approval_views(approvals(&state, &v).await?)))
+}
+
+/// Set a version's lifecycle stage
+///
+/// Needs `approve` in the namespace. The stage is a fact policies read
+/// (`latest` skips archived versions; the bundled approval gate refuses
+/// archived ones and warns on deprecated ones); setting it is recorded in
+/// the version's stage series and the audit trail, and runs no policy.
+#[utoipa::path(
+    post,
+    path = "/v1/models/{ns}/{name}/versions/{version}/stage",
+    tag = "approvals",
+    params(super::openapi::VersionPath),
+    request_body = crate::api::StageRequest,
+    responses(
+        (status = 200, description = "The stage in force", body = crate::api::StageView),
+        (status = 403, description = "`forbidden`: no `approve` here", body = crate::api::ErrorBody),
+        (status = 404, description = "`not_found`", body = crate::api::ErrorBody),
+        (status = 409, description = "`conflict`: a concurrent change won; retry", body = crate::api::ErrorBody),
+        (status = 410, description = "`gone`: the version was deleted", body = crate::api::ErrorBody),
+    ),
+)]
+pub async fn set_stage(
+    State(state): State<AppState>,
+    Authenticated(p): Authenticated,
+    ApiPath((ns, name, version)): ApiPath<(String, String, String)>,
+    ApiJson(req): ApiJson<crate::api::StageRequest>,
+) -> Result<Json<crate::api::StageView>, ApiError> {
+    let admitted = gate::version(&p, Action::Approve, &ns, &name, &version, None)?;
+    if version == "latest" {
+        return Err(ApiError::bad_request(
+            "name the version: `latest` moves when a stage changes",
+        ));
+    }
+    let version = admitted.resolve(&state).await?;
+    let v = VersionRef {
+        namespace: &ns,
+        model: &name,
+        version: &version,
+    };
+    // The version must be committed and not deleted.
+    state
+        .store
+        .version_in_force::<serde::de::IgnoredAny, serde::de::IgnoredAny>(&ns, &name, &version)
+        .await?;
+    crate::audit::note_version(&version);
+    let stage = crate::api::convert::stored_stage(req.stage);
+    let now = Utc::now();
+    let (_, record) = state
+        .store
+        .stages(&v)
+        .append(|seq| modelvault_storage::StageRecord {
+            seq,
+            stage,
+            by: p.id.clone(),
+            time: now,
+        })
+        .await?;
+    tracing::info!(principal = %p.id, version = %v, stage = stage.as_str(), "stage set");
+    Ok(Json(crate::api::StageView {
+        stage: req.stage,
+        by: Some(record.by),
+        time: Some(record.time),
+    }))
 }
 
 /// Record a deployment of a version to the caller's environment
@@ -535,14 +638,7 @@ pub async fn inbox(
                     rule: rule.clone(),
                     required,
                     you_approved: effective.iter().any(|a| a.approver == p.id),
-                    approvals: effective
-                        .into_iter()
-                        .map(|a| ApprovalView {
-                            approver: a.approver,
-                            environment: a.environment,
-                            time: a.time,
-                        })
-                        .collect(),
+                    approvals: approval_views(effective),
                 });
             }
         }

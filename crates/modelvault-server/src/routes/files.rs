@@ -370,6 +370,7 @@ pub(crate) async fn governed_download(
         action: modelvault_policy::PolicyAction::Download,
         file: Some(&path),
         environment: None,
+        approval_kind: None,
     };
     let gate::Allowed {
         version, manifest, ..

@@ -89,6 +89,10 @@ pub fn router(state: AppState) -> Router {
             post(approvals::approve.layer(Declare("approve"))),
         )
         .route(
+            "/v1/models/{ns}/{name}/versions/{version}/stage",
+            post(approvals::set_stage.layer(Declare("set-stage"))),
+        )
+        .route(
             "/v1/models/{ns}/{name}/versions/{version}/approvals/{environment}",
             axum::routing::delete(approvals::revoke.layer(Declare("revoke-approval"))),
         )

@@ -420,15 +420,8 @@ pub(crate) async fn version_detail(
             }
         }
     }
-    let approvals = super::approvals::approvals(state, v)
-        .await?
-        .into_iter()
-        .map(|a| crate::api::ApprovalView {
-            approver: a.approver,
-            environment: a.environment,
-            time: a.time,
-        })
-        .collect();
+    let approvals = super::approvals::approval_views(super::approvals::approvals(state, v).await?);
+    let stage = convert::stage(state.store.stage_of(v).await?);
     let deployments = super::approvals::deployments(state, v)
         .await?
         .into_iter()
@@ -442,6 +435,7 @@ pub(crate) async fn version_detail(
     Ok(VersionDetail {
         approvals,
         deployments,
+        stage,
         namespace: view.manifest.namespace,
         model: view.manifest.model,
         version: view.manifest.version,

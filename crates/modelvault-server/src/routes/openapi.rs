@@ -112,6 +112,7 @@ pub(crate) struct FilePath {
         super::approvals::list_deployments,
         super::approvals::inbox,
         super::approvals::approve,
+        super::approvals::set_stage,
         super::approvals::revoke,
         super::approvals::deploy,
         super::release::release,

@@ -261,6 +261,7 @@ pub async fn ciphertext(
         action: modelvault_policy::PolicyAction::KeyRelease,
         file: Some(&path),
         environment: None,
+        approval_kind: None,
     };
     let gate::Allowed {
         version, manifest, ..

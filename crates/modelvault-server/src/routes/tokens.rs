@@ -95,6 +95,17 @@ pub(crate) async fn issue_token(
     if principal.is_empty() || principal.len() > 256 || principal.chars().any(char::is_control) {
         return Err(ApiError::bad_request("invalid principal id"));
     }
+    let mut groups = req.groups.clone();
+    groups.sort();
+    groups.dedup();
+    for g in &groups {
+        if g.is_empty() || g.len() > 256 || g.chars().any(char::is_control) {
+            return Err(ApiError::bad_request("invalid group name"));
+        }
+    }
+    if let Some(purpose) = &req.purpose {
+        modelvault_storage::names::validate_name("purpose", purpose)?;
+    }
     let now = Utc::now();
     let (default_ttl, max_ttl) = state
         .config
@@ -129,6 +140,8 @@ pub(crate) async fn issue_token(
         created_by: created_by.into(),
         expires_at,
         secret_sha256: hash,
+        groups: groups.clone(),
+        purpose: req.purpose.clone(),
     };
     // The record first, then the unique-name claim; if the name is taken
     // the record is removed again, so no nameless token stays usable.
@@ -200,6 +213,8 @@ pub async fn list(
             created_by: r.created_by,
             created_at: r.created_at,
             expires_at: r.expires_at,
+            groups: r.groups,
+            purpose: r.purpose,
         });
     }
     tokens.sort_by(|a, b| a.name.cmp(&b.name));
