@@ -152,7 +152,11 @@ fn hostile_plugins_are_denied_and_the_server_survives() {
         ),
         "invalid_policy",
     );
-    assert!(err.contains("modelvault:policy/evaluator@0.1.0"), "{err}");
+    assert!(
+        err.contains("modelvault:policy/evaluator@0.2.0 or @0.1.0"),
+        "{err}"
+    );
+    assert!(err.contains("evaluator@0.9.0"), "{err}");
     let err = fails(
         app.cli(
             Some(&app.admin),

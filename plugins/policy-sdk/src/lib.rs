@@ -1,4 +1,7 @@
-//! The Rust SDK for Modelvault policies (WIT `modelvault:policy@0.1.0`).
+//! The Rust SDK for Modelvault policies (WIT `modelvault:policy@0.2.0`; a
+//! component built with it exports `modelvault:policy/evaluator@0.2.0`).
+//! Policies built with SDK 0.1 keep running unchanged (the host serves
+//! both interface versions).
 //!
 //! ```ignore
 //! use modelvault_policy_sdk::*;
@@ -17,7 +20,7 @@
 /// The generated bindings (re-exported at the crate root).
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/since_v0.1.0",
+        path: "../../wit/since_v0.2.0",
         world: "policy",
         pub_export_macro: true,
         export_macro_name: "export_policy",
@@ -87,15 +90,65 @@ pub fn effective_environment(req: &Request) -> &str {
     }
 }
 
-/// Distinct approvers of the resource for `environment`.
+/// Distinct approvers of the resource for `environment` with a `review`
+/// approval (what an approval meant before approval kinds).
 pub fn approvers_for(req: &Request, environment: &str) -> Vec<String> {
+    approvers_of_kind(req, environment, ApprovalKind::Review, None)
+}
+
+/// Distinct approvers of the resource for `environment` with an approval
+/// of `kind`, holding `role` in the namespace when they approved (any role
+/// when `None`).
+pub fn approvers_of_kind(
+    req: &Request,
+    environment: &str,
+    kind: ApprovalKind,
+    role: Option<&str>,
+) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for a in &req.resource.approvals {
-        if a.environment == environment && !out.contains(&a.approver) {
+        if a.environment == environment
+            && a.kind == kind
+            && role.is_none_or(|r| a.approver_roles.iter().any(|x| x == r))
+            && !out.contains(&a.approver)
+        {
             out.push(a.approver.clone());
         }
     }
     out
+}
+
+impl ApprovalKind {
+    /// The lowercase name used in configuration and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalKind::Review => "review",
+            ApprovalKind::Compliance => "compliance",
+            ApprovalKind::Training => "training",
+        }
+    }
+
+    /// The kind named `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "review" => Some(ApprovalKind::Review),
+            "compliance" => Some(ApprovalKind::Compliance),
+            "training" => Some(ApprovalKind::Training),
+            _ => None,
+        }
+    }
+}
+
+impl Stage {
+    /// The kebab-case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Candidate => "candidate",
+            Stage::ProductionReady => "production-ready",
+            Stage::Deprecated => "deprecated",
+            Stage::Archived => "archived",
+        }
+    }
 }
 
 /// Embeds metadata about the policy in the component, in the custom

@@ -7,9 +7,16 @@
 //! - deploy: allow if the matrix allows the target environment, else deny;
 //! - other actions: allow.
 //!
+//! - download, key-release, deploy of a model whose sensitivity and
+//!   environment `require_signature` names: deny unless the version carries
+//!   an OpenSSF model signature by a signer its namespace trusts whose
+//!   digests match the version's files (`sensitivity-environment.unsigned`).
+//!
 //! Config: `matrix.<sensitivity>` = comma-separated environments, or `*`.
 //! Defaults: public and internal → `*`; confidential → staging,production;
-//! restricted → production.
+//! restricted → production. `require_signature` = comma-separated
+//! `<sensitivity>:<environment>` pairs (default none), e.g.
+//! `restricted:production`.
 
 use modelvault_policy_sdk::*;
 
@@ -39,17 +46,43 @@ impl Guest for SensitivityEnvironment {
         let env = effective_environment(&req);
         let s = req.resource.sensitivity;
         let envs = allowed_envs(&config, s);
-        if envs.iter().any(|e| e == "*" || e == env) {
-            allow(
-                "sensitivity-environment.allowed",
-                format!("{} models may be used in {env}", s.as_str()),
-            )
-        } else {
-            deny(
+        if !envs.iter().any(|e| e == "*" || e == env) {
+            return deny(
                 "sensitivity-environment.denied",
                 format!("{} models may not be used in {env} (allowed: {})", s.as_str(), envs.join(", ")),
-            )
+            );
         }
+        let pair = format!("{}:{env}", s.as_str());
+        let wants_signature = config_list(&config, "require_signature")
+            .is_some_and(|l| l.iter().any(|p| *p == pair));
+        if wants_signature {
+            let signature = req.resource.facts.as_ref().and_then(|f| f.signature.as_ref());
+            match signature {
+                Some(sig) if sig.trusted && sig.files_match => {}
+                Some(sig) if !sig.trusted => {
+                    return deny(
+                        "sensitivity-environment.unsigned",
+                        format!("{} models in {env} need a model signature by a trusted signer; this one's signer is not trusted", s.as_str()),
+                    );
+                }
+                Some(_) => {
+                    return deny(
+                        "sensitivity-environment.unsigned",
+                        format!("{} models in {env} need a model signature whose digests match the files; this one's do not", s.as_str()),
+                    );
+                }
+                None => {
+                    return deny(
+                        "sensitivity-environment.unsigned",
+                        format!("{} models in {env} need a model signature by a trusted signer; the version has none", s.as_str()),
+                    );
+                }
+            }
+        }
+        allow(
+            "sensitivity-environment.allowed",
+            format!("{} models may be used in {env}", s.as_str()),
+        )
     }
 }
 

@@ -1,4 +1,4 @@
-//! Built against `modelvault:policy@0.2.0`, which this host does not speak.
+//! Built against `modelvault:policy@0.9.0`, which this host does not speak.
 
 wit_bindgen::generate!({ path: "wit", world: "policy" });
 
