@@ -714,3 +714,276 @@ fn access_review_candidate_shows_who_would_gain_and_lose_access() {
         "is not NAME=FILE",
     );
 }
+
+/// The audit record of the newest request whose `action` is `action`.
+fn last_input(app: &TestApp, action: &str) -> serde_json::Value {
+    let export = ok(app.cli(Some(&app.admin), &["audit", "export", "--action", action]));
+    let rec: serde_json::Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .rfind(|r| r.get("input").is_some())
+        .expect("a record with an input");
+    rec["input"].clone()
+}
+
+#[test]
+fn lifecycle_approval_kinds_training_and_token_groups_reach_policies() {
+    let app = TestApp::start_configured(None, |t| {
+        *t = t.replace(
+            "[policy.config.approval-gate]\n",
+            "[policy.config.approval-gate]\n\"require.restricted.production\" = \"review:1,compliance:1:compliance-officer\"\norder = \"review,compliance\"\n",
+        );
+    });
+    let alice = app.token_in("alice", &["data-scientist"], &["nlp"], "dev", "alice");
+    let mia = app.token_in("mia", &["model-manager"], &["nlp"], "production", "mia");
+    let max = app.token_in("max", &["model-manager"], &["nlp"], "production", "max");
+    let cora = app.token_in(
+        "cora",
+        &["compliance-officer"],
+        &["nlp"],
+        "production",
+        "cora",
+    );
+    let carol = app.token_in("carol", &["ml-engineer"], &["nlp"], "production", "carol");
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("w.bin"), b"restricted weights").unwrap();
+    ok(app.cli(
+        Some(&alice),
+        &[
+            "model",
+            "create",
+            "nlp/fraud",
+            "--sensitivity",
+            "restricted",
+        ],
+    ));
+    for v in ["nlp/fraud@1", "nlp/fraud@2"] {
+        ok(app.cli(Some(&alice), &["push", v, src.path().to_str().unwrap()]));
+    }
+    let file = |v: &str| format!("/v1/models/nlp/fraud/versions/{v}/files/w.bin");
+    let denied = |token: &str, v: &str| {
+        let (s, code, body) = error_code(app.get(Some(token), &file(v)));
+        assert_eq!((s, code.as_str()), (403, "policy_denied"), "{body}");
+        body["error"]["reason_code"].as_str().unwrap().to_string()
+    };
+
+    // Version facts: what the policy saw on the refused download.
+    assert_eq!(denied(&carol, "1"), "approval-gate.unapproved");
+    let input = last_input(&app, "download");
+    let facts = &input["resource"]["facts"];
+    assert_eq!(facts["uploader"], "alice");
+    assert_eq!(facts["stage"], "candidate");
+    assert!(facts["created"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(facts["files"][0]["path"], "w.bin");
+    assert_eq!(facts["files"][0]["size"], 18);
+    assert_eq!(
+        facts["files"][0]["sha256"],
+        hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            b"restricted weights"
+        ))
+    );
+
+    // Approval kinds and their order: compliance only after a review.
+    let o = app.cli(
+        Some(&cora),
+        &[
+            "approve",
+            "nlp/fraud@1",
+            "--env",
+            "production",
+            "--kind",
+            "compliance",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("approval-gate.out-of-order"),
+        "{}",
+        stderr(&o)
+    );
+    ok(app.cli(
+        Some(&mia),
+        &["approve", "nlp/fraud@1", "--env", "production"],
+    ));
+    ok(app.cli(
+        Some(&max),
+        &["approve", "nlp/fraud@1", "--env", "production"],
+    ));
+    let (_, _, body) = error_code(app.get(Some(&carol), &file("1")));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 more compliance approval(s) by a compliance-officer"),
+        "{body}"
+    );
+    // A model manager's compliance approval is not a compliance officer's.
+    ok(app.cli(
+        Some(&mia),
+        &[
+            "approve",
+            "nlp/fraud@1",
+            "--env",
+            "production",
+            "--kind",
+            "compliance",
+        ],
+    ));
+    assert_eq!(denied(&carol, "1"), "approval-gate.unapproved");
+    let listed = json(app.cli(
+        Some(&cora),
+        &[
+            "approve",
+            "nlp/fraud@1",
+            "--env",
+            "production",
+            "--kind",
+            "compliance",
+            "--output",
+            "json",
+        ],
+    ));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["approver"] == "cora" && a["kind"] == "compliance")
+    );
+    assert_eq!(app.get(Some(&carol), &file("1")).status(), 200);
+
+    // Training use needs a training approval.
+    let trainer = ok(app.cli(
+        Some(&app.admin),
+        &[
+            "token",
+            "create",
+            "--name",
+            "trainer",
+            "--principal",
+            "trainer",
+            "--role",
+            "ml-engineer",
+            "--namespace",
+            "nlp",
+            "--env",
+            "production",
+            "--purpose",
+            "training",
+            "--group",
+            "team-fraud",
+        ],
+    ))
+    .trim()
+    .to_string();
+    assert_eq!(denied(&trainer, "1"), "approval-gate.training-unapproved");
+    let input = last_input(&app, "download");
+    assert_eq!(input["principal"]["purpose"], "training");
+    assert_eq!(
+        input["principal"]["groups"],
+        serde_json::json!(["team-fraud"])
+    );
+    ok(app.cli(
+        Some(&mia),
+        &[
+            "approve",
+            "nlp/fraud@1",
+            "--env",
+            "production",
+            "--kind",
+            "training",
+        ],
+    ));
+    assert_eq!(app.get(Some(&trainer), &file("1")).status(), 200);
+    let tokens = json(app.cli(Some(&app.admin), &["token", "list", "--output", "json"]));
+    let t = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "trainer")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (t["purpose"].as_str(), t["groups"][0].as_str()),
+        (Some("training"), Some("team-fraud"))
+    );
+
+    // Lifecycle: archived versions are refused and `latest` skips them;
+    // deprecated ones are served with a warning in the trail.
+    let show = |r: &str| json(app.cli(Some(&alice), &["model", "show", r, "--output", "json"]));
+    assert_eq!(show("nlp/fraud@latest")["version"], "2");
+    let o = app.cli(Some(&alice), &["model", "stage", "nlp/fraud@2", "archived"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    ok(app.cli(Some(&mia), &["model", "stage", "nlp/fraud@2", "archived"]));
+    assert_eq!(show("nlp/fraud@2")["stage"], "archived");
+    assert_eq!(show("nlp/fraud@latest")["version"], "1");
+    assert_eq!(show("nlp/fraud@1")["stage"], "candidate");
+    ok(app.cli(
+        Some(&mia),
+        &["approve", "nlp/fraud@2", "--env", "production"],
+    ));
+    assert_eq!(denied(&carol, "2"), "approval-gate.archived");
+    ok(app.cli(Some(&mia), &["model", "stage", "nlp/fraud@1", "deprecated"]));
+    assert_eq!(app.get(Some(&carol), &file("1")).status(), 200);
+    let export = ok(app.cli(
+        Some(&app.admin),
+        &["audit", "export", "--action", "download"],
+    ));
+    let last: serde_json::Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .rfind(|r| r["type"] == "intent")
+        .unwrap();
+    assert!(
+        last["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["plugin"] == "approval-gate"
+                && d["reason_code"] == "approval-gate.deprecated"),
+        "{last}"
+    );
+    let staged = ok(app.cli(
+        Some(&app.admin),
+        &["audit", "export", "--action", "set-stage"],
+    ));
+    assert_eq!(staged.lines().count(), 3, "{staged}");
+    let o = app.cli(Some(&mia), &["model", "stage", "nlp/fraud@1", "retired"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // A 0.1.0 component beside the 0.2.0 ones sees only review approvals,
+    // as it always did.
+    ok(app.cli(
+        Some(&app.admin),
+        &["policy", "install", "legacy", &plugin("legacy_review_gate")],
+    ));
+    ok(app.cli(
+        Some(&alice),
+        &["model", "create", "nlp/open", "--sensitivity", "internal"],
+    ));
+    ok(app.cli(
+        Some(&alice),
+        &["push", "nlp/open@1", src.path().to_str().unwrap()],
+    ));
+    let open = "/v1/models/nlp/open/versions/1/files/w.bin";
+    let (_, code, body) = error_code(app.get(Some(&alice), open));
+    assert_eq!(code, "policy_denied");
+    assert_eq!(body["error"]["reason_code"], "legacy.unapproved");
+    let mia_dev = app.token_in("mia-dev", &["model-manager"], &["nlp"], "dev", "mia");
+    ok(app.cli(
+        Some(&mia_dev),
+        &[
+            "approve",
+            "nlp/open@1",
+            "--env",
+            "dev",
+            "--kind",
+            "training",
+        ],
+    ));
+    let (_, _, body) = error_code(app.get(Some(&alice), open));
+    assert_eq!(body["error"]["reason_code"], "legacy.unapproved");
+    ok(app.cli(Some(&mia_dev), &["approve", "nlp/open@1", "--env", "dev"]));
+    assert_eq!(app.get(Some(&alice), open).status(), 200);
+}

@@ -242,19 +242,6 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Set a version's lifecycle stage: candidate, production-ready,
-    /// deprecated or archived (needs approve; `latest` skips archived
-    /// versions and the bundled policies refuse their downloads).
-    Stage {
-        /// NS/NAME@VERSION
-        target: String,
-        /// The stage.
-        #[arg(value_parser = ["candidate", "production-ready", "deprecated", "archived"])]
-        stage: String,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        output: Output,
-    },
     /// Record a deployment of a version to your environment.
     Deploy {
         /// NS/NAME@VERSION
@@ -432,6 +419,19 @@ enum ModelCommand {
     Show {
         /// NS/NAME or NS/NAME@VERSION
         target: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Set a version's lifecycle stage: candidate, production-ready,
+    /// deprecated or archived (needs approve; `latest` skips archived
+    /// versions and the bundled policies refuse their downloads).
+    Stage {
+        /// NS/NAME@VERSION
+        target: String,
+        /// The stage.
+        #[arg(value_parser = ["candidate", "production-ready", "deprecated", "archived"])]
+        stage: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -770,34 +770,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Stage {
-            target,
-            stage,
-            output,
-        } => {
-            let t = parse_target(&target, true)?;
-            let stage: modelvault_api::Stage =
-                stage.parse().map_err(|e: modelvault_api::UnknownWord| {
-                    crate::client::UsageError(e.to_string())
-                })?;
-            let client = Client::from_env()?;
-            let path = format!(
-                "{}/stage",
-                paths::version(
-                    &t.namespace,
-                    &t.name,
-                    t.version.as_deref().unwrap_or_default()
-                )
-            );
-            let view: modelvault_api::StageView = client
-                .post_json(&path, &modelvault_api::StageRequest { stage })
-                .await?;
-            if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
-            }
-            eprintln!("{target} is now {}", view.stage);
-            Ok(())
-        }
         Command::Deploy {
             target,
             environment,
@@ -904,6 +876,32 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
     use modelvault_api::*;
     let client = Client::from_env()?;
     match cmd {
+        ModelCommand::Stage {
+            target,
+            stage,
+            output,
+        } => {
+            let t = parse_target(&target, true)?;
+            let stage: modelvault_api::Stage =
+                stage.parse().map_err(|e: modelvault_api::UnknownWord| {
+                    crate::client::UsageError(e.to_string())
+                })?;
+            let path = format!(
+                "{}/stage",
+                paths::version(
+                    &t.namespace,
+                    &t.name,
+                    t.version.as_deref().unwrap_or_default()
+                )
+            );
+            let view: modelvault_api::StageView = client
+                .post_json(&path, &modelvault_api::StageRequest { stage })
+                .await?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            }
+            eprintln!("{target} is now {}", view.stage);
+        }
         ModelCommand::Create {
             target,
             sensitivity,

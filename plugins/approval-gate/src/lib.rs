@@ -12,9 +12,10 @@
 //!     what is missing);
 //!   - else abstain, with `approval-gate.deprecated` when the version is
 //!     `deprecated` (a warning the audit trail keeps);
-//! - approve: with `order` set, deny an approval whose kind comes after a
-//!   kind the version lacks for that environment
-//!   (`approval-gate.out-of-order`), else abstain;
+//! - approve: with `order` set, deny an approval whose kind the order
+//!   names after a kind the version lacks for that environment
+//!   (`approval-gate.out-of-order`), else abstain (kinds the order does not
+//!   name come at any time);
 //! - other actions: abstain.
 //!
 //! Config:
@@ -120,10 +121,15 @@ fn order_gate(req: &Request, config: &Config) -> Decision {
     };
     let kind = req.resource.approval_kind.unwrap_or(ApprovalKind::Review);
     let env = effective_environment(req);
-    for earlier in order.iter().map(|k| ApprovalKind::parse(k)) {
-        let Some(earlier) = earlier else {
-            return deny("approval-gate.bad-config", "order names an unknown approval kind");
-        };
+    let Some(order) = order.iter().map(|k| ApprovalKind::parse(k)).collect::<Option<Vec<_>>>()
+    else {
+        return deny("approval-gate.bad-config", "order names an unknown approval kind");
+    };
+    // A kind the order does not name may come at any time.
+    if !order.contains(&kind) {
+        return abstain("approval-gate.in-order", "approval kind not ordered");
+    }
+    for earlier in order {
         if earlier == kind {
             break;
         }
