@@ -172,6 +172,15 @@ log "installing huggingface_hub, mlflow-skinny and pytest into $sdk_venv"
 "$sdk_venv/bin/pip" install --quiet --disable-pip-version-check \
   'huggingface_hub==2.4.0' 'mlflow-skinny==3.18.0' 'numpy==2.4.6' 'pandas==3.1.1' \
   'sqlalchemy==2.1.9' 'alembic==1.20.1' 'pytest==9.2.0'
+# The OpenSSF model signing tool, to sign models the way users do, in a
+# virtualenv of its own (its sigstore and cryptography pins stay out of the
+# SDK's); 1.1.1 imports pyOpenSSL without declaring it.
+ms_venv="$env_dir/model-signing-venv"
+[ -x "$ms_venv/bin/python" ] || python3 -m venv "$ms_venv"
+log "installing model-signing into $ms_venv"
+"$ms_venv/bin/pip" install --quiet --disable-pip-version-check \
+  'model-signing==1.1.1' 'pyopenssl==26.4.0'
+export MODELVAULT_MODEL_SIGNING="$ms_venv/bin/model_signing" MODELVAULT_REQUIRE_MODEL_SIGNING=1
 # The console's browser tests: Debian's Chromium and ChromeDriver, Selenium
 # (PyPI; 4.52.0 needs a certifi newer than the registry has) and axe-core
 # (npm), all pinned.

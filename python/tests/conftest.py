@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
@@ -21,13 +21,21 @@ BIN = os.environ.get("MODELVAULT_BIN", str(ROOT / "target" / "debug" / "modelvau
 
 
 class Server:
-    def __init__(self, data: Path, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        data: Path,
+        extra_config: str = "",
+        edit: Optional[Callable[[str], str]] = None,
+    ) -> None:
         out = subprocess.run(
             [BIN, "init", "--data-dir", str(data)], capture_output=True, text=True, check=True
         )
         self.admin = out.stdout.strip()
+        config = data / "modelvault.toml"
+        if edit is not None:
+            config.write_text(edit(config.read_text()))
         if extra_config:
-            with open(data / "modelvault.toml", "a") as f:
+            with open(config, "a") as f:
                 f.write(extra_config)
         self.data = data
         self.log: List[str] = []

@@ -771,13 +771,19 @@ fn discoverability_hints_and_completions() {
     );
     assert_eq!(code(&r), 2);
     assert!(
-        stderr(&r).contains("roles: admin, auditor, data-scientist, ml-engineer, model-manager"),
+        stderr(&r).contains(
+            "roles: admin, auditor, compliance-officer, data-scientist, ml-engineer, model-manager"
+        ),
         "{}",
         stderr(&r)
     );
     // `model show` of a version shows its approvals and deployments.
     let shown = ok(app.cli(Some(&ds), &["model", "show", "nlp/ranker@v1"]));
-    assert!(shown.contains("approvals:\n  dev  by mm"), "{shown}");
+    assert!(
+        shown.contains("approvals:\n  dev  review  by mm"),
+        "{shown}"
+    );
+    assert!(shown.contains("stage:       candidate"), "{shown}");
     assert!(shown.contains("deployments: none"), "{shown}");
     // Shell completions.
     for shell in ["bash", "zsh", "fish"] {

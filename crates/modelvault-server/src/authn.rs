@@ -475,6 +475,24 @@ pub fn policy_request(
     }
 }
 
+/// The policy input as the audit trail keeps it: complete, except the
+/// files' plaintext SHA-256s, which the store never holds in the clear
+/// (manifests seal them); `policy replay` sees them empty.
+fn recorded_input(request: &modelvault_policy::PolicyRequest) -> Option<serde_json::Value> {
+    let mut input = serde_json::to_value(request).ok()?;
+    if let Some(files) = input
+        .pointer_mut("/resource/facts/files")
+        .and_then(|f| f.as_array_mut())
+    {
+        for f in files {
+            if let Some(d) = f.get_mut("sha256") {
+                *d = serde_json::Value::String(String::new());
+            }
+        }
+    }
+    Some(input)
+}
+
 /// Runs the policy chain; a deny is a 403 whose error names the deciding
 /// plugin and its reason code. The per-plugin results go to the log (the
 /// audit trail will keep them).
@@ -491,10 +509,7 @@ pub async fn enforce_policy(
     let action = request.action;
     let request_id = request.context.request_id.clone();
     let principal = request.principal.id.clone();
-    let input = state
-        .audit
-        .as_ref()
-        .and_then(|_| serde_json::to_value(&request).ok());
+    let input = state.audit.as_ref().and_then(|_| recorded_input(&request));
     let started = std::time::Instant::now();
     let decision = state.policies.decide(request).await;
     state

@@ -52,6 +52,71 @@ pub struct Config {
     /// The web console at `/ui/`.
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// OpenSSF model signatures: the signature file and trusted signers.
+    #[serde(default)]
+    pub model_signing: ModelSigningConfig,
+}
+
+/// `[model_signing]`: versions pushed with an OpenSSF `model-signing`
+/// signature file are verified at commit against these signers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSigningConfig {
+    /// The path, inside a version, of its signature file (default
+    /// `model.sig`, what `model_signing sign` writes).
+    #[serde(default = "default_signature_file")]
+    pub signature_file: String,
+    /// Trusted signer keys.
+    #[serde(default)]
+    pub trusted_keys: Vec<TrustedSignerConfig>,
+}
+
+/// One `[[model_signing.trusted_keys]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedSignerConfig {
+    /// The signer's name, as policies see it.
+    pub name: String,
+    /// Namespaces it is trusted for (`*`: all).
+    pub namespaces: Vec<String>,
+    /// Its EC P-256 or P-384 public key: PEM text, or the path of a PEM
+    /// file.
+    pub public_key: String,
+}
+
+fn default_signature_file() -> String {
+    "model.sig".into()
+}
+
+impl Default for ModelSigningConfig {
+    fn default() -> Self {
+        Self {
+            signature_file: default_signature_file(),
+            trusted_keys: Vec::new(),
+        }
+    }
+}
+
+impl ModelSigningConfig {
+    /// The trusted keys, read and parsed.
+    pub fn signer_keys(&self) -> Result<Vec<crate::model_signing::SignerKey>, String> {
+        self.trusted_keys
+            .iter()
+            .map(|k| {
+                let pem = if k.public_key.contains("BEGIN") {
+                    k.public_key.clone()
+                } else {
+                    std::fs::read_to_string(&k.public_key).map_err(|e| {
+                        format!(
+                            "model_signing.trusted_keys {}: reading {}: {e}",
+                            k.name, k.public_key
+                        )
+                    })?
+                };
+                crate::model_signing::SignerKey::from_pem(&k.name, k.namespaces.clone(), &pem)
+            })
+            .collect()
+    }
 }
 
 /// `[console]`: the web console served at `/ui/`.
@@ -812,6 +877,7 @@ impl Config {
             metrics: MetricsConfig::default(),
             alerts: AlertsConfig::default(),
             console: ConsoleConfig::default(),
+            model_signing: ModelSigningConfig::default(),
         }
     }
 
@@ -841,6 +907,9 @@ impl Config {
 
     /// The rules behind [`Config::validate`]; each message names its key.
     fn check_rules(&self) -> Result<(), String> {
+        self.model_signing.signer_keys()?;
+        modelvault_storage::names::lookup_file_path(&self.model_signing.signature_file)
+            .map_err(|e| format!("model_signing.signature_file: {e}"))?;
         if !(60..=43_200).contains(&self.console.session_ttl_secs) {
             return Err("console.session_ttl_secs must be between 60 and 43200".into());
         }

@@ -251,21 +251,22 @@ async fn facts(
         model: &manifest.model,
         version,
     };
-    let (stage, files) = futures::join!(state.store.stage_of(&v), file_facts(state, &v, manifest));
+    let (stage, files, signature) = futures::join!(
+        state.store.stage_of(&v),
+        file_facts(state, &v, manifest),
+        state.store.version_signature(&v)
+    );
     let facts = modelvault_policy::VersionFactsInfo {
         created: rfc3339(manifest.created_at),
         uploader: manifest.uploader.clone(),
         stage: crate::api::convert::policy_stage(stage?),
         files: files?.as_ref().clone(),
-        signature: manifest
-            .signature
-            .as_ref()
-            .map(|s| modelvault_policy::ModelSignatureInfo {
-                method: s.method.clone(),
-                signer: s.signer.clone(),
-                trusted: s.trusted,
-                files_match: s.files_match,
-            }),
+        signature: signature?.map(|s| modelvault_policy::ModelSignatureInfo {
+            method: s.method,
+            signer: s.signer,
+            trusted: s.trusted,
+            files_match: s.files_match,
+        }),
     };
     Ok(VersionFacts {
         approval_kind: None,

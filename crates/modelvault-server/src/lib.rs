@@ -26,6 +26,7 @@ pub mod gate;
 pub mod init;
 pub mod jobs;
 pub mod metrics;
+pub mod model_signing;
 pub mod policies;
 mod routes;
 
@@ -68,6 +69,8 @@ pub struct AppState {
     pub tls: bool,
     /// Versions' file facts for policies, unsealed once per manifest.
     pub file_facts: Arc<gate::FileFactsCache>,
+    /// Trusted model-signing keys (`[model_signing]`).
+    pub signers: Arc<Vec<model_signing::SignerKey>>,
     /// Only false in the authorization benchmark's baseline server (see
     /// [`AppState::without_policy_chain_for_benchmarks`]); no config key or
     /// command reaches it.
@@ -199,6 +202,12 @@ impl AppState {
             audit: None,
             tls: false,
             file_facts: Arc::default(),
+            signers: Arc::new(
+                config
+                    .model_signing
+                    .signer_keys()
+                    .map_err(|e| ServeError::Config(crate::config::ConfigError::Rule(e)))?,
+            ),
             alerts: Arc::new(alerts::Alerts::new(config.alerts.clone(), metrics.clone())),
             metrics,
             config: Arc::new(config),

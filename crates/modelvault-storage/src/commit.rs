@@ -177,7 +177,6 @@ impl Store {
             uploader: uploader.into(),
             created_at: now(),
             sealed_digests: sealed,
-            signature: None,
         };
         let path = layout::seq_record(&layout::manifest_dir(v.namespace, v.model, v.version), 0);
         match self.create_record("manifest", &path, &manifest).await {

@@ -129,6 +129,13 @@ pub fn approvals_dir(ns: &str, model: &str, version: &str) -> Path {
     Path::from(format!("models/{ns}/{model}/versions/{version}/approvals"))
 }
 
+/// A version's model-signature record.
+pub fn signature_record(ns: &str, model: &str, version: &str) -> Path {
+    Path::from(format!(
+        "models/{ns}/{model}/versions/{version}/signature.json"
+    ))
+}
+
 /// A version's lifecycle-stage records.
 pub fn stages_dir(ns: &str, model: &str, version: &str) -> Path {
     Path::from(format!("models/{ns}/{model}/versions/{version}/stages"))

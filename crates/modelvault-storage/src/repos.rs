@@ -75,6 +75,39 @@ impl Store {
             .map_or(Stage::Candidate, |(_, r)| r.stage))
     }
 
+    /// Records a version's verified model signature (once: a second
+    /// record for the same version is [`StorageError::AlreadyExists`]).
+    pub async fn put_version_signature(
+        &self,
+        v: &VersionRef<'_>,
+        sig: &VersionSignature,
+    ) -> Result<(), StorageError> {
+        let path = layout::signature_record(v.namespace, v.model, v.version);
+        self.create_record("signature", &path, sig).await
+    }
+
+    /// A version's verified model signature, if one was recorded; a
+    /// record naming another version is an integrity error.
+    pub async fn version_signature(
+        &self,
+        v: &VersionRef<'_>,
+    ) -> Result<Option<VersionSignature>, StorageError> {
+        let path = layout::signature_record(v.namespace, v.model, v.version);
+        let Some(sig) = self
+            .read_record::<VersionSignature>("signature", &path)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if sig.version != v.to_string() {
+            return Err(StorageError::Integrity(format!(
+                "the signature record of {v} names {}",
+                sig.version
+            )));
+        }
+        Ok(Some(sig))
+    }
+
     /// A version's deployment records.
     pub fn deployments(&self, v: &VersionRef<'_>) -> RecordSeries<'_> {
         RecordSeries {

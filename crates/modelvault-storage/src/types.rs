@@ -200,15 +200,14 @@ pub struct Manifest {
     /// (base64); absent when there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_metadata: Option<String>,
-    /// The OpenSSF model signature pushed with the version, as verified at
-    /// commit; absent when none was pushed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature: Option<ManifestSignature>,
 }
 
-/// A model signature (OpenSSF `model-signing`) as verified at commit.
+/// A version's model signature (OpenSSF `model-signing`) as the server
+/// verified it at commit: one record per version, written once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestSignature {
+pub struct VersionSignature {
+    /// The version it is about (`NS/NAME@VERSION`): checked on read.
+    pub version: String,
     /// The signature file's path in the version.
     pub file: String,
     /// `key` or `certificate`.

@@ -195,14 +195,70 @@ pub async fn commit(
             sha256: f.sha256,
         })
         .collect();
-    state
+    let manifest = state
         .store
         .commit_with(&v, &files, &p.id, req.metadata, &sensitive)
         .await?;
+    record_signature(&state, &v, manifest).await?;
     Ok((
         StatusCode::CREATED,
         Json(version_detail(&state, &p, &v).await?),
     ))
+}
+
+/// Largest signature file read (a model-signing bundle is a few KiB).
+const MAX_SIGNATURE_BYTES: u64 = 1 << 20;
+
+/// Verifies the model signature a version carries (its
+/// `model_signing.signature_file`) and records the verdict beside it, once:
+/// a commit retried after it landed finds the record there. A version
+/// without the file gets no record; a file that does not verify gets a
+/// record saying so (the commit stands, policies decide).
+async fn record_signature(
+    state: &AppState,
+    v: &VersionRef<'_>,
+    manifest: modelvault_storage::Manifest,
+) -> Result<(), ApiError> {
+    let name = state.config.model_signing.signature_file.clone();
+    let Some(entry) = manifest.files.iter().find(|f| f.path == name) else {
+        return Ok(());
+    };
+    if state.store.version_signature(v).await?.is_some() {
+        return Ok(());
+    }
+    let verdict = if entry.size > MAX_SIGNATURE_BYTES {
+        crate::model_signing::Verdict {
+            method: "key".into(),
+            signer: String::new(),
+            trusted: false,
+            files_match: false,
+            detail: format!("{name} is larger than {MAX_SIGNATURE_BYTES} bytes"),
+        }
+    } else {
+        let reader = state.store.open_file_in(v, &manifest, &name).await?;
+        let mut bundle = Vec::with_capacity(entry.size as usize);
+        let mut chunks = reader.read_range(0..entry.size);
+        while let Some(chunk) = chunks.next().await {
+            bundle.extend_from_slice(&chunk?);
+        }
+        let (view, _key) = state.store.version_view_of(v, manifest).await?;
+        let digests = view.files.into_iter().map(|f| (f.path, f.sha256)).collect();
+        crate::model_signing::verify(&bundle, &name, v.namespace, &digests, &state.signers)
+    };
+    tracing::info!(version = %v, signer = %verdict.signer, trusted = verdict.trusted, files_match = verdict.files_match, detail = %verdict.detail, "model signature verified at commit");
+    let record = modelvault_storage::VersionSignature {
+        version: v.to_string(),
+        file: name,
+        method: verdict.method,
+        signer: verdict.signer,
+        trusted: verdict.trusted,
+        files_match: verdict.files_match,
+        detail: verdict.detail,
+    };
+    match state.store.put_version_signature(v, &record).await {
+        Ok(()) | Err(modelvault_storage::StorageError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes a download's completion record when its body is dropped: at the
