@@ -26,11 +26,15 @@ class Server:
         data: Path,
         extra_config: str = "",
         edit: Optional[Callable[[str], str]] = None,
+        admin: Optional[str] = None,
     ) -> None:
-        out = subprocess.run(
-            [BIN, "init", "--data-dir", str(data)], capture_output=True, text=True, check=True
-        )
-        self.admin = out.stdout.strip()
+        if admin is None:
+            out = subprocess.run(
+                [BIN, "init", "--data-dir", str(data)], capture_output=True, text=True, check=True
+            )
+            admin = out.stdout.strip()
+        # With `admin` given, the data directory is an existing server's.
+        self.admin = admin
         config = data / "modelvault.toml"
         if edit is not None:
             config.write_text(edit(config.read_text()))

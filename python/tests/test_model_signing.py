@@ -161,3 +161,20 @@ def test_the_model_signing_cli_agrees(signed, tmp_path):
                           str(d / "tampered" / "model.sig"), "--public_key", str(d / "trusted.pub")],
                          capture_output=True, text=True)
     assert bad.returncode != 0
+
+
+def test_removing_a_signer_key_withdraws_the_trust_of_what_it_signed(signed):
+    """Trust is the commit-time verdict and the key still being configured."""
+    server, t = signed
+    assert download(server, t["carol"], "good").returncode == 0
+    server.stop()
+    config = Path(server.data) / "modelvault.toml"
+    text = config.read_text()
+    config.write_text(text[: text.index("[model_signing]")])
+    again = Server(Path(server.data), admin=server.admin)
+    try:
+        out = download(again, t["carol"], "good")
+        assert out.returncode == 4, out.stderr
+        assert "signer is not trusted" in out.stderr
+    finally:
+        again.stop()

@@ -261,10 +261,17 @@ async fn facts(
         uploader: manifest.uploader.clone(),
         stage: crate::api::convert::policy_stage(stage?),
         files: files?.as_ref().clone(),
+        // Trust is the commit-time verdict and the signer's key still
+        // being trusted for the namespace: removing a key from the config
+        // withdraws the trust of everything it signed.
         signature: signature?.map(|s| modelvault_policy::ModelSignatureInfo {
+            trusted: s.trusted
+                && state
+                    .signers
+                    .iter()
+                    .any(|k| k.name == s.signer && k.trusted_in(&manifest.namespace)),
             method: s.method,
             signer: s.signer,
-            trusted: s.trusted,
             files_match: s.files_match,
         }),
     };

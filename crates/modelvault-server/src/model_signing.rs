@@ -111,7 +111,8 @@ impl SignerKey {
         })
     }
 
-    fn trusted_in(&self, ns: &str) -> bool {
+    /// Whether it is trusted for namespace `ns`.
+    pub fn trusted_in(&self, ns: &str) -> bool {
         self.namespaces.iter().any(|n| n == "*" || n == ns)
     }
 }
