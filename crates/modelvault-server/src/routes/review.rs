@@ -50,15 +50,11 @@ pub async fn review(
             p.id
         )));
     }
-    if let Some(ns) = &q.namespace {
-        modelvault_storage::names::validate_name("namespace", ns)?;
-    }
-    if let Some(m) = &q.model {
-        modelvault_storage::names::validate_name("model", m)?;
-    }
-    if let Some(v) = &q.version {
-        modelvault_storage::names::validate_version(v)?;
-    }
+    check_filters(
+        q.namespace.as_deref(),
+        q.model.as_deref(),
+        q.version.as_deref(),
+    )?;
     let now = Utc::now();
     let since = q.since.unwrap_or(now - chrono::Duration::days(90));
     let Subjects {
@@ -81,93 +77,89 @@ pub async fn review(
     )
     .await?
     {
-        {
-            {
-                let v = VersionRef {
-                    namespace: &ns,
-                    model: &model.name,
-                    version: &manifest.version,
-                };
-                let facts = crate::gate::version_facts(&state, &v, &manifest).await?;
-                let who_used = used
-                    .get(&(ns.clone(), model.name.clone(), manifest.version.clone()))
-                    .cloned()
-                    .unwrap_or_default();
-                let mut access = Vec::new();
-                for c in candidates.values() {
-                    let p = &c.principal;
-                    let can_read = p.can_in(Permission::Read, &ns);
-                    let download_permission = p.can_in(Permission::Download, &ns);
-                    if !can_read && !download_permission {
-                        continue;
-                    }
-                    let (policy, reason_code) = if download_permission {
-                        let req = policy_request(
-                            p,
-                            modelvault_policy::PolicyAction::Download,
-                            &model,
-                            facts.clone(),
-                            None,
-                            None,
-                            "access-review",
-                        );
-                        let d = state.policies.decide(req).await;
-                        let allow = d.outcome == modelvault_policy::Outcome::Allow;
-                        if allow {
-                            can_download_any.insert(p.id.clone());
-                        }
-                        (
-                            if allow { "allow" } else { "deny" }.to_string(),
-                            d.reason_code,
-                        )
-                    } else {
-                        ("not evaluated".to_string(), String::new())
-                    };
-                    let (downloads, last_download) = who_used
-                        .get(&p.id)
-                        .map_or((0, None), |(n, t)| (*n, Some(*t)));
-                    if downloads > 0 {
-                        downloaded_any.insert(p.id.clone());
-                    }
-                    access.push(Access {
-                        principal: p.id.clone(),
-                        kind: match p.kind {
-                            PrincipalKind::Person => "person".into(),
-                            PrincipalKind::Service => "service".into(),
-                        },
-                        environment: p.environment.clone(),
-                        via: c.via.clone(),
-                        can_read,
-                        download_permission,
-                        policy,
-                        reason_code,
-                        downloads,
-                        last_download,
-                    });
-                }
-                let with_access: BTreeSet<&str> = access
-                    .iter()
-                    .filter(|a| a.policy == "allow")
-                    .map(|a| a.principal.as_str())
-                    .collect();
-                let downloaded_without_access_today = who_used
-                    .keys()
-                    .filter(|id| !with_access.contains(id.as_str()))
-                    .cloned()
-                    .collect();
-                for id in who_used.keys() {
-                    downloaded_any.insert(id.clone());
-                }
-                versions.push(VersionReview {
-                    namespace: ns.clone(),
-                    model: model.name.clone(),
-                    version: manifest.version.clone(),
-                    sensitivity: crate::api::convert::sensitivity(model.sensitivity),
-                    access,
-                    downloaded_without_access_today,
-                });
+        let v = VersionRef {
+            namespace: &ns,
+            model: &model.name,
+            version: &manifest.version,
+        };
+        let facts = crate::gate::version_facts(&state, &v, &manifest).await?;
+        let who_used = used
+            .get(&(ns.clone(), model.name.clone(), manifest.version.clone()))
+            .cloned()
+            .unwrap_or_default();
+        let mut access = Vec::new();
+        for c in candidates.values() {
+            let p = &c.principal;
+            let can_read = p.can_in(Permission::Read, &ns);
+            let download_permission = p.can_in(Permission::Download, &ns);
+            if !can_read && !download_permission {
+                continue;
             }
+            let (policy, reason_code) = if download_permission {
+                let req = policy_request(
+                    p,
+                    modelvault_policy::PolicyAction::Download,
+                    &model,
+                    facts.clone(),
+                    None,
+                    None,
+                    "access-review",
+                );
+                let d = state.policies.decide(req).await;
+                let allow = d.outcome == modelvault_policy::Outcome::Allow;
+                if allow {
+                    can_download_any.insert(p.id.clone());
+                }
+                (
+                    if allow { "allow" } else { "deny" }.to_string(),
+                    d.reason_code,
+                )
+            } else {
+                ("not evaluated".to_string(), String::new())
+            };
+            let (downloads, last_download) = who_used
+                .get(&p.id)
+                .map_or((0, None), |(n, t)| (*n, Some(*t)));
+            if downloads > 0 {
+                downloaded_any.insert(p.id.clone());
+            }
+            access.push(Access {
+                principal: p.id.clone(),
+                kind: match p.kind {
+                    PrincipalKind::Person => "person".into(),
+                    PrincipalKind::Service => "service".into(),
+                },
+                environment: p.environment.clone(),
+                via: c.via.clone(),
+                can_read,
+                download_permission,
+                policy,
+                reason_code,
+                downloads,
+                last_download,
+            });
         }
+        let with_access: BTreeSet<&str> = access
+            .iter()
+            .filter(|a| a.policy == "allow")
+            .map(|a| a.principal.as_str())
+            .collect();
+        let downloaded_without_access_today = who_used
+            .keys()
+            .filter(|id| !with_access.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in who_used.keys() {
+            downloaded_any.insert(id.clone());
+        }
+        versions.push(VersionReview {
+            namespace: ns.clone(),
+            model: model.name.clone(),
+            version: manifest.version.clone(),
+            sensitivity: crate::api::convert::sensitivity(model.sensitivity),
+            access,
+            downloaded_without_access_today,
+        });
     }
     let set = state.bindings.current(&state.store).await?;
     let group_bindings = set
@@ -315,6 +307,24 @@ async fn subjects(
     })
 }
 
+/// The review's version filters, each a plain name.
+fn check_filters(
+    namespace: Option<&str>,
+    model: Option<&str>,
+    version: Option<&str>,
+) -> Result<(), ApiError> {
+    if let Some(ns) = namespace {
+        modelvault_storage::names::validate_name("namespace", ns)?;
+    }
+    if let Some(m) = model {
+        modelvault_storage::names::validate_name("model", m)?;
+    }
+    if let Some(v) = version {
+        modelvault_storage::names::validate_version(v)?;
+    }
+    Ok(())
+}
+
 /// Every committed version the filters select, with its model record.
 async fn versions_in_scope(
     state: &AppState,
@@ -388,15 +398,11 @@ pub async fn candidate(
         )));
     }
     crate::policies::validate_policy_name(&q.name)?;
-    if let Some(ns) = &q.namespace {
-        modelvault_storage::names::validate_name("namespace", ns)?;
-    }
-    if let Some(m) = &q.model {
-        modelvault_storage::names::validate_name("model", m)?;
-    }
-    if let Some(v) = &q.version {
-        modelvault_storage::names::validate_version(v)?;
-    }
+    check_filters(
+        q.namespace.as_deref(),
+        q.model.as_deref(),
+        q.version.as_deref(),
+    )?;
     let (bytes, signature) = super::admin::component_upload(body, q.signature.as_deref())?;
     let cand = state.policies.candidate(&q.name, bytes, signature).await?;
     let replaces = state.policies.list()?.iter().any(|i| i.name == q.name);
