@@ -5,6 +5,7 @@ sensitivity-environment policy for restricted models in production."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -120,6 +121,10 @@ def test_a_trusted_signature_whose_digests_match_lets_a_restricted_model_into_pr
     assert signature_fact(server, "good") == {
         "method": "key", "signer": "release-key", "trusted": True, "files_match": True,
     }
+    shown = json.loads(server.cli("model", "show", "sig/good@1", "--output", "json", token=t["carol"]))
+    assert shown["signature"] == {
+        "file": "model.sig", "method": "key", "signer": "release-key", "trusted": True, "files_match": True,
+    }
 
 
 def test_a_file_changed_after_signing_is_refused(signed):
@@ -130,6 +135,10 @@ def test_a_file_changed_after_signing_is_refused(signed):
     assert "digests match" in out.stderr
     fact = signature_fact(server, "tampered")
     assert fact["trusted"] is True and fact["files_match"] is False
+    shown = json.loads(server.cli("model", "show", "sig/tampered@1", "--output", "json", token=t["carol"]))
+    assert shown["signature"]["files_match"] is False
+    assert "config.json: digest differs" in shown["signature"]["detail"]
+    assert "files DO NOT match" in server.cli("model", "show", "sig/tampered@1", token=t["carol"])
 
 
 def test_a_signer_the_namespace_does_not_trust_is_refused(signed):
@@ -176,5 +185,7 @@ def test_removing_a_signer_key_withdraws_the_trust_of_what_it_signed(signed):
         out = download(again, t["carol"], "good")
         assert out.returncode == 4, out.stderr
         assert "signer is not trusted" in out.stderr
+        shown = json.loads(again.cli("model", "show", "sig/good@1", "--output", "json", token=t["carol"]))
+        assert shown["signature"]["trusted"] is False
     finally:
         again.stop()

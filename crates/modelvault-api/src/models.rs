@@ -197,6 +197,10 @@ pub struct VersionDetail {
     /// Lifecycle stage (`candidate` until one is set).
     #[serde(default = "default_stage")]
     pub stage: crate::Stage,
+    /// The model signature pushed with the version, as verified (absent
+    /// when none was pushed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureView>,
     /// Deployments of this version, oldest first.
     #[serde(default)]
     pub deployments: Vec<DeploymentView>,
@@ -269,4 +273,24 @@ pub struct CommitFile {
 
 fn default_stage() -> crate::Stage {
     crate::Stage::Candidate
+}
+
+/// A version's model signature as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignatureView {
+    /// The signature file in the version.
+    pub file: String,
+    /// `key` or `certificate`.
+    pub method: String,
+    /// The trusted key that verified it (empty if none).
+    pub signer: String,
+    /// Trusted now: verified at commit by a key still trusted for the
+    /// namespace.
+    pub trusted: bool,
+    /// The signed digests are exactly the version's files.
+    pub files_match: bool,
+    /// Why not, for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }

@@ -946,6 +946,28 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                             println!("uploader:    {}", d.uploader);
                             println!("created:     {}", d.created_at.to_rfc3339());
                             println!("stage:       {}", d.stage);
+                            if let Some(s) = &d.signature {
+                                println!(
+                                    "signature:   {} ({} mode){}{}{}",
+                                    s.file,
+                                    s.method,
+                                    if s.trusted {
+                                        format!(", signed by {}", s.signer)
+                                    } else {
+                                        ", not by a trusted signer".to_string()
+                                    },
+                                    if s.files_match {
+                                        ", files match"
+                                    } else {
+                                        ", files DO NOT match"
+                                    },
+                                    if s.detail.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!(" ({})", s.detail)
+                                    }
+                                );
+                            }
                             for (k, v) in &d.tags {
                                 println!("tag:         {k}={v}");
                             }

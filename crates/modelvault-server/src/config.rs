@@ -100,6 +100,15 @@ impl Default for ModelSigningConfig {
 impl ModelSigningConfig {
     /// The trusted keys, read and parsed.
     pub fn signer_keys(&self) -> Result<Vec<crate::model_signing::SignerKey>, String> {
+        let mut names = std::collections::BTreeSet::new();
+        for k in &self.trusted_keys {
+            if !names.insert(k.name.as_str()) {
+                return Err(format!(
+                    "model_signing.trusted_keys: the name {:?} is given twice",
+                    k.name
+                ));
+            }
+        }
         self.trusted_keys
             .iter()
             .map(|k| {

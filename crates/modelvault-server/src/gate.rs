@@ -185,10 +185,10 @@ impl Admitted<'_> {
         let p = self.principal;
         if d.action == PolicyAction::Download
             && model.sensitivity == Sensitivity::Restricted
-            && !facts
-                .approvals
-                .iter()
-                .any(|a| a.environment == p.environment)
+            && !facts.approvals.iter().any(|a| {
+                a.environment == p.environment
+                    && a.kind == modelvault_policy::ApprovalKindInfo::Review
+            })
         {
             state.alerts.restricted_access(
                 &crate::audit::principal_ref(p),
@@ -261,15 +261,8 @@ async fn facts(
         uploader: manifest.uploader.clone(),
         stage: crate::api::convert::policy_stage(stage?),
         files: files?.as_ref().clone(),
-        // Trust is the commit-time verdict and the signer's key still
-        // being trusted for the namespace: removing a key from the config
-        // withdraws the trust of everything it signed.
         signature: signature?.map(|s| modelvault_policy::ModelSignatureInfo {
-            trusted: s.trusted
-                && state
-                    .signers
-                    .iter()
-                    .any(|k| k.name == s.signer && k.trusted_in(&manifest.namespace)),
+            trusted: signature_trusted(state, &manifest.namespace, &s),
             method: s.method,
             signer: s.signer,
             files_match: s.files_match,
@@ -299,6 +292,22 @@ async fn facts(
             })
             .collect(),
     })
+}
+
+/// Whether a version's recorded signature is trusted now: the commit-time
+/// verdict, and the very key that verified it still trusted for the
+/// namespace (removing a key from the config withdraws the trust of
+/// everything it signed).
+pub fn signature_trusted(
+    state: &AppState,
+    ns: &str,
+    s: &modelvault_storage::VersionSignature,
+) -> bool {
+    s.trusted
+        && state
+            .signers
+            .iter()
+            .any(|k| k.fingerprint() == s.signer_key && k.name == s.signer && k.trusted_in(ns))
 }
 
 /// Versions' files with their digests, as policies see them: the digests

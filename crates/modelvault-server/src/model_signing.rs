@@ -111,6 +111,11 @@ impl SignerKey {
         })
     }
 
+    /// Its fingerprint: hex SHA-256 of its canonical PEM.
+    pub fn fingerprint(&self) -> &str {
+        &self.hint
+    }
+
     /// Whether it is trusted for namespace `ns`.
     pub fn trusted_in(&self, ns: &str) -> bool {
         self.namespaces.iter().any(|n| n == "*" || n == ns)
@@ -193,6 +198,9 @@ pub struct Verdict {
     pub method: String,
     /// The trusted key's name; empty when none verified it.
     pub signer: String,
+    /// Hex SHA-256 of that key's canonical PEM (what identifies it when
+    /// trust is checked again at each decision); empty when none.
+    pub signer_key: String,
     /// A key trusted for the namespace verified it.
     pub trusted: bool,
     /// The signed digests are exactly the version's files.
@@ -206,6 +214,7 @@ impl Verdict {
         Self {
             method: method.into(),
             signer: String::new(),
+            signer_key: String::new(),
             trusted: false,
             files_match: false,
             detail,
@@ -293,6 +302,7 @@ pub fn verify(
     let mut verdict = Verdict {
         method: "key".into(),
         signer: signer.name.clone(),
+        signer_key: signer.hint.clone(),
         trusted: true,
         files_match: false,
         detail: String::new(),
@@ -318,7 +328,13 @@ pub fn verify(
         verdict.detail = "only whole-file (`files`) signatures are compared".into();
         return verdict;
     }
-    let ignored: Vec<String> = ser.map(|s| s.ignore_paths).unwrap_or_default();
+    // `.git/` and `.git` alike (signers have spelled them both ways).
+    let ignored: Vec<String> = ser
+        .map(|s| s.ignore_paths)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.trim_end_matches('/').to_string())
+        .collect();
     let mut signed_files = BTreeMap::new();
     for r in statement.predicate.resources {
         if r.algorithm != "sha256" {

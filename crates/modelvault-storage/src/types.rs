@@ -212,9 +212,11 @@ pub struct VersionSignature {
     pub file: String,
     /// `key` or `certificate`.
     pub method: String,
-    /// The trusted key's name or the certificate subject; empty when no
-    /// trusted signer matched.
+    /// The trusted key's name; empty when no trusted key verified it.
     pub signer: String,
+    /// Hex SHA-256 of that key's canonical PEM; empty when none.
+    #[serde(default)]
+    pub signer_key: String,
     /// It verifies with a signer the namespace trusts.
     pub trusted: bool,
     /// The signed digests are exactly the version's other files.

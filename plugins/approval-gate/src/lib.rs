@@ -23,7 +23,9 @@
 //! - `require.<sensitivity>.<environment>` (or `require.<environment>`) =
 //!   comma-separated `KIND:COUNT[:ROLE]`: COUNT distinct approvers of KIND
 //!   for that environment, holding ROLE in the namespace when they approved
-//!   (default for a gated environment: `review:1`);
+//!   (default for a gated environment: `review:1`); an environment with a
+//!   requirement is gated whether `gated` names it or not, and an empty or
+//!   malformed requirement denies;
 //! - `order` = comma-separated kinds (e.g. `review,compliance`): an
 //!   approval of a kind needs the earlier kinds first.
 
@@ -38,10 +40,15 @@ struct Requirement {
     role: Option<String>,
 }
 
-fn requirements(config: &Config, sensitivity: &str, env: &str) -> Result<Vec<Requirement>, String> {
-    let spec = config_value(config, &format!("require.{sensitivity}.{env}"))
+/// The requirement text for a model of `sensitivity` in `env`, if one is
+/// configured.
+fn requirement_text<'a>(config: &'a Config, sensitivity: &str, env: &str) -> Option<&'a str> {
+    config_value(config, &format!("require.{sensitivity}.{env}"))
         .or_else(|| config_value(config, &format!("require.{env}")))
-        .unwrap_or("review:1");
+}
+
+fn requirements(config: &Config, sensitivity: &str, env: &str) -> Result<Vec<Requirement>, String> {
+    let spec = requirement_text(config, sensitivity, env).unwrap_or("review:1");
     let mut out = Vec::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let mut parts = item.split(':');
@@ -52,6 +59,9 @@ fn requirements(config: &Config, sensitivity: &str, env: &str) -> Result<Vec<Req
             (Some(kind), Some(count), None) => out.push(Requirement { kind, count, role }),
             _ => return Err(format!("bad requirement {item:?} (want KIND:COUNT[:ROLE])")),
         }
+    }
+    if out.is_empty() {
+        return Err(format!("empty requirement for {sensitivity} in {env}"));
     }
     Ok(out)
 }
@@ -82,8 +92,12 @@ fn use_gate(req: &Request, config: &Config) -> Decision {
         );
     }
     let gated = config_list(config, "gated").unwrap_or_else(|| vec!["production".into()]);
-    let (code, why) = if gated.iter().any(|g| g == env) {
-        let wanted = match requirements(config, req.resource.sensitivity.as_str(), env) {
+    // An environment with a requirement of its own is gated too.
+    let sensitivity = req.resource.sensitivity.as_str();
+    let is_gated =
+        gated.iter().any(|g| g == env) || requirement_text(config, sensitivity, env).is_some();
+    let (code, why) = if is_gated {
+        let wanted = match requirements(config, sensitivity, env) {
             Ok(w) => w,
             Err(e) => return deny("approval-gate.bad-config", e),
         };

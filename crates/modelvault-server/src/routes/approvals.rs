@@ -1,6 +1,6 @@
 //! Approvals and deployments: append-only authenticated records per version
 //! (`.../approvals/<seq>.json`, `.../deployments/<seq>.json`). An approval
-//! counts once per (approver, environment); a revocation is a record too,
+//! counts once per (approver, environment, kind); a revocation is a record too,
 //! never an erasure. Approve and deploy name an environment that must be the
 //! caller's own, and both go through the policy chain.
 
@@ -55,8 +55,8 @@ pub struct DeploymentRecord {
     pub time: DateTime<Utc>,
 }
 
-/// Effective approvals: the latest record per (approver, environment), if
-/// not a revocation.
+/// Effective approvals: the latest record per (approver, environment,
+/// kind), if not a revocation.
 pub async fn approvals(
     state: &AppState,
     v: &VersionRef<'_>,
@@ -620,9 +620,13 @@ pub async fn inbox(
                     .into_iter()
                     .filter(|a| a.environment == env)
                     .collect();
+                // The rules counted here count review approvals.
                 let counted = effective
                     .iter()
-                    .filter(|a| a.approver != manifest.uploader)
+                    .filter(|a| {
+                        a.approver != manifest.uploader
+                            && a.kind == modelvault_api::ApprovalKind::Review
+                    })
                     .count();
                 if counted >= required as usize {
                     continue;

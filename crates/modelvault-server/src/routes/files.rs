@@ -219,7 +219,9 @@ async fn record_signature(
     v: &VersionRef<'_>,
     manifest: modelvault_storage::Manifest,
 ) -> Result<(), ApiError> {
-    let name = state.config.model_signing.signature_file.clone();
+    // The name as stored paths are spelled (Unicode NFC).
+    let name =
+        modelvault_storage::names::lookup_file_path(&state.config.model_signing.signature_file)?;
     let Some(entry) = manifest.files.iter().find(|f| f.path == name) else {
         return Ok(());
     };
@@ -230,6 +232,7 @@ async fn record_signature(
         crate::model_signing::Verdict {
             method: "key".into(),
             signer: String::new(),
+            signer_key: String::new(),
             trusted: false,
             files_match: false,
             detail: format!("{name} is larger than {MAX_SIGNATURE_BYTES} bytes"),
@@ -251,6 +254,7 @@ async fn record_signature(
         file: name,
         method: verdict.method,
         signer: verdict.signer,
+        signer_key: verdict.signer_key,
         trusted: verdict.trusted,
         files_match: verdict.files_match,
         detail: verdict.detail,

@@ -422,6 +422,18 @@ pub(crate) async fn version_detail(
     }
     let approvals = super::approvals::approval_views(super::approvals::approvals(state, v).await?);
     let stage = convert::stage(state.store.stage_of(v).await?);
+    let signature = state
+        .store
+        .version_signature(v)
+        .await?
+        .map(|s| crate::api::SignatureView {
+            trusted: crate::gate::signature_trusted(state, v.namespace, &s),
+            file: s.file,
+            method: s.method,
+            signer: s.signer,
+            files_match: s.files_match,
+            detail: s.detail,
+        });
     let deployments = super::approvals::deployments(state, v)
         .await?
         .into_iter()
@@ -436,6 +448,7 @@ pub(crate) async fn version_detail(
         approvals,
         deployments,
         stage,
+        signature,
         namespace: view.manifest.namespace,
         model: view.manifest.model,
         version: view.manifest.version,
