@@ -147,7 +147,7 @@ fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
 /// The offline host: default limits, compiled components cached in the
 /// user's cache directory (a Python or JavaScript policy takes seconds to
 /// compile; a second `policy test` should not pay that again).
-pub fn local_host() -> anyhow::Result<PolicyHost> {
+fn local_host() -> anyhow::Result<PolicyHost> {
     let cache = dirs::cache_dir().map(|d| d.join("modelvault").join("policy-cache"));
     Ok(PolicyHost::new(Limits::default(), cache)?)
 }
@@ -313,6 +313,7 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             output,
         } => {
             let report = crate::replay::run(crate::replay::Args {
+                host: local_host()?,
                 bytes: read(&file)?,
                 name: replaces.unwrap_or_else(|| "candidate".into()),
                 since,

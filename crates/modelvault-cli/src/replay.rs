@@ -14,6 +14,8 @@ use crate::client::Client;
 
 /// What to replay.
 pub struct Args {
+    /// The offline policy host to run the candidate in.
+    pub host: modelvault_policy::PolicyHost,
     /// The candidate component.
     pub bytes: Vec<u8>,
     /// The plugin it replaces (or is added as).
@@ -119,6 +121,7 @@ pub async fn run(args: Args) -> anyhow::Result<ReplayReport> {
         }
     }
     let Args {
+        host,
         bytes,
         name,
         config,
@@ -126,7 +129,6 @@ pub async fn run(args: Args) -> anyhow::Result<ReplayReport> {
         ..
     } = args;
     tokio::task::spawn_blocking(move || -> anyhow::Result<ReplayReport> {
-        let host = crate::policy::local_host()?;
         let compiled = host
             .compile(&name, &bytes)
             .context("the candidate is not a policy component this host runs")?;
