@@ -312,6 +312,7 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             examples,
             output,
         } => {
+            let wanted = replaces.clone();
             let report = crate::replay::run(crate::replay::Args {
                 host: local_host()?,
                 bytes: read(&file)?,
@@ -325,6 +326,14 @@ pub async fn run(cmd: PolicyCommand) -> anyhow::Result<()> {
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Output::Text => crate::replay::print(&report),
+            }
+            if let Some(name) = wanted
+                && report.replaces.is_none()
+                && report.evaluated > 0
+            {
+                eprintln!(
+                    "note: no recorded decision names policy {name}; the candidate was added to the chain instead (check the name with `modelvault policy list`)"
+                );
             }
             if let Some(max) = max_flips
                 && report.flips() > max
