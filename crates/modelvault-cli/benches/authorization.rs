@@ -30,6 +30,18 @@ async fn start(state: AppState) -> String {
 }
 
 async fn load(url: String, token: String, secs: u64, concurrency: usize) -> f64 {
+    load_requests(url, token, None, secs, concurrency).await
+}
+
+/// Requests per second from `concurrency` clients for `secs`: a GET of
+/// `url`, or with `body` a POST of that JSON.
+async fn load_requests(
+    url: String,
+    token: String,
+    body: Option<serde_json::Value>,
+    secs: u64,
+    concurrency: usize,
+) -> f64 {
     let client = reqwest::Client::new();
     let done = Arc::new(AtomicU64::new(0));
     let stop = Instant::now() + Duration::from_secs(secs);
@@ -39,9 +51,14 @@ async fn load(url: String, token: String, secs: u64, concurrency: usize) -> f64 
         let url = url.clone();
         let token = token.clone();
         let done = done.clone();
+        let body = body.clone();
         tasks.push(tokio::spawn(async move {
             while Instant::now() < stop {
-                let r = client.get(&url).bearer_auth(&token).send().await.unwrap();
+                let rb = match &body {
+                    Some(b) => client.post(&url).json(b),
+                    None => client.get(&url),
+                };
+                let r = rb.bearer_auth(&token).send().await.unwrap();
                 assert_eq!(r.status(), 200);
                 let _ = r.bytes().await.unwrap();
                 done.fetch_add(1, Ordering::Relaxed);
@@ -149,6 +166,42 @@ fn main() {
         println!(
             "audited downloads (durable intent + completion, group commit, fsync) {chain:.0} req/s vs audit off {quiet:.0} req/s -> ratio {:.2} (goal >= 0.9)",
             chain / quiet
+        );
+
+        // Audited key releases (role gate, policy chain, HPKE seal, durable
+        // intent, signed receipt, completion) vs a trivial handler on the
+        // same server (`GET /healthz`).
+        let tok: serde_json::Value = http
+            .post(format!("{url}/v1/tokens"))
+            .bearer_auth(&admin)
+            .json(&serde_json::json!({"name": "bench-release", "roles": ["ml-engineer"], "namespaces": ["bench"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let engineer = tok["token"].as_str().unwrap().to_string();
+        let client_key = modelvault_release::ClientKey::generate();
+        use base64::Engine as _;
+        let release_body = serde_json::json!({
+            "public_key": base64::engine::general_purpose::STANDARD.encode(client_key.public_bytes())
+        });
+        let release_url = format!("{url}/v1/models/bench/m/versions/1/key-release");
+        let health_url = format!("{url}/healthz");
+        load_requests(release_url.clone(), engineer.clone(), Some(release_body.clone()), 1, concurrency).await;
+        load_requests(health_url.clone(), engineer.clone(), None, 1, concurrency).await;
+        let mut releases = 0f64;
+        let mut trivial = 0f64;
+        for _ in 0..2 {
+            releases = releases.max(
+                load_requests(release_url.clone(), engineer.clone(), Some(release_body.clone()), secs, concurrency).await,
+            );
+            trivial = trivial.max(load_requests(health_url.clone(), engineer.clone(), None, secs, concurrency).await);
+        }
+        println!(
+            "audited key releases over HTTP ({concurrency} clients): {releases:.0} req/s vs a trivial handler on the same server (GET /healthz) {trivial:.0} req/s -> ratio {:.2} (goal >= 0.3)",
+            releases / trivial
         );
 
         // Verification speed over many records.
