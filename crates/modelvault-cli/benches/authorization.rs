@@ -29,6 +29,27 @@ async fn start(state: AppState) -> String {
     format!("http://{addr}")
 }
 
+/// An API token of `role` in namespace `bench`, made by `admin`.
+async fn create_token(
+    http: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    name: &str,
+    role: &str,
+) -> String {
+    let tok: serde_json::Value = http
+        .post(format!("{url}/v1/tokens"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"name": name, "roles": [role], "namespaces": ["bench"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tok["token"].as_str().unwrap().to_string()
+}
+
 async fn load(url: String, token: String, secs: u64, concurrency: usize) -> f64 {
     load_requests(url, token, None, secs, concurrency).await
 }
@@ -100,17 +121,7 @@ fn main() {
         let with_chain = AppState::open(config.clone()).await.unwrap();
         let url = start(with_chain).await;
         let http = reqwest::Client::new();
-        let tok: serde_json::Value = http
-            .post(format!("{url}/v1/tokens"))
-            .bearer_auth(&admin)
-            .json(&serde_json::json!({"name": "bench", "roles": ["data-scientist"], "namespaces": ["bench"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = tok["token"].as_str().unwrap().to_string();
+        let token = create_token(&http, &url, &admin, "bench", "data-scientist").await;
         http.post(format!("{url}/v1/models"))
             .bearer_auth(&token)
             .json(&serde_json::json!({"namespace": "bench", "name": "m"}))
@@ -171,17 +182,7 @@ fn main() {
         // Audited key releases (role gate, policy chain, HPKE seal, durable
         // intent, signed receipt, completion) vs a trivial handler on the
         // same server (`GET /healthz`).
-        let tok: serde_json::Value = http
-            .post(format!("{url}/v1/tokens"))
-            .bearer_auth(&admin)
-            .json(&serde_json::json!({"name": "bench-release", "roles": ["ml-engineer"], "namespaces": ["bench"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let engineer = tok["token"].as_str().unwrap().to_string();
+        let engineer = create_token(&http, &url, &admin, "bench-release", "ml-engineer").await;
         let client_key = modelvault_release::ClientKey::generate();
         use base64::Engine as _;
         let release_body = serde_json::json!({

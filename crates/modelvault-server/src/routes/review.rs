@@ -69,7 +69,7 @@ pub async fn review(
     let mut versions = Vec::new();
     let mut can_download_any: BTreeSet<String> = BTreeSet::new();
     let mut downloaded_any: BTreeSet<String> = BTreeSet::new();
-    for (ns, model, manifest) in versions_in_scope(
+    for (ns, model, manifest, facts) in versions_in_scope(
         &state,
         q.namespace.as_deref(),
         q.model.as_deref(),
@@ -77,12 +77,6 @@ pub async fn review(
     )
     .await?
     {
-        let v = VersionRef {
-            namespace: &ns,
-            model: &model.name,
-            version: &manifest.version,
-        };
-        let facts = crate::gate::version_facts(&state, &v, &manifest).await?;
         let who_used = used
             .get(&(ns.clone(), model.name.clone(), manifest.version.clone()))
             .cloned()
@@ -325,20 +319,23 @@ fn check_filters(
     Ok(())
 }
 
-/// Every committed version the filters select, with its model record.
+/// A version in scope: namespace, model record, manifest and the facts
+/// the policy chain decides on.
+type ReviewedVersion = (
+    String,
+    modelvault_storage::ModelRecord,
+    modelvault_storage::Manifest,
+    crate::authn::VersionFacts,
+);
+
+/// Every committed version the filters select, with its model record and
+/// its policy facts.
 async fn versions_in_scope(
     state: &AppState,
     namespace: Option<&str>,
     model: Option<&str>,
     version: Option<&str>,
-) -> Result<
-    Vec<(
-        String,
-        modelvault_storage::ModelRecord,
-        modelvault_storage::Manifest,
-    )>,
-    ApiError,
-> {
+) -> Result<Vec<ReviewedVersion>, ApiError> {
     let mut out = Vec::new();
     for ns in state.store.list_namespaces().await? {
         if namespace.is_some_and(|want| want != ns) {
@@ -352,7 +349,13 @@ async fn versions_in_scope(
                 if version.is_some_and(|want| want != manifest.version) {
                     continue;
                 }
-                out.push((ns.clone(), m.clone(), manifest));
+                let v = VersionRef {
+                    namespace: &ns,
+                    model: &m.name,
+                    version: &manifest.version,
+                };
+                let facts = crate::gate::version_facts(state, &v, &manifest).await?;
+                out.push((ns.clone(), m.clone(), manifest, facts));
             }
         }
     }
@@ -449,7 +452,7 @@ pub async fn candidate(
     state.policies.wait_ready().await?;
     let mut changes = Vec::new();
     let mut evaluated = 0u64;
-    for (ns, model, manifest) in versions_in_scope(
+    for (ns, model, manifest, facts) in versions_in_scope(
         &state,
         q.namespace.as_deref(),
         q.model.as_deref(),
@@ -457,12 +460,6 @@ pub async fn candidate(
     )
     .await?
     {
-        let v = VersionRef {
-            namespace: &ns,
-            model: &model.name,
-            version: &manifest.version,
-        };
-        let facts = crate::gate::version_facts(&state, &v, &manifest).await?;
         for (subject_type, subject, principal) in &who {
             for (action, permission) in [
                 (PolicyAction::Download, Permission::Download),
