@@ -172,8 +172,15 @@ def _downloaded(driver, name: str):
     return p if p.exists() and p.stat().st_size > 0 else None
 
 
-def sign_in(driver, url: str, token: str) -> None:
+def signed_out(driver, url: str) -> None:
+    """Open the console with no session, whatever an earlier test left."""
     driver.get(url + "/ui/")
+    driver.delete_all_cookies()
+    driver.get(url + "/ui/")
+
+
+def sign_in(driver, url: str, token: str) -> None:
+    signed_out(driver, url)
     field = css(driver, "#token")
     field.clear()
     field.send_keys(token)
@@ -443,6 +450,23 @@ def test_phone_width_and_keyboard(console, browser):
         time.sleep(0.3)
         # Nothing but the table wrappers scrolls sideways.
         assert d.execute_script("return document.documentElement.scrollWidth") <= 380
+        # A table wrapper that scrolls is a labelled region reachable by
+        # keyboard; one that fits is no tab stop.
+        scrolled = 0
+        for page, table in (("models/ui/ranker/versions/v1", "#files-table"), ("models", "#models-table"),
+                            ("audit", "#audit-table")):
+            d.get(f"{s.url}/ui/#/{page}")
+            css(d, table)
+            time.sleep(0.3)
+            for wrap in d.find_elements(By.CSS_SELECTOR, ".table-wrap"):
+                scrolls = d.execute_script("return arguments[0].scrollWidth > arguments[0].clientWidth", wrap)
+                if scrolls:
+                    scrolled += 1
+                    assert wrap.get_attribute("tabindex") == "0" and wrap.get_attribute("role") == "region"
+                    assert "scrolls sideways" in wrap.get_attribute("aria-label")
+                else:
+                    assert wrap.get_attribute("tabindex") is None
+        assert scrolled, "no table scrolled sideways at phone width"
         check_page(d, "version-phone")
         # Keyboard: the first Tab reaches the skip link, Enter moves focus
         # to the main region without leaving the page.
@@ -510,7 +534,7 @@ def test_oidc_sign_in_refuses_forged_hosts_states_and_planted_cookies(console):
 def test_oidc_sign_in_with_code_and_pkce(console, browser):
     s, _ = console
     d = browser
-    d.get(s.url + "/ui/")
+    signed_out(d, s.url)
     link = css(d, "#oidc-issuers a")
     assert IDP in link.text
     link.click()

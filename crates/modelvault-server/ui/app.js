@@ -107,6 +107,27 @@
     return h('dl', { class: 'kv facts' }, pairs.map(([k, v]) => [h('dt', null, k), h('dd', null, v)]));
   }
 
+  // A table wider than its column scrolls inside its wrapper. A scrolling
+  // region must be reachable by keyboard (WCAG 2.1.1), so the wrapper is a
+  // focusable, labelled region exactly while it scrolls (not a tab stop
+  // otherwise). Both the wrapper and the table are observed: rows added
+  // later change the table's size, a narrower window the wrapper's.
+  const scrolling = new ResizeObserver((entries) => {
+    for (const { target } of entries) {
+      const wrap = target.classList.contains('table-wrap') ? target : target.parentElement;
+      if (!wrap) continue;
+      if (wrap.scrollWidth > wrap.clientWidth) {
+        wrap.setAttribute('tabindex', '0');
+        wrap.setAttribute('role', 'region');
+        wrap.setAttribute('aria-label', wrap.dataset.label);
+      } else {
+        wrap.removeAttribute('tabindex');
+        wrap.removeAttribute('role');
+        wrap.removeAttribute('aria-label');
+      }
+    }
+  });
+
   function table(id, headers, rows, opts = {}) {
     const body = rows.length ? rows
       : [h('tr', null, h('td', { colspan: headers.length, class: 'empty' }, opts.empty || 'None.'))];
@@ -115,7 +136,11 @@
       opts.caption ? h('caption', null, opts.caption) : null,
       h('thead', null, h('tr', null, headers.map((x) => h('th', { scope: 'col' }, x)))),
       tbody);
-    return h('div', { class: 'table-wrap' }, t);
+    const label = opts.label || opts.caption || `Table: ${headers.join(', ')}`;
+    const wrap = h('div', { class: 'table-wrap', 'data-label': `${label} (scrolls sideways)` }, t);
+    scrolling.observe(wrap);
+    scrolling.observe(t);
+    return wrap;
   }
 
   const tr = (cells, attrs) => h('tr', attrs, cells.map((c) => h('td', null, c)));
@@ -803,7 +828,7 @@
       });
       add(main, h('section', { class: 'review-version' },
         h('h2', null, h('a', { href: versionHash(v.namespace, v.model, v.version) }, label), ' ', sensBadge(v.sensitivity)),
-        table(null, accessHeaders, rows, { class: 'access-table', empty: 'No one has access.' }),
+        table(null, accessHeaders, rows, { class: 'access-table', empty: 'No one has access.', label: `Who can access ${label}` }),
         (v.downloaded_without_access_today || []).length
           ? h('p', { class: 'problem' }, 'Downloaded without access today: ', v.downloaded_without_access_today.map(txt).join(', '))
           : null));
