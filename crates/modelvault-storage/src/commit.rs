@@ -1,7 +1,7 @@
 //! Committing a draft: the listed files must match the upload records
-//! exactly (size, digest, blob, salt, segment table); the manifest is
-//! written create-if-absent as revision 0, so of two racing commits one
-//! wins. A retried commit of the same content returns the committed
+//! exactly (size, digest, blob, salt, segment table); the version is
+//! entered in the model's commit log, then the manifest is written
+//! create-if-absent as revision 0, so of two racing commits one wins. A retried commit of the same content returns the committed
 //! manifest.
 
 use super::*;
@@ -178,6 +178,9 @@ impl Store {
             created_at: now(),
             sealed_digests: sealed,
         };
+        // The commit log first: a committed version always has an entry
+        // (`latest` reads the log); an entry without a manifest is skipped.
+        self.log_commit(v).await?;
         let path = layout::seq_record(&layout::manifest_dir(v.namespace, v.model, v.version), 0);
         match self.create_record("manifest", &path, &manifest).await {
             Ok(()) => Ok(manifest),

@@ -35,6 +35,11 @@ pub fn model_keys_dir(ns: &str, model: &str) -> Path {
     Path::from(format!("models/{ns}/{model}/meta-keys"))
 }
 
+/// A model's commit log: one sequence-numbered entry per commit.
+pub fn commit_log_dir(ns: &str, model: &str) -> Path {
+    Path::from(format!("models/{ns}/{model}/commits"))
+}
+
 /// A model's versions.
 pub fn versions_dir(ns: &str, model: &str) -> Path {
     Path::from(format!("models/{ns}/{model}/versions"))

@@ -17,7 +17,8 @@
 //!
 //! Where things are: [`Store`] is opened in `store`; `series` writes and
 //! reads authenticated records; `models`, `versions` and `commit` hold the
-//! model and version life cycle; `deks` is the one place a version's key
+//! model and version life cycle; `commit_log` orders a model's commits and
+//! answers `latest` from its newest entries; `deks` is the one place a version's key
 //! records are read, created and unwrapped; `blob` encrypts and serves
 //! files; `rotation`, `dek_rotation` and `shred` change keys; `gc` deletes
 //! what nothing references.
@@ -28,6 +29,7 @@
 mod audit_objects;
 mod blob;
 mod commit;
+mod commit_log;
 mod dek_rotation;
 mod deks;
 mod error;
@@ -96,6 +98,9 @@ pub struct Store {
     signer: Option<(Arc<object_store::aws::AmazonS3>, String)>,
     /// Summaries of audit segments, shared by every clone of the store.
     audit_summaries: Arc<audit_objects::SummaryCache>,
+    /// The highest entry number seen in each model's commit log, shared
+    /// by every clone of the store (where a head lookup starts probing).
+    log_heads: Arc<commit_log::Heads>,
 }
 
 impl std::fmt::Debug for Store {

@@ -63,7 +63,11 @@ impl Store {
             Err(StorageError::AlreadyExists(_)) => Err(StorageError::AlreadyExists(format!(
                 "model {namespace}/{name}"
             ))),
-            other => other.map(|()| record),
+            Err(e) => Err(e),
+            Ok(()) => {
+                self.start_commit_log(namespace, name).await?;
+                Ok(record)
+            }
         }
     }
 

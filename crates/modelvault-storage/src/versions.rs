@@ -1,6 +1,6 @@
 //! Committed versions: the manifest in force (checked against its
-//! tombstone and its own path), listings, `latest` resolution and the
-//! unsealed view of a version.
+//! tombstone and its own path), listings, name resolution (`latest` is
+//! the commit log's, `commit_log`) and the unsealed view of a version.
 
 use super::*;
 
@@ -80,7 +80,8 @@ impl Store {
     }
 
     /// Resolves `latest` to the newest committed version that is not
-    /// archived; other names pass through after validation.
+    /// archived or deleted (newest by the model's commit log); other names
+    /// pass through after validation.
     pub async fn resolve_version(
         &self,
         namespace: &str,
@@ -88,20 +89,8 @@ impl Store {
         version: &str,
     ) -> Result<String, StorageError> {
         if version == "latest" {
-            let versions = self.list_versions(namespace, model).await?;
-            for m in versions.iter().rev() {
-                let v = VersionRef {
-                    namespace,
-                    model,
-                    version: &m.version,
-                };
-                if self.stage_of(&v).await? != crate::Stage::Archived {
-                    return Ok(m.version.clone());
-                }
-            }
-            return Err(StorageError::NotFound(format!(
-                "committed version of {namespace}/{model} that is not archived"
-            )));
+            self.require_model(namespace, model).await?;
+            return self.latest_version(namespace, model).await;
         }
         names::validate_version(version)?;
         Ok(version.to_string())

@@ -848,6 +848,160 @@ async fn version_in_force_reads_what_a_gate_needs(f: Fixture) {
     assert!(matches!(gone, StorageError::Gone(_)), "{gone:?}");
 }
 
+/// The commit log answers `latest`: commit order, archived and deleted
+/// versions skipped, a second server (no cache) and a racing one agree, a
+/// model created before the log falls back to the manifests, and a bucket
+/// writer cannot point `latest` elsewhere.
+async fn latest_follows_the_commit_log(f: Fixture) {
+    let s = &f.store;
+    for model in ["bert", "other"] {
+        s.create_model(
+            "nlp",
+            model,
+            Sensitivity::Internal,
+            BTreeMap::new(),
+            "alice",
+        )
+        .await
+        .unwrap();
+    }
+    let latest = |s: Store| async move { s.resolve_version("nlp", "bert", "latest").await };
+    // Version names that sort against commit order: the log decides.
+    for v in ["9", "10", "11", "12", "13", "14", "15"] {
+        push(s, v, &[("w.bin", v.as_bytes().to_vec())])
+            .await
+            .unwrap();
+    }
+    assert_eq!(latest(s.clone()).await.unwrap(), "15");
+    // Archived, then deleted: an older entry answers.
+    s.stages(&vref("15"))
+        .append(|seq| StageRecord {
+            seq,
+            stage: Stage::Archived,
+            by: "alice".into(),
+            time: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(latest(s.clone()).await.unwrap(), "14");
+    s.shred(&vref("14"), "alice").await.unwrap();
+    assert_eq!(latest(s.clone()).await.unwrap(), "13");
+
+    // A second server over the same bucket (nothing cached: it finds the
+    // head by probing) agrees, and commits that the first then sees.
+    let keys = Arc::new(LocalKeyring::open(&f._keys.path().join("keyring.json")).unwrap());
+    let b = Store::open(&f._loc.url, keys).unwrap();
+    assert_eq!(latest(b.clone()).await.unwrap(), "13");
+    push(&b, "16", &[("w.bin", vec![16])]).await.unwrap();
+    assert_eq!(latest(s.clone()).await.unwrap(), "16");
+    // Two servers commit at once: each gets its own entry, both agree.
+    let (f17, f18) = ([("w.bin", vec![17])], [("w.bin", vec![18])]);
+    let (x, y) = tokio::join!(push(s, "17", &f17), push(&b, "18", &f18));
+    x.unwrap();
+    y.unwrap();
+    let (la, lb) = (
+        latest(s.clone()).await.unwrap(),
+        latest(b.clone()).await.unwrap(),
+    );
+    assert_eq!(la, lb);
+    assert!(la == "17" || la == "18", "{la}");
+    let log: Vec<_> = s
+        .objects()
+        .list(Some(&Path::from("models/nlp/bert/commits")))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        log.len(),
+        1 + 10,
+        "genesis and one entry per commit: {log:?}"
+    );
+
+    // A bucket writer: an entry moved from another model's log, or edited
+    // in place, fails its MAC; `latest` refuses rather than answering.
+    let o = s.objects().clone();
+    let get = |p: &'static str| {
+        let o = o.clone();
+        async move { o.get(&Path::from(p)).await.unwrap().bytes().await.unwrap() }
+    };
+    let theirs = get("models/nlp/other/commits/000000000000.json").await;
+    let next = Path::from("models/nlp/bert/commits/000000000011.json");
+    o.put(&next, PutPayload::from(theirs)).await.unwrap();
+    let err = latest(b.clone()).await.unwrap_err();
+    assert!(matches!(err, StorageError::Integrity(_)), "{err:?}");
+    o.delete(&next).await.unwrap();
+    let head = Path::from("models/nlp/bert/commits/000000000010.json");
+    let mine = get("models/nlp/bert/commits/000000000010.json").await;
+    let text = String::from_utf8(mine.to_vec()).unwrap();
+    let edited = text.replace("\"18\"", "\"13\"").replace("\"17\"", "\"13\"");
+    assert_ne!(edited, text);
+    o.put(&head, PutPayload::from(edited.into_bytes()))
+        .await
+        .unwrap();
+    let err = latest(s.clone()).await.unwrap_err();
+    assert!(matches!(err, StorageError::Integrity(_)), "{err:?}");
+    o.put(&head, PutPayload::from(mine)).await.unwrap();
+    assert_eq!(latest(s.clone()).await.unwrap(), la);
+    // Deleting the newest entry does not fool a server that has seen it.
+    let kept = get("models/nlp/bert/commits/000000000010.json").await;
+    o.delete(&head).await.unwrap();
+    let err = latest(s.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+    o.put(&head, PutPayload::from(kept)).await.unwrap();
+
+    // An entry whose version has no manifest (a commit that never landed)
+    // is skipped: a fresh server answers from the older entries.
+    let c = Store::open(
+        &f._loc.url,
+        Arc::new(LocalKeyring::open(&f._keys.path().join("keyring.json")).unwrap()),
+    )
+    .unwrap();
+    let newest = latest(c.clone()).await.unwrap();
+    let older = if newest == "17" { "18" } else { "17" };
+    let manifests: Vec<_> = o
+        .list(Some(&Path::from(format!(
+            "models/nlp/bert/versions/{newest}/manifest"
+        ))))
+        .try_collect()
+        .await
+        .unwrap();
+    for m in manifests {
+        o.delete(&m.location).await.unwrap();
+    }
+    assert_eq!(latest(c.clone()).await.unwrap(), older);
+
+    // A model created before the log existed (no log at all): the
+    // manifests answer.
+    let log: Vec<_> = o
+        .list(Some(&Path::from("models/nlp/bert/commits")))
+        .try_collect()
+        .await
+        .unwrap();
+    for e in log {
+        o.delete(&e.location).await.unwrap();
+    }
+    let d = Store::open(
+        &f._loc.url,
+        Arc::new(LocalKeyring::open(&f._keys.path().join("keyring.json")).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(latest(d.clone()).await.unwrap(), older);
+    // …and a commit after the upgrade starts its log; archiving that one
+    // walks off the log's start into the manifests again.
+    push(&d, "19", &[("w.bin", vec![19])]).await.unwrap();
+    assert_eq!(latest(d.clone()).await.unwrap(), "19");
+    d.stages(&vref("19"))
+        .append(|seq| StageRecord {
+            seq,
+            stage: Stage::Archived,
+            by: "alice".into(),
+            time: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(latest(d).await.unwrap(), older);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -875,7 +1029,8 @@ suite!(
     garbage_collection,
     retried_commit_is_idempotent,
     two_spellings_are_one_file,
-    version_in_force_reads_what_a_gate_needs
+    version_in_force_reads_what_a_gate_needs,
+    latest_follows_the_commit_log
 );
 
 /// Backdates a file's modification time by `secs`.

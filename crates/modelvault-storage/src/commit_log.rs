@@ -1,0 +1,243 @@
+//! A model's commit log: one authenticated entry per commit, numbered from
+//! 0 in the order commits reached it, so `latest` is answered from the
+//! newest few entries instead of every version's manifest.
+//!
+//! Invariants a reader must keep:
+//! - A commit appends its entry *before* it writes its manifest, so every
+//!   committed version has an entry. A crash (or a commit refused by a
+//!   racing one) in between leaves an entry whose version has no manifest;
+//!   readers skip it.
+//! - Entries are create-if-absent at the next number (two racing commits
+//!   get two numbers; nothing is overwritten), so numbers are contiguous
+//!   and the head is found by probing (`HEAD` of n+1, galloping, then a
+//!   bisection), never by listing: O(1) once a process has seen a model's
+//!   head, O(log n) the first time. A process never goes backwards: it
+//!   probes from the highest number it has seen.
+//! - Entry 0 of a model created with the log is a genesis entry naming no
+//!   version. A log that does not start with one belongs to a model
+//!   created before the log existed; when the walk reaches its start
+//!   without a servable version, `latest` falls back to reading every
+//!   manifest (the only answer that is right for such a model).
+//! - Entries are MAC'd over their path and name their own number: a
+//!   bucket writer cannot forge one, move one to another model or number,
+//!   or point `latest` at a version no commit of this model named.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::*;
+
+/// The highest entry number a process has seen per commit log.
+#[derive(Debug, Default)]
+pub(crate) struct Heads(std::sync::Mutex<HashMap<String, u64>>);
+
+impl Heads {
+    fn get(&self, dir: &Path) -> Option<u64> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(dir.as_ref()).copied())
+    }
+
+    fn raise(&self, dir: &Path, seq: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            let e = m.entry(dir.to_string()).or_insert(seq);
+            *e = (*e).max(seq);
+        }
+    }
+}
+
+/// One entry of a model's commit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CommitEntry {
+    /// This entry's own number (checked against its path).
+    pub seq: u64,
+    /// The version committed; `None` for the genesis entry.
+    pub version: Option<String>,
+    /// When the commit reached the log.
+    pub time: chrono::DateTime<Utc>,
+}
+
+/// What a walk of the log found.
+enum Walk {
+    /// The newest servable version.
+    Found(String),
+    /// The walk reached the genesis entry: no servable version.
+    None,
+    /// The log does not reach back to the model's creation.
+    Incomplete,
+}
+
+impl Store {
+    /// Writes a new model's genesis entry (entry 0). A commit that raced
+    /// ahead and took number 0 makes the model look created before the log
+    /// existed, which is always answered correctly (by a full scan).
+    pub(crate) async fn start_commit_log(&self, ns: &str, model: &str) -> Result<(), StorageError> {
+        let dir = layout::commit_log_dir(ns, model);
+        let genesis = CommitEntry {
+            seq: 0,
+            version: None,
+            time: now(),
+        };
+        match self
+            .create_record("commit-log", &layout::seq_record(&dir, 0), &genesis)
+            .await
+        {
+            Ok(()) | Err(StorageError::AlreadyExists(_)) => {
+                self.log_heads.raise(&dir, 0);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends `v` to its model's commit log (before its manifest is
+    /// written); retried at the next number when another commit wins.
+    pub(crate) async fn log_commit(&self, v: &VersionRef<'_>) -> Result<u64, StorageError> {
+        let dir = layout::commit_log_dir(v.namespace, v.model);
+        for _ in 0..32 {
+            let next = self.log_head(&dir).await?.map_or(0, |s| s + 1);
+            let entry = CommitEntry {
+                seq: next,
+                version: Some(v.version.to_string()),
+                time: now(),
+            };
+            match self
+                .create_record("commit-log", &layout::seq_record(&dir, next), &entry)
+                .await
+            {
+                Ok(()) => {
+                    self.log_heads.raise(&dir, next);
+                    return Ok(next);
+                }
+                // The number exists now: the next probe starts past it.
+                Err(StorageError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StorageError::AlreadyExists(format!(
+            "{dir}: too many concurrent commits"
+        )))
+    }
+
+    /// The newest committed, not deleted, not archived version of a model,
+    /// from its commit log; a full scan of the manifests only for a model
+    /// whose log does not reach back to its creation.
+    pub(crate) async fn latest_version(
+        &self,
+        ns: &str,
+        model: &str,
+    ) -> Result<String, StorageError> {
+        let none = || {
+            StorageError::NotFound(format!(
+                "committed version of {ns}/{model} that is not archived"
+            ))
+        };
+        match self.walk_log(ns, model).await? {
+            Walk::Found(v) => return Ok(v),
+            Walk::None => return Err(none()),
+            Walk::Incomplete => {}
+        }
+        let versions = self.list_versions(ns, model).await?;
+        for m in versions.iter().rev() {
+            let v = VersionRef {
+                namespace: ns,
+                model,
+                version: &m.version,
+            };
+            if self.stage_of(&v).await? != Stage::Archived {
+                return Ok(m.version.clone());
+            }
+        }
+        Err(none())
+    }
+
+    async fn walk_log(&self, ns: &str, model: &str) -> Result<Walk, StorageError> {
+        let dir = layout::commit_log_dir(ns, model);
+        let Some(head) = self.log_head(&dir).await? else {
+            return Ok(Walk::Incomplete);
+        };
+        let mut seen = std::collections::HashSet::new();
+        for seq in (0..=head).rev() {
+            let path = layout::seq_record(&dir, seq);
+            let entry: CommitEntry =
+                self.read_record("commit-log", &path)
+                    .await?
+                    .ok_or_else(|| {
+                        StorageError::Integrity(format!("commit log entry {path} is missing"))
+                    })?;
+            if entry.seq != seq {
+                return Err(StorageError::Integrity(format!(
+                    "commit log entry {path} names number {}",
+                    entry.seq
+                )));
+            }
+            let Some(version) = entry.version else {
+                if seq == 0 {
+                    return Ok(Walk::None);
+                }
+                return Err(StorageError::Integrity(format!(
+                    "commit log entry {path} is a genesis entry past the start"
+                )));
+            };
+            if !seen.insert(version.clone()) {
+                continue;
+            }
+            let v = VersionRef {
+                namespace: ns,
+                model,
+                version: &version,
+            };
+            match self.get_manifest(&v).await {
+                Ok(Some(_)) => {}
+                // Not (yet) committed, or deleted: an older entry answers.
+                Ok(None) | Err(StorageError::Gone(_)) => continue,
+                Err(e) => return Err(e),
+            }
+            if self.stage_of(&v).await? != Stage::Archived {
+                return Ok(Walk::Found(version));
+            }
+        }
+        Ok(Walk::Incomplete)
+    }
+
+    /// The highest entry number in a commit log, or `None` when it has no
+    /// entries: probed from the highest number this process has seen.
+    async fn log_head(&self, dir: &Path) -> Result<Option<u64>, StorageError> {
+        let mut lo = match self.log_heads.get(dir) {
+            Some(s) => s,
+            None if self.entry_exists(dir, 0).await? => 0,
+            None => return Ok(None),
+        };
+        // Gallop forward from a number known to exist…
+        let mut step = 1u64;
+        let mut hi = loop {
+            let probe = lo.saturating_add(step);
+            if !self.entry_exists(dir, probe).await? {
+                break probe;
+            }
+            lo = probe;
+            step = step.saturating_mul(2);
+        };
+        // …then bisect: `lo` exists, `hi` does not.
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.entry_exists(dir, mid).await? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        self.log_heads.raise(dir, lo);
+        Ok(Some(lo))
+    }
+
+    async fn entry_exists(&self, dir: &Path, seq: u64) -> Result<bool, StorageError> {
+        match self.objects.head(&layout::seq_record(dir, seq)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
