@@ -692,6 +692,49 @@ fn reports_have_a_json_shape() {
     assert_eq!(pulled["files"][0]["continued"], false);
     assert_eq!(pulled["files"][0]["sha256"], pushed["files"][0]["sha256"]);
 
+    // `model show` carries the newest versions (commit order, not name
+    // order) and says when older ones exist; `--versions` chooses how many.
+    for v in ["v3", "v2"] {
+        ok(app.cli(Some(&ds), &["push", &format!("nlp/m@{v}"), s]));
+    }
+    let shown = json(app.cli(
+        Some(&ds),
+        &[
+            "model",
+            "show",
+            "nlp/m",
+            "--versions",
+            "2",
+            "--output",
+            "json",
+        ],
+    ));
+    let names: Vec<_> = shown["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].clone())
+        .collect();
+    assert_eq!(names, ["v3", "v2"], "{shown}");
+    assert_eq!(shown["older_versions"], true);
+    let text = ok(app.cli(Some(&ds), &["model", "show", "nlp/m", "--versions", "2"]));
+    assert!(
+        text.contains("older versions not shown") && !text.contains("  v1  "),
+        "{text}"
+    );
+    let all = json(app.cli(Some(&ds), &["model", "show", "nlp/m", "--output", "json"]));
+    assert_eq!(all["versions"].as_array().unwrap().len(), 3);
+    assert!(all.get("older_versions").is_none(), "{all}");
+    let latest = json(app.cli(
+        Some(&ds),
+        &["model", "show", "nlp/m@latest", "--output", "json"],
+    ));
+    assert_eq!(latest["version"], "v2");
+    let (status, code_, _) = error_code(app.get(Some(&ds), "/v1/models/nlp/m?versions=1001"));
+    assert_eq!((status, code_.as_str()), (400, "invalid_request"));
+    let too_many = app.cli(Some(&ds), &["model", "show", "nlp/m", "--versions", "1001"]);
+    assert_eq!(code(&too_many), 2, "{}", stderr(&too_many));
+
     let approvals = json(app.cli(
         Some(&mm),
         &["approve", "nlp/m@v1", "--env", "dev", "--output", "json"],

@@ -123,9 +123,14 @@ pub struct ModelView {
     /// Metadata revision.
     #[serde(default)]
     pub revision: u64,
-    /// Committed versions, oldest first (on show only).
+    /// Committed versions, oldest first (on show only): the newest
+    /// `?versions=` of them (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versions: Option<Vec<VersionSummary>>,
+    /// On show: older committed versions exist than those in `versions`
+    /// (`GET .../versions` lists them all).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub older_versions: bool,
 }
 
 /// `GET /v1/models`

@@ -63,6 +63,19 @@ pub struct AccessReviewQuery {
     pub version: Option<String>,
 }
 
+/// `GET /v1/models/{ns}/{name}?versions=`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct ModelShowQuery {
+    /// How many of the newest committed versions to include, 0 to 1000
+    /// (default 100); `GET .../versions` lists them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", param(minimum = 0, maximum = 1000))]
+    pub versions: Option<u32>,
+}
+
 /// `GET .../ciphertext/{path}?generation=`
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]

@@ -415,10 +415,13 @@ enum ModelCommand {
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Show a model (with its versions) or one version.
+    /// Show a model (with its newest versions) or one version.
     Show {
         /// NS/NAME or NS/NAME@VERSION
         target: String,
+        /// How many of a model's newest versions to show (at most 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        versions: u32,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         output: Output,
@@ -931,7 +934,11 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                 ),
             }
         }
-        ModelCommand::Show { target, output } => {
+        ModelCommand::Show {
+            target,
+            versions,
+            output,
+        } => {
             let t = parse_target(&target, false)?;
             match &t.version {
                 Some(v) => {
@@ -1015,7 +1022,10 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                 }
                 None => {
                     let m: ModelView = client
-                        .get_json(&paths::model(&t.namespace, &t.name))
+                        .get_json(&format!(
+                            "{}?versions={versions}",
+                            paths::model(&t.namespace, &t.name)
+                        ))
                         .await?;
                     match output {
                         Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
@@ -1038,6 +1048,11 @@ async fn model(cmd: ModelCommand) -> anyhow::Result<()> {
                                     v.total_size,
                                     v.uploader,
                                     v.created_at.to_rfc3339()
+                                );
+                            }
+                            if m.older_versions {
+                                println!(
+                                    "  (older versions not shown; --versions N shows up to 1000)"
                                 );
                             }
                         }

@@ -59,14 +59,81 @@ pub(crate) struct CommitEntry {
     pub time: chrono::DateTime<Utc>,
 }
 
-/// What a walk of the log found.
-enum Walk {
-    /// The newest servable version.
-    Found(String),
-    /// The walk reached the genesis entry: no servable version.
-    None,
-    /// The log does not reach back to the model's creation.
-    Incomplete,
+/// A walk of a model's commit log, newest entry first, yielding each
+/// committed, not deleted version once with its manifest.
+struct LogCursor<'a> {
+    store: &'a Store,
+    ns: &'a str,
+    model: &'a str,
+    dir: Path,
+    /// The next entry number to read; `None` once the start was passed.
+    next: Option<u64>,
+    seen: std::collections::HashSet<String>,
+    /// Set when the walk passed entry 0: whether it was a genesis entry
+    /// (the log reaches back to the model's creation).
+    complete: bool,
+}
+
+impl<'a> LogCursor<'a> {
+    async fn open(store: &'a Store, ns: &'a str, model: &'a str) -> Result<Self, StorageError> {
+        let dir = layout::commit_log_dir(ns, model);
+        let next = store.log_head(&dir).await?;
+        Ok(Self {
+            store,
+            ns,
+            model,
+            dir,
+            next,
+            seen: Default::default(),
+            complete: false,
+        })
+    }
+
+    /// The next older committed version and its manifest; `None` at the
+    /// start of the log (then [`Self::complete`] says which start).
+    async fn next(&mut self) -> Result<Option<Manifest>, StorageError> {
+        while let Some(seq) = self.next {
+            self.next = seq.checked_sub(1);
+            let path = layout::seq_record(&self.dir, seq);
+            let entry: CommitEntry = self
+                .store
+                .read_record("commit-log", &path)
+                .await?
+                .ok_or_else(|| {
+                    StorageError::Integrity(format!("commit log entry {path} is missing"))
+                })?;
+            if entry.seq != seq {
+                return Err(StorageError::Integrity(format!(
+                    "commit log entry {path} names number {}",
+                    entry.seq
+                )));
+            }
+            let Some(version) = entry.version else {
+                if seq == 0 {
+                    self.complete = true;
+                    return Ok(None);
+                }
+                return Err(StorageError::Integrity(format!(
+                    "commit log entry {path} is a genesis entry past the start"
+                )));
+            };
+            if !self.seen.insert(version.clone()) {
+                continue;
+            }
+            let v = VersionRef {
+                namespace: self.ns,
+                model: self.model,
+                version: &version,
+            };
+            match self.store.get_manifest(&v).await {
+                Ok(Some(m)) => return Ok(Some(m)),
+                // Not (yet) committed, or deleted: an older entry answers.
+                Ok(None) | Err(StorageError::Gone(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
 }
 
 impl Store {
@@ -129,77 +196,65 @@ impl Store {
         ns: &str,
         model: &str,
     ) -> Result<String, StorageError> {
-        let none = || {
-            StorageError::NotFound(format!(
-                "committed version of {ns}/{model} that is not archived"
-            ))
-        };
-        match self.walk_log(ns, model).await? {
-            Walk::Found(v) => return Ok(v),
-            Walk::None => return Err(none()),
-            Walk::Incomplete => {}
-        }
-        let versions = self.list_versions(ns, model).await?;
-        for m in versions.iter().rev() {
-            let v = VersionRef {
-                namespace: ns,
-                model,
-                version: &m.version,
-            };
-            if self.stage_of(&v).await? != Stage::Archived {
-                return Ok(m.version.clone());
+        let mut log = LogCursor::open(self, ns, model).await?;
+        while let Some(m) = log.next().await? {
+            if !self.is_archived(ns, model, &m.version).await? {
+                return Ok(m.version);
             }
         }
-        Err(none())
+        if !log.complete {
+            for m in self.list_versions(ns, model).await?.into_iter().rev() {
+                if !self.is_archived(ns, model, &m.version).await? {
+                    return Ok(m.version);
+                }
+            }
+        }
+        Err(StorageError::NotFound(format!(
+            "committed version of {ns}/{model} that is not archived"
+        )))
     }
 
-    async fn walk_log(&self, ns: &str, model: &str) -> Result<Walk, StorageError> {
-        let dir = layout::commit_log_dir(ns, model);
-        let Some(head) = self.log_head(&dir).await? else {
-            return Ok(Walk::Incomplete);
+    async fn is_archived(
+        &self,
+        ns: &str,
+        model: &str,
+        version: &str,
+    ) -> Result<bool, StorageError> {
+        let v = VersionRef {
+            namespace: ns,
+            model,
+            version,
         };
-        let mut seen = std::collections::HashSet::new();
-        for seq in (0..=head).rev() {
-            let path = layout::seq_record(&dir, seq);
-            let entry: CommitEntry =
-                self.read_record("commit-log", &path)
-                    .await?
-                    .ok_or_else(|| {
-                        StorageError::Integrity(format!("commit log entry {path} is missing"))
-                    })?;
-            if entry.seq != seq {
-                return Err(StorageError::Integrity(format!(
-                    "commit log entry {path} names number {}",
-                    entry.seq
-                )));
+        Ok(self.stage_of(&v).await? == Stage::Archived)
+    }
+
+    /// The newest `limit` committed versions of a model (oldest first, as
+    /// [`Store::list_versions`]) and whether older ones exist: the commit
+    /// log's newest entries (a model whose log does not reach back to its
+    /// creation is listed in full, then cut).
+    pub async fn recent_versions(
+        &self,
+        ns: &str,
+        model: &str,
+        limit: usize,
+    ) -> Result<(Vec<Manifest>, bool), StorageError> {
+        self.require_model(ns, model).await?;
+        let mut log = LogCursor::open(self, ns, model).await?;
+        let mut out = Vec::new();
+        while let Some(m) = log.next().await? {
+            if out.len() == limit {
+                out.reverse();
+                return Ok((out, true));
             }
-            let Some(version) = entry.version else {
-                if seq == 0 {
-                    return Ok(Walk::None);
-                }
-                return Err(StorageError::Integrity(format!(
-                    "commit log entry {path} is a genesis entry past the start"
-                )));
-            };
-            if !seen.insert(version.clone()) {
-                continue;
-            }
-            let v = VersionRef {
-                namespace: ns,
-                model,
-                version: &version,
-            };
-            match self.get_manifest(&v).await {
-                Ok(Some(_)) => {}
-                // Not (yet) committed, or deleted: an older entry answers.
-                Ok(None) | Err(StorageError::Gone(_)) => continue,
-                Err(e) => return Err(e),
-            }
-            if self.stage_of(&v).await? != Stage::Archived {
-                return Ok(Walk::Found(version));
-            }
+            out.push(m);
         }
-        Ok(Walk::Incomplete)
+        if log.complete {
+            out.reverse();
+            return Ok((out, false));
+        }
+        let mut all = self.list_versions(ns, model).await?;
+        let more = all.len() > limit;
+        Ok((all.split_off(all.len().saturating_sub(limit)), more))
     }
 
     /// The highest entry number in a commit log, or `None` when it has no

@@ -81,6 +81,7 @@ pub(crate) async fn model_view(
         sensitive_fields,
         revision: m.revision,
         versions,
+        older_versions: false,
     })
 }
 
@@ -213,9 +214,10 @@ pub async fn list(
     get,
     path = "/v1/models/{ns}/{name}",
     tag = "models",
-    params(super::openapi::ModelPath),
+    params(super::openapi::ModelPath, crate::api::ModelShowQuery),
     responses(
-        (status = 200, description = "The model", body = ModelView),
+        (status = 200, description = "The model with its newest versions", body = ModelView),
+        (status = 400, description = "`invalid_request`: `versions` above 1000", body = crate::api::ErrorBody),
         (status = 403, description = "`forbidden`: no `read` here", body = crate::api::ErrorBody),
     ),
 )]
@@ -223,17 +225,29 @@ pub async fn show(
     State(state): State<AppState>,
     Authenticated(p): Authenticated,
     ApiPath((ns, name)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<crate::api::ModelShowQuery>,
 ) -> Result<Json<ModelView>, ApiError> {
     gate::admit(&p, Action::Read, &Resource::model(&ns, &name))?;
+    let limit = q.versions.unwrap_or(100);
+    if limit > 1000 {
+        return Err(ApiError::bad_request(
+            "versions: at most 1000 (GET .../versions lists them all)",
+        ));
+    }
     let m = state
         .store
         .get_model(&ns, &name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("model {ns}/{name} not found")))?;
-    let versions = state.store.list_versions(&ns, &name).await?;
-    Ok(Json(
-        model_view(&state, &p, m, Some(versions.iter().map(summary).collect())).await?,
-    ))
+    // The newest versions from the model's commit log: the cost does not
+    // grow with the number of versions.
+    let (versions, older) = state
+        .store
+        .recent_versions(&ns, &name, limit as usize)
+        .await?;
+    let mut view = model_view(&state, &p, m, Some(versions.iter().map(summary).collect())).await?;
+    view.older_versions = older;
+    Ok(Json(view))
 }
 
 /// `PATCH /v1/models/{ns}/{name}`: tags and metadata need `edit-metadata`;
