@@ -29,6 +29,15 @@
 //! - `order` = comma-separated kinds (e.g. `review,compliance`): an
 //!   approval of a kind needs the earlier kinds first.
 
+// A lean component: no std, nothing imported (the SDK supplies the
+// runtime), about half the cost of a std one per fresh-instance decision.
+#![no_std]
+
+extern crate alloc;
+
+use alloc::string::{String, ToString as _};
+use alloc::vec::Vec;
+use alloc::{format, vec};
 use modelvault_policy_sdk::*;
 
 struct ApprovalGate;

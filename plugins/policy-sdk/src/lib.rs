@@ -16,6 +16,25 @@
 //! // `modelvault policy list`.
 //! policy_metadata!();
 //! ```
+//!
+//! Features: `std` (default) for a std policy. Without it the policy is
+//! `#![no_std]` (with `extern crate alloc`), the SDK supplies the runtime
+//! (`cabi_realloc`, `memcmp`/`bcmp`, a panic handler that traps), and the
+//! component imports nothing: about half the cost of a fresh-instance
+//! decision. The allocator is the SDK's in both (a static bump arena).
+//!
+//! Invariants: the SDK itself only uses `core` and `alloc`; exactly one
+//! panic handler exists in a policy's crate graph (std's, or the SDK's
+//! when `std` is off).
+
+#![no_std]
+
+extern crate alloc;
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+use alloc::string::{String, ToString as _};
+use alloc::vec::Vec;
 
 /// The generated bindings (re-exported at the crate root).
 pub mod bindings {
@@ -344,24 +363,37 @@ pub mod metadata {
     }
 }
 
-/// A bump allocator over a static arena, used as the global allocator of
-/// every policy built with this SDK. Each decision runs in a fresh
-/// instance, so nothing needs freeing, and serving allocations from a
-/// zero-initialized static buffer means a fresh instance never grows its
-/// memory (the first `memory.grow` is the single largest cost of a fresh
-/// decision). Allocations beyond the arena fall back to the system
-/// allocator.
+/// The global allocator of every policy built with this SDK: a bump
+/// allocator over a zero-initialized static arena, then over pages it grows
+/// itself. Each decision runs in a fresh instance, so a fresh instance
+/// never grows its memory for a typical request (the first `memory.grow`
+/// is the single largest cost of a fresh decision). It counts live
+/// allocations and starts over when none is left, so an instance that is
+/// called again (the host never does so between decisions) reuses its
+/// memory.
 #[cfg(target_arch = "wasm32")]
 mod arena {
     use core::alloc::{GlobalAlloc, Layout};
     use core::cell::UnsafeCell;
 
     const ARENA_BYTES: usize = 128 * 1024;
+    const PAGE: usize = 65_536;
 
     #[repr(C, align(16))]
     struct Arena {
         bytes: UnsafeCell<[u8; ARENA_BYTES]>,
-        next: UnsafeCell<usize>,
+        state: UnsafeCell<State>,
+    }
+
+    struct State {
+        /// Next free offset in the static arena.
+        next: usize,
+        /// The grown region: its start, next free address and end.
+        grown_start: usize,
+        grown_next: usize,
+        grown_end: usize,
+        /// Allocations not yet freed.
+        live: usize,
     }
 
     // SAFETY: wasm32 policy instances are single-threaded.
@@ -369,37 +401,133 @@ mod arena {
 
     static ARENA: Arena = Arena {
         bytes: UnsafeCell::new([0; ARENA_BYTES]),
-        next: UnsafeCell::new(0),
+        state: UnsafeCell::new(State { next: 0, grown_start: 0, grown_next: 0, grown_end: 0, live: 0 }),
     };
+
+    const fn align_up(x: usize, align: usize) -> usize {
+        (x + align - 1) & !(align - 1)
+    }
 
     struct Bump;
 
     unsafe impl GlobalAlloc for Bump {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            // SAFETY: single-threaded; `next` is only touched here.
-            unsafe {
-                let next = &mut *ARENA.next.get();
-                let start = (*next + layout.align() - 1) & !(layout.align() - 1);
-                let end = start.saturating_add(layout.size());
-                if end <= ARENA_BYTES {
-                    *next = end;
-                    ARENA.bytes.get().cast::<u8>().add(start)
-                } else {
-                    std::alloc::System.alloc(layout)
-                }
+            // SAFETY: single-threaded; the state is only touched here and
+            // in `dealloc`.
+            let st = unsafe { &mut *ARENA.state.get() };
+            let (size, align) = (layout.size(), layout.align());
+            let start = align_up(st.next, align);
+            if let Some(end) = start.checked_add(size).filter(|e| *e <= ARENA_BYTES) {
+                st.next = end;
+                st.live += 1;
+                // SAFETY: `start..end` lies inside the arena.
+                return unsafe { ARENA.bytes.get().cast::<u8>().add(start) };
             }
+            let mut start = align_up(st.grown_next, align);
+            if st.grown_end == 0 || start.checked_add(size).is_none_or(|e| e > st.grown_end) {
+                let Some(pages) = size.checked_add(align).map(|n| n.div_ceil(PAGE)) else {
+                    return core::ptr::null_mut();
+                };
+                let prev = core::arch::wasm32::memory_grow(0, pages);
+                if prev == usize::MAX {
+                    return core::ptr::null_mut();
+                }
+                let base = prev * PAGE;
+                if base != st.grown_end {
+                    // Not contiguous with the last region: start a new one.
+                    st.grown_start = base;
+                    st.grown_next = base;
+                }
+                st.grown_end = base + pages * PAGE;
+                start = align_up(st.grown_next, align);
+            }
+            st.grown_next = start + size;
+            st.live += 1;
+            start as *mut u8
         }
 
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            let base = ARENA.bytes.get() as usize;
-            let p = ptr as usize;
-            if p < base || p >= base + ARENA_BYTES {
-                // SAFETY: it came from the system allocator above.
-                unsafe { std::alloc::System.dealloc(ptr, layout) }
+        unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {
+            // SAFETY: as in `alloc`.
+            let st = unsafe { &mut *ARENA.state.get() };
+            st.live = st.live.saturating_sub(1);
+            if st.live == 0 {
+                st.next = 0;
+                st.grown_next = st.grown_start;
             }
         }
     }
 
     #[global_allocator]
     static GLOBAL: Bump = Bump;
+}
+
+/// What a `no_std` policy needs from its runtime (the SDK built without
+/// its default `std` feature): a panic handler (a panic traps, and the
+/// host counts a trap as a deny) and the two byte-comparison functions the
+/// compiler calls and no C library provides here.
+#[cfg(all(target_arch = "wasm32", not(feature = "std"), not(test)))]
+mod lean_runtime {
+    #[panic_handler]
+    fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+        core::arch::wasm32::unreachable()
+    }
+
+    /// The component model's allocation entry point (std defines it on
+    /// wasm32-wasip2; without std the SDK must).
+    ///
+    /// # Safety
+    /// Called by the host as the canonical ABI says: `old_ptr`/`old_len`
+    /// name an earlier allocation of this function (or are 0), `align` is
+    /// a power of two.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn cabi_realloc(
+        old_ptr: *mut u8,
+        old_len: usize,
+        align: usize,
+        new_len: usize,
+    ) -> *mut u8 {
+        use alloc::alloc::{Layout, alloc, handle_alloc_error, realloc};
+        if new_len == 0 {
+            return align as *mut u8;
+        }
+        // SAFETY: the caller's contract (align a power of two, sizes from
+        // the canonical ABI, old_ptr from this allocator).
+        unsafe {
+            let p = if old_len == 0 {
+                alloc(Layout::from_size_align_unchecked(new_len, align))
+            } else {
+                realloc(old_ptr, Layout::from_size_align_unchecked(old_len, align), new_len)
+            };
+            if p.is_null() {
+                handle_alloc_error(Layout::from_size_align_unchecked(new_len, align));
+            }
+            p
+        }
+    }
+
+    /// # Safety
+    /// `a` and `b` are valid for `n` bytes.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+        let mut i = 0;
+        while i < n {
+            // Volatile reads: the compiler must not turn this loop back
+            // into a call to `memcmp`.
+            // SAFETY: in bounds by the caller's contract.
+            let (x, y) = unsafe { (a.add(i).read_volatile(), b.add(i).read_volatile()) };
+            if x != y {
+                return i32::from(x) - i32::from(y);
+            }
+            i += 1;
+        }
+        0
+    }
+
+    /// # Safety
+    /// As [`memcmp`].
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+        // SAFETY: the same contract.
+        unsafe { memcmp(a, b, n) }
+    }
 }

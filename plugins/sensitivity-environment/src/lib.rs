@@ -18,6 +18,15 @@
 //! `<sensitivity>:<environment>` pairs (default none), e.g.
 //! `restricted:production`.
 
+// A lean component: no std, nothing imported (the SDK supplies the
+// runtime), about half the cost of a std one per fresh-instance decision.
+#![no_std]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use alloc::{format, vec};
 use modelvault_policy_sdk::*;
 
 struct SensitivityEnvironment;

@@ -9,6 +9,15 @@
 //! Config: `gated` = comma-separated environments (default `production`),
 //! `required_approvals` (default 2).
 
+// A lean component: no std, nothing imported (the SDK supplies the
+// runtime), about half the cost of a std one per fresh-instance decision.
+#![no_std]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use alloc::{format, vec};
 use modelvault_policy_sdk::*;
 
 struct SeparationOfDuties;
