@@ -28,22 +28,64 @@ use serde::Deserialize;
 
 use super::*;
 
-/// The highest entry number a process has seen per commit log.
+/// What a process learnt of the commit logs. Only facts that never change
+/// once true are kept: the highest entry number seen (numbers only grow),
+/// what an entry names (entries are create-if-absent, never rewritten),
+/// and the brief of a committed version (a later manifest revision does
+/// not change it). Whether a version was deleted since is never cached.
 #[derive(Debug, Default)]
-pub(crate) struct Heads(std::sync::Mutex<HashMap<String, u64>>);
+pub(crate) struct LogCache {
+    heads: std::sync::Mutex<HashMap<String, u64>>,
+    entries: std::sync::Mutex<HashMap<(String, u64), Option<String>>>,
+    briefs: std::sync::Mutex<HashMap<String, VersionBrief>>,
+}
 
-impl Heads {
-    fn get(&self, dir: &Path) -> Option<u64> {
-        self.0
+/// Entries and briefs kept at most (then forgotten and re-read).
+const CACHE_CAP: usize = 200_000;
+
+fn capped<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.len() >= CACHE_CAP {
+        m.clear();
+    }
+}
+
+impl LogCache {
+    fn head(&self, dir: &Path) -> Option<u64> {
+        self.heads
             .lock()
             .ok()
             .and_then(|m| m.get(dir.as_ref()).copied())
     }
 
     fn raise(&self, dir: &Path, seq: u64) {
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.heads.lock() {
             let e = m.entry(dir.to_string()).or_insert(seq);
             *e = (*e).max(seq);
+        }
+    }
+
+    fn entry(&self, dir: &Path, seq: u64) -> Option<Option<String>> {
+        self.entries
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(dir.to_string(), seq)).cloned())
+    }
+
+    fn keep_entry(&self, dir: &Path, seq: u64, version: Option<String>) {
+        if let Ok(mut m) = self.entries.lock() {
+            capped(&mut m);
+            m.insert((dir.to_string(), seq), version);
+        }
+    }
+
+    fn brief(&self, key: &str) -> Option<VersionBrief> {
+        self.briefs.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    fn keep_brief(&self, key: String, brief: VersionBrief) {
+        if let Ok(mut m) = self.briefs.lock() {
+            capped(&mut m);
+            m.insert(key, brief);
         }
     }
 }
@@ -94,28 +136,9 @@ impl<'a> LogCursor<'a> {
     async fn next(&mut self) -> Result<Option<Manifest>, StorageError> {
         while let Some(seq) = self.next {
             self.next = seq.checked_sub(1);
-            let path = layout::seq_record(&self.dir, seq);
-            let entry: CommitEntry = self
-                .store
-                .read_record("commit-log", &path)
-                .await?
-                .ok_or_else(|| {
-                    StorageError::Integrity(format!("commit log entry {path} is missing"))
-                })?;
-            if entry.seq != seq {
-                return Err(StorageError::Integrity(format!(
-                    "commit log entry {path} names number {}",
-                    entry.seq
-                )));
-            }
-            let Some(version) = entry.version else {
-                if seq == 0 {
-                    self.complete = true;
-                    return Ok(None);
-                }
-                return Err(StorageError::Integrity(format!(
-                    "commit log entry {path} is a genesis entry past the start"
-                )));
+            let Some(version) = self.store.log_entry(&self.dir, seq).await? else {
+                self.complete = true;
+                return Ok(None);
             };
             if !self.seen.insert(version.clone()) {
                 continue;
@@ -152,7 +175,7 @@ impl Store {
             .await
         {
             Ok(()) | Err(StorageError::AlreadyExists(_)) => {
-                self.log_heads.raise(&dir, 0);
+                self.log_cache.raise(&dir, 0);
                 Ok(())
             }
             Err(e) => Err(e),
@@ -175,7 +198,7 @@ impl Store {
                 .await
             {
                 Ok(()) => {
-                    self.log_heads.raise(&dir, next);
+                    self.log_cache.raise(&dir, next);
                     return Ok(next);
                 }
                 // The number exists now: the next probe starts past it.
@@ -229,38 +252,120 @@ impl Store {
     }
 
     /// The newest `limit` committed versions of a model (oldest first, as
-    /// [`Store::list_versions`]) and whether older ones exist: the commit
-    /// log's newest entries (a model whose log does not reach back to its
-    /// creation is listed in full, then cut).
+    /// [`Store::list_versions`]) and whether older ones exist: from the
+    /// commit log's newest entries, 32 at a time, concurrently (a model
+    /// whose log does not reach back to its creation is listed in full,
+    /// then cut). Per version it costs one check that it was not deleted
+    /// once this process has seen it.
     pub async fn recent_versions(
         &self,
         ns: &str,
         model: &str,
         limit: usize,
-    ) -> Result<(Vec<Manifest>, bool), StorageError> {
+    ) -> Result<(Vec<VersionBrief>, bool), StorageError> {
         self.require_model(ns, model).await?;
-        let mut log = LogCursor::open(self, ns, model).await?;
+        let dir = layout::commit_log_dir(ns, model);
         let mut out = Vec::new();
-        while let Some(m) = log.next().await? {
-            if out.len() == limit {
-                out.reverse();
-                return Ok((out, true));
+        let mut seen = std::collections::HashSet::new();
+        let mut next = self.log_head(&dir).await?;
+        let mut complete = false;
+        while let Some(top) = next {
+            let low = top.saturating_sub(31);
+            next = low.checked_sub(1);
+            let entries = futures::future::try_join_all(
+                (low..=top).rev().map(|seq| self.log_entry(&dir, seq)),
+            )
+            .await?;
+            let mut names = Vec::new();
+            for version in entries {
+                match version {
+                    Some(v) if seen.insert(v.clone()) => names.push(v),
+                    Some(_) => {}
+                    // The genesis entry (only ever entry 0).
+                    None => complete = true,
+                }
             }
-            out.push(m);
+            let briefs = futures::future::try_join_all(
+                names.iter().map(|v| self.version_brief(ns, model, v)),
+            )
+            .await?;
+            for b in briefs.into_iter().flatten() {
+                if out.len() == limit {
+                    out.reverse();
+                    return Ok((out, true));
+                }
+                out.push(b);
+            }
         }
-        if log.complete {
+        if complete {
             out.reverse();
             return Ok((out, false));
         }
-        let mut all = self.list_versions(ns, model).await?;
+        let all = self.list_versions(ns, model).await?;
         let more = all.len() > limit;
-        Ok((all.split_off(all.len().saturating_sub(limit)), more))
+        let keep = all.len().saturating_sub(limit);
+        Ok((all[keep..].iter().map(VersionBrief::from).collect(), more))
+    }
+
+    /// A version's brief if it is committed and not deleted.
+    async fn version_brief(
+        &self,
+        ns: &str,
+        model: &str,
+        version: &str,
+    ) -> Result<Option<VersionBrief>, StorageError> {
+        let v = VersionRef {
+            namespace: ns,
+            model,
+            version,
+        };
+        let key = v.to_string();
+        if let Some(b) = self.log_cache.brief(&key) {
+            return Ok((!self.is_deleted(&v).await?).then_some(b));
+        }
+        match self.get_manifest(&v).await {
+            Ok(Some(m)) => {
+                let b = VersionBrief::from(&m);
+                self.log_cache.keep_brief(key, b.clone());
+                Ok(Some(b))
+            }
+            Ok(None) | Err(StorageError::Gone(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What entry `seq` of the log in `dir` names: a version, or `None`
+    /// for the genesis entry (entry 0 only); verified once, then cached.
+    async fn log_entry(&self, dir: &Path, seq: u64) -> Result<Option<String>, StorageError> {
+        if let Some(v) = self.log_cache.entry(dir, seq) {
+            return Ok(v);
+        }
+        let path = layout::seq_record(dir, seq);
+        let entry: CommitEntry = self
+            .read_record("commit-log", &path)
+            .await?
+            .ok_or_else(|| {
+                StorageError::Integrity(format!("commit log entry {path} is missing"))
+            })?;
+        if entry.seq != seq {
+            return Err(StorageError::Integrity(format!(
+                "commit log entry {path} names number {}",
+                entry.seq
+            )));
+        }
+        if entry.version.is_none() && seq != 0 {
+            return Err(StorageError::Integrity(format!(
+                "commit log entry {path} is a genesis entry past the start"
+            )));
+        }
+        self.log_cache.keep_entry(dir, seq, entry.version.clone());
+        Ok(entry.version)
     }
 
     /// The highest entry number in a commit log, or `None` when it has no
     /// entries: probed from the highest number this process has seen.
     async fn log_head(&self, dir: &Path) -> Result<Option<u64>, StorageError> {
-        let mut lo = match self.log_heads.get(dir) {
+        let mut lo = match self.log_cache.head(dir) {
             Some(s) => s,
             None if self.entry_exists(dir, 0).await? => 0,
             None => return Ok(None),
@@ -284,7 +389,7 @@ impl Store {
                 hi = mid;
             }
         }
-        self.log_heads.raise(dir, lo);
+        self.log_cache.raise(dir, lo);
         Ok(Some(lo))
     }
 

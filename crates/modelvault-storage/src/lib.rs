@@ -98,9 +98,10 @@ pub struct Store {
     signer: Option<(Arc<object_store::aws::AmazonS3>, String)>,
     /// Summaries of audit segments, shared by every clone of the store.
     audit_summaries: Arc<audit_objects::SummaryCache>,
-    /// The highest entry number seen in each model's commit log, shared
-    /// by every clone of the store (where a head lookup starts probing).
-    log_heads: Arc<commit_log::Heads>,
+    /// What this process learnt of the commit logs (head numbers,
+    /// immutable entries and committed versions' briefs), shared by every
+    /// clone of the store.
+    log_cache: Arc<commit_log::LogCache>,
 }
 
 impl std::fmt::Debug for Store {

@@ -86,7 +86,7 @@ impl Store {
             segment_size: SegmentSize::default(),
             signer: None,
             audit_summaries: Default::default(),
-            log_heads: Default::default(),
+            log_cache: Default::default(),
         }
     }
 

@@ -169,6 +169,34 @@ pub struct ManifestFile {
     pub segments_blake3: String,
 }
 
+/// What a listing shows of a committed version: facts no later manifest
+/// revision changes (a DEK rotation rewrites blobs, not these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionBrief {
+    /// Version.
+    pub version: String,
+    /// Principal that committed.
+    pub uploader: String,
+    /// Commit time.
+    pub created_at: DateTime<Utc>,
+    /// Number of files.
+    pub file_count: usize,
+    /// Plaintext bytes in all files.
+    pub total_size: u64,
+}
+
+impl From<&Manifest> for VersionBrief {
+    fn from(m: &Manifest) -> Self {
+        Self {
+            version: m.version.clone(),
+            uploader: m.uploader.clone(),
+            created_at: m.created_at,
+            file_count: m.files.len(),
+            total_size: m.files.iter().map(|f| f.size).sum(),
+        }
+    }
+}
+
 /// A committed version (one revision of its manifest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {

@@ -9,7 +9,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use modelvault_storage::{Manifest, ModelRecord, VersionRef};
+use modelvault_storage::{ModelRecord, VersionBrief, VersionRef};
 
 use crate::api::{
     CreateModelRequest, ModelList, ModelView, VersionDetail, VersionList, VersionSummary,
@@ -85,13 +85,13 @@ pub(crate) async fn model_view(
     })
 }
 
-fn summary(m: &Manifest) -> VersionSummary {
+fn summary(b: VersionBrief) -> VersionSummary {
     VersionSummary {
-        version: m.version.clone(),
-        created_at: m.created_at,
-        uploader: m.uploader.clone(),
-        file_count: m.files.len(),
-        total_size: m.files.iter().map(|f| f.size).sum(),
+        version: b.version,
+        created_at: b.created_at,
+        uploader: b.uploader,
+        file_count: b.file_count,
+        total_size: b.total_size,
     }
 }
 
@@ -245,7 +245,13 @@ pub async fn show(
         .store
         .recent_versions(&ns, &name, limit as usize)
         .await?;
-    let mut view = model_view(&state, &p, m, Some(versions.iter().map(summary).collect())).await?;
+    let mut view = model_view(
+        &state,
+        &p,
+        m,
+        Some(versions.into_iter().map(summary).collect()),
+    )
+    .await?;
     view.older_versions = older;
     Ok(Json(view))
 }
@@ -372,7 +378,10 @@ pub async fn versions(
     gate::admit(&p, Action::Read, &Resource::model(&ns, &name))?;
     let versions = state.store.list_versions(&ns, &name).await?;
     Ok(Json(VersionList {
-        versions: versions.iter().map(summary).collect(),
+        versions: versions
+            .iter()
+            .map(|m| summary(VersionBrief::from(m)))
+            .collect(),
     }))
 }
 
