@@ -4,7 +4,8 @@
 //!
 //! Invariants a reader must keep:
 //! - A commit appends its entry *before* it writes its manifest, so every
-//!   committed version has an entry. A crash (or a commit refused by a
+//!   committed version has an entry; a deletion appends one before its
+//!   tombstone, so a listing needs no per-version tombstone check. A crash (or a commit refused by a
 //!   racing one) in between leaves an entry whose version has no manifest;
 //!   readers skip it.
 //! - Entries are create-if-absent at the next number (two racing commits
@@ -12,7 +13,8 @@
 //!   and the head is found by probing (`HEAD` of n+1, galloping, then a
 //!   bisection), never by listing: O(1) once a process has seen a model's
 //!   head, O(log n) the first time. A process never goes backwards: it
-//!   probes from the highest number it has seen.
+//!   probes from the highest number it has verified. An append first
+//!   verifies the entry it follows.
 //! - Entry 0 of a model created with the log is a genesis entry naming no
 //!   version. A log that does not start with one belongs to a model
 //!   created before the log existed; when the walk reaches its start
@@ -36,7 +38,7 @@ use super::*;
 #[derive(Debug, Default)]
 pub(crate) struct LogCache {
     heads: std::sync::Mutex<HashMap<String, u64>>,
-    entries: std::sync::Mutex<HashMap<(String, u64), Option<String>>>,
+    entries: std::sync::Mutex<HashMap<(String, u64), Logged>>,
     briefs: std::sync::Mutex<HashMap<String, VersionBrief>>,
 }
 
@@ -64,14 +66,14 @@ impl LogCache {
         }
     }
 
-    fn entry(&self, dir: &Path, seq: u64) -> Option<Option<String>> {
+    fn entry(&self, dir: &Path, seq: u64) -> Option<Logged> {
         self.entries
             .lock()
             .ok()
             .and_then(|m| m.get(&(dir.to_string(), seq)).cloned())
     }
 
-    fn keep_entry(&self, dir: &Path, seq: u64, version: Option<String>) {
+    fn keep_entry(&self, dir: &Path, seq: u64, version: Logged) {
         if let Ok(mut m) = self.entries.lock() {
             capped(&mut m);
             m.insert((dir.to_string(), seq), version);
@@ -95,11 +97,17 @@ impl LogCache {
 pub(crate) struct CommitEntry {
     /// This entry's own number (checked against its path).
     pub seq: u64,
-    /// The version committed; `None` for the genesis entry.
+    /// The version committed (or deleted); `None` for the genesis entry.
     pub version: Option<String>,
-    /// When the commit reached the log.
+    /// A deletion of `version` (appended before its tombstone is written).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// When the commit (or deletion) reached the log.
     pub time: chrono::DateTime<Utc>,
 }
+
+/// What an entry says: a version committed or deleted; `None` for genesis.
+type Logged = Option<(String, bool)>;
 
 /// A walk of a model's commit log, newest entry first, yielding each
 /// committed, not deleted version once with its manifest.
@@ -119,7 +127,7 @@ struct LogCursor<'a> {
 impl<'a> LogCursor<'a> {
     async fn open(store: &'a Store, ns: &'a str, model: &'a str) -> Result<Self, StorageError> {
         let dir = layout::commit_log_dir(ns, model);
-        let next = store.log_head(&dir).await?;
+        let next = store.log_head(&dir, None).await?;
         Ok(Self {
             store,
             ns,
@@ -136,11 +144,12 @@ impl<'a> LogCursor<'a> {
     async fn next(&mut self) -> Result<Option<Manifest>, StorageError> {
         while let Some(seq) = self.next {
             self.next = seq.checked_sub(1);
-            let Some(version) = self.store.log_entry(&self.dir, seq).await? else {
+            let Some((version, deleted)) = self.store.log_entry(&self.dir, seq).await? else {
                 self.complete = true;
                 return Ok(None);
             };
-            if !self.seen.insert(version.clone()) {
+            // A deleted version's older commit entries are passed over.
+            if !self.seen.insert(version.clone()) || deleted {
                 continue;
             }
             let v = VersionRef {
@@ -168,6 +177,7 @@ impl Store {
         let genesis = CommitEntry {
             seq: 0,
             version: None,
+            deleted: false,
             time: now(),
         };
         match self
@@ -182,15 +192,37 @@ impl Store {
         }
     }
 
-    /// Appends `v` to its model's commit log (before its manifest is
-    /// written); retried at the next number when another commit wins.
+    /// Appends the commit of `v` to its model's log (before its manifest is
+    /// written).
     pub(crate) async fn log_commit(&self, v: &VersionRef<'_>) -> Result<u64, StorageError> {
+        self.append_log(v, false).await
+    }
+
+    /// Appends the deletion of `v` to its model's log (before its tombstone
+    /// is written: a crash in between hides a version that is still there
+    /// from listings, never lists a deleted one).
+    pub(crate) async fn log_deletion(&self, v: &VersionRef<'_>) -> Result<u64, StorageError> {
+        self.append_log(v, true).await
+    }
+
+    /// Appends an entry at the next number, retried when another writer
+    /// takes it.
+    async fn append_log(&self, v: &VersionRef<'_>, deleted: bool) -> Result<u64, StorageError> {
         let dir = layout::commit_log_dir(v.namespace, v.model);
+        let mut floor = None;
         for _ in 0..32 {
-            let next = self.log_head(&dir).await?.map_or(0, |s| s + 1);
+            let head = self.log_head(&dir, floor).await?;
+            // Never append after an entry that does not verify: the log
+            // would continue past a forgery (and past a gap once it is
+            // removed). A tampered log refuses commits (fail closed).
+            if let Some(h) = head {
+                self.log_entry(&dir, h).await?;
+            }
+            let next = head.map_or(0, |s| s + 1);
             let entry = CommitEntry {
                 seq: next,
                 version: Some(v.version.to_string()),
+                deleted,
                 time: now(),
             };
             match self
@@ -201,8 +233,8 @@ impl Store {
                     self.log_cache.raise(&dir, next);
                     return Ok(next);
                 }
-                // The number exists now: the next probe starts past it.
-                Err(StorageError::AlreadyExists(_)) => continue,
+                // The number exists now: the next probe starts from it.
+                Err(StorageError::AlreadyExists(_)) => floor = Some(next),
                 Err(e) => return Err(e),
             }
         }
@@ -255,8 +287,8 @@ impl Store {
     /// [`Store::list_versions`]) and whether older ones exist: from the
     /// commit log's newest entries, 32 at a time, concurrently (a model
     /// whose log does not reach back to its creation is listed in full,
-    /// then cut). Per version it costs one check that it was not deleted
-    /// once this process has seen it.
+    /// then cut). Deletions are entries too, so a version this process has
+    /// listed before costs no store read at all.
     pub async fn recent_versions(
         &self,
         ns: &str,
@@ -267,7 +299,7 @@ impl Store {
         let dir = layout::commit_log_dir(ns, model);
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let mut next = self.log_head(&dir).await?;
+        let mut next = self.log_head(&dir, None).await?;
         let mut complete = false;
         while let Some(top) = next {
             let low = top.saturating_sub(31);
@@ -277,9 +309,13 @@ impl Store {
             )
             .await?;
             let mut names = Vec::new();
-            for version in entries {
-                match version {
-                    Some(v) if seen.insert(v.clone()) => names.push(v),
+            for entry in entries {
+                match entry {
+                    // A deletion hides the version's older commit entries.
+                    Some((v, true)) => {
+                        seen.insert(v);
+                    }
+                    Some((v, false)) if seen.insert(v.clone()) => names.push(v),
                     Some(_) => {}
                     // The genesis entry (only ever entry 0).
                     None => complete = true,
@@ -307,7 +343,8 @@ impl Store {
         Ok((all[keep..].iter().map(VersionBrief::from).collect(), more))
     }
 
-    /// A version's brief if it is committed and not deleted.
+    /// A version's brief if it is committed and not deleted (a cached one
+    /// was committed; a deletion since is an entry the caller has seen).
     async fn version_brief(
         &self,
         ns: &str,
@@ -321,7 +358,7 @@ impl Store {
         };
         let key = v.to_string();
         if let Some(b) = self.log_cache.brief(&key) {
-            return Ok((!self.is_deleted(&v).await?).then_some(b));
+            return Ok(Some(b));
         }
         match self.get_manifest(&v).await {
             Ok(Some(m)) => {
@@ -334,9 +371,10 @@ impl Store {
         }
     }
 
-    /// What entry `seq` of the log in `dir` names: a version, or `None`
-    /// for the genesis entry (entry 0 only); verified once, then cached.
-    async fn log_entry(&self, dir: &Path, seq: u64) -> Result<Option<String>, StorageError> {
+    /// What entry `seq` of the log in `dir` says: a version committed or
+    /// deleted, or `None` for the genesis entry (entry 0 only); verified
+    /// once, then cached.
+    async fn log_entry(&self, dir: &Path, seq: u64) -> Result<Logged, StorageError> {
         if let Some(v) = self.log_cache.entry(dir, seq) {
             return Ok(v);
         }
@@ -358,14 +396,19 @@ impl Store {
                 "commit log entry {path} is a genesis entry past the start"
             )));
         }
-        self.log_cache.keep_entry(dir, seq, entry.version.clone());
-        Ok(entry.version)
+        let logged = entry.version.map(|v| (v, entry.deleted));
+        self.log_cache.keep_entry(dir, seq, logged.clone());
+        self.log_cache.raise(dir, seq);
+        Ok(logged)
     }
 
     /// The highest entry number in a commit log, or `None` when it has no
-    /// entries: probed from the highest number this process has seen.
-    async fn log_head(&self, dir: &Path) -> Result<Option<u64>, StorageError> {
-        let mut lo = match self.log_cache.head(dir) {
+    /// entries: probed from the highest number this process has verified
+    /// (or `floor`, a number known to exist). Only verified entries raise
+    /// where later probes start, so an object planted past the head and
+    /// removed again leaves no trace.
+    async fn log_head(&self, dir: &Path, floor: Option<u64>) -> Result<Option<u64>, StorageError> {
+        let mut lo = match self.log_cache.head(dir).max(floor) {
             Some(s) => s,
             None if self.entry_exists(dir, 0).await? => 0,
             None => return Ok(None),
@@ -389,7 +432,6 @@ impl Store {
                 hi = mid;
             }
         }
-        self.log_cache.raise(dir, lo);
         Ok(Some(lo))
     }
 

@@ -97,9 +97,11 @@ impl Store {
         })
     }
 
-    /// Deletes `v`: tombstone, key records, then manifests, uploads and
-    /// blobs. Idempotent (an existing tombstone continues the delete).
+    /// Deletes `v`: an entry in the model's commit log, the tombstone, key
+    /// records, then manifests, uploads and blobs. Idempotent (an existing tombstone continues the delete).
     pub async fn shred(&self, v: &VersionRef<'_>, by: &str) -> Result<(), StorageError> {
+        // The model's log first (listings read deletions from it).
+        self.log_deletion(v).await?;
         let tomb = Tombstone {
             version: v.to_string(),
             deleted_by: by.into(),

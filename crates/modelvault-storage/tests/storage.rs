@@ -913,8 +913,8 @@ async fn latest_follows_the_commit_log(f: Fixture) {
         .unwrap();
     assert_eq!(
         log.len(),
-        1 + 10,
-        "genesis and one entry per commit: {log:?}"
+        1 + 10 + 1,
+        "genesis, one entry per commit and one per deletion: {log:?}"
     );
 
     // A bucket writer: an entry moved from another model's log, or edited
@@ -925,17 +925,30 @@ async fn latest_follows_the_commit_log(f: Fixture) {
         async move { o.get(&Path::from(p)).await.unwrap().bytes().await.unwrap() }
     };
     let theirs = get("models/nlp/other/commits/000000000000.json").await;
-    let next = Path::from("models/nlp/bert/commits/000000000011.json");
+    let next = Path::from("models/nlp/bert/commits/000000000012.json");
     o.put(&next, PutPayload::from(theirs)).await.unwrap();
     let err = latest(b.clone()).await.unwrap_err();
     assert!(matches!(err, StorageError::Integrity(_)), "{err:?}");
+    // …and no server commits after it (the log would go on past a forgery,
+    // and past a gap once it is removed).
+    let keys = Arc::new(LocalKeyring::open(&f._keys.path().join("keyring.json")).unwrap());
+    let refused = push(
+        &Store::open(&f._loc.url, keys).unwrap(),
+        "20",
+        &[("w.bin", vec![20])],
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(refused, StorageError::Integrity(_)), "{refused:?}");
     o.delete(&next).await.unwrap();
-    let head = Path::from("models/nlp/bert/commits/000000000010.json");
+    // Once it is gone, the server that probed it answers again.
+    assert_eq!(latest(b.clone()).await.unwrap(), la);
+    let head = Path::from("models/nlp/bert/commits/000000000011.json");
     let fresh = || {
         let keys = Arc::new(LocalKeyring::open(&f._keys.path().join("keyring.json")).unwrap());
         Store::open(&f._loc.url, keys).unwrap()
     };
-    let mine = get("models/nlp/bert/commits/000000000010.json").await;
+    let mine = get("models/nlp/bert/commits/000000000011.json").await;
     let text = String::from_utf8(mine.to_vec()).unwrap();
     let edited = text.replace("\"18\"", "\"13\"").replace("\"17\"", "\"13\"");
     assert_ne!(edited, text);
@@ -952,12 +965,20 @@ async fn latest_follows_the_commit_log(f: Fixture) {
     // Deleting the newest entry: a server that has seen it is not fooled;
     // one that has not answers from the older entries, a version this
     // model's commits named (rollback is the limit docs/STORAGE.md states).
-    let kept = get("models/nlp/bert/commits/000000000010.json").await;
+    let kept = get("models/nlp/bert/commits/000000000011.json").await;
     o.delete(&head).await.unwrap();
     assert_eq!(latest(s.clone()).await.unwrap(), la);
     let other = latest(fresh()).await.unwrap();
     assert!(other == "17" || other == "18", "{other}");
     o.put(&head, PutPayload::from(kept)).await.unwrap();
+
+    // A deletion by one server hides the version from another's listing
+    // even when that one has listed (and cached) it before.
+    let before = b.recent_versions("nlp", "bert", 100).await.unwrap().0;
+    assert!(before.iter().any(|x| x.version == "13"));
+    s.shred(&vref("13"), "alice").await.unwrap();
+    let after = b.recent_versions("nlp", "bert", 100).await.unwrap().0;
+    assert!(!after.iter().any(|x| x.version == "13"), "{after:?}");
 
     // Listing the newest versions: commit order, deleted ones left out.
     let (recent, more) = s.recent_versions("nlp", "bert", 3).await.unwrap();
@@ -970,10 +991,10 @@ async fn latest_follows_the_commit_log(f: Fixture) {
     assert!(!more);
     assert_eq!(
         &names[..6],
-        ["9", "10", "11", "12", "13", "15"],
+        ["9", "10", "11", "12", "15", "16"],
         "{names:?}"
     );
-    assert_eq!(names.len(), 9, "14 was deleted: {names:?}");
+    assert_eq!(names.len(), 8, "13 and 14 were deleted: {names:?}");
 
     // An entry whose version has no manifest (a commit that never landed)
     // is skipped: a fresh server answers from the older entries.
