@@ -204,7 +204,10 @@ pub enum PolicyError {
 }
 
 struct HostState {
-    wasi: WasiCtx,
+    /// The plugin's WASI context; `None` for a component that imports
+    /// nothing (a `no_std` policy), which can never call WASI (building
+    /// the context would be a tenth of its decision).
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     limits: StoreLimits,
 }
@@ -212,7 +215,11 @@ struct HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            // Unreachable for a component without imports; an empty
+            // context (no clocks' secrets, no I/O) if it ever were.
+            ctx: self
+                .wasi
+                .get_or_insert_with(|| WasiCtxBuilder::new().build()),
             table: &mut self.table,
         }
     }
@@ -251,6 +258,8 @@ pub struct CompiledPolicy {
     /// Component size in bytes.
     pub size: usize,
     pre: Pre,
+    /// Whether it imports anything (the host offers only WASI).
+    imports_wasi: bool,
 }
 
 /// A linked component of one interface version.
@@ -421,6 +430,7 @@ pub(crate) fn engine_config(limits: &Limits) -> Config {
         .memory_guard_size(64 << 10)
         .memory_reservation_for_growth(0)
         .memory_may_move(false)
+        .memory_init_cow(false)
         // Policies are called synchronously: the component-model async
         // machinery only costs time per call and per instance.
         .concurrency_support(false)
@@ -637,6 +647,7 @@ impl PolicyHost {
         let sha256 = sha256_hex(bytes);
         let component = self.load_component(bytes, &sha256)?;
         let ty = component.component_type();
+        let imports_wasi = ty.imports(&self.engine).next().is_some();
         let exports: Vec<String> = ty
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
@@ -673,6 +684,7 @@ impl PolicyHost {
             sha256,
             size: bytes.len(),
             pre,
+            imports_wasi,
         })
     }
 
@@ -748,9 +760,11 @@ impl PolicyHost {
         config: &[(String, String)],
     ) -> PluginResult {
         let started = Instant::now();
-        let stdio = MemoryOutputPipe::new(self.limits.max_stdio_bytes);
+        let stdio = policy
+            .imports_wasi
+            .then(|| MemoryOutputPipe::new(self.limits.max_stdio_bytes));
         let state = HostState {
-            wasi: self.wasi_for(req, &stdio),
+            wasi: stdio.as_ref().map(|out| self.wasi_for(req, out)),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
@@ -767,7 +781,7 @@ impl PolicyHost {
             .instantiate(&mut store)
             .and_then(|inst| inst.evaluate(&mut store, req, config));
         let micros = started.elapsed().as_micros() as u64;
-        let output = stdio.contents();
+        let output = stdio.map(|s| s.contents()).unwrap_or_default();
         if !output.is_empty() {
             tracing::info!(plugin = %policy.name, output = %text::escape_unsafe(&String::from_utf8_lossy(&output)), "plugin output");
         }
@@ -876,7 +890,7 @@ impl PolicyHost {
     ) -> Result<ReusedInstance, PolicyError> {
         let stdio = MemoryOutputPipe::new(self.limits.max_stdio_bytes);
         let state = HostState {
-            wasi: self.wasi_for(&PolicyRequest::sample(), &stdio),
+            wasi: Some(self.wasi_for(&PolicyRequest::sample(), &stdio)),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
