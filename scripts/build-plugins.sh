@@ -39,7 +39,9 @@ mkdir -p "$root/target/plugins/bundled"
 for name in sensitivity_environment approval_gate separation_of_duties; do
   cp "$root/target/plugins/wasm32-wasip2/release/$name.wasm" "$root/target/plugins/bundled/$name.wasm"
 done
-wasm_build --workspace
+# The rest (the SDK's `std` feature for the test plugins must not reach the
+# bundled three: they stay the lean no_std builds above, in release/ too).
+wasm_build --workspace --exclude sensitivity-environment --exclude approval-gate --exclude separation-of-duties
 
 built="$root/target/plugins/bundled"
 committed="$root/crates/modelvault-bundled-policies/bundled"

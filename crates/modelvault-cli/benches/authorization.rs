@@ -18,37 +18,8 @@ use std::time::{Duration, Instant};
 
 use modelvault_server::{AppState, Config};
 
-async fn start(state: AppState) -> String {
-    let listener = modelvault_server::bind("127.0.0.1:0", false).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(modelvault_server::serve(
-        listener,
-        state,
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
-}
-
-/// An API token of `role` in namespace `bench`, made by `admin`.
-async fn create_token(
-    http: &reqwest::Client,
-    url: &str,
-    admin: &str,
-    name: &str,
-    role: &str,
-) -> String {
-    let tok: serde_json::Value = http
-        .post(format!("{url}/v1/tokens"))
-        .bearer_auth(admin)
-        .json(&serde_json::json!({"name": name, "roles": [role], "namespaces": ["bench"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    tok["token"].as_str().unwrap().to_string()
-}
+mod common;
+use common::{create_token, start};
 
 async fn load(url: String, token: String, secs: u64, concurrency: usize) -> f64 {
     load_requests(url, token, None, secs, concurrency).await

@@ -14,16 +14,8 @@ use std::time::{Duration, Instant};
 use modelvault_server::AppState;
 use modelvault_storage::{CommitFile, VersionRef};
 
-async fn start(state: AppState) -> String {
-    let listener = modelvault_server::bind("127.0.0.1:0", false).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(modelvault_server::serve(
-        listener,
-        state,
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
-}
+mod common;
+use common::{create_token, start};
 
 /// Commits `n` one-file versions `1..=n` of `bench/{model}` straight
 /// through the store (what a push does, without HTTP), 16 at a time.
@@ -96,17 +88,7 @@ fn main() {
         let state = AppState::open(config.clone()).await.unwrap();
         let url = start(state.clone()).await;
         let http = reqwest::Client::new();
-        let tok: serde_json::Value = http
-            .post(format!("{url}/v1/tokens"))
-            .bearer_auth(&admin)
-            .json(&serde_json::json!({"name": "bench", "roles": ["data-scientist"], "namespaces": ["bench"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = tok["token"].as_str().unwrap().to_string();
+        let token = create_token(&http, &url, &admin, "bench", "data-scientist").await;
         for name in ["one", "many"] {
             let r = http
                 .post(format!("{url}/v1/models"))

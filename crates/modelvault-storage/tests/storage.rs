@@ -848,6 +848,20 @@ async fn version_in_force_reads_what_a_gate_needs(f: Fixture) {
     assert!(matches!(gone, StorageError::Gone(_)), "{gone:?}");
 }
 
+/// Sets a version of nlp/bert to `archived`.
+async fn archive(store: &Store, version: &str) {
+    store
+        .stages(&vref(version))
+        .append(|seq| StageRecord {
+            seq,
+            stage: Stage::Archived,
+            by: "alice".into(),
+            time: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+}
+
 /// The commit log answers `latest`: commit order, archived and deleted
 /// versions skipped, a second server (no cache) and a racing one agree, a
 /// model created before the log falls back to the manifests, and a bucket
@@ -874,15 +888,7 @@ async fn latest_follows_the_commit_log(f: Fixture) {
     }
     assert_eq!(latest(s.clone()).await.unwrap(), "15");
     // Archived, then deleted: an older entry answers.
-    s.stages(&vref("15"))
-        .append(|seq| StageRecord {
-            seq,
-            stage: Stage::Archived,
-            by: "alice".into(),
-            time: chrono::Utc::now(),
-        })
-        .await
-        .unwrap();
+    archive(s, "15").await;
     assert_eq!(latest(s.clone()).await.unwrap(), "14");
     s.shred(&vref("14"), "alice").await.unwrap();
     assert_eq!(latest(s.clone()).await.unwrap(), "13");
@@ -1037,15 +1043,7 @@ async fn latest_follows_the_commit_log(f: Fixture) {
     // walks off the log's start into the manifests again.
     push(&d, "19", &[("w.bin", vec![19])]).await.unwrap();
     assert_eq!(latest(d.clone()).await.unwrap(), "19");
-    d.stages(&vref("19"))
-        .append(|seq| StageRecord {
-            seq,
-            stage: Stage::Archived,
-            by: "alice".into(),
-            time: chrono::Utc::now(),
-        })
-        .await
-        .unwrap();
+    archive(&d, "19").await;
     assert_eq!(latest(d).await.unwrap(), older);
 }
 
