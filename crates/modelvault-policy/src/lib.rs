@@ -430,7 +430,6 @@ pub(crate) fn engine_config(limits: &Limits) -> Config {
         .memory_guard_size(64 << 10)
         .memory_reservation_for_growth(0)
         .memory_may_move(false)
-        .memory_init_cow(false)
         // Policies are called synchronously: the component-model async
         // machinery only costs time per call and per instance.
         .concurrency_support(false)
