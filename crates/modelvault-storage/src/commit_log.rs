@@ -210,7 +210,13 @@ impl Store {
     async fn append_log(&self, v: &VersionRef<'_>, deleted: bool) -> Result<u64, StorageError> {
         let dir = layout::commit_log_dir(v.namespace, v.model);
         let mut floor = None;
-        for _ in 0..32 {
+        for attempt in 0..256u64 {
+            if attempt >= 4 {
+                // Many writers on one model: back off a random 0..=N ms
+                // (the low bits of a UUIDv7 are random).
+                let jitter = uuid::Uuid::now_v7().as_u128() as u64 % (attempt.min(20) + 1);
+                tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+            }
             let head = self.log_head(&dir, floor).await?;
             // Never append after an entry that does not verify: the log
             // would continue past a forgery (and past a gap once it is

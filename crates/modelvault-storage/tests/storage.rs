@@ -848,6 +848,42 @@ async fn version_in_force_reads_what_a_gate_needs(f: Fixture) {
     assert!(matches!(gone, StorageError::Gone(_)), "{gone:?}");
 }
 
+/// Sixteen commits to one model at once: each gets its own entry in the
+/// commit log (retried with backoff), none fails, `latest` is one of them.
+async fn many_writers_commit_to_one_model(f: Fixture) {
+    let s = &f.store;
+    s.create_model(
+        "nlp",
+        "bert",
+        Sensitivity::Internal,
+        BTreeMap::new(),
+        "alice",
+    )
+    .await
+    .unwrap();
+    let names: Vec<String> = (0..16).map(|i| format!("w{i}")).collect();
+    let pushes = names.iter().map(|v| {
+        let s = s.clone();
+        let v = v.clone();
+        async move { push(&s, &v, &[("w.bin", v.as_bytes().to_vec())]).await }
+    });
+    for r in futures::future::join_all(pushes).await {
+        r.unwrap();
+    }
+    let log: Vec<_> = s
+        .objects()
+        .list(Some(&Path::from("models/nlp/bert/commits")))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1 + 16);
+    let (listed, more) = s.recent_versions("nlp", "bert", 100).await.unwrap();
+    assert!(!more);
+    assert_eq!(listed.len(), 16);
+    let latest = s.resolve_version("nlp", "bert", "latest").await.unwrap();
+    assert!(names.contains(&latest), "{latest}");
+}
+
 /// Sets a version of nlp/bert to `archived`.
 async fn archive(store: &Store, version: &str) {
     store
@@ -1075,7 +1111,8 @@ suite!(
     retried_commit_is_idempotent,
     two_spellings_are_one_file,
     version_in_force_reads_what_a_gate_needs,
-    latest_follows_the_commit_log
+    latest_follows_the_commit_log,
+    many_writers_commit_to_one_model
 );
 
 /// Backdates a file's modification time by `secs`.
