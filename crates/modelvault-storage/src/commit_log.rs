@@ -4,10 +4,11 @@
 //!
 //! Invariants a reader must keep:
 //! - A commit appends its entry *before* it writes its manifest, so every
-//!   committed version has an entry; a deletion appends one before its
-//!   tombstone, so a listing needs no per-version tombstone check. A crash (or a commit refused by a
+//!   committed version has an entry. A crash (or a commit refused by a
 //!   racing one) in between leaves an entry whose version has no manifest;
-//!   readers skip it.
+//!   readers skip it. A delete appends an entry *before* its tombstone, so
+//!   a listing needs no per-version tombstone check (a crash in between
+//!   hides a version that is still there, never shows a deleted one).
 //! - Entries are create-if-absent at the next number (two racing commits
 //!   get two numbers; nothing is overwritten), so numbers are contiguous
 //!   and the head is found by probing (`HEAD` of n+1, galloping, then a
@@ -31,10 +32,10 @@ use serde::Deserialize;
 use super::*;
 
 /// What a process learnt of the commit logs. Only facts that never change
-/// once true are kept: the highest entry number seen (numbers only grow),
-/// what an entry names (entries are create-if-absent, never rewritten),
-/// and the brief of a committed version (a later manifest revision does
-/// not change it). Whether a version was deleted since is never cached.
+/// once true are kept: the highest entry number verified (numbers only
+/// grow), what an entry says (entries are create-if-absent, never
+/// rewritten), and the brief of a committed version (a later manifest
+/// revision does not change it; its deletion is an entry of its own).
 #[derive(Debug, Default)]
 pub(crate) struct LogCache {
     heads: std::sync::Mutex<HashMap<String, u64>>,
