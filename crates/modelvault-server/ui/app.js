@@ -445,6 +445,9 @@
           h('a', { class: 'version-link', href: versionHash(ns, name, v.version) }, v.version),
           txt(v.uploader), time(v.created_at), txt(v.file_count), humanSize(v.total_size),
         ])), { empty: 'No versions uploaded.' }),
+      m.older_versions
+        ? h('p', { id: 'older-versions', class: 'muted' }, `The newest ${(m.versions || []).length} versions; older ones are not shown (modelvault model show --versions N lists up to 1000).`)
+        : null,
       h('h2', null, 'Deployments'),
       deps.error ? h('p', { class: 'page-error' }, errorText(deps.error))
         : table('deployments-table', ['Version', 'Environment', 'Deployer', 'Time'],
