@@ -376,7 +376,7 @@ mod arena {
     use core::alloc::{GlobalAlloc, Layout};
     use core::cell::UnsafeCell;
 
-    const ARENA_BYTES: usize = 128 * 1024;
+    const ARENA_BYTES: usize = 16 * 1024;
     const PAGE: usize = 65_536;
 
     #[repr(C, align(16))]
