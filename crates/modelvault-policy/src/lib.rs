@@ -267,13 +267,45 @@ pub struct CompiledPolicy {
 /// A linked component of one interface version.
 enum Pre {
     V0_1_0(v0_1_0::PolicyPre<HostState>),
-    V0_2_0(v0_2_0::PolicyPre<HostState>),
+    V0_2_0(Pre020),
+}
+
+/// A linked 0.2.0 component. The bindings' `instantiate` typechecks the
+/// `evaluate` export against the Rust types on every instance (about
+/// 0.6 µs of a fresh decision); the type of a linked component's export
+/// never changes, so after the first instance made through the bindings
+/// passed that check, instances call the export by its index without
+/// checking again.
+struct Pre020 {
+    pre: v0_2_0::PolicyPre<HostState>,
+    /// `modelvault:policy/evaluator@0.2.0#evaluate`, resolved once.
+    evaluate: wasmtime::component::ComponentExportIndex,
+    /// Set once an instance made through the bindings typechecked.
+    checked: AtomicBool,
+}
+
+impl Pre020 {
+    fn new(pre: v0_2_0::PolicyPre<HostState>) -> Result<Self, String> {
+        let component = pre.instance_pre().component();
+        let evaluate = component
+            .get_export_index(None, v0_2_0::EXPORT)
+            .and_then(|i| component.get_export_index(Some(&i), "evaluate"))
+            .ok_or_else(|| format!("no evaluate function in {}", v0_2_0::EXPORT))?;
+        Ok(Self {
+            pre,
+            evaluate,
+            checked: AtomicBool::new(false),
+        })
+    }
 }
 
 /// An instance of one interface version.
 enum Instance {
     V0_1_0(v0_1_0::Policy),
     V0_2_0(v0_2_0::Policy),
+    /// A 0.2.0 instance's `evaluate`, its type checked on an earlier
+    /// instance of the same linked component ([`Pre020`]).
+    V0_2_0Checked(wasmtime::component::Func),
 }
 
 /// The interface versions this host runs, newest first.
@@ -283,7 +315,18 @@ impl Pre {
     fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Instance> {
         Ok(match self {
             Self::V0_1_0(p) => Instance::V0_1_0(p.instantiate(store)?),
-            Self::V0_2_0(p) => Instance::V0_2_0(p.instantiate(store)?),
+            Self::V0_2_0(p) if p.checked.load(Ordering::Acquire) => {
+                let instance = p.pre.instance_pre().instantiate(&mut *store)?;
+                let evaluate = instance
+                    .get_func(&mut *store, p.evaluate)
+                    .ok_or_else(|| wasmtime::Error::msg("the evaluate export is missing"))?;
+                Instance::V0_2_0Checked(evaluate)
+            }
+            Self::V0_2_0(p) => {
+                let instance = p.pre.instantiate(store)?;
+                p.checked.store(true, Ordering::Release);
+                Instance::V0_2_0(instance)
+            }
         })
     }
 }
@@ -308,6 +351,23 @@ impl Instance {
                 i.modelvault_policy_evaluator()
                     .call_evaluate(store, &r, config)
                     .map(PolicyDecision::from)
+            }
+            Self::V0_2_0Checked(f) => {
+                use v0_2_0::exports::modelvault::policy::evaluator::{Decision, Request};
+                let r = Request::from(req);
+                // SAFETY: `f` is the `evaluate` export of an instance of a
+                // linked component whose `evaluate` passed the bindings'
+                // typecheck against exactly these Rust types on an earlier
+                // instance ([`Pre020`]); the same export of the same
+                // component has the same type. This is the call the
+                // bindings make after their check (`TypedFunc::new_unchecked`).
+                #[allow(unsafe_code)]
+                let typed = unsafe {
+                    wasmtime::component::TypedFunc::<(&Request, &[(String, String)]), (Decision,)>::new_unchecked(*f)
+                };
+                typed
+                    .call(store, (&r, config))
+                    .map(|(d,)| PolicyDecision::from(d))
             }
         }
     }
@@ -715,7 +775,11 @@ impl PolicyHost {
             found: format!("a mismatched {version}: {e:#}"),
         };
         let pre = if version == v0_2_0::EXPORT {
-            Pre::V0_2_0(v0_2_0::PolicyPre::new(linked).map_err(mismatched)?)
+            let pre = v0_2_0::PolicyPre::new(linked).map_err(mismatched)?;
+            Pre::V0_2_0(Pre020::new(pre).map_err(|e| PolicyError::WrongInterface {
+                expected: version,
+                found: format!("a mismatched {version}: {e}"),
+            })?)
         } else {
             Pre::V0_1_0(v0_1_0::PolicyPre::new(linked).map_err(mismatched)?)
         };
