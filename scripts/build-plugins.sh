@@ -41,7 +41,9 @@ for name in sensitivity_environment approval_gate separation_of_duties; do
 done
 # The rest (the SDK's `std` feature for the test plugins must not reach the
 # bundled three: they stay the lean no_std builds above, in release/ too).
-wasm_build --workspace --exclude sensitivity-environment --exclude approval-gate --exclude separation-of-duties
+# The lean test plugin, like the bundled three, without the SDK's `std`.
+wasm_build -p lean-hostile
+wasm_build --workspace --exclude sensitivity-environment --exclude approval-gate --exclude separation-of-duties --exclude lean-hostile
 
 built="$root/target/plugins/bundled"
 committed="$root/crates/modelvault-bundled-policies/bundled"

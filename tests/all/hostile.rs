@@ -12,39 +12,114 @@ use crate::common::*;
 /// Builds the test plugins of plugins/ once (the bundled three are left
 /// as `scripts/build-plugins.sh` built them: lean components; building
 /// them with the test plugins would give them the SDK's `std` feature).
+/// `lean-hostile` is built on its own first, for the same reason.
 pub fn plugins_dir() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
             let target = root.join("target/plugins");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .current_dir(root.join("plugins"))
-                .args([
-                    "build",
-                    "--release",
-                    "--locked",
-                    "--workspace",
-                    "--exclude",
-                    "sensitivity-environment",
-                    "--exclude",
-                    "approval-gate",
-                    "--exclude",
-                    "separation-of-duties",
-                    "--target",
-                    "wasm32-wasip2",
-                    "--target-dir",
-                ])
-                .arg(&target)
-                .env_remove("CARGO_TARGET_DIR")
-                .env_remove("RUSTFLAGS")
-                .status()
-                .expect("run cargo for plugins/");
-            assert!(status.success(), "building plugins/ failed");
+            let build = |packages: &[&str]| {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let status = std::process::Command::new(cargo)
+                    .current_dir(root.join("plugins"))
+                    .args(["build", "--release", "--locked"])
+                    .args(packages)
+                    .args(["--target", "wasm32-wasip2", "--target-dir"])
+                    .arg(&target)
+                    .env_remove("CARGO_TARGET_DIR")
+                    .env_remove("RUSTFLAGS")
+                    .status()
+                    .expect("run cargo for plugins/");
+                assert!(status.success(), "building plugins/ failed");
+            };
+            build(&["-p", "lean-hostile"]);
+            build(&[
+                "--workspace",
+                "--exclude",
+                "sensitivity-environment",
+                "--exclude",
+                "approval-gate",
+                "--exclude",
+                "separation-of-duties",
+                "--exclude",
+                "lean-hostile",
+            ]);
             target.join("wasm32-wasip2/release")
         })
         .clone()
+}
+
+/// The lean engine (components that import nothing) under attack: the
+/// same limits hold (time, memory, stack, result size), a failure is a
+/// deny naming the plugin, the server keeps serving, and every decision
+/// starts from a fresh instance (a static counter reads zero each time).
+#[test]
+fn a_lean_hostile_plugin_is_held_like_any_other() {
+    let dir = plugins_dir();
+    let app = TestApp::start_configured(None, |cfg| {
+        let section = "[policy.circuit_breaker]\nfailures = 5\n";
+        assert!(cfg.contains(section), "{cfg}");
+        *cfg = cfg.replace(section, "[policy.circuit_breaker]\nfailures = 0\n");
+    });
+    let alice = app.token("alice", &["data-scientist"], &["nlp"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("w"), b"w").unwrap();
+    let kinds = ["loop", "alloc", "trap", "stack", "big-reason", "fresh"];
+    ok(app.cli(Some(&alice), &["model", "create", "nlp/benign"]));
+    ok(app.cli(
+        Some(&alice),
+        &["push", "nlp/benign@1", src.path().to_str().unwrap()],
+    ));
+    for k in kinds {
+        let tag = format!("hostile={k}");
+        let model = format!("nlp/h-{k}");
+        ok(app.cli(Some(&alice), &["model", "create", &model, "--tag", &tag]));
+        ok(app.cli(
+            Some(&alice),
+            &["push", &format!("{model}@1"), src.path().to_str().unwrap()],
+        ));
+    }
+    let lean = dir.join("lean_hostile.wasm");
+    ok(app.cli(
+        Some(&app.admin),
+        &["policy", "install", "lean-hostile", lean.to_str().unwrap()],
+    ));
+    let expected = |k: &str| match k {
+        "loop" => "plugin.timeout",
+        "alloc" => "plugin.memory",
+        "trap" | "stack" => "plugin.trap",
+        "big-reason" => "plugin.malformed-result",
+        _ => "hostile.fresh",
+    };
+    // Twice over: the second round runs in instances whose pool slots the
+    // first round's failures left behind.
+    for round in 0..2 {
+        for k in kinds {
+            let (s, c, body) = error_code(app.get(
+                Some(&alice),
+                &format!("/v1/models/nlp/h-{k}/versions/1/files/w"),
+            ));
+            assert_eq!((s, c.as_str()), (403, "policy_denied"), "{k}: {body}");
+            assert_eq!(body["error"]["plugin"], "lean-hostile", "{k}: {body}");
+            assert_eq!(
+                body["error"]["reason_code"],
+                expected(k),
+                "round {round}, {k}: {body}"
+            );
+            assert_eq!(
+                app.get(Some(&alice), "/v1/models/nlp/benign/versions/1/files/w")
+                    .status(),
+                200,
+                "after {k}"
+            );
+        }
+    }
+    let rss = app.rss_kib();
+    assert!(
+        rss < 400 * 1024,
+        "server RSS {rss} KiB after the hostile runs"
+    );
 }
 
 #[test]

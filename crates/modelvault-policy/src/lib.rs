@@ -374,6 +374,12 @@ impl Instance {
 }
 
 impl CompiledPolicy {
+    /// Whether it runs in the lean engine ([`PolicyHost`]): it imports
+    /// nothing.
+    pub fn runs_lean(&self) -> bool {
+        self.lean
+    }
+
     /// The interface export it provides (`modelvault:policy/evaluator@X`).
     pub fn interface(&self) -> &'static str {
         match self.pre {
