@@ -57,29 +57,8 @@ pub fn plugins_dir() -> PathBuf {
 #[test]
 fn a_lean_hostile_plugin_is_held_like_any_other() {
     let dir = plugins_dir();
-    let app = TestApp::start_configured(None, |cfg| {
-        let section = "[policy.circuit_breaker]\nfailures = 5\n";
-        assert!(cfg.contains(section), "{cfg}");
-        *cfg = cfg.replace(section, "[policy.circuit_breaker]\nfailures = 0\n");
-    });
-    let alice = app.token("alice", &["data-scientist"], &["nlp"]);
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("w"), b"w").unwrap();
     let kinds = ["loop", "alloc", "trap", "stack", "big-reason", "fresh"];
-    ok(app.cli(Some(&alice), &["model", "create", "nlp/benign"]));
-    ok(app.cli(
-        Some(&alice),
-        &["push", "nlp/benign@1", src.path().to_str().unwrap()],
-    ));
-    for k in kinds {
-        let tag = format!("hostile={k}");
-        let model = format!("nlp/h-{k}");
-        ok(app.cli(Some(&alice), &["model", "create", &model, "--tag", &tag]));
-        ok(app.cli(
-            Some(&alice),
-            &["push", &format!("{model}@1"), src.path().to_str().unwrap()],
-        ));
-    }
+    let (app, alice) = hostile_app(&kinds);
     let lean = dir.join("lean_hostile.wasm");
     ok(app.cli(
         Some(&app.admin),
@@ -107,14 +86,48 @@ fn a_lean_hostile_plugin_is_held_like_any_other() {
                 expected(k),
                 "round {round}, {k}: {body}"
             );
-            assert_eq!(
-                app.get(Some(&alice), "/v1/models/nlp/benign/versions/1/files/w")
-                    .status(),
-                200,
-                "after {k}"
-            );
+            assert_still_serving(&app, &alice, k);
         }
     }
+    assert_memory_bounded(&app);
+}
+
+/// A server with the circuit breaker off (every kind is tried in a row;
+/// circuit:: tests the breaker), a data scientist's token, a benign model
+/// and one model tagged `hostile=<kind>` per kind, each with a file `w`.
+fn hostile_app(kinds: &[&str]) -> (TestApp, String) {
+    let app = TestApp::start_configured(None, |cfg| {
+        let section = "[policy.circuit_breaker]\nfailures = 5\n";
+        assert!(cfg.contains(section), "{cfg}");
+        *cfg = cfg.replace(section, "[policy.circuit_breaker]\nfailures = 0\n");
+    });
+    let alice = app.token("alice", &["data-scientist"], &["nlp"]);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("w"), b"w").unwrap();
+    let src = src.path().to_str().unwrap();
+    ok(app.cli(Some(&alice), &["model", "create", "nlp/benign"]));
+    ok(app.cli(Some(&alice), &["push", "nlp/benign@1", src]));
+    for k in kinds {
+        let tag = format!("hostile={k}");
+        let model = format!("nlp/h-{k}");
+        ok(app.cli(Some(&alice), &["model", "create", &model, "--tag", &tag]));
+        ok(app.cli(Some(&alice), &["push", &format!("{model}@1"), src]));
+    }
+    (app, alice)
+}
+
+/// Other requests keep being served after the hostile run of `kind`.
+fn assert_still_serving(app: &TestApp, token: &str, kind: &str) {
+    assert_eq!(
+        app.get(Some(token), "/v1/models/nlp/benign/versions/1/files/w")
+            .status(),
+        200,
+        "after {kind}"
+    );
+}
+
+/// The server's memory stayed bounded after the allocation bombs.
+fn assert_memory_bounded(app: &TestApp) {
     let rss = app.rss_kib();
     assert!(
         rss < 400 * 1024,
@@ -125,16 +138,6 @@ fn a_lean_hostile_plugin_is_held_like_any_other() {
 #[test]
 fn hostile_plugins_are_denied_and_the_server_survives() {
     let dir = plugins_dir();
-    // Every kind is tried once in a row: the circuit breaker (circuit::
-    // tests it) would short-circuit the plugin after the fifth failure.
-    let app = TestApp::start_configured(None, |cfg| {
-        let section = "[policy.circuit_breaker]\nfailures = 5\n";
-        assert!(cfg.contains(section), "{cfg}");
-        *cfg = cfg.replace(section, "[policy.circuit_breaker]\nfailures = 0\n");
-    });
-    let alice = app.token("alice", &["data-scientist"], &["nlp"]);
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("w"), b"w").unwrap();
     let kinds = [
         "loop",
         "sleep",
@@ -146,26 +149,8 @@ fn hostile_plugins_are_denied_and_the_server_survives() {
         "net",
         "env",
     ];
-    ok(app.cli(Some(&alice), &["model", "create", "nlp/benign"]));
-    ok(app.cli(
-        Some(&alice),
-        &["push", "nlp/benign@1", src.path().to_str().unwrap()],
-    ));
-    for k in kinds {
-        let tag = format!("hostile={k}");
-        ok(app.cli(
-            Some(&alice),
-            &["model", "create", &format!("nlp/h-{k}"), "--tag", &tag],
-        ));
-        ok(app.cli(
-            Some(&alice),
-            &[
-                "push",
-                &format!("nlp/h-{k}@1"),
-                src.path().to_str().unwrap(),
-            ],
-        ));
-    }
+    // Every kind is tried once in a row, the circuit breaker off.
+    let (app, alice) = hostile_app(&kinds);
     // Installs fine: benign on the sample request.
     let hostile = dir.join("hostile.wasm");
     ok(app.cli(
@@ -207,20 +192,9 @@ fn hostile_plugins_are_denied_and_the_server_survives() {
             assert!(message.contains("stack exhausted"), "{body}");
             assert!(!message.contains("trapped: out of bounds"), "{body}");
         }
-        // Other requests keep being served.
-        assert_eq!(
-            app.get(Some(&alice), "/v1/models/nlp/benign/versions/1/files/w")
-                .status(),
-            200,
-            "after {k}"
-        );
+        assert_still_serving(&app, &alice, k);
     }
-    // Memory stayed bounded after the allocation bomb.
-    let rss = app.rss_kib();
-    assert!(
-        rss < 400 * 1024,
-        "server RSS {rss} KiB after the hostile runs"
-    );
+    assert_memory_bounded(&app);
 
     // Another interface version, and a capability the host does not offer:
     // refused at install with a clear error.
