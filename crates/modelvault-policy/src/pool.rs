@@ -7,8 +7,9 @@
 //! [`EvaluationPool::threads`] jobs at once (the server does so with an
 //! async semaphore), so a submitted job starts at once.
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// One unit of work.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -25,9 +26,52 @@ pub enum PoolError {
     Stopped,
 }
 
+/// The jobs waiting for a thread. A submitted job wakes exactly one idle
+/// thread (one futex wake per decision: a shared channel behind a mutex
+/// woke a second thread to take over the wait).
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<Jobs>,
+    ready: Condvar,
+    /// Threads still taking jobs.
+    alive: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Jobs {
+    waiting: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queue {
+    /// The next job, or `None` once the pool is dropped and the queue is
+    /// empty.
+    fn next(&self) -> Option<Job> {
+        let mut jobs = self.jobs.lock().ok()?;
+        loop {
+            if let Some(job) = jobs.waiting.pop_front() {
+                return Some(job);
+            }
+            if jobs.closed {
+                return None;
+            }
+            jobs = self.ready.wait(jobs).ok()?;
+        }
+    }
+}
+
+/// Counts a thread out of [`Queue::alive`] however it ends.
+struct Alive(Arc<Queue>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Fixed threads running evaluation jobs.
 pub struct EvaluationPool {
-    tx: Mutex<mpsc::Sender<Job>>,
+    queue: Arc<Queue>,
     threads: usize,
 }
 
@@ -74,41 +118,31 @@ impl EvaluationPool {
     /// below normal scheduling priority.
     pub fn new(threads: usize, nice: i32) -> Result<Self, PoolError> {
         let threads = threads.max(1);
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(Queue::default());
+        let pool = Self {
+            queue: queue.clone(),
+            threads,
+        };
         for i in 0..threads {
-            let rx = rx.clone();
+            queue.alive.fetch_add(1, Ordering::SeqCst);
+            let alive = Alive(queue.clone());
+            // On a spawn error the closure (and its `Alive`) drops, and so
+            // does `pool`, which ends the threads already started.
             std::thread::Builder::new()
                 .name(format!("policy-eval-{i}"))
                 .spawn(move || {
                     lower_priority(nice);
-                    loop {
-                        // The lock is held only while waiting for a job.
-                        let job = match rx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            // A job that panics loses its answer (its
-                            // caller then denies), not the thread.
-                            Ok(job) => {
-                                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
-                                    .is_err()
-                                {
-                                    tracing::error!("a policy evaluation panicked");
-                                }
-                            }
-                            // The pool was dropped.
-                            Err(_) => return,
+                    while let Some(job) = alive.0.next() {
+                        // A job that panics loses its answer (its caller
+                        // then denies), not the thread.
+                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                            tracing::error!("a policy evaluation panicked");
                         }
                     }
                 })
                 .map_err(PoolError::Spawn)?;
         }
-        Ok(Self {
-            tx: Mutex::new(tx),
-            threads,
-        })
+        Ok(pool)
     }
 
     /// How many jobs run at once.
@@ -118,18 +152,34 @@ impl EvaluationPool {
 
     /// Hands `job` to a thread.
     pub fn submit(&self, job: Job) -> Result<(), PoolError> {
-        self.tx
+        if self.queue.alive.load(Ordering::SeqCst) == 0 {
+            return Err(PoolError::Stopped);
+        }
+        self.queue
+            .jobs
             .lock()
             .map_err(|_| PoolError::Stopped)?
-            .send(job)
-            .map_err(|_| PoolError::Stopped)
+            .waiting
+            .push_back(job);
+        self.queue.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl Drop for EvaluationPool {
+    /// The threads finish the jobs already submitted, then end.
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.queue.jobs.lock() {
+            jobs.closed = true;
+        }
+        self.queue.ready.notify_all();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
 
     #[test]
     fn runs_jobs_on_at_most_its_threads() {
@@ -162,5 +212,25 @@ mod tests {
         assert!(peak.load(Ordering::SeqCst) <= 2);
         assert!(evaluation_threads(0) >= 1);
         assert_eq!(evaluation_threads(3), 3);
+    }
+
+    #[test]
+    fn a_panicking_job_keeps_its_thread_and_dropping_the_pool_ends_them() {
+        let pool = EvaluationPool::new(1, 0).unwrap();
+        pool.submit(Box::new(|| panic!("a hostile evaluation")))
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        pool.submit(Box::new(move || tx.send(()).unwrap())).unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let queue = pool.queue.clone();
+        drop(pool);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while queue.alive.load(Ordering::SeqCst) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "threads still running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }

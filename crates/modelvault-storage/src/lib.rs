@@ -41,6 +41,7 @@ mod gc;
 pub mod layout;
 #[cfg(not(any(test, feature = "test-hooks")))]
 mod layout;
+mod local_objects;
 mod metadata;
 mod models;
 pub mod names;

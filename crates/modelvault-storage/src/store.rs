@@ -45,7 +45,10 @@ pub(crate) fn open_objects(
             // fsync every written file and its directory before a write
             // returns: commits and blobs are durable once acknowledged.
             let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)?.with_fsync(true);
-            Ok((Arc::new(fs), Some(path)))
+            Ok((
+                Arc::new(crate::local_objects::LocalObjects::new(fs)),
+                Some(path),
+            ))
         }
         "s3" => {
             let bucket = parsed.host_str().ok_or_else(|| {

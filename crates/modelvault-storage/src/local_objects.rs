@@ -1,0 +1,271 @@
+//! The local store's object store: `object_store`'s `LocalFileSystem`,
+//! with whole reads of small objects done in one trip to the blocking
+//! pool instead of two.
+//!
+//! `LocalFileSystem::get` opens the file on a blocking thread and returns
+//! it; reading its bytes is a second blocking task. Every authorization
+//! reads several small records (model, manifest, approvals, stage, the
+//! segment table), and each trip to the blocking pool costs a wake of a
+//! blocking thread and a wake of the task on its return: on a 2-core VM the
+//! context switches cost more than the reads. Here a plain read (no range,
+//! no precondition, not a HEAD) opens, checks and reads an object of at
+//! most [`SMALL`] bytes in one blocking task and returns its bytes in
+//! memory.
+//!
+//! Invariants a change must keep: answers are those `LocalFileSystem`
+//! gives (the same `NotFound` for a missing file or a directory, the same
+//! metadata, e-tag included); every other operation, and every read this
+//! path does not take, goes to `LocalFileSystem` unchanged (its fsync of
+//! writes, its atomic create-if-absent, its range reads).
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+    Result,
+};
+
+/// Objects at most this large are read whole in one blocking task (the
+/// records and segment tables; blob segments are read by range).
+pub const SMALL: u64 = 256 * 1024;
+
+/// [`LocalFileSystem`] with one-trip small reads (see the module docs).
+#[derive(Debug)]
+pub struct LocalObjects {
+    inner: Arc<LocalFileSystem>,
+}
+
+impl LocalObjects {
+    /// Wraps `inner`.
+    pub fn new(inner: LocalFileSystem) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+impl std::fmt::Display for LocalObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+/// Whether `o` asks for the whole object with nothing to check.
+fn plain(o: &GetOptions) -> bool {
+    o.if_match.is_none()
+        && o.if_none_match.is_none()
+        && o.if_modified_since.is_none()
+        && o.if_unmodified_since.is_none()
+        && o.range.is_none()
+        && o.version.is_none()
+        && !o.head
+}
+
+fn not_found(path: &std::path::Path, source: std::io::Error) -> object_store::Error {
+    object_store::Error::NotFound {
+        path: path.to_string_lossy().into_owned(),
+        source: Box::new(source),
+    }
+}
+
+fn generic(source: std::io::Error) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(source),
+    }
+}
+
+/// `LocalFileSystem`'s metadata of a file (its e-tag scheme included).
+fn meta(location: Path, m: &std::fs::Metadata) -> ObjectMeta {
+    use std::os::unix::fs::MetadataExt as _;
+    let modified = m.modified().ok();
+    let micros = modified
+        .and_then(|t| t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok())
+        .unwrap_or_default()
+        .as_micros();
+    ObjectMeta {
+        location,
+        last_modified: modified.map(Into::into).unwrap_or_default(),
+        size: m.len(),
+        e_tag: Some(format!("\"{:x}-{micros:x}-{:x}\"", m.ino(), m.len())),
+        version: None,
+    }
+}
+
+/// What the one blocking task found: the object's bytes, or its open file
+/// when it is too large to read whole here.
+enum Read {
+    Whole(ObjectMeta, Bytes),
+    Large(ObjectMeta, std::fs::File, std::path::PathBuf),
+}
+
+fn read_small(location: Path, path: std::path::PathBuf) -> Result<Read> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => not_found(&path, e),
+        _ => generic(e),
+    })?;
+    let m = file.metadata().map_err(generic)?;
+    if m.is_dir() {
+        return Err(not_found(
+            &path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "is directory"),
+        ));
+    }
+    let meta = meta(location, &m);
+    if m.len() > SMALL {
+        return Ok(Read::Large(meta, file, path));
+    }
+    let mut buf = Vec::with_capacity(m.len() as usize);
+    file.read_to_end(&mut buf).map_err(generic)?;
+    if buf.len() as u64 != m.len() {
+        // Changed while read: objects are replaced by rename, never
+        // rewritten in place, so this is not ours; let the caller see it.
+        return Err(generic(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "{} changed size while read ({} bytes, then {})",
+                path.display(),
+                m.len(),
+                buf.len()
+            ),
+        )));
+    }
+    Ok(Read::Whole(meta, Bytes::from(buf)))
+}
+
+#[async_trait]
+impl ObjectStore for LocalObjects {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        if !plain(&options) {
+            return self.inner.get_opts(location, options).await;
+        }
+        let path = self.inner.path_to_filesystem(location)?;
+        let location = location.clone();
+        let read = tokio::task::spawn_blocking(move || read_small(location, path))
+            .await
+            .map_err(|e| generic(std::io::Error::other(e)))??;
+        let (meta, payload) = match read {
+            Read::Whole(meta, bytes) => (
+                meta,
+                GetResultPayload::Stream(Box::pin(futures::stream::once(async move { Ok(bytes) }))),
+            ),
+            Read::Large(meta, file, path) => (meta, GetResultPayload::File(file, path)),
+        };
+        Ok(GetResult {
+            payload,
+            attributes: Attributes::default(),
+            range: 0..meta.size,
+            meta,
+            extensions: Default::default(),
+        })
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt as _;
+
+    /// The one-trip read answers as `LocalFileSystem` does: bytes, metadata
+    /// (e-tag included), a missing object, a directory, a large object.
+    #[tokio::test]
+    async fn reads_answer_as_the_local_file_system_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = || LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let ours = LocalObjects::new(fs());
+        let theirs = fs();
+        let small = Path::from("a/small");
+        let large = Path::from("a/large");
+        theirs
+            .put(&small, Bytes::from_static(b"record").into())
+            .await
+            .unwrap();
+        let big = Bytes::from(vec![7u8; SMALL as usize + 1]);
+        theirs.put(&large, big.clone().into()).await.unwrap();
+        for (p, want) in [(&small, Bytes::from_static(b"record")), (&large, big)] {
+            let a = ours.get(p).await.unwrap();
+            let b = theirs.get(p).await.unwrap();
+            assert_eq!(a.meta, b.meta);
+            assert_eq!(a.range, b.range);
+            assert_eq!(a.bytes().await.unwrap(), want);
+        }
+        for missing in [Path::from("a/none"), Path::from("a")] {
+            let a = ours.get(&missing).await.unwrap_err();
+            assert!(
+                matches!(a, object_store::Error::NotFound { .. }),
+                "{missing}: {a}"
+            );
+            let b = theirs.get(&missing).await.unwrap_err();
+            assert!(matches!(b, object_store::Error::NotFound { .. }));
+        }
+        // What the fast path does not take goes through unchanged.
+        assert_eq!(
+            ours.get_range(&small, 1..3).await.unwrap(),
+            Bytes::from_static(b"ec")
+        );
+        assert_eq!(
+            ours.head(&small).await.unwrap(),
+            theirs.head(&small).await.unwrap()
+        );
+    }
+}
