@@ -166,9 +166,15 @@ impl ObjectStore for LocalObjects {
         }
         let path = self.inner.path_to_filesystem(location)?;
         let location = location.clone();
-        let read = tokio::task::spawn_blocking(move || read_small(location, path))
-            .await
-            .map_err(|e| generic(std::io::Error::other(e)))??;
+        // As `LocalFileSystem` does: on the blocking pool inside a runtime,
+        // in place outside one.
+        let read = match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt
+                .spawn_blocking(move || read_small(location, path))
+                .await
+                .map_err(|e| generic(std::io::Error::other(e)))??,
+            Err(_) => read_small(location, path)?,
+        };
         let (meta, payload) = match read {
             Read::Whole(meta, bytes) => (
                 meta,
@@ -267,5 +273,22 @@ mod tests {
             ours.head(&small).await.unwrap(),
             theirs.head(&small).await.unwrap()
         );
+    }
+
+    /// Outside a runtime the read happens in place, as `LocalFileSystem`'s.
+    #[test]
+    fn reads_outside_a_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r"), b"x").unwrap();
+        let ours = LocalObjects::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let got = futures::executor::block_on(async {
+            ours.get(&Path::from("r"))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        });
+        assert_eq!(got, Bytes::from_static(b"x"));
     }
 }
