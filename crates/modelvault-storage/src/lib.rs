@@ -64,7 +64,7 @@ use futures::TryStreamExt as _;
 use modelvault_format::{Dek, SegmentSize};
 use modelvault_keys::{DekBinding, KekVersion, KeyProvider};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -291,4 +291,34 @@ mod tests {
         });
         assert_eq!(got, Bytes::from_static(b"x"));
     }
+
+    /// A flat listing of a missing folder is empty, as a recursive one is;
+    /// a sub-folder is a common prefix, not an object.
+    #[tokio::test]
+    async fn flat_listings() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = LocalObjects::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let none = ours
+            .list_with_delimiter(Some(&Path::from("s")))
+            .await
+            .unwrap();
+        assert!(none.objects.is_empty() && none.common_prefixes.is_empty());
+        ours.put(&Path::from("s/1.json"), Bytes::from_static(b"a").into())
+            .await
+            .unwrap();
+        ours.put(&Path::from("s/sub/2.json"), Bytes::from_static(b"b").into())
+            .await
+            .unwrap();
+        let flat = ours
+            .list_with_delimiter(Some(&Path::from("s")))
+            .await
+            .unwrap();
+        let names: Vec<_> = flat
+            .objects
+            .iter()
+            .map(|m| m.location.to_string())
+            .collect();
+        assert_eq!(names, ["s/1.json"]);
+        assert_eq!(flat.common_prefixes, [Path::from("s/sub")]);
+    }
 }

@@ -105,7 +105,7 @@ impl Store {
         kind: &str,
         dir: &Path,
     ) -> Result<Vec<(u64, T)>, StorageError> {
-        let entries: Vec<_> = self.objects.list(Some(dir)).try_collect().await?;
+        let entries = self.list_flat(dir).await?;
         let mut seqs: Vec<(u64, Path)> = entries
             .into_iter()
             .filter_map(|m| layout::parse_seq(&m.location).map(|s| (s, m.location)))
@@ -157,9 +157,17 @@ impl Store {
         }
     }
 
+    /// The objects directly in `dir` (a series is flat: what lies in a
+    /// sub-folder is no record of it). One listing request; on the local
+    /// store one trip to the blocking pool, where a recursive listing
+    /// takes two.
+    pub(crate) async fn list_flat(&self, dir: &Path) -> Result<Vec<ObjectMeta>, StorageError> {
+        Ok(self.objects.list_with_delimiter(Some(dir)).await?.objects)
+    }
+
     /// The highest sequence number in `dir`, if any.
     pub(crate) async fn latest_seq(&self, dir: &Path) -> Result<Option<(u64, Path)>, StorageError> {
-        let entries: Vec<_> = self.objects.list(Some(dir)).try_collect().await?;
+        let entries = self.list_flat(dir).await?;
         Ok(entries
             .into_iter()
             .filter_map(|m| layout::parse_seq(&m.location).map(|s| (s, m.location)))
