@@ -409,7 +409,18 @@ async fn tampering_is_detected(f: Fixture) {
         s.get_model("nlp", "bert").await,
         Err(StorageError::Integrity(_))
     ));
-    o.put(&meta, PutPayload::from(rec)).await.unwrap();
+    o.put(&meta, PutPayload::from(rec.clone())).await.unwrap();
+    // A genuine record planted in a sub-folder of the series, numbered past
+    // its head, is no record of it: a series is read flat, and the record
+    // in force stays the genuine newest one.
+    let planted = layout::seq_record(
+        &Path::from(format!("{}/sub", layout::model_meta_dir("nlp", "bert"))),
+        99,
+    );
+    o.put(&planted, PutPayload::from(rec)).await.unwrap();
+    let model = s.get_model("nlp", "bert").await.unwrap().unwrap();
+    assert_eq!(model.sensitivity, Sensitivity::Restricted);
+    o.delete(&planted).await.unwrap();
     let mpath = layout::seq_record(&layout::manifest_dir("nlp", "bert", "1"), 0);
     let mrec = o.get(&mpath).await.unwrap().bytes().await.unwrap();
     let edited = String::from_utf8(mrec.to_vec())
