@@ -159,6 +159,26 @@ where
     }
 }
 
+/// Prints the chain's cost from a paired comparison of the chain server
+/// (`a`) with the native one (`b`), by throughput and by CPU; `note` is
+/// added after what is measured (", audit off on both").
+fn print_chain_cost(p: &Paired, note: &str, concurrency: usize) {
+    println!(
+        "download authorization over HTTP{note} ({concurrency} clients): chain of 3 bundled policies {:.0} req/s vs native role check only {:.0} req/s -> chain costs {:.1}% (rounds {:.1}..{:.1}%) (goal <= 8%)",
+        p.a,
+        p.b,
+        (1.0 - p.ratio) * 100.0,
+        (1.0 - p.high) * 100.0,
+        (1.0 - p.low) * 100.0,
+    );
+    println!(
+        "  CPU per download (server and clients){note}: chain {:.0} us vs native {:.0} us -> chain costs {:.1}% of CPU",
+        p.cpu_a,
+        p.cpu_b,
+        (p.cpu_ratio - 1.0) * 100.0,
+    );
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!(
@@ -243,20 +263,7 @@ fn main() {
             || load(format!("{native_url}{file}"), token.clone(), secs, concurrency),
         )
         .await;
-        println!(
-            "download authorization over HTTP ({concurrency} clients): chain of 3 bundled policies {:.0} req/s vs native role check only {:.0} req/s -> chain costs {:.1}% (rounds {:.1}..{:.1}%) (goal <= 8%)",
-            with_chain.a,
-            with_chain.b,
-            (1.0 - with_chain.ratio) * 100.0,
-            (1.0 - with_chain.high) * 100.0,
-            (1.0 - with_chain.low) * 100.0,
-        );
-        println!(
-            "  CPU per download (server and clients): chain {:.0} us vs native {:.0} us -> chain costs {:.1}% of CPU",
-            with_chain.cpu_a,
-            with_chain.cpu_b,
-            (with_chain.cpu_ratio - 1.0) * 100.0,
-        );
+        print_chain_cost(&with_chain, "", concurrency);
         }
         if want("audited") {
         let audited = paired(
@@ -306,20 +313,7 @@ fn main() {
             || load(format!("{native_quiet_url}{file}"), token.clone(), secs, concurrency),
         )
         .await;
-        println!(
-            "download authorization over HTTP, audit off on both ({concurrency} clients): chain of 3 bundled policies {:.0} req/s vs native role check only {:.0} req/s -> chain costs {:.1}% (rounds {:.1}..{:.1}%) (goal <= 8%)",
-            quiet.a,
-            quiet.b,
-            (1.0 - quiet.ratio) * 100.0,
-            (1.0 - quiet.high) * 100.0,
-            (1.0 - quiet.low) * 100.0,
-        );
-        println!(
-            "  CPU per download (server and clients), audit off on both: chain {:.0} us vs native {:.0} us -> chain costs {:.1}% of CPU",
-            quiet.cpu_a,
-            quiet.cpu_b,
-            (quiet.cpu_ratio - 1.0) * 100.0,
-        );
+        print_chain_cost(&quiet, ", audit off on both", concurrency);
 
         }
         // Audited key releases (role gate, policy chain, HPKE seal, durable
