@@ -37,6 +37,7 @@ mod failpoint;
 mod gc;
 // The bucket's paths: private, except to tests that tamper with the
 // bucket (the `test-hooks` feature).
+mod direct_upload;
 #[cfg(any(test, feature = "test-hooks"))]
 pub mod layout;
 #[cfg(not(any(test, feature = "test-hooks")))]

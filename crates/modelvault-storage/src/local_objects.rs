@@ -12,6 +12,9 @@
 //! most [`SMALL`] bytes in one blocking task and returns its bytes in
 //! memory.
 //!
+//! Multipart uploads (blobs) go around the page cache
+//! ([`crate::direct_upload`]).
+//!
 //! Invariants a change must keep: answers are those `LocalFileSystem`
 //! gives (the same `NotFound` for a missing file or a directory, the same
 //! metadata, e-tag included); every other operation, and every read this
@@ -40,13 +43,16 @@ pub const SMALL: u64 = 256 * 1024;
 #[derive(Debug)]
 pub struct LocalObjects {
     inner: Arc<LocalFileSystem>,
+    /// Whether writes are fsynced (`inner` was built `with_fsync(fsync)`).
+    fsync: bool,
 }
 
 impl LocalObjects {
-    /// Wraps `inner`.
-    pub fn new(inner: LocalFileSystem) -> Self {
+    /// Wraps `inner`, which was built `with_fsync(fsync)`.
+    pub fn new(inner: LocalFileSystem, fsync: bool) -> Self {
         Self {
             inner: Arc::new(inner),
+            fsync,
         }
     }
 }
@@ -82,19 +88,25 @@ fn generic(source: std::io::Error) -> object_store::Error {
     }
 }
 
-/// `LocalFileSystem`'s metadata of a file (its e-tag scheme included).
-fn meta(location: Path, m: &std::fs::Metadata) -> ObjectMeta {
+/// `LocalFileSystem`'s e-tag of a file.
+pub(crate) fn etag(m: &std::fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt as _;
-    let modified = m.modified().ok();
-    let micros = modified
+    let micros = m
+        .modified()
+        .ok()
         .and_then(|t| t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok())
         .unwrap_or_default()
         .as_micros();
+    format!("\"{:x}-{micros:x}-{:x}\"", m.ino(), m.len())
+}
+
+/// `LocalFileSystem`'s metadata of a file (its e-tag scheme included).
+fn meta(location: Path, m: &std::fs::Metadata) -> ObjectMeta {
     ObjectMeta {
         location,
-        last_modified: modified.map(Into::into).unwrap_or_default(),
+        last_modified: m.modified().ok().map(Into::into).unwrap_or_default(),
         size: m.len(),
-        e_tag: Some(format!("\"{:x}-{micros:x}-{:x}\"", m.ino(), m.len())),
+        e_tag: Some(etag(m)),
         version: None,
     }
 }
@@ -157,7 +169,14 @@ impl ObjectStore for LocalObjects {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
+        if !opts.attributes.is_empty() {
+            // Refused there, as it should be.
+            return self.inner.put_multipart_opts(location, opts).await;
+        }
+        let dest = self.inner.path_to_filesystem(location)?;
+        Ok(Box::new(
+            crate::direct_upload::DirectUpload::start(dest, self.fsync).await?,
+        ))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
@@ -238,7 +257,7 @@ mod tests {
     async fn reads_answer_as_the_local_file_system_does() {
         let dir = tempfile::tempdir().unwrap();
         let fs = || LocalFileSystem::new_with_prefix(dir.path()).unwrap();
-        let ours = LocalObjects::new(fs());
+        let ours = LocalObjects::new(fs(), false);
         let theirs = fs();
         let small = Path::from("a/small");
         let large = Path::from("a/large");
@@ -280,7 +299,7 @@ mod tests {
     fn reads_outside_a_runtime() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("r"), b"x").unwrap();
-        let ours = LocalObjects::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let ours = LocalObjects::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap(), false);
         let got = futures::executor::block_on(async {
             ours.get(&Path::from("r"))
                 .await
@@ -297,7 +316,7 @@ mod tests {
     #[tokio::test]
     async fn flat_listings() {
         let dir = tempfile::tempdir().unwrap();
-        let ours = LocalObjects::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let ours = LocalObjects::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap(), false);
         let none = ours
             .list_with_delimiter(Some(&Path::from("s")))
             .await

@@ -46,7 +46,7 @@ pub(crate) fn open_objects(
             // returns: commits and blobs are durable once acknowledged.
             let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)?.with_fsync(true);
             Ok((
-                Arc::new(crate::local_objects::LocalObjects::new(fs)),
+                Arc::new(crate::local_objects::LocalObjects::new(fs, true)),
                 Some(path),
             ))
         }
