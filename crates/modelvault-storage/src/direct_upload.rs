@@ -162,7 +162,12 @@ impl Staged {
     fn write_part(&self, data: &PutPayload, mut offset: u64) -> std::io::Result<()> {
         let len = data.content_length();
         let direct = match &self.direct {
-            Some(d) if self.direct_ok.load(Ordering::Relaxed) && offset % ALIGN as u64 == 0 => d,
+            Some(d)
+                if self.direct_ok.load(Ordering::Relaxed)
+                    && offset.is_multiple_of(ALIGN as u64) =>
+            {
+                d
+            }
             _ => return self.write_plain(data.iter().map(|b| &b[..]), offset),
         };
         let body = len - len % ALIGN;
