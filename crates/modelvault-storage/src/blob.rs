@@ -338,6 +338,66 @@ impl Store {
 /// Bytes per entry of a segment table (a BLAKE3-256 digest).
 const SEGMENT_DIGEST_LEN: u64 = 32;
 
+/// The plaintext's SHA-256, computed on a blocking thread while the caller
+/// seals (one pass fewer on the sealing path); in place outside a runtime.
+enum PlainDigest {
+    Parallel {
+        chunks: tokio::sync::mpsc::Sender<Bytes>,
+        done: tokio::task::JoinHandle<Vec<u8>>,
+    },
+    InPlace(ring::digest::Context),
+}
+
+impl PlainDigest {
+    fn start() -> Self {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                // A few chunks of slack, so the hasher and the sealer run
+                // side by side; few, as each queued chunk holds its receive
+                // buffer (the server's memory is bounded per upload).
+                let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+                let done = rt.spawn_blocking(move || {
+                    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+                    while let Some(c) = rx.blocking_recv() {
+                        sha.update(&c);
+                    }
+                    sha.finish().as_ref().to_vec()
+                });
+                PlainDigest::Parallel { chunks, done }
+            }
+            Err(_) => PlainDigest::InPlace(ring::digest::Context::new(&ring::digest::SHA256)),
+        }
+    }
+
+    async fn update(&mut self, chunk: &Bytes) -> Result<(), StorageError> {
+        match self {
+            PlainDigest::Parallel { chunks, .. } => {
+                chunks.send(chunk.clone()).await.map_err(|_| {
+                    StorageError::Io(std::io::Error::other("the plaintext hasher stopped"))
+                })
+            }
+            PlainDigest::InPlace(sha) => {
+                sha.update(chunk);
+                Ok(())
+            }
+        }
+    }
+
+    async fn finish(self) -> Result<Vec<u8>, StorageError> {
+        match self {
+            PlainDigest::Parallel { chunks, done } => {
+                drop(chunks);
+                done.await.map_err(|e| {
+                    StorageError::Io(std::io::Error::other(format!(
+                        "the plaintext hasher failed: {e}"
+                    )))
+                })
+            }
+            PlainDigest::InPlace(sha) => Ok(sha.finish().as_ref().to_vec()),
+        }
+    }
+}
+
 /// Encrypts `body`; returns (plaintext size, blob size, plaintext SHA-256,
 /// segment table).
 async fn encrypt_body<S, E>(
@@ -355,12 +415,12 @@ where
     writer.write(enc.header_bytes());
     let mut ct_size = HEADER_LEN as u64;
     let mut size = 0u64;
-    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut sha = PlainDigest::start();
     let mut table = Vec::new();
     let mut seg: Vec<u8> = Vec::with_capacity(seg_len + TAG_LEN);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| StorageError::Body(e.to_string()))?;
-        sha.update(&chunk);
+        sha.update(&chunk).await?;
         size += chunk.len() as u64;
         let mut data = &chunk[..];
         while !data.is_empty() {
@@ -383,7 +443,7 @@ where
     ct_size += seg.len() as u64;
     writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
     writer.put(Bytes::from(seg));
-    Ok((size, ct_size, sha.finish().as_ref().to_vec(), table))
+    Ok((size, ct_size, sha.finish().await?, table))
 }
 
 /// An opened file of a committed version. Cheap to clone-by-Arc; each

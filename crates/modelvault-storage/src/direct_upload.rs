@@ -37,10 +37,11 @@ const ALIGN: usize = 4096;
 const CHUNK: usize = 1 << 20;
 
 /// Staging buffers kept for reuse (each `CHUNK + ALIGN` bytes, so an
-/// aligned `CHUNK` fits): at most [`KEEP`], a few MiB of the server's
-/// memory whatever the number of uploads or blocking threads.
+/// aligned `CHUNK` fits): at most [`KEEP`] (the parts an upload keeps in
+/// flight), about 2 MiB of the server's memory whatever the number of
+/// uploads or blocking threads.
 static BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-const KEEP: usize = 4;
+const KEEP: usize = 2;
 
 fn take_buffer() -> Vec<u8> {
     BUFFERS
