@@ -345,7 +345,7 @@ enum PlainDigest {
         chunks: tokio::sync::mpsc::Sender<Bytes>,
         done: tokio::task::JoinHandle<Vec<u8>>,
     },
-    InPlace(ring::digest::Context),
+    InPlace(Box<ring::digest::Context>),
 }
 
 impl PlainDigest {
@@ -365,7 +365,9 @@ impl PlainDigest {
                 });
                 PlainDigest::Parallel { chunks, done }
             }
-            Err(_) => PlainDigest::InPlace(ring::digest::Context::new(&ring::digest::SHA256)),
+            Err(_) => {
+                PlainDigest::InPlace(Box::new(ring::digest::Context::new(&ring::digest::SHA256)))
+            }
         }
     }
 
