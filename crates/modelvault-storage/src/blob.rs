@@ -33,8 +33,16 @@ use crate::{
 
 /// Multipart part size: S3's minimum is 5 MiB.
 const PART_SIZE: usize = 8 << 20;
-/// Parts in flight at once during an upload.
+/// Part size on the local store, which has no minimum: parts buffered in
+/// the server are its largest use of memory during an upload, and its
+/// direct writes (`direct_upload.rs`) need no larger ones to keep the
+/// disk busy. A multiple of the direct writes' alignment.
+const LOCAL_PART_SIZE: usize = 4 << 20;
+/// Parts in flight at once during an upload (S3).
 const PARTS_IN_FLIGHT: usize = 2;
+/// Parts in flight at once on the local store: its parts are half the
+/// size, one more keeps the disk as busy.
+const LOCAL_PARTS_IN_FLIGHT: usize = 3;
 /// Decrypted chunks buffered ahead of a slow reader.
 const READ_AHEAD: usize = 2;
 
@@ -146,8 +154,13 @@ impl Store {
         let key = FileKey::derive(dek, &header, &identity)?;
         let blob = layout::new_blob(v.namespace, v.model, v.version);
         let upload = self.objects.put_multipart(&blob).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let result = encrypt_body(&key, header, body, &mut writer).await;
+        let (part_size, in_flight) = if self.local_root.is_some() {
+            (LOCAL_PART_SIZE, LOCAL_PARTS_IN_FLIGHT)
+        } else {
+            (PART_SIZE, PARTS_IN_FLIGHT)
+        };
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
+        let result = encrypt_body(&key, header, body, &mut writer, in_flight).await;
         let (size, ciphertext_size, sha256, table) = match result {
             Ok(r) => r,
             Err(e) => {
@@ -355,7 +368,7 @@ impl PlainDigest {
                 // A few chunks of slack, so the hasher and the sealer run
                 // side by side; few, as each queued chunk holds its receive
                 // buffer (the server's memory is bounded per upload).
-                let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+                let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
                 let done = rt.spawn_blocking(move || {
                     let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
                     while let Some(c) = rx.blocking_recv() {
@@ -400,13 +413,15 @@ impl PlainDigest {
     }
 }
 
-/// Encrypts `body`; returns (plaintext size, blob size, plaintext SHA-256,
+/// Encrypts `body` into `writer`, with at most `in_flight` parts being
+/// written at once; returns (plaintext size, blob size, plaintext SHA-256,
 /// segment table).
 async fn encrypt_body<S, E>(
     key: &FileKey,
     header: Header,
     body: &mut S,
     writer: &mut WriteMultipart,
+    in_flight: usize,
 ) -> Result<(u64, u64, Vec<u8>, Vec<u8>), StorageError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
@@ -432,7 +447,7 @@ where
                 table.extend_from_slice(blake3::hash(&seg).as_bytes());
                 ct_size += seg.len() as u64;
                 let full = std::mem::replace(&mut seg, Vec::with_capacity(seg_len + TAG_LEN));
-                writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                writer.wait_for_capacity(in_flight).await?;
                 writer.put(Bytes::from(full));
             }
             let take = (seg_len - seg.len()).min(data.len());
@@ -443,7 +458,7 @@ where
     enc.seal_segment(&mut seg, true)?;
     table.extend_from_slice(blake3::hash(&seg).as_bytes());
     ct_size += seg.len() as u64;
-    writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+    writer.wait_for_capacity(in_flight).await?;
     writer.put(Bytes::from(seg));
     Ok((size, ct_size, sha.finish().await?, table))
 }

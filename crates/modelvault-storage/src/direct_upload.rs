@@ -38,10 +38,10 @@ const CHUNK: usize = 1 << 20;
 
 /// Staging buffers kept for reuse (each `CHUNK + ALIGN` bytes, so an
 /// aligned `CHUNK` fits): at most [`KEEP`] (the parts an upload keeps in
-/// flight), about 2 MiB of the server's memory whatever the number of
-/// uploads or blocking threads.
+/// flight on the local store), about 3 MiB of the server's memory whatever
+/// the number of uploads or blocking threads.
 static BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-const KEEP: usize = 2;
+const KEEP: usize = 3;
 
 fn take_buffer() -> Vec<u8> {
     BUFFERS
