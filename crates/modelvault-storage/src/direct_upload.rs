@@ -31,6 +31,8 @@ use async_trait::async_trait;
 use futures::FutureExt as _;
 use object_store::{MultipartUpload, PutPayload, PutResult, Result, UploadPart};
 
+use crate::local_objects::{blocking, generic};
+
 /// Alignment of direct writes: offsets, lengths and buffer addresses.
 const ALIGN: usize = 4096;
 /// Bytes copied into the aligned buffer per direct write.
@@ -56,27 +58,6 @@ fn give_back(buffer: Vec<u8>) {
         && b.len() < KEEP
     {
         b.push(buffer);
-    }
-}
-
-fn generic(source: std::io::Error) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "LocalFileSystem",
-        source: Box::new(source),
-    }
-}
-
-/// Runs `f` on the blocking pool inside a runtime, in place outside one (as
-/// `LocalFileSystem` does).
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => rt
-            .spawn_blocking(f)
-            .await
-            .map_err(|e| generic(std::io::Error::other(e)))?,
-        Err(_) => f(),
     }
 }
 

@@ -81,10 +81,24 @@ fn not_found(path: &std::path::Path, source: std::io::Error) -> object_store::Er
     }
 }
 
-fn generic(source: std::io::Error) -> object_store::Error {
+pub(crate) fn generic(source: std::io::Error) -> object_store::Error {
     object_store::Error::Generic {
         store: "LocalFileSystem",
         source: Box::new(source),
+    }
+}
+
+/// Runs `f` on the blocking pool inside a runtime, in place outside one (as
+/// `LocalFileSystem` does).
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => rt
+            .spawn_blocking(f)
+            .await
+            .map_err(|e| generic(std::io::Error::other(e)))?,
+        Err(_) => f(),
     }
 }
 
@@ -187,13 +201,7 @@ impl ObjectStore for LocalObjects {
         let location = location.clone();
         // As `LocalFileSystem` does: on the blocking pool inside a runtime,
         // in place outside one.
-        let read = match tokio::runtime::Handle::try_current() {
-            Ok(rt) => rt
-                .spawn_blocking(move || read_small(location, path))
-                .await
-                .map_err(|e| generic(std::io::Error::other(e)))??,
-            Err(_) => read_small(location, path)?,
-        };
+        let read = blocking(move || read_small(location, path)).await?;
         let (meta, payload) = match read {
             Read::Whole(meta, bytes) => (
                 meta,
