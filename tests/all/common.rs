@@ -38,7 +38,64 @@ pub fn cli(url: &str, token: Option<&str>, args: &[&str]) -> Output {
     if let Some(t) = token {
         cmd.env("MODELVAULT_TOKEN", t);
     }
-    cmd.output().expect("run modelvault")
+    output_within(cmd, CLI_TIMEOUT, &format!("modelvault {}", args.join(" ")))
+}
+
+/// How long one CLI command may run in a test before it is killed and the
+/// test fails (a hung command would otherwise hang the whole suite).
+pub const CLI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `cmd`'s output, or a panic naming `what` if it runs longer than
+/// `limit` (the process is killed first).
+pub fn output_within(mut cmd: Command, limit: std::time::Duration, what: &str) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run modelvault");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for modelvault"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{what} still running after {limit:?}: killed");
+        }
+    }
+}
+
+/// Sets its flag when dropped: a scope whose workers loop until a stop
+/// flag holds one, so that a failed check in the scope's own body fails the
+/// test instead of leaving the workers running (the scope waits for them).
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The server log from byte `from` on, once it holds a line with
+/// `needle`: log lines reach the test through a reader thread, after the
+/// response that caused them. Panics after 20 s.
+#[track_caller]
+pub fn wait_for_log(log: &Mutex<String>, from: usize, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let log = log.lock().unwrap()[from..].to_string();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line with {needle:?}: {log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -161,11 +161,7 @@ fn idle_connections_beyond_the_limit_leave_healthz_answering_and_are_closed() {
             "round {round}: /healthz took {took:?} with 200 idle connections open"
         );
     }
-    let log = app.log.lock().unwrap().clone();
-    assert!(
-        log.contains("connection limit reached: 64 connections open"),
-        "no line about the connection limit in the log:\n{log}"
-    );
+    let log = wait_for_log(&app.log, 0, "connection limit reached: 64 connections open");
     assert_eq!(
         log.matches("connection limit reached").count(),
         1,
@@ -287,11 +283,7 @@ fn idle_connections_beyond_the_open_file_limit_leave_healthz_answering() {
         );
         assert!(took < Duration::from_secs(2), "round {round}: {took:?}");
     }
-    let log = server.log.lock().unwrap().clone();
-    assert!(
-        log.contains("connection limit reached: 480 connections open"),
-        "{log}"
-    );
+    wait_for_log(&server.log, 0, "connection limit reached: 480 connections open");
     drop(idle);
 }
 

@@ -322,16 +322,7 @@ fn plugin_text_cannot_forge_log_lines_or_terminal_output() {
 
     // The operator log: the plugin's output and reason are there, escaped,
     // and no forged line starts anywhere.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let log = app.log.lock().unwrap().clone();
-        if log.contains("FORGED-STDOUT") || std::time::Instant::now() > deadline {
-            break;
-        }
-        drop(log);
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let log = app.log.lock().unwrap().clone();
+    let log = wait_for_log(&app.log, 0, "FORGED-STDOUT");
     assert!(log.contains("out\\nFORGED-STDOUT"), "{log}");
     for line in log.lines() {
         assert!(!line.starts_with("FORGED"), "forged log line: {line:?}");
@@ -432,20 +423,14 @@ fn install_smoke_runs_with_the_configured_config_and_every_action() {
     assert!(!list.contains("hostile-dl"), "{list}");
 }
 
-/// Waits until the server log has a line with `needle` after `from` bytes.
-fn wait_for_log(app: &TestApp, from: usize, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let log = app.log.lock().unwrap()[from..].to_string();
-        if let Some(line) = log.lines().find(|l| l.contains(needle)) {
-            return line.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no log line with {needle:?}: {log}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+/// The first server log line with `needle` after `from` bytes (waits for
+/// it).
+fn wait_for_log_line(app: &TestApp, from: usize, needle: &str) -> String {
+    let log = wait_for_log(&app.log, from, needle);
+    log.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn sighup(app: &TestApp) -> usize {
@@ -499,7 +484,7 @@ fn policy_config_reloads_on_sighup_once_it_passes_the_smoke_check() {
     let opened = original.replace(line, "\"matrix.confidential\" = \"dev,staging,production\"");
     std::fs::write(&path, &opened).unwrap();
     let from = sighup(&app);
-    let logged = wait_for_log(&app, from, "policy configuration reloaded");
+    let logged = wait_for_log_line(&app, from, "policy configuration reloaded");
     assert!(logged.contains("sensitivity-environment"), "{logged}");
     assert_eq!(app.get(Some(&alice), file).status(), 200);
 
@@ -514,14 +499,14 @@ fn policy_config_reloads_on_sighup_once_it_passes_the_smoke_check() {
     )
     .unwrap();
     let from = sighup(&app);
-    let logged = wait_for_log(&app, from, "policy configuration not reloaded");
+    let logged = wait_for_log_line(&app, from, "policy configuration not reloaded");
     assert!(logged.contains("policy hostile"), "{logged}");
     assert_eq!(app.get(Some(&alice), file).status(), 200, "old config kept");
 
     // A file that does not parse changes nothing either.
     std::fs::write(&path, "[policy\n").unwrap();
     let from = sighup(&app);
-    wait_for_log(&app, from, "cannot read the config file");
+    wait_for_log_line(&app, from, "cannot read the config file");
     assert_eq!(app.get(Some(&alice), file).status(), 200);
     assert_eq!(
         app.get(None, "/healthz").status(),

@@ -34,6 +34,7 @@ fn two_servers_racing_rotate_retire_and_backup_lose_no_key() {
     let pushed: Arc<Mutex<Pushed>> = Arc::default();
 
     std::thread::scope(|s| {
+        let _stop_on_drop = StopOnDrop(&stop);
         // Pushes on both servers, all along.
         for (i, url) in urls.iter().enumerate() {
             let (stop, pushed, ds) = (stop.clone(), pushed.clone(), ds.clone());

@@ -235,6 +235,7 @@ fn scenario(load_secs: u64) {
     let mut revocation_ms = Vec::new();
     let mut policy_ms = Vec::new();
     let ops: usize = std::thread::scope(|s| {
+        let _stop_on_drop = StopOnDrop(&stop);
         let workers: Vec<_> = (0..3)
             .map(|id| {
                 let replicas = urls[..2].to_vec(); // the third is killed below

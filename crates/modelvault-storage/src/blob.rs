@@ -351,36 +351,47 @@ impl Store {
 /// Bytes per entry of a segment table (a BLAKE3-256 digest).
 const SEGMENT_DIGEST_LEN: u64 = 32;
 
-/// The plaintext's SHA-256, computed on a blocking thread while the caller
-/// seals (one pass fewer on the sealing path); in place outside a runtime.
+/// The plaintext's SHA-256, computed on a thread of its own while the
+/// caller seals (one pass fewer on the sealing path); in place outside a
+/// runtime, or if no thread can be started.
+///
+/// A thread per upload, not one of the runtime's blocking pool: the hasher
+/// waits for chunks as long as the upload lasts, and the part writes the
+/// upload itself waits for run on that pool, so enough concurrent uploads
+/// parked on it would leave their own writes no thread.
 enum PlainDigest {
     Parallel {
         chunks: tokio::sync::mpsc::Sender<Bytes>,
-        done: tokio::task::JoinHandle<Vec<u8>>,
+        done: tokio::sync::oneshot::Receiver<Vec<u8>>,
     },
     InPlace(Box<ring::digest::Context>),
 }
 
 impl PlainDigest {
     fn start() -> Self {
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                // A few chunks of slack, so the hasher and the sealer run
-                // side by side; few, as each queued chunk holds its receive
-                // buffer (the server's memory is bounded per upload).
-                let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-                let done = rt.spawn_blocking(move || {
-                    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
-                    while let Some(c) = rx.blocking_recv() {
-                        sha.update(&c);
-                    }
-                    sha.finish().as_ref().to_vec()
-                });
-                PlainDigest::Parallel { chunks, done }
-            }
-            Err(_) => {
-                PlainDigest::InPlace(Box::new(ring::digest::Context::new(&ring::digest::SHA256)))
-            }
+        let in_place =
+            || PlainDigest::InPlace(Box::new(ring::digest::Context::new(&ring::digest::SHA256)));
+        if tokio::runtime::Handle::try_current().is_err() {
+            return in_place();
+        }
+        // A few chunks of slack, so the hasher and the sealer run side by
+        // side; few, as each queued chunk holds its receive buffer (the
+        // server's memory is bounded per upload).
+        let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+        let (digest, done) = tokio::sync::oneshot::channel();
+        let hasher = std::thread::Builder::new()
+            .name("plaintext-sha256".into())
+            .spawn(move || {
+                let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+                while let Some(c) = rx.blocking_recv() {
+                    sha.update(&c);
+                }
+                // The upload may be gone (dropped request): nobody to tell.
+                let _ = digest.send(sha.finish().as_ref().to_vec());
+            });
+        match hasher {
+            Ok(_) => PlainDigest::Parallel { chunks, done },
+            Err(_) => in_place(),
         }
     }
 
@@ -402,10 +413,8 @@ impl PlainDigest {
         match self {
             PlainDigest::Parallel { chunks, done } => {
                 drop(chunks);
-                done.await.map_err(|e| {
-                    StorageError::Io(std::io::Error::other(format!(
-                        "the plaintext hasher failed: {e}"
-                    )))
+                done.await.map_err(|_| {
+                    StorageError::Io(std::io::Error::other("the plaintext hasher failed"))
                 })
             }
             PlainDigest::InPlace(sha) => Ok(sha.finish().as_ref().to_vec()),
