@@ -283,7 +283,11 @@ fn idle_connections_beyond_the_open_file_limit_leave_healthz_answering() {
         );
         assert!(took < Duration::from_secs(2), "round {round}: {took:?}");
     }
-    wait_for_log(&server.log, 0, "connection limit reached: 480 connections open");
+    wait_for_log(
+        &server.log,
+        0,
+        "connection limit reached: 480 connections open",
+    );
     drop(idle);
 }
 
