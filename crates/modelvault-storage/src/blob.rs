@@ -351,6 +351,10 @@ impl Store {
 /// Bytes per entry of a segment table (a BLAKE3-256 digest).
 const SEGMENT_DIGEST_LEN: u64 = 32;
 
+/// The name of the plaintext hasher's threads (at most 15 bytes: Linux
+/// keeps no more of a thread's name).
+const HASHER_THREAD: &str = "mv-plain-sha256";
+
 /// The plaintext's SHA-256, computed on a thread of its own while the
 /// caller seals (one pass fewer on the sealing path); in place outside a
 /// runtime, or if no thread can be started.
@@ -380,7 +384,7 @@ impl PlainDigest {
         let (chunks, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
         let (digest, done) = tokio::sync::oneshot::channel();
         let hasher = std::thread::Builder::new()
-            .name("plaintext-sha256".into())
+            .name(HASHER_THREAD.into())
             .spawn(move || {
                 let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
                 while let Some(c) = rx.blocking_recv() {
@@ -728,5 +732,84 @@ impl Store {
                 .buffered(2)
                 .boxed(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads of this process named [`HASHER_THREAD`].
+    #[cfg(target_os = "linux")]
+    fn hashers_running() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .filter_map(Result::ok)
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim_end() == HASHER_THREAD)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The digest is the plaintext's SHA-256 on a hasher thread (in a
+    /// runtime) and in place (outside one); a digest dropped before its
+    /// end (a request that went away) leaves no thread behind.
+    #[test]
+    fn plaintext_digest_on_its_own_thread_and_in_place() {
+        let chunks: Vec<Bytes> = (0..5u8)
+            .map(|i| Bytes::from(vec![i; 100_000 + usize::from(i)]))
+            .collect();
+        let want = {
+            let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+            chunks.iter().for_each(|c| sha.update(c));
+            sha.finish().as_ref().to_vec()
+        };
+        let chunks = &chunks;
+        let digest = |in_runtime: bool| async move {
+            let mut d = PlainDigest::start();
+            assert_eq!(matches!(d, PlainDigest::Parallel { .. }), in_runtime);
+            for c in chunks {
+                d.update(c).await.unwrap();
+            }
+            d.finish().await.unwrap()
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(digest(true)), want);
+        assert_eq!(futures::executor::block_on(digest(false)), want);
+
+        // Uploads that go away mid-body: their hashers end.
+        rt.block_on(async {
+            let mut dropped = Vec::new();
+            for _ in 0..4 {
+                let mut d = PlainDigest::start();
+                d.update(&Bytes::from_static(b"part of a body"))
+                    .await
+                    .unwrap();
+                dropped.push(d);
+            }
+            #[cfg(target_os = "linux")]
+            assert!(hashers_running() >= 4);
+            drop(dropped);
+        });
+        #[cfg(target_os = "linux")]
+        {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while hashers_running() > 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} hasher threads still running",
+                    hashers_running()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
     }
 }
