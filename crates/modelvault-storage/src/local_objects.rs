@@ -10,13 +10,18 @@
 //! context switches cost more than the reads. Here a plain read (no range,
 //! no precondition, not a HEAD) opens, checks and reads an object of at
 //! most [`SMALL`] bytes in one blocking task and returns its bytes in
-//! memory.
+//! memory; on Linux it first tries the read in place, on the request's
+//! own thread, when the kernel can do it without waiting
+//! ([`read_cached`]: the path resolves from cached directory entries and
+//! the bytes are in the page cache), so a hot record costs no trip at all.
 //!
 //! Multipart uploads (blobs) go around the page cache
 //! ([`crate::direct_upload`]).
 //!
-//! Invariants a change must keep: answers are those `LocalFileSystem`
-//! gives (the same `NotFound` for a missing file or a directory, the same
+//! Invariants a change must keep: nothing done in place may wait for the
+//! disk or block (a request's thread serves many requests: anything not
+//! cached, and anything that is not a small regular file, goes to the
+//! blocking pool); answers are those `LocalFileSystem` gives (the same `NotFound` for a missing file or a directory, the same
 //! metadata, e-tag included); every other operation, and every read this
 //! path does not take, goes to `LocalFileSystem` unchanged (its fsync of
 //! writes, its atomic create-if-absent, its range reads).
@@ -167,6 +172,54 @@ fn read_small(location: Path, path: std::path::PathBuf) -> Result<Read> {
     Ok(Read::Whole(meta, Bytes::from(buf)))
 }
 
+/// A small whole-object read done in place, if the kernel can do it without
+/// waiting: the path resolves from cached directory entries only
+/// (`RESOLVE_CACHED`), the open does not block (`O_NONBLOCK`: a FIFO
+/// planted in the store does not hold the thread), and every byte is in the
+/// page cache (`RWF_NOWAIT`). `None` for anything else (not cached, missing,
+/// a directory or other non-file, large, an error, a file shorter than it
+/// said): the blocking path then gives the answer, its errors included.
+#[cfg(target_os = "linux")]
+fn read_cached(location: &Path, path: &std::path::Path) -> Option<Read> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use rustix::io::ReadWriteFlags;
+    let fd = rustix::fs::openat2(
+        rustix::fs::CWD,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+        ResolveFlags::CACHED,
+    )
+    .ok()?;
+    let file = std::fs::File::from(fd);
+    let m = file.metadata().ok()?;
+    if !m.is_file() || m.len() > SMALL {
+        return None;
+    }
+    let len = m.len() as usize;
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let n = rustix::io::preadv2(
+            &file,
+            &mut [std::io::IoSliceMut::new(&mut buf[done..])],
+            done as u64,
+            ReadWriteFlags::NOWAIT,
+        )
+        .ok()?;
+        if n == 0 {
+            return None;
+        }
+        done += n;
+    }
+    Some(Read::Whole(meta(location.clone(), &m), Bytes::from(buf)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_location: &Path, _path: &std::path::Path) -> Option<Read> {
+    None
+}
+
 #[async_trait]
 impl ObjectStore for LocalObjects {
     async fn put_opts(
@@ -198,10 +251,15 @@ impl ObjectStore for LocalObjects {
             return self.inner.get_opts(location, options).await;
         }
         let path = self.inner.path_to_filesystem(location)?;
-        let location = location.clone();
-        // As `LocalFileSystem` does: on the blocking pool inside a runtime,
-        // in place outside one.
-        let read = blocking(move || read_small(location, path)).await?;
+        let read = match read_cached(location, &path) {
+            Some(read) => read,
+            // As `LocalFileSystem` does: on the blocking pool inside a
+            // runtime, in place outside one.
+            None => {
+                let location = location.clone();
+                blocking(move || read_small(location, path)).await?
+            }
+        };
         let (meta, payload) = match read {
             Read::Whole(meta, bytes) => (
                 meta,
@@ -299,6 +357,67 @@ mod tests {
         assert_eq!(
             ours.head(&small).await.unwrap(),
             theirs.head(&small).await.unwrap()
+        );
+    }
+
+    /// The in-place read takes only what the kernel can give without
+    /// waiting: a cached small file (with `LocalFileSystem`'s metadata),
+    /// never a missing file, a directory, a FIFO (whose open would block),
+    /// a large file or a file whose pages are not in memory; `get` answers
+    /// all of them as before.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn in_place_reads_take_only_what_is_cached() {
+        use rustix::fs::{Advice, FileType, Mode};
+        let dir = tempfile::tempdir().unwrap();
+        let fs = || LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let ours = LocalObjects::new(fs(), false);
+        let theirs = fs();
+        let record = Path::from("r/record");
+        theirs
+            .put(&record, Bytes::from_static(b"cached").into())
+            .await
+            .unwrap();
+        let file = dir.path().join("r/record");
+        match read_cached(&record, &file) {
+            Some(Read::Whole(meta, bytes)) => {
+                assert_eq!(bytes, Bytes::from_static(b"cached"));
+                assert_eq!(meta, theirs.head(&record).await.unwrap());
+            }
+            _ => panic!("a cached small file is read in place"),
+        }
+        let big = Path::from("r/big");
+        theirs
+            .put(&big, Bytes::from(vec![1u8; SMALL as usize + 1]).into())
+            .await
+            .unwrap();
+        let fifo = dir.path().join("r/fifo");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, FileType::Fifo, Mode::RUSR, 0).unwrap();
+        for (name, location) in [
+            ("missing", Path::from("r/none")),
+            ("directory", Path::from("r")),
+            ("large", big),
+            ("FIFO", Path::from("r/fifo")),
+        ] {
+            let path = dir.path().join(location.as_ref());
+            assert!(read_cached(&location, &path).is_none(), "{name}");
+        }
+
+        // Pages not in memory (written, synced, dropped from the cache; a
+        // memory file system keeps them): the blocking path reads them.
+        let cold = Path::from("r/cold");
+        let cold_file = dir.path().join("r/cold");
+        std::fs::write(&cold_file, b"on disk").unwrap();
+        let f = std::fs::File::open(&cold_file).unwrap();
+        f.sync_all().unwrap();
+        rustix::fs::fadvise(&f, 0, None, Advice::DontNeed).unwrap();
+        let on_tmpfs = rustix::fs::statfs(dir.path()).unwrap().f_type as u64 == 0x0102_1994;
+        if !on_tmpfs {
+            assert!(read_cached(&cold, &cold_file).is_none(), "pages not cached");
+        }
+        assert_eq!(
+            ours.get(&cold).await.unwrap().bytes().await.unwrap(),
+            Bytes::from_static(b"on disk")
         );
     }
 
