@@ -795,8 +795,15 @@ mod tests {
                     .unwrap();
                 dropped.push(d);
             }
+            // Each thread names itself once it runs.
             #[cfg(target_os = "linux")]
-            assert!(hashers_running() >= 4);
+            {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while hashers_running() < 4 {
+                    assert!(std::time::Instant::now() < deadline, "hashers not started");
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
             drop(dropped);
         });
         #[cfg(target_os = "linux")]
