@@ -21,8 +21,9 @@
 //! Invariants a change must keep: nothing done in place may wait for the
 //! disk or block (a request's thread serves many requests: anything not
 //! cached, and anything that is not a small regular file, goes to the
-//! blocking pool); answers are those `LocalFileSystem` gives (the same `NotFound` for a missing file or a directory, the same
-//! metadata, e-tag included); every other operation, and every read this
+//! blocking pool); answers are those `LocalFileSystem` gives (the same
+//! `NotFound` for a missing file or a directory, the same metadata, e-tag
+//! included); every other operation, and every read this
 //! path does not take, goes to `LocalFileSystem` unchanged (its fsync of
 //! writes, its atomic create-if-absent, its range reads).
 
