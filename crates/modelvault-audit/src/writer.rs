@@ -290,6 +290,23 @@ impl AuditLog {
         }
     }
 
+    /// Queues a record without waiting, giving it back if the queue is
+    /// full (the caller can then wait with [`AuditLog::record`]).
+    pub fn try_queue(&self, r: AuditRecord) -> Result<(), Box<AuditRecord>> {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Cmd::Record(Box::new(r), None)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.backlog.fetch_sub(1, Ordering::Relaxed);
+                match e.into_inner() {
+                    Cmd::Record(r, _) => Err(r),
+                    // Only records are sent here.
+                    Cmd::Checkpoint(_) => Ok(()),
+                }
+            }
+        }
+    }
+
     /// Writes a record and waits until it is durably stored; returns its
     /// sequence number. An error means it is not stored: release nothing.
     pub async fn durable(&self, r: AuditRecord) -> Result<u64, AuditError> {
@@ -412,7 +429,7 @@ impl Writer {
         true
     }
 
-    async fn write_batch(&mut self, batch: Vec<(Box<AuditRecord>, Option<Waiter>)>) {
+    async fn write_batch(&mut self, mut batch: Vec<(Box<AuditRecord>, Option<Waiter>)>) {
         let started = std::time::Instant::now();
         let mut result = Err(StorageError::InvalidInput(
             "audit writer: no attempt".into(),
@@ -424,12 +441,15 @@ impl Writer {
             prev = self.prev.clone();
             let mut body = Vec::with_capacity(batch.len() * 512);
             seqs.clear();
-            for (i, (r, _)) in batch.iter().enumerate() {
-                let mut r = (**r).clone();
-                r.chain = self.chain.to_string();
+            // The batch's records are ours: numbered and chained in place
+            // (again on a retry), not copied.
+            for (i, (r, _)) in batch.iter_mut().enumerate() {
+                if *r.chain != *self.chain {
+                    r.chain = self.chain.to_string();
+                }
                 r.seq = first_seq + i as u64;
-                r.prev = prev.clone();
-                let line = match serde_json::to_vec(&r) {
+                r.prev.clone_from(&prev);
+                let line = match serde_json::to_vec(&**r) {
                     Ok(l) => l,
                     Err(e) => {
                         tracing::error!(error = %e, "audit record does not serialize");

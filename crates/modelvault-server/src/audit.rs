@@ -479,7 +479,10 @@ pub fn completion(
     rec.request_id = Some(request_id);
     rec.intent_seq = Some(seq);
     rec.bytes = Some(bytes);
-    tokio::spawn(async move { audit.record(rec).await });
+    // Queued in place; a task waits for room only when the queue is full.
+    if let Err(rec) = audit.try_queue(rec) {
+        tokio::spawn(async move { audit.record(*rec).await });
+    }
 }
 
 /// Writes the first failed authentication of a source in its window at

@@ -25,7 +25,14 @@
 //! `NotFound` for a missing file or a directory, the same metadata, e-tag
 //! included); every other operation, and every read this
 //! path does not take, goes to `LocalFileSystem` unchanged (its fsync of
-//! writes, its atomic create-if-absent, its range reads).
+//! writes, its range reads).
+//!
+//! Create-if-absent writes (every record and audit segment) go through an
+//! unnamed file that gets its name only once its bytes are durable
+//! ([`create_unnamed_then_link`]); they keep `LocalFileSystem`'s contract:
+//! atomic (the name appears with all its bytes or not at all), refused
+//! with `AlreadyExists` when the name is taken, durable on return when
+//! fsync is on (the file, then its directory), the same e-tag.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -221,6 +228,95 @@ fn read_cached(_location: &Path, _path: &std::path::Path) -> Option<Read> {
     None
 }
 
+/// Create-if-absent of a whole object from an unnamed file: the bytes go
+/// into an `O_TMPFILE` inode in the destination's directory, are fsynced,
+/// and only then get their name with `linkat` (atomic, `EEXIST` if the
+/// name is taken), then the directory is fsynced. No staged name is ever
+/// created or unlinked, so the directory is written once, not three times
+/// (`LocalFileSystem` creates `name#N`, fsyncs it and its directory, links
+/// the name, fsyncs the directory again and unlinks `name#N`), and a crash
+/// leaves no staged file behind (an unnamed inode is freed).
+///
+/// `None` when this path cannot be taken and nothing was published (the
+/// directory does not exist yet, the file system has no `O_TMPFILE`,
+/// `/proc` is not mounted): `LocalFileSystem` then does the write.
+#[cfg(target_os = "linux")]
+fn create_unnamed_then_link(
+    path: &std::path::Path,
+    payload: &PutPayload,
+    fsync: bool,
+) -> Option<Result<PutResult>> {
+    use rustix::fs::{AtFlags, Mode, OFlags};
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+    let (parent, name) = (path.parent()?, path.file_name()?);
+    let dir = rustix::fs::open(
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let fd = rustix::fs::openat(
+        &dir,
+        ".",
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::from_bits_truncate(0o666),
+    )
+    .ok()?;
+    let mut file = std::fs::File::from(fd);
+    let written = (|| {
+        for chunk in payload.iter() {
+            file.write_all(chunk)?;
+        }
+        if fsync {
+            file.sync_all()?;
+        }
+        file.metadata()
+    })();
+    let m = match written {
+        Ok(m) => m,
+        Err(e) => return Some(Err(generic(e))),
+    };
+    let unnamed = format!("/proc/self/fd/{}", file.as_raw_fd());
+    match rustix::fs::linkat(
+        rustix::fs::CWD,
+        &unnamed,
+        &dir,
+        name,
+        AtFlags::SYMLINK_FOLLOW,
+    ) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::EXIST) => {
+            return Some(Err(object_store::Error::AlreadyExists {
+                path: path.to_string_lossy().into_owned(),
+                source: Box::new(std::io::Error::from(rustix::io::Errno::EXIST)),
+            }));
+        }
+        // No `/proc`: nothing was published, the other path can do it.
+        Err(rustix::io::Errno::NOENT) if !std::path::Path::new("/proc/self/fd").is_dir() => {
+            return None;
+        }
+        Err(e) => return Some(Err(generic(e.into()))),
+    }
+    if fsync && let Err(e) = rustix::fs::fsync(&dir) {
+        return Some(Err(generic(e.into())));
+    }
+    Some(Ok(PutResult {
+        e_tag: Some(etag(&m)),
+        version: None,
+        extensions: Default::default(),
+    }))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn create_unnamed_then_link(
+    _path: &std::path::Path,
+    _payload: &PutPayload,
+    _fsync: bool,
+) -> Option<Result<PutResult>> {
+    None
+}
+
 #[async_trait]
 impl ObjectStore for LocalObjects {
     async fn put_opts(
@@ -229,6 +325,17 @@ impl ObjectStore for LocalObjects {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
+        if matches!(opts.mode, object_store::PutMode::Create) && opts.attributes.is_empty() {
+            let path = self.inner.path_to_filesystem(location)?;
+            let fsync = self.fsync;
+            let (done, payload) =
+                blocking(move || Ok((create_unnamed_then_link(&path, &payload, fsync), payload)))
+                    .await?;
+            if let Some(done) = done {
+                return done;
+            }
+            return self.inner.put_opts(location, payload, opts).await;
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -359,6 +466,60 @@ mod tests {
             ours.head(&small).await.unwrap(),
             theirs.head(&small).await.unwrap()
         );
+    }
+
+    /// Create-if-absent through an unnamed file: the object is there with
+    /// its bytes and `LocalFileSystem`'s e-tag, a second create is refused
+    /// without touching it, a directory that does not exist yet is made
+    /// (through `LocalFileSystem`), and no staged file is left beside it.
+    #[tokio::test]
+    async fn create_if_absent_through_an_unnamed_file() {
+        use object_store::{PutMode, PutOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let fs = || LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        for fsync in [true, false] {
+            let ours = LocalObjects::new(fs().with_fsync(fsync), fsync);
+            let create = || PutOptions::from(PutMode::Create);
+            let p = Path::from(format!("seg-{fsync}/new/0001"));
+            // A directory not there yet: LocalFileSystem makes it.
+            let first = ours
+                .put_opts(&p, Bytes::from_static(b"one").into(), create())
+                .await
+                .unwrap();
+            assert_eq!(first.e_tag, ours.head(&p).await.unwrap().e_tag);
+            // In an existing directory: the unnamed-file path.
+            let q = Path::from(format!("seg-{fsync}/new/0002"));
+            let os_path = dir.path().join(format!("seg-{fsync}/new/0002"));
+            let done = create_unnamed_then_link(
+                &os_path,
+                &[Bytes::from_static(b"tw"), Bytes::from_static(b"o")]
+                    .into_iter()
+                    .collect::<PutPayload>(),
+                fsync,
+            );
+            let put = done.expect("the unnamed-file path is taken").unwrap();
+            let head = fs().head(&q).await.unwrap();
+            assert_eq!(put.e_tag, head.e_tag);
+            assert_eq!(fs().get(&q).await.unwrap().bytes().await.unwrap(), "two");
+            for taken in [&p, &q] {
+                let err = ours
+                    .put_opts(taken, Bytes::from_static(b"other").into(), create())
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(err, object_store::Error::AlreadyExists { .. }),
+                    "{err}"
+                );
+            }
+            assert_eq!(fs().get(&p).await.unwrap().bytes().await.unwrap(), "one");
+            assert_eq!(fs().get(&q).await.unwrap().bytes().await.unwrap(), "two");
+            let mut names: Vec<_> = std::fs::read_dir(dir.path().join(format!("seg-{fsync}/new")))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["0001", "0002"]);
+        }
     }
 
     /// The in-place read takes only what the kernel can give without
