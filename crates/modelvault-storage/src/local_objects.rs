@@ -239,7 +239,8 @@ fn read_cached(_location: &Path, _path: &std::path::Path) -> Option<Read> {
 ///
 /// `None` when this path cannot be taken and nothing was published (the
 /// directory does not exist yet, the file system has no `O_TMPFILE`,
-/// `/proc` is not mounted): `LocalFileSystem` then does the write.
+/// `/proc` is not mounted or not ours to use): `LocalFileSystem` then does
+/// the write.
 #[cfg(target_os = "linux")]
 fn create_unnamed_then_link(
     path: &std::path::Path,
@@ -292,11 +293,10 @@ fn create_unnamed_then_link(
                 source: Box::new(std::io::Error::from(rustix::io::Errno::EXIST)),
             }));
         }
-        // No `/proc`: nothing was published, the other path can do it.
-        Err(rustix::io::Errno::NOENT) if !std::path::Path::new("/proc/self/fd").is_dir() => {
-            return None;
-        }
-        Err(e) => return Some(Err(generic(e.into()))),
+        // Nothing was published (no `/proc`, or no access to it, or the
+        // directory went away): `LocalFileSystem` does the write and gives
+        // the answer for a real failure.
+        Err(_) => return None,
     }
     if fsync && let Err(e) = rustix::fs::fsync(&dir) {
         return Some(Err(generic(e.into())));
