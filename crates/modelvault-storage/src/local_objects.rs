@@ -232,10 +232,10 @@ fn read_cached(_location: &Path, _path: &std::path::Path) -> Option<Read> {
 /// into an `O_TMPFILE` inode in the destination's directory, are fsynced,
 /// and only then get their name with `linkat` (atomic, `EEXIST` if the
 /// name is taken), then the directory is fsynced. No staged name is ever
-/// created or unlinked, so the directory is written once, not three times
-/// (`LocalFileSystem` creates `name#N`, fsyncs it and its directory, links
-/// the name, fsyncs the directory again and unlinks `name#N`), and a crash
-/// leaves no staged file behind (an unnamed inode is freed).
+/// created or unlinked, so the directory changes once, not three times
+/// (`LocalFileSystem` creates `name#N`, fsyncs it, links the name, fsyncs
+/// the directory and unlinks `name#N`), and a crash leaves no staged file
+/// behind (an unnamed inode is freed).
 ///
 /// `None` when this path cannot be taken and nothing was published (the
 /// directory does not exist yet, the file system has no `O_TMPFILE`,
