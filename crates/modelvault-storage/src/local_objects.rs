@@ -522,6 +522,47 @@ mod tests {
         }
     }
 
+    /// Writers racing to create one name (two servers over one store, a
+    /// bucket writer): exactly one wins, every other is refused with
+    /// `AlreadyExists`, and the object holds the winner's bytes whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_creates_of_one_name_have_one_winner() {
+        use object_store::{PutMode, PutOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let fs = || LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        let ours = Arc::new(LocalObjects::new(fs().with_fsync(false), false));
+        // The directory exists, so every writer takes the unnamed-file path.
+        ours.put(&Path::from("race/first"), Bytes::from_static(b"x").into())
+            .await
+            .unwrap();
+        for round in 0..20 {
+            let p = Path::from(format!("race/{round}"));
+            let writers: Vec<_> = (0..8u8)
+                .map(|w| {
+                    let (ours, p) = (ours.clone(), p.clone());
+                    tokio::spawn(async move {
+                        let body = Bytes::from(vec![w; 4096]);
+                        let r = ours
+                            .put_opts(&p, body.into(), PutOptions::from(PutMode::Create))
+                            .await;
+                        (w, r)
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            for t in writers {
+                match t.await.unwrap() {
+                    (w, Ok(_)) => winners.push(w),
+                    (_, Err(object_store::Error::AlreadyExists { .. })) => {}
+                    (_, Err(e)) => panic!("unexpected error: {e}"),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+            let got = fs().get(&p).await.unwrap().bytes().await.unwrap();
+            assert_eq!(got, Bytes::from(vec![winners[0]; 4096]));
+        }
+    }
+
     /// The in-place read takes only what the kernel can give without
     /// waiting: a cached small file (with `LocalFileSystem`'s metadata),
     /// never a missing file, a directory, a FIFO (whose open would block),
