@@ -514,3 +514,106 @@ fn policy_config_reloads_on_sighup_once_it_passes_the_smoke_check() {
         "SIGHUP ends nothing"
     );
 }
+
+/// The request a guest receives is the request the host sent, field by
+/// field: every field of a 0.2.0 request set to a value of its own, the
+/// `echo` trigger of `lean-hostile` answers with the request as the guest
+/// decoded it, twice (the first instance of a component typechecks the
+/// host's borrowed request against its export; later ones skip the check),
+/// and a 0.2.0 request with fields swapped would show here.
+#[test]
+fn a_guest_receives_every_field_of_the_request() {
+    use modelvault_policy::*;
+    let dir = plugins_dir();
+    let bytes = std::fs::read(dir.join("lean_hostile.wasm")).unwrap();
+    let host = PolicyHost::new(Limits::default(), None).unwrap();
+    let policy = host.compile("lean-hostile", &bytes).unwrap();
+    assert!(policy.runs_lean());
+    let req = PolicyRequest {
+        principal: PrincipalInfo {
+            id: "p-id".into(),
+            kind: PrincipalKindInfo::Service,
+            roles: vec!["role-1".into(), "role-2".into()],
+            groups: vec!["group-1".into()],
+            namespaces: vec!["ns-1".into(), "*".into()],
+            attributes: [("attr-k".to_string(), "attr-v".to_string())].into(),
+            purpose: Some("purpose-1".into()),
+        },
+        action: PolicyAction::KeyRelease,
+        resource: ResourceInfo {
+            namespace: "res-ns".into(),
+            model: "res-model".into(),
+            version: Some("res-version".into()),
+            sensitivity: SensitivityInfo::Confidential,
+            tags: [
+                ("hostile".to_string(), "echo".to_string()),
+                ("tag-k".to_string(), "tag-v".to_string()),
+            ]
+            .into(),
+            owner: "res-owner".into(),
+            uploader: Some("res-uploader".into()),
+            approvals: vec![ApprovalInfo {
+                approver: "approver-1".into(),
+                environment: "approval-env".into(),
+                time: "approval-time".into(),
+                kind: ApprovalKindInfo::Compliance,
+                approver_roles: vec!["approver-role".into()],
+            }],
+            deployments: vec![DeploymentInfo {
+                environment: "deploy-env".into(),
+                deployer: "deployer-1".into(),
+                time: "deploy-time".into(),
+            }],
+            file_path: Some("file-path-1".into()),
+            target_environment: Some("target-env".into()),
+            approval_kind: Some(ApprovalKindInfo::Training),
+            facts: Some(VersionFactsInfo {
+                created: "facts-created".into(),
+                uploader: "facts-uploader".into(),
+                stage: StageInfo::Deprecated,
+                files: vec![FileFactInfo {
+                    path: "facts-file".into(),
+                    size: 12345,
+                    sha256: "facts-digest".into(),
+                }],
+                signature: Some(ModelSignatureInfo {
+                    method: "sig-method".into(),
+                    signer: "sig-signer".into(),
+                    trusted: true,
+                    files_match: false,
+                }),
+            }),
+        },
+        context: ContextInfo {
+            environment: "ctx-env".into(),
+            time: "ctx-time".into(),
+            request_id: "ctx-request-id".into(),
+        },
+    };
+    let expected = concat!(
+        r#"Request { principal: Principal { id: "p-id", kind: PrincipalKind::Service, "#,
+        r#"roles: ["role-1", "role-2"], groups: ["group-1"], namespaces: ["ns-1", "*"], "#,
+        r#"attributes: [("attr-k", "attr-v")], purpose: Some("purpose-1") }, "#,
+        r#"action: Action::KeyRelease, resource: Resource { namespace: "res-ns", "#,
+        r#"model: "res-model", version: Some("res-version"), "#,
+        r#"sensitivity: Sensitivity::Confidential, "#,
+        r#"tags: [("hostile", "echo"), ("tag-k", "tag-v")], owner: "res-owner", "#,
+        r#"uploader: Some("res-uploader"), approvals: [Approval { approver: "approver-1", "#,
+        r#"environment: "approval-env", time: "approval-time", kind: ApprovalKind::Compliance, "#,
+        r#"approver-roles: ["approver-role"] }], deployments: [Deployment { "#,
+        r#"environment: "deploy-env", deployer: "deployer-1", time: "deploy-time" }], "#,
+        r#"file-path: Some("file-path-1"), target-environment: Some("target-env"), "#,
+        r#"approval-kind: Some(ApprovalKind::Training), facts: Some(VersionFacts { "#,
+        r#"created: "facts-created", uploader: "facts-uploader", stage: Stage::Deprecated, "#,
+        r#"files: [File { path: "facts-file", size: 12345, sha256: "facts-digest" }], "#,
+        r#"signature: Some(ModelSignature { method: "sig-method", signer: "sig-signer", "#,
+        r#"trusted: true, files-match: false }) }) }, context: Context { "#,
+        r#"environment: "ctx-env", time: "ctx-time", request-id: "ctx-request-id" } }"#,
+    );
+    for round in 0..2 {
+        let r = host.evaluate(&policy, &req, &[]);
+        assert_eq!(r.error, None, "round {round}");
+        assert_eq!(r.decision.reason_code, "hostile.echo", "round {round}");
+        assert_eq!(r.decision.reason, expected, "round {round}");
+    }
+}

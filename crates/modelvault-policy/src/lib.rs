@@ -270,18 +270,19 @@ enum Pre {
     V0_2_0(Pre020),
 }
 
-/// A linked 0.2.0 component. The bindings' `instantiate` typechecks the
-/// `evaluate` export against the Rust types on every instance (about
-/// 0.6 µs of a fresh decision); the type of a linked component's export
-/// never changes, so after the first instance made through the bindings
-/// passed that check, instances call the export by its index without
-/// checking again.
+/// A linked 0.2.0 component. Its `evaluate` is called with the request
+/// borrowed ([`v0_2_0::view::Request`]), not through the generated bindings
+/// (which copy every string of the request on the host first). wasmtime
+/// typechecks the view against the export on the component's first
+/// instance (`Func::typed`); the type of a linked component's export never
+/// changes, so later instances call it by its index without checking again
+/// (a fresh decision then skips both the typecheck and the copies).
 struct Pre020 {
     pre: v0_2_0::PolicyPre<HostState>,
     /// `modelvault:policy/evaluator@0.2.0#evaluate`, resolved once.
     evaluate: wasmtime::component::ComponentExportIndex,
-    /// Set once an instance made through the bindings typechecked.
-    checked: AtomicBool,
+    /// Set once the export passed the typecheck on an instance.
+    checked: Arc<AtomicBool>,
 }
 
 impl Pre020 {
@@ -294,7 +295,7 @@ impl Pre020 {
         Ok(Self {
             pre,
             evaluate,
-            checked: AtomicBool::new(false),
+            checked: Arc::new(AtomicBool::new(false)),
         })
     }
 }
@@ -302,10 +303,12 @@ impl Pre020 {
 /// An instance of one interface version.
 enum Instance {
     V0_1_0(v0_1_0::Policy),
-    V0_2_0(v0_2_0::Policy),
-    /// A 0.2.0 instance's `evaluate`, its type checked on an earlier
-    /// instance of the same linked component ([`Pre020`]).
-    V0_2_0Checked(wasmtime::component::Func),
+    /// A 0.2.0 instance's `evaluate`, and whether its type was checked
+    /// ([`Pre020`]).
+    V0_2_0 {
+        evaluate: wasmtime::component::Func,
+        checked: Arc<AtomicBool>,
+    },
 }
 
 /// The interface versions this host runs, newest first.
@@ -315,21 +318,26 @@ impl Pre {
     fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Instance> {
         Ok(match self {
             Self::V0_1_0(p) => Instance::V0_1_0(p.instantiate(store)?),
-            Self::V0_2_0(p) if p.checked.load(Ordering::Acquire) => {
+            Self::V0_2_0(p) => {
                 let instance = p.pre.instance_pre().instantiate(&mut *store)?;
                 let evaluate = instance
                     .get_func(&mut *store, p.evaluate)
                     .ok_or_else(|| wasmtime::Error::msg("the evaluate export is missing"))?;
-                Instance::V0_2_0Checked(evaluate)
-            }
-            Self::V0_2_0(p) => {
-                let instance = p.pre.instantiate(store)?;
-                p.checked.store(true, Ordering::Release);
-                Instance::V0_2_0(instance)
+                Instance::V0_2_0 {
+                    evaluate,
+                    checked: p.checked.clone(),
+                }
             }
         })
     }
 }
+
+/// The parameters and results of a 0.2.0 `evaluate`, as the host lowers
+/// and lifts them.
+type Evaluate020<'a, 'b, 'c> = wasmtime::component::TypedFunc<
+    (&'a v0_2_0::view::Request<'b>, &'c [(String, String)]),
+    (v0_2_0::exports::modelvault::policy::evaluator::Decision,),
+>;
 
 impl Instance {
     /// One `evaluate` call, the request converted to the instance's version.
@@ -346,27 +354,27 @@ impl Instance {
                     .call_evaluate(store, &r, config)
                     .map(PolicyDecision::from)
             }
-            Self::V0_2_0(i) => {
-                let r = v0_2_0::exports::modelvault::policy::evaluator::Request::from(req);
-                i.modelvault_policy_evaluator()
-                    .call_evaluate(store, &r, config)
-                    .map(PolicyDecision::from)
-            }
-            Self::V0_2_0Checked(f) => {
-                use v0_2_0::exports::modelvault::policy::evaluator::{Decision, Request};
-                let r = Request::from(req);
-                // SAFETY: `f` is the `evaluate` export of an instance of a
-                // linked component whose `evaluate` passed the bindings'
-                // typecheck against exactly these Rust types on an earlier
-                // instance ([`Pre020`]); the same export of the same
-                // component has the same type. This is the call the
-                // bindings make after their check (`TypedFunc::new_unchecked`).
-                #[allow(unsafe_code)]
-                let typed = unsafe {
-                    wasmtime::component::TypedFunc::<(&Request, &[(String, String)]), (Decision,)>::new_unchecked(*f)
+            Self::V0_2_0 { evaluate, checked } => {
+                let view = v0_2_0::view::Request::of(req);
+                let typed: Evaluate020<'_, '_, '_> = if checked.load(Ordering::Acquire) {
+                    // SAFETY: `evaluate` is the `evaluate` export of an
+                    // instance of a linked component whose export passed
+                    // `Func::typed` against exactly these Rust types on an
+                    // earlier instance (`checked` is set only then, below);
+                    // the same export of the same component has the same
+                    // type. This is the call `Func::typed` itself returns
+                    // after its check.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        wasmtime::component::TypedFunc::new_unchecked(*evaluate)
+                    }
+                } else {
+                    let typed = evaluate.typed(&*store)?;
+                    checked.store(true, Ordering::Release);
+                    typed
                 };
                 typed
-                    .call(store, (&r, config))
+                    .call(store, (&view, config))
                     .map(|(d,)| PolicyDecision::from(d))
             }
         }

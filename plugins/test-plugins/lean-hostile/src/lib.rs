@@ -5,6 +5,10 @@
 //! `fresh` answers whether this instance has decided before: a static
 //! counter that must read zero at the start of every decision, since every
 //! decision gets a fresh instance whose memory is reset to its image.
+//!
+//! `echo` denies with the whole request as the guest received it (its
+//! `Debug` rendering) as the reason: the host's tests compare it with what
+//! they sent, field by field.
 
 #![no_std]
 
@@ -63,6 +67,7 @@ impl Guest for LeanHostile {
                 allow("hostile.escaped", n.to_string())
             }
             "big-reason" => allow("hostile.big", "x".repeat(10 << 20)),
+            "echo" => deny("hostile.echo", alloc::format!("{req:?}")),
             "fresh" if before == 0 => deny("hostile.fresh", "a fresh instance"),
             "fresh" => deny("hostile.reused", "this instance decided before"),
             _ => allow("hostile.benign", "no trigger in the request"),
