@@ -3,7 +3,9 @@
 //! call on a reused instance of the same policy (the floor) in the same run
 //! (goal: fresh ≤ 2× floor per plugin); and the chain against Cedar 4.14.1
 //! deciding the same three rules, request and entities built per decision
-//! (goal: ≤ 2× Cedar's median and p99).
+//! (goal: ≤ 2× Cedar's median and p99). Each plugin's line also gives the
+//! fresh instance's own cost (fresh median − reused median), which the
+//! ratio hides when the call itself gets cheaper.
 //!
 //! Run: `cargo bench -p modelvault-policy --bench decisions`
 //! (`MV_BENCH_ITERS`, default 20000; `MV_BENCH_PY_POLICY` = a built Python
@@ -91,9 +93,10 @@ fn main() {
         let (fm, fp) = percentiles(fresh);
         let (rm, rp) = percentiles(floor);
         println!(
-            "{:<26} fresh median {fm:6.1} p99 {fp:6.1} | reused median {rm:6.1} p99 {rp:6.1} | fresh/floor {:.2} (goal <= 2)",
+            "{:<26} fresh median {fm:6.1} p99 {fp:6.1} | reused median {rm:6.1} p99 {rp:6.1} | fresh/floor {:.2} (goal <= 2) | fresh instance's own cost {:.1} us",
             b.name,
-            fm / rm
+            fm / rm,
+            fm - rm
         );
         if is_bundled {
             chain.push(ChainEntry {
