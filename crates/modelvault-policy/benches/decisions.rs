@@ -5,7 +5,10 @@
 //! deciding the same three rules, request and entities built per decision
 //! (goal: ≤ 2× Cedar's median and p99). Each plugin's line also gives the
 //! fresh instance's own cost (fresh median − reused median), which the
-//! ratio hides when the call itself gets cheaper.
+//! ratio hides when the call itself gets cheaper, and the median of an
+//! instance alone (a store set up as a decision's, the instance, both
+//! dropped; no call): wasmtime's fixed cost, which the ratio's goal needs
+//! below the call's.
 //!
 //! Run: `cargo bench -p modelvault-policy --bench decisions`
 //! (`MV_BENCH_ITERS`, default 20000; `MV_BENCH_PY_POLICY` = a built Python
@@ -81,6 +84,16 @@ fn main() {
                 t.elapsed().as_secs_f64() * 1e6
             })
             .collect();
+        // An instance alone: a store, an instance, dropped, no call. What
+        // a fresh decision costs besides its call is wasmtime's work here.
+        let alone: Vec<f64> = (0..iters)
+            .map(|_| {
+                let t = Instant::now();
+                let i = host.instantiate_reused(&compiled).unwrap();
+                drop(std::hint::black_box(i));
+                t.elapsed().as_secs_f64() * 1e6
+            })
+            .collect();
         let mut reused = host.instantiate_reused(&compiled).unwrap();
         let floor: Vec<f64> = (0..iters)
             .map(|_| {
@@ -92,8 +105,9 @@ fn main() {
             .collect();
         let (fm, fp) = percentiles(fresh);
         let (rm, rp) = percentiles(floor);
+        let (am, _) = percentiles(alone);
         println!(
-            "{:<26} fresh median {fm:6.1} p99 {fp:6.1} | reused median {rm:6.1} p99 {rp:6.1} | fresh/floor {:.2} (goal <= 2) | fresh instance's own cost {:.1} us",
+            "{:<26} fresh median {fm:6.1} p99 {fp:6.1} | reused median {rm:6.1} p99 {rp:6.1} | fresh/floor {:.2} (goal <= 2) | fresh instance's own cost {:.1} us | an instance alone, no call {am:.1} us",
             b.name,
             fm / rm,
             fm - rm

@@ -967,7 +967,9 @@ impl PolicyHost {
                     )
                 } else {
                     // Logs and terminals get the reason, never its controls.
-                    d.reason = text::escape_unsafe(&d.reason).into_owned();
+                    if let std::borrow::Cow::Owned(escaped) = text::escape_unsafe(&d.reason) {
+                        d.reason = escaped;
+                    }
                     (d, None)
                 }
             }
@@ -1037,17 +1039,27 @@ pub struct ReusedInstance {
 }
 
 impl PolicyHost {
-    /// Instantiates `policy` once for repeated calls (benchmarks only).
+    /// Instantiates `policy` once for repeated calls (benchmarks only),
+    /// in a store set up as a fresh decision's is ([`Self::evaluate`]: a
+    /// WASI context only for a component that imports WASI), so that
+    /// instantiating and dropping one also times what a fresh decision
+    /// pays besides its call.
     pub fn instantiate_reused(
         &self,
         policy: &CompiledPolicy,
     ) -> Result<ReusedInstance, PolicyError> {
-        let stdio = MemoryOutputPipe::new(self.limits.max_stdio_bytes);
+        let stdio = policy
+            .imports_wasi
+            .then(|| MemoryOutputPipe::new(self.limits.max_stdio_bytes));
         let state = HostState {
-            wasi: Some(self.wasi_for(&PolicyRequest::sample(), &stdio)),
+            wasi: stdio
+                .as_ref()
+                .map(|out| self.wasi_for(&PolicyRequest::sample(), out)),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory_bytes)
+                .instances(64)
+                .trap_on_grow_failure(true)
                 .build(),
         };
         let mut store = Store::new(self.engine_of(policy), state);

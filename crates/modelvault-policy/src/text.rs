@@ -23,6 +23,11 @@ pub fn is_unsafe_char(c: char) -> bool {
 
 /// Whether `s` holds any character [`is_unsafe_char`] names.
 pub fn has_unsafe_chars(s: &str) -> bool {
+    // Printable ASCII (what reason codes and most reasons are) is safe
+    // byte by byte; anything else is decoded and checked per character.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return false;
+    }
     s.chars().any(is_unsafe_char)
 }
 
@@ -66,6 +71,11 @@ mod tests {
         // Non-ASCII text that is not a control stays readable.
         assert_eq!(escape_unsafe("Größe ≤ 5 — ok"), "Größe ≤ 5 — ok");
         assert!(has_unsafe_chars("a\u{0}"));
+        // The printable-ASCII shortcut agrees with the per-character rule.
+        for c in (0u32..0x3000).filter_map(char::from_u32) {
+            let s = format!("ok {c} ok");
+            assert_eq!(has_unsafe_chars(&s), is_unsafe_char(c), "{:04x}", c as u32);
+        }
         assert!(!has_unsafe_chars("sensitivity-environment.denied"));
     }
 }
