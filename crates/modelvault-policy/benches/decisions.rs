@@ -84,8 +84,8 @@ fn main() {
                 t.elapsed().as_secs_f64() * 1e6
             })
             .collect();
-        // An instance alone: a store, an instance, dropped, no call. What
-        // a fresh decision costs besides its call is wasmtime's work here.
+        // An instance alone: a store, an instance, dropped, no call: most
+        // of what a fresh decision costs besides its call, and wasmtime's.
         let alone: Vec<f64> = (0..iters)
             .map(|_| {
                 let t = Instant::now();
