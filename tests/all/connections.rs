@@ -606,3 +606,89 @@ fn sigterm_lets_a_download_in_flight_finish() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A client that stops sending a request body mid-way (an upload, a JSON
+/// body) gets 408 `request_timeout` once nothing arrived for
+/// `receive_timeout_secs` (2 s here), its connection is closed and nothing
+/// of the upload is stored; a client that keeps sending, slowly, is not cut
+/// off however long the whole body takes.
+#[test]
+fn a_client_that_stops_sending_gets_408_and_nothing_is_stored() {
+    let app = TestApp::start_configured(None, |c| {
+        set_server_key(c, "receive_timeout_secs", "2");
+    });
+    let alice = app.token("alice", &["data-scientist"], &["nlp"]);
+    ok(app.cli(Some(&alice), &["model", "create", "nlp/stall"]));
+    let addr = addr(&app.url);
+    let pid = app.pid();
+    let baseline = open_sockets(pid);
+
+    let upload = format!(
+        "PUT /v1/models/nlp/stall/versions/1/files/w HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {alice}\r\nContent-Length: 100000\r\n\r\n{}",
+        "x".repeat(1000)
+    );
+    let json = format!(
+        "POST /v1/models HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {alice}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\": "
+    );
+    for (what, request) in [("upload", upload), ("JSON body", json)] {
+        let start = Instant::now();
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let took = start.elapsed();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{what}: {answer:?}");
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let v: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{what}: body {body:?} is not JSON: {e}"));
+        assert_eq!(v["error"]["code"], "request_timeout", "{what}: {v}");
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+            "{what}: answered after {took:?}"
+        );
+    }
+    // Nothing of the stalled upload was stored.
+    let (answer, _) = exchange(
+        &addr,
+        format!("GET /v1/models/nlp/stall/versions/1/uploads HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {alice}\r\nConnection: close\r\n\r\n").as_bytes(),
+        Duration::from_secs(10),
+    );
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{answer:?}: {e}"));
+    assert_eq!(v["files"], serde_json::json!([]), "{answer:?}");
+
+    // A slow but steady sender: 5 pieces 1 s apart (each gap under the
+    // timeout, the whole body over it) is stored.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(
+        format!("PUT /v1/models/nlp/stall/versions/1/files/slow HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {alice}\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_secs(1));
+        s.write_all(&[b'y'; 1000]).unwrap();
+    }
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        answer.starts_with("HTTP/1.1 201"),
+        "slow sender: {answer:?}"
+    );
+
+    // The stalled connections were not kept.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now_open = open_sockets(pid);
+    while now_open > baseline && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        now_open = open_sockets(pid);
+    }
+    assert!(
+        now_open <= baseline,
+        "{now_open} sockets open, {baseline} before"
+    );
+}

@@ -259,9 +259,11 @@ impl AuditLog {
         self.backlog.load(Ordering::Relaxed)
     }
 
-    /// Whether the last segment write succeeded.
+    /// Whether the writer is running and its last segment write
+    /// succeeded. A writer that stopped (its task ended or panicked) is
+    /// not healthy: nothing queued would ever be stored.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed) && !self.tx.is_closed()
     }
 
     /// Checkpoints as they are signed (to ship them elsewhere).
@@ -550,5 +552,36 @@ impl Writer {
         let _ = self.checkpoints.send(cp.clone());
         tracing::info!(chain = %self.chain, seq, "audit checkpoint signed");
         Ok(Some(cp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer whose task is gone (here: its runtime shut down) reports
+    /// unhealthy, so the server treats the audit trail as down and fails
+    /// closed instead of dropping records.
+    #[test]
+    fn a_stopped_writer_is_not_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(
+            modelvault_keys::LocalKeyring::create(&dir.path().join("keyring.json")).unwrap(),
+        );
+        let store = Store::open(
+            &format!("file://{}", dir.path().join("store").display()),
+            keys,
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let log = rt
+            .block_on(AuditLog::start(store, AuditOptions::default()))
+            .unwrap();
+        assert!(log.healthy(), "a running writer");
+        drop(rt);
+        assert!(!log.healthy(), "a writer whose task is gone");
     }
 }

@@ -142,6 +142,7 @@ pub async fn run(
         header_read_timeout_secs = limits.header_read_timeout.as_secs(),
         idle_timeout_secs = limits.idle_timeout.as_secs(),
         send_timeout_secs = limits.send_timeout.as_secs(),
+        receive_timeout_secs = limits.receive_timeout.as_secs(),
         "connection limits"
     );
     let closing = state.clone();

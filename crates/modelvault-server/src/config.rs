@@ -551,6 +551,10 @@ pub struct ServerConfig {
     /// nothing) before the connection is closed.
     #[serde(default = "default_send_timeout")]
     pub send_timeout_secs: u64,
+    /// Seconds a request body may deliver no byte (the client stopped
+    /// sending) before the request fails and its connection is closed.
+    #[serde(default = "default_receive_timeout")]
+    pub receive_timeout_secs: u64,
 }
 
 /// `[store]`
@@ -787,6 +791,9 @@ fn default_idle_timeout() -> u64 {
 fn default_send_timeout() -> u64 {
     60
 }
+fn default_receive_timeout() -> u64 {
+    60
+}
 fn default_segment_size() -> usize {
     1 << 20
 }
@@ -857,6 +864,7 @@ impl Config {
                 header_read_timeout_secs: default_header_read_timeout(),
                 idle_timeout_secs: default_idle_timeout(),
                 send_timeout_secs: default_send_timeout(),
+                receive_timeout_secs: default_receive_timeout(),
             },
             store: StoreConfig {
                 url: store_url,
@@ -1026,9 +1034,10 @@ impl Config {
         if self.server.header_read_timeout_secs == 0
             || self.server.idle_timeout_secs == 0
             || self.server.send_timeout_secs == 0
+            || self.server.receive_timeout_secs == 0
         {
             return Err(
-                "server.header_read_timeout_secs, idle_timeout_secs and send_timeout_secs must be positive"
+                "server.header_read_timeout_secs, idle_timeout_secs, send_timeout_secs and receive_timeout_secs must be positive"
                     .into(),
             );
         }
@@ -1131,6 +1140,10 @@ idle_timeout_secs = {idle_timeout}
 # Seconds a response write may make no progress (a client that stopped
 # reading) before the connection is closed.
 send_timeout_secs = {send_timeout}
+# Seconds a request body may deliver no byte (a client that stopped
+# sending, e.g. mid-upload) before the request fails with 408 and the
+# connection is closed.
+receive_timeout_secs = {receive_timeout}
 
 [store]
 # Where models live: file:///absolute/path or s3://bucket[/prefix]
@@ -1251,6 +1264,7 @@ allow_reads_when_unavailable = {allow_reads}
             header_timeout = self.server.header_read_timeout_secs,
             idle_timeout = self.server.idle_timeout_secs,
             send_timeout = self.server.send_timeout_secs,
+            receive_timeout = self.server.receive_timeout_secs,
             url = q(&self.store.url),
             seg = self.store.segment_size,
             gc_interval = self.store.gc_interval_secs,

@@ -16,6 +16,10 @@
 //!   no request is in progress (HTTP/2 has no header timeout);
 //! - a write that makes no progress for `send_timeout_secs` (a client that
 //!   stopped reading a download) fails, which closes the connection;
+//! - a request body that delivers no byte for `receive_timeout_secs` (a
+//!   client that stopped sending mid-upload) fails with [`BodyStalled`]:
+//!   the request is answered (408 for an upload) and, its body unread,
+//!   the connection closes;
 //! - an HTTP/1 request with both `Content-Length` and `Transfer-Encoding` is
 //!   answered 400 `invalid_request`: hyper would read it as chunked and
 //!   close the connection, but a proxy in front may have framed it by its
@@ -57,6 +61,121 @@ use crate::config::ServerConfig;
 /// audit trail, policy cache, logs and the runtime itself.
 const RESERVED_FDS: u64 = 64;
 
+/// A request body that delivered no byte for the receive timeout: the
+/// error its reader gets ([`StallGuard`]); a route can find it in the
+/// body's error (`axum::Error::into_inner`, then `downcast_ref`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyStalled(pub Duration);
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body delivered no byte for {} s",
+            self.0.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+impl BodyStalled {
+    /// The stalled body that `e` is, or was caused by, if any.
+    pub fn find(e: &(dyn std::error::Error + 'static)) -> Option<Self> {
+        let mut cur = Some(e);
+        while let Some(e) = cur {
+            if let Some(s) = e.downcast_ref::<BodyStalled>() {
+                return Some(*s);
+            }
+            cur = e.source();
+        }
+        None
+    }
+}
+
+impl From<BodyStalled> for ApiError {
+    fn from(e: BodyStalled) -> Self {
+        ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            e.to_string(),
+        )
+    }
+}
+
+/// A request body that fails with [`BodyStalled`] when it has been
+/// waited on, with nothing arriving, for `timeout`. The clock runs only
+/// while the body's reader waits for it: a handler busy with other work
+/// between two reads is not timed. Sizes and the end of the body pass
+/// through unchanged.
+struct StallGuard<B> {
+    inner: B,
+    timeout: Duration,
+    /// The current wait's deadline; allocated at the first wait, reused.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether the last poll found nothing (a wait is under way).
+    waiting: bool,
+}
+
+impl<B> StallGuard<B> {
+    fn new(inner: B, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            deadline: None,
+            waiting: false,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for StallGuard<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.waiting = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                // A new wait starts the clock again; a wait that goes on
+                // keeps its deadline.
+                let until = tokio::time::Instant::now() + this.timeout;
+                if !this.waiting
+                    && let Some(d) = this.deadline.as_mut()
+                {
+                    d.as_mut().reset(until);
+                }
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                this.waiting = true;
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyStalled(this.timeout))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// How long connections in flight get to finish after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -74,6 +193,8 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// Time a write may make no progress before the connection is closed.
     pub send_timeout: Duration,
+    /// Time a request body may deliver no byte before it fails.
+    pub receive_timeout: Duration,
 }
 
 impl ConnLimits {
@@ -84,6 +205,7 @@ impl ConnLimits {
             header_read_timeout: Duration::from_secs(c.header_read_timeout_secs.max(1)),
             idle_timeout: Duration::from_secs(c.idle_timeout_secs.max(1)),
             send_timeout: Duration::from_secs(c.send_timeout_secs.max(1)),
+            receive_timeout: Duration::from_secs(c.receive_timeout_secs.max(1)),
         }
     }
 
@@ -425,6 +547,7 @@ impl Conn {
         let peer = self.peer;
         let router = self.shared.router.clone();
         let shared = self.shared.clone();
+        let receive_timeout = self.shared.limits.receive_timeout;
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let refused = framing.refuses(&req);
@@ -438,7 +561,9 @@ impl Conn {
                     tracing::warn!(%peer, method = %req.method(), path = %req.uri().path(), "refused a request with both Content-Length and Transfer-Encoding");
                     return Ok::<_, Infallible>(ambiguous_framing());
                 }
-                router.call(req).await
+                router
+                    .call(req.map(|body| StallGuard::new(body, receive_timeout)))
+                    .await
             }
         });
         let builder = if h2 { &self.shared.h2 } else { &self.shared.h1 };
@@ -1054,6 +1179,7 @@ mod tests {
             header_read_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             send_timeout: Duration::from_secs(1),
+            receive_timeout: Duration::from_secs(1),
         };
         assert_eq!(l.capped(Some(1024)).max_connections, 480);
         assert_eq!(l.capped(Some(1 << 20)).max_connections, 1024);

@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
+use crate::conn::BodyStalled;
 
 /// `axum::Json` with JSON errors.
 pub struct ApiJson<T>(pub T);
@@ -40,7 +41,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiOption
                     "payload_too_large",
                     "request body too large",
                 ),
-                _ => ApiError::bad_request(r.body_text()),
+                _ => stalled(&r).unwrap_or_else(|| ApiError::bad_request(r.body_text())),
             })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
@@ -51,7 +52,16 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiOption
     }
 }
 
+/// 408 `request_timeout` when the rejection came from a body that stopped
+/// arriving ([`BodyStalled`]).
+fn stalled(r: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    BodyStalled::find(r).map(ApiError::from)
+}
+
 fn json_rejection(r: JsonRejection) -> ApiError {
+    if let Some(e) = stalled(&r) {
+        return e;
+    }
     let status = r.status();
     let text = r.body_text();
     match status {

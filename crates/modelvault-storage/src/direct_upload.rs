@@ -131,7 +131,7 @@ struct Staged {
 
 impl Staged {
     fn open(path: &FsPath, plain: File) -> Self {
-        let direct = open_direct(path);
+        let direct = open_direct(path, &plain);
         Staged {
             plain,
             direct_ok: AtomicBool::new(direct.is_some()),
@@ -213,25 +213,35 @@ impl Staged {
     }
 }
 
-/// A descriptor of `path` for direct writes, where they pay: not on a
-/// memory file system (tmpfs, ramfs), where there is no device to write
-/// around the cache and the aligned copy would only add a pass.
+/// A second descriptor of the staged file `plain` (at `path`) for direct
+/// writes, where they pay: not on a memory file system (tmpfs, ramfs),
+/// where there is no device to write around the cache and the aligned copy
+/// would only add a pass. The path is opened again, so it is checked to
+/// still name `plain`'s inode: a bucket writer who swaps the staged name
+/// (or a folder above it) for a link between the two opens would
+/// otherwise receive the upload's bytes in whatever file the link names.
+/// `None` (plain writes only) if it does not.
 #[cfg(target_os = "linux")]
-fn open_direct(path: &FsPath) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+fn open_direct(path: &FsPath, plain: &File) -> Option<File> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
     const TMPFS_MAGIC: u64 = 0x0102_1994;
     const RAMFS_MAGIC: u64 = 0x8584_58f6;
     let file = OpenOptions::new()
         .write(true)
-        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .custom_flags((rustix::fs::OFlags::DIRECT | rustix::fs::OFlags::NOFOLLOW).bits() as i32)
         .open(path)
         .ok()?;
+    let (ours, opened) = (plain.metadata().ok()?, file.metadata().ok()?);
+    if (ours.dev(), ours.ino()) != (opened.dev(), opened.ino()) {
+        tracing::warn!(path = %path.display(), "staged upload file was replaced; writing through its own descriptor only");
+        return None;
+    }
     let kind = rustix::fs::fstatfs(&file).ok()?.f_type as u64;
     (kind != TMPFS_MAGIC && kind != RAMFS_MAGIC).then_some(file)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_direct(_path: &FsPath) -> Option<File> {
+fn open_direct(_path: &FsPath, _plain: &File) -> Option<File> {
     None
 }
 
@@ -446,6 +456,46 @@ mod tests {
             } else if kind == 0xEF53 {
                 assert!(took_direct, "ext4: direct writes");
             }
+        }
+    }
+
+    /// A staged name swapped between its creation and the second (direct)
+    /// open, for a link to another file or for another file, never gets
+    /// the upload's bytes: the direct descriptor is refused and every write
+    /// goes to the staged file's own descriptor.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_swapped_staged_name_gets_nothing() {
+        let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
+        let victim = dir.path().join("victim");
+        let original = vec![7u8; 8192];
+        for swap in ["symlink", "file"] {
+            std::fs::write(&victim, &original).unwrap();
+            let (plain, staged) = create_staged(&dir.path().join("blob"), false).unwrap();
+            // The bucket writer's move: the staged name now leads elsewhere.
+            std::fs::rename(&staged, dir.path().join("moved")).unwrap();
+            match swap {
+                "symlink" => std::os::unix::fs::symlink(&victim, &staged).unwrap(),
+                _ => std::fs::hard_link(&victim, &staged).unwrap(),
+            }
+            let s = Staged::open(&staged, plain);
+            assert!(
+                s.direct.is_none(),
+                "{swap}: direct descriptor of another file"
+            );
+            let data = pattern(8192, 3);
+            s.write_part(&payload(&data, &[]), 0).unwrap();
+            assert_eq!(
+                std::fs::read(&victim).unwrap(),
+                original,
+                "{swap}: victim written"
+            );
+            assert!(
+                std::fs::read(dir.path().join("moved")).unwrap() == data,
+                "{swap}: the upload's own file has its bytes"
+            );
+            std::fs::remove_file(&staged).unwrap();
+            std::fs::remove_file(dir.path().join("moved")).unwrap();
         }
     }
 

@@ -147,10 +147,18 @@ enum Read {
 
 fn read_small(location: Path, path: std::path::PathBuf) -> Result<Read> {
     use std::io::Read as _;
-    let mut file = std::fs::File::open(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => not_found(&path, e),
-        _ => generic(e),
-    })?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // `O_NONBLOCK`: the open of a FIFO planted in the store returns at once
+    // (it is refused below) instead of holding a thread until a writer
+    // comes; for a regular file the flag changes nothing.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => not_found(&path, e),
+            _ => generic(e),
+        })?;
     let m = file.metadata().map_err(generic)?;
     if m.is_dir() {
         return Err(not_found(
@@ -158,12 +166,26 @@ fn read_small(location: Path, path: std::path::PathBuf) -> Result<Read> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "is directory"),
         ));
     }
+    if !m.is_file() {
+        // A device, FIFO or socket (a symlink to `/dev/zero` planted by a
+        // bucket writer would otherwise be read without end): no object
+        // of ours is one, so refuse it.
+        return Err(generic(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        )));
+    }
     let meta = meta(location, &m);
     if m.len() > SMALL {
         return Ok(Read::Large(meta, file, path));
     }
     let mut buf = Vec::with_capacity(m.len() as usize);
-    file.read_to_end(&mut buf).map_err(generic)?;
+    // At most one byte past the size it had: a file that grows while read
+    // is caught below, never read on and on.
+    (&file)
+        .take(m.len() + 1)
+        .read_to_end(&mut buf)
+        .map_err(generic)?;
     if buf.len() as u64 != m.len() {
         // Changed while read: objects are replaced by rename, never
         // rewritten in place, so this is not ours; let the caller see it.
@@ -622,6 +644,41 @@ mod tests {
             ours.get(&cold).await.unwrap().bytes().await.unwrap(),
             Bytes::from_static(b"on disk")
         );
+    }
+
+    /// What a bucket writer can plant in place of an object and no object
+    /// of ours is: a FIFO (whose plain open would wait for a writer) and a
+    /// link to an endless device. A read of either is refused at once;
+    /// it never hangs and never reads without end.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn special_files_are_refused() {
+        use rustix::fs::{FileType, Mode};
+        let dir = tempfile::tempdir().unwrap();
+        let ours = LocalObjects::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap(), false);
+        std::fs::create_dir_all(dir.path().join("r")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("r/fifo"),
+            FileType::Fifo,
+            Mode::RUSR,
+            0,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("r/zero")).unwrap();
+        for name in ["r/fifo", "r/zero"] {
+            let got = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                ours.get(&Path::from(name)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the read hangs"));
+            let e = match got {
+                Ok(_) => panic!("{name}: read as an object"),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains("not a regular file"), "{name}: {e}");
+        }
     }
 
     /// Outside a runtime the read happens in place, as `LocalFileSystem`'s.

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -70,9 +71,17 @@ pub async fn upload(
     // Count as we go: a chunked body may not declare its length.
     let exceeded = Arc::new(AtomicBool::new(false));
     let flag = exceeded.clone();
+    // A client that stops sending mid-upload: 408, nothing stored.
+    let stalled = Arc::new(AtomicBool::new(false));
+    let stall = stalled.clone();
     let mut seen = 0u64;
     let body = req.into_body().into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(|e| e.to_string())?;
+        let chunk = chunk.map_err(|e| {
+            if crate::conn::BodyStalled::find(&e).is_some() {
+                stall.store(true, Ordering::Relaxed);
+            }
+            e.to_string()
+        })?;
         seen += chunk.len() as u64;
         if seen > max {
             flag.store(true, Ordering::Relaxed);
@@ -92,6 +101,12 @@ pub async fn upload(
     {
         Ok(r) => r,
         Err(_) if exceeded.load(Ordering::Relaxed) => return Err(too_large(max)),
+        Err(_) if stalled.load(Ordering::Relaxed) => {
+            return Err(crate::conn::BodyStalled(Duration::from_secs(
+                state.config.server.receive_timeout_secs,
+            ))
+            .into());
+        }
         Err(e) => return Err(e.into()),
     };
     Ok((

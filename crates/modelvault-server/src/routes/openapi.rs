@@ -243,6 +243,11 @@ impl Modify for Common {
                 if any_body {
                     add(
                         op,
+                        "408",
+                        "`request_timeout`: the body stopped arriving (no byte for `server.receive_timeout_secs`)",
+                    );
+                    add(
+                        op,
                         "413",
                         "`payload_too_large`: the body exceeds the server's limit",
                     );
