@@ -18,8 +18,8 @@
 //!   stopped reading a download) fails, which closes the connection;
 //! - a request body that delivers no byte for `receive_timeout_secs` (a
 //!   client that stopped sending mid-upload) fails with [`BodyStalled`]:
-//!   the request is answered (408 for an upload) and, its body unread,
-//!   the connection closes;
+//!   the request is answered 408 `request_timeout` (uploads and JSON
+//!   bodies) and, its body unread, the connection closes;
 //! - an HTTP/1 request with both `Content-Length` and `Transfer-Encoding` is
 //!   answered 400 `invalid_request`: hyper would read it as chunked and
 //!   close the connection, but a proxy in front may have framed it by its
@@ -62,8 +62,8 @@ use crate::config::ServerConfig;
 const RESERVED_FDS: u64 = 64;
 
 /// A request body that delivered no byte for the receive timeout: the
-/// error its reader gets ([`StallGuard`]); a route can find it in the
-/// body's error (`axum::Error::into_inner`, then `downcast_ref`).
+/// error its reader gets ([`StallGuard`]); a route finds it in the body's
+/// error, or in a rejection caused by it, with [`BodyStalled::find`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyStalled(pub Duration);
 
